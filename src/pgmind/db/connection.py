@@ -1,0 +1,46 @@
+"""Connections: one place that turns settings into a DSN and opens a psycopg connection."""
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from ..config import Settings
+from ..errors import DatabaseError
+
+
+def resolve_dsn(settings: Settings) -> str:
+    """PGMIND_DSN / --dsn when given, else the embedded cluster's unix socket."""
+    if settings.dsn:
+        return settings.dsn
+    from .cluster import Cluster
+    return Cluster(settings).dsn
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for messages and logs."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable dsn>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo(**params)
+
+
+def connect(dsn: str, *, application_name: str = "pgmind", autocommit: bool = False,
+            register_vector: bool = True) -> psycopg.Connection:
+    try:
+        conn = psycopg.connect(dsn, application_name=application_name, autocommit=autocommit)
+    except psycopg.OperationalError as e:
+        raise DatabaseError(f"cannot connect to PostgreSQL at {redact(dsn)}: {str(e).strip()}",
+                            hint="start the embedded cluster with `pgmind db up`, "
+                                 "or point PGMIND_DSN at a running server") from None
+    if register_vector:
+        from pgvector.psycopg import register_vector as _register
+        try:
+            _register(conn)
+        except psycopg.ProgrammingError:
+            # the vector type is not in this database yet (before `pgmind install`)
+            if not autocommit:
+                conn.rollback()
+    return conn

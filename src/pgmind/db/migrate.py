@@ -1,0 +1,145 @@
+"""Installs and upgrades the ``ai`` schema from the SQL files shipped in the package.
+
+``sql/migrations/NNN_name.sql`` run once each, in order, and are recorded with their sha256 (a
+released file must never change: a changed hash is an error).  ``sql/functions/*.sql`` are
+idempotent (create or replace) and run on every install; files named ``*.plpython.sql`` need
+plpython3u and are skipped, with a warning, where it cannot be had (managed services).
+Everything happens in one transaction under an advisory lock, so two installs cannot race.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+
+from ..errors import MigrationError, MissingExtensionError
+
+log = logging.getLogger(__name__)
+LOCK_KEY = 0x70676D696E64  # "pgmind"
+
+
+@dataclass
+class InstallResult:
+    applied: list[str] = field(default_factory=list)
+    functions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    plpython: bool = True
+
+
+def _sql_files(kind: str) -> list[tuple[str, str]]:
+    folder = resources.files("pgmind") / "sql" / kind
+    files = sorted((f.name, f.read_text(encoding="utf-8")) for f in folder.iterdir() if f.name.endswith(".sql"))
+    return files
+
+
+def migrations() -> list[tuple[str, str]]:
+    return _sql_files("migrations")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def installed_version(conn: psycopg.Connection) -> list[str]:
+    """Names of the migrations applied in this database (empty before the first install)."""
+    exists = conn.execute("select to_regclass('ai.migrations') is not null").fetchone()[0]
+    if not exists:
+        return []
+    return [r[0] for r in conn.execute("select name from ai.migrations order by name")]
+
+
+def _ensure_extensions(conn: psycopg.Connection) -> bool:
+    """Creates vector (required) and plpython3u (optional). Returns whether plpython3u is there."""
+    have = {r[0]: r[1] for r in conn.execute(
+        "select name, installed_version from pg_available_extensions where name in ('vector', 'plpython3u')")}
+    if "vector" not in have:
+        raise MissingExtensionError("the vector extension (pgvector) is not available on this PostgreSQL server")
+    conn.execute("create extension if not exists vector")
+    if "plpython3u" not in have:
+        log.warning("plpython3u is not available: the SQL model functions (ai.embed, ai.chat, ...) "
+                    "are not installed; vectorizers and search still work")
+        return False
+    if have["plpython3u"] is None:
+        try:
+            with conn.transaction():
+                conn.execute("create extension if not exists plpython3u")
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning("only a superuser can create plpython3u: the SQL model functions are not installed")
+            return False
+    return True
+
+
+def _check_owner(conn: psycopg.Connection) -> None:
+    row = conn.execute("""
+        select n.nspowner::regrole::text, current_user,
+               (select rolsuper from pg_roles where rolname = current_user)
+        from pg_namespace n where n.nspname = 'ai'""").fetchone()
+    if row and row[0] != row[1] and not row[2]:
+        raise MigrationError(f"schema ai belongs to {row[0]}, not to {row[1]}",
+                             hint=f"run pgmind install as {row[0]} or as a superuser")
+
+
+def install(conn: psycopg.Connection, *, server_url: str | None = None, server_token: str | None = None,
+            upto: str | None = None) -> InstallResult:
+    """Create or upgrade the ai schema. ``upto`` stops after that migration (for upgrade tests)."""
+    result = InstallResult()
+    with conn.transaction():
+        conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute("set local search_path = pg_catalog, public")
+        conn.execute("set local client_min_messages = warning")
+        result.plpython = _ensure_extensions(conn)
+        _check_owner(conn)
+        conn.execute("create schema if not exists ai")
+        conn.execute("grant usage on schema ai to public")
+        conn.execute("""create table if not exists ai.migrations (
+                            name text primary key, sha256 text not null,
+                            applied_at timestamptz not null default now())""")
+        done = {r[0]: r[1] for r in conn.execute("select name, sha256 from ai.migrations")}
+        for name, text in migrations():
+            if name in done:
+                if done[name] != _sha(text):
+                    raise MigrationError(f"migration {name} was changed after it was applied",
+                                         hint="released migrations are never edited: add a new numbered file")
+            else:
+                conn.execute(text)
+                conn.execute("insert into ai.migrations (name, sha256) values (%s, %s)", (name, _sha(text)))
+                result.applied.append(name)
+            if upto and name == upto:
+                return result
+        if server_url and server_token:
+            conn.execute("""insert into ai._settings (key, value) values ('server_url', %s), ('server_token', %s)
+                            on conflict (key) do update set value = excluded.value""", (server_url, server_token))
+        conn.execute("""do $$ begin
+                            if not exists (select 1 from pg_roles where rolname = 'pgmind_admin') then
+                                create role pgmind_admin nologin;
+                            end if;
+                        exception when insufficient_privilege then
+                            raise warning 'cannot create role pgmind_admin: only superusers administer models';
+                        end $$""")
+        for name, text in _sql_files("functions"):
+            if name.endswith(".plpython.sql") and not result.plpython:
+                result.skipped.append(name)
+                continue
+            conn.execute(text)
+            result.functions.append(name)
+        _grant_admin_functions(conn)
+    return result
+
+
+ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "revoke_model")
+
+
+def _grant_admin_functions(conn: psycopg.Connection) -> None:
+    """Registering and granting models is for administrators (the model server forwards to model URLs)."""
+    has_admin = conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_admin')").fetchone()[0]
+    for fn in ADMIN_FUNCTIONS:
+        for (sig,) in conn.execute(
+                "select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'ai'::regnamespace "
+                "and p.proname = %s", (fn,)).fetchall():
+            conn.execute(sql.SQL("revoke all on function {} from public").format(sql.SQL(sig)))
+            if has_admin:
+                conn.execute(sql.SQL("grant execute on function {} to pgmind_admin").format(sql.SQL(sig)))

@@ -1,0 +1,182 @@
+"""Provider base classes: one required method each; validation, ordering and batching live here once."""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Iterator
+
+import numpy as np
+
+from ..errors import InputTooLongError, InvalidRequestError
+
+INPUT_TYPES = ("query", "document")
+_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+def estimate_tokens(text: str) -> int:
+    """A close estimate for models whose tokenizer we do not have: one token per CJK character,
+    about four characters per token otherwise."""
+    cjk = len(_CJK.findall(text))
+    return cjk + (len(text) - cjk + 3) // 4
+
+
+def normalize_input_type(value: str | None) -> str:
+    v = (value or "query").lower()
+    if v in ("passage", "document", "doc", "search_document"):
+        return "document"
+    if v in ("query", "search_query"):
+        return "query"
+    raise InvalidRequestError(f"unknown input_type {value!r}", hint="input_type is 'query' or 'document'")
+
+
+@dataclass
+class Embeddings:
+    vectors: np.ndarray           # (n, dim) float32, in input order
+    input_tokens: int = 0
+
+
+@dataclass
+class ChatResult:
+    content: str
+    finish_reason: str = "stop"
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@dataclass
+class ChatDelta:
+    """One piece of a streamed answer; the last one carries finish_reason and usage."""
+    content: str = ""
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class LocalEmbeddingModel(ABC):
+    """A model that runs in this process. Implement ``embed_batch``; the base validates the input,
+    sorts by length to cut padding, splits into batches and restores the input order."""
+
+    dimensions: int = 0
+    max_tokens: int | None = None
+    batch_size: int = 32
+
+    @abstractmethod
+    def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
+        """Embed texts (already validated); returns float32 (n, dimensions), L2-normalised."""
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """Cut text to about max_tokens (subclasses with a tokenizer may do better)."""
+        while self.count_tokens(text) > max_tokens and text:
+            text = text[: max(1, int(len(text) * max_tokens / self.count_tokens(text) * 0.95))]
+        return text
+
+    def check(self, texts: list[str], truncate: bool = False) -> tuple[list[str], int]:
+        """Validate; returns the texts to embed (truncated if asked) and their token count."""
+        out, tokens = [], 0
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise InvalidRequestError(f"input {i} is not a string", hint="send texts, not token ids")
+            if not t.strip():
+                raise InvalidRequestError(f"input {i} is empty",
+                                          hint="pass NULL to get NULL, or filter out empty texts")
+            n = self.count_tokens(t)
+            if self.max_tokens and n > self.max_tokens:
+                if not truncate:
+                    raise InputTooLongError(
+                        f"input {i} has {n} tokens; the model takes at most {self.max_tokens}")
+                t = self.truncate(t, self.max_tokens)
+                n = self.count_tokens(t)
+            out.append(t)
+            tokens += n
+        return out, tokens
+
+    def embed(self, texts: list[str], input_type: str = "query", truncate: bool = False,
+              validated: bool = False) -> Embeddings:
+        """Embed in input order. ``validated``: the texts already passed :meth:`check`."""
+        texts, tokens = (texts, 0) if validated else self.check(texts, truncate)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        result = np.empty((len(texts), self.dimensions), dtype=np.float32)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            result[idx] = self.embed_batch([texts[i] for i in idx], input_type)
+        return Embeddings(result, tokens)
+
+
+class LocalChatModel(ABC):
+    """A chat model in this process. Implement ``stream``; ``chat`` is built on it."""
+
+    context: int = 4096
+
+    @abstractmethod
+    def stream(self, messages: list[dict], options: dict) -> Iterator[ChatDelta]:
+        """Yield the answer piece by piece; the last delta has finish_reason and usage."""
+
+    def chat(self, messages: list[dict], options: dict) -> ChatResult:
+        parts, last = [], ChatDelta()
+        for delta in self.stream(messages, options):
+            parts.append(delta.content)
+            last = delta
+        return ChatResult("".join(parts), last.finish_reason or "stop", last.input_tokens or 0,
+                          last.output_tokens or 0)
+
+
+class RemoteEmbeddingModel(ABC):
+    @abstractmethod
+    async def embed(self, texts: list[str], input_type: str = "query", truncate: bool = False) -> Embeddings:
+        ...
+
+
+class RemoteChatModel(ABC):
+    @abstractmethod
+    async def chat(self, messages: list[dict], options: dict) -> ChatResult:
+        ...
+
+    async def stream(self, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
+        """Providers that cannot stream give the whole answer as one piece."""
+        result = await self.chat(messages, options)
+        yield ChatDelta(result.content, result.finish_reason, result.input_tokens, result.output_tokens)
+
+
+CHAT_OPTIONS = {"temperature": float, "top_p": float, "max_tokens": int, "seed": int, "stop": (str, list),
+                "presence_penalty": float, "frequency_penalty": float, "repeat_penalty": float, "top_k": int}
+
+
+def check_chat_options(options: dict) -> dict:
+    """Keep the generation options we understand, with the right types; reject wrong types clearly."""
+    out = {}
+    if "max_completion_tokens" in options and "max_tokens" not in options:
+        options = {**options, "max_tokens": options["max_completion_tokens"]}
+    for key, typ in CHAT_OPTIONS.items():
+        if options.get(key) is None:
+            continue
+        value = options[key]
+        if typ in (float, int) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InvalidRequestError(f"option {key} must be a number, got {value!r}")
+        if typ is int and int(value) != value:
+            raise InvalidRequestError(f"option {key} must be an integer, got {value!r}")
+        out[key] = typ(value) if typ in (float, int) else value
+    if "max_tokens" in out and out["max_tokens"] < 1:
+        raise InvalidRequestError("option max_tokens must be at least 1")
+    return out
+
+
+def check_messages(messages) -> list[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequestError("messages must be a non-empty list of {role, content} objects",
+                                  hint='e.g. [{"role": "user", "content": "hi"}]')
+    out = []
+    for i, m in enumerate(messages, 1):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "tool"):
+            raise InvalidRequestError(f"message {i} has no valid role",
+                                      hint="role is one of system, user, assistant, tool")
+        content = m.get("content")
+        if isinstance(content, list):  # OpenAI content parts: keep the text ones
+            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        if not isinstance(content, str):
+            raise InvalidRequestError(f"message {i} has no text content", hint='each message needs "content": "<text>"')
+        out.append({"role": m["role"], "content": content})
+    return out

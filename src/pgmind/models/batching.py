@@ -1,0 +1,103 @@
+"""Dynamic batching: concurrent embedding requests for one local model are gathered for a short
+window and run as one batch in the model's own thread, so the event loop never blocks and many
+small callers (eight psql sessions, say) share one forward pass."""
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..errors import PgmindError
+from .base import Embeddings, LocalEmbeddingModel
+
+
+@dataclass
+class _Request:
+    texts: list[str]
+    input_type: str
+    truncate: bool
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class EmbeddingBatcher:
+    def __init__(self, model: LocalEmbeddingModel, *, max_batch: int = 64, wait_ms: float = 2.0,
+                 on_batch=None):
+        self.model = model
+        self.max_batch = max_batch
+        self.wait = wait_ms / 1000.0
+        self.on_batch = on_batch                 # callback(batch_size) for metrics
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
+
+    async def embed(self, texts: list[str], input_type: str = "query", truncate: bool = False) -> Embeddings:
+        if self._task is None or self._task.done():
+            self._queue = asyncio.Queue()
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(texts, input_type, truncate, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await self._queue.get()
+            batch, size = [first], len(first.texts)
+            deadline = loop.time() + self.wait
+            while size < self.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    req = await asyncio.wait_for(self._queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                batch.append(req)
+                size += len(req.texts)
+            groups: dict[tuple[str, bool], list[_Request]] = {}
+            for req in batch:
+                groups.setdefault((req.input_type, req.truncate), []).append(req)
+            for (input_type, truncate), reqs in groups.items():
+                results = await loop.run_in_executor(self._executor, self._embed_group, reqs, input_type, truncate)
+                for req, result in zip(reqs, results):
+                    if req.future.done():          # the caller went away
+                        continue
+                    if isinstance(result, BaseException):
+                        req.future.set_exception(result)
+                    else:
+                        req.future.set_result(result)
+
+    def _embed_group(self, reqs: list[_Request], input_type: str, truncate: bool) -> list:
+        """Runs in the model's thread. A request with bad input fails alone; the others go on."""
+        results: list = [None] * len(reqs)
+        good, texts, counts = [], [], []
+        for i, req in enumerate(reqs):
+            try:
+                checked, tokens = self.model.check(req.texts, truncate)
+            except PgmindError as e:
+                results[i] = e
+                continue
+            good.append((i, len(checked), tokens))
+            texts.extend(checked)
+        if texts:
+            try:
+                emb = self.model.embed(texts, input_type, validated=True)
+            except Exception as e:  # a model failure fails every request of the batch, each told why
+                err = e if isinstance(e, PgmindError) else PgmindError(f"the model failed: {type(e).__name__}: {e}")
+                for i, _, _ in good:
+                    results[i] = err
+                return results
+            if self.on_batch:
+                self.on_batch(len(texts))
+            start = 0
+            for i, n, tokens in good:
+                results[i] = Embeddings(emb.vectors[start:start + n], tokens)
+                start += n
+        return results
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

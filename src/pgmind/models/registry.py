@@ -1,0 +1,57 @@
+"""Reads the model registry for the model server, with a short cache so a hot path does not query
+the database on every request, while grants and changes still take effect within a second or two."""
+from __future__ import annotations
+
+import time
+
+from psycopg_pool import AsyncConnectionPool
+
+from ..errors import UnknownModelError
+from .spec import SPEC_QUERY, ModelSpec, spec_from_row
+
+
+class Registry:
+    def __init__(self, pool: AsyncConnectionPool, ttl: float = 2.0):
+        self.pool = pool
+        self.ttl = ttl
+        self._specs: dict[str, tuple[float, ModelSpec | None]] = {}
+        self._grants: dict[tuple[str, str], tuple[float, bool]] = {}
+
+    async def get(self, model_id: str) -> ModelSpec:
+        if not isinstance(model_id, str) or not model_id:
+            from ..errors import InvalidRequestError
+            raise InvalidRequestError("no model given", hint="pass the model id, e.g. \"model\": \"e5-small\"")
+        hit = self._specs.get(model_id)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.ttl:
+            spec = hit[1]
+        else:
+            async with self.pool.connection() as conn:
+                row = await (await conn.execute(SPEC_QUERY, (model_id,))).fetchone()
+            spec = spec_from_row(row) if row else None
+            self._specs[model_id] = (now, spec)
+        if spec is None:
+            raise UnknownModelError(f'model "{model_id}" is not registered')
+        return spec
+
+    async def can_use(self, role: str, model_id: str) -> bool:
+        key = (role, model_id)
+        hit = self._grants.get(key)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.ttl / 2:
+            return hit[1]
+        async with self.pool.connection() as conn:
+            ok = (await (await conn.execute(
+                "select exists (select 1 from pg_roles where rolname = %s) and ai._can_use(%s, %s)",
+                (role, role, model_id))).fetchone())[0]
+        self._grants[key] = (now, ok)
+        return ok
+
+    async def list(self) -> list[ModelSpec]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(SPEC_QUERY.replace("where r.model_id = %s", "order by r.model_id"))).fetchall()
+        return [spec_from_row(r) for r in rows]
+
+    def forget(self) -> None:
+        self._specs.clear()
+        self._grants.clear()

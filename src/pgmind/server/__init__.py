@@ -1,0 +1,1 @@
+"""The model server: one HTTP app, one module per protocol."""

@@ -1,0 +1,32 @@
+"""pgmind's own routes, used by the SQL functions: probe a model before it is registered, and
+forward an ai.call_model request."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from ..errors import InvalidRequestError
+from ..models.spec import ModelSpec
+from .deps import authenticate, caller, json_body, service
+
+router = APIRouter(dependencies=[Depends(authenticate)])
+
+
+@router.post("/pgmind/v1/probe", tags=["pgmind"], include_in_schema=False)
+async def probe(request: Request):
+    body = await json_body(request)
+    try:
+        spec = ModelSpec(model_id=body["model_id"], provider=body["provider"], model_type=body["model_type"],
+                         model_name=body["model_name"], url=body.get("url"), auth=body.get("auth") or {},
+                         secret=body.get("secret"), options=body.get("options") or {})
+    except KeyError as e:
+        raise InvalidRequestError(f"probe needs {e.args[0]}") from None
+    return await service(request).probe(spec)
+
+
+@router.post("/pgmind/v1/call", tags=["pgmind"])
+async def call(request: Request):
+    body = await json_body(request)
+    if "body" not in body:
+        raise InvalidRequestError('the request needs "body": what the model\'s input function built')
+    return await service(request).call(body.get("model"), body["body"], body.get("headers") or {},
+                                       caller(request, "sql"))

@@ -1,0 +1,149 @@
+"""What every protocol front end calls: resolve the model, check the caller's grant, run it, and
+record the call (metrics and ai.call_log).  The protocol modules only translate shapes."""
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import numpy as np
+
+from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
+from ..models.base import ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, normalize_input_type
+from ..models.hub import ModelHub
+from ..models.registry import Registry
+from ..models.spec import ModelSpec
+from .call_log import CallLog, CallRecord
+from .metrics import LATENCY, REQUESTS, TOKENS
+
+
+@dataclass(frozen=True)
+class Caller:
+    role: str | None      # the database role, when the call comes from SQL
+    client: str           # sql | openai-api | dashscope-api | pgmind-api
+
+
+class ModelService:
+    def __init__(self, registry: Registry, hub: ModelHub, call_log: CallLog, log_payloads: bool = False):
+        self.registry, self.hub, self.call_log = registry, hub, call_log
+        self.log_payloads = log_payloads
+
+    async def resolve(self, model_id: str, caller: Caller) -> ModelSpec:
+        spec = await self.registry.get(model_id)
+        if caller.role and not await self.registry.can_use(caller.role, model_id):
+            raise PermissionDeniedError(f'permission denied for model "{model_id}"',
+                                        hint=f"select ai.grant_model('{model_id}', '{caller.role}')")
+        return spec
+
+    @asynccontextmanager
+    async def _record(self, spec: ModelSpec, operation: str, caller: Caller, items: int | None, payload=None):
+        """Times the call and logs it, however it ends. The body fills ``usage``."""
+        usage = {"in": None, "out": None}
+        start = time.perf_counter()
+        status, http_status, error = "ok", 200, None
+        try:
+            yield usage
+        except PgmindError as e:
+            status, http_status, error = "error", getattr(e, "status", None) or e.http_status, e.message
+            raise
+        except Exception as e:
+            status, http_status, error = "error", 500, f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            REQUESTS.labels(spec.model_id, operation, caller.client, status).inc()
+            LATENCY.labels(spec.model_id, operation).observe(elapsed)
+            if usage["in"]:
+                TOKENS.labels(spec.model_id, "in").inc(usage["in"])
+            if usage["out"]:
+                TOKENS.labels(spec.model_id, "out").inc(usage["out"])
+            self.call_log.record(CallRecord(
+                spec.model_id, spec.provider, operation, caller.client, caller.role, items, usage["in"],
+                usage["out"], elapsed * 1000.0, status, http_status, error,
+                payload if self.log_payloads else None))
+
+    async def embed(self, model_id: str, texts: list[str], caller: Caller, input_type: str | None = "query",
+                    truncate: bool = False) -> tuple[ModelSpec, Embeddings]:
+        if not isinstance(texts, list) or not texts:
+            raise InvalidRequestError("input must be a text or a non-empty list of texts")
+        input_type = normalize_input_type(input_type)
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "embed", caller, len(texts), {"input": texts}) as usage:
+            result = await self.hub.embed(spec, texts, input_type, truncate)
+            usage["in"] = result.input_tokens
+        return spec, result
+
+    async def chat(self, model_id: str, messages, options: dict, caller: Caller) -> tuple[ModelSpec, ChatResult]:
+        messages, options = check_messages(messages), check_chat_options(options)
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
+            result = await self.hub.chat(spec, messages, options)
+            usage["in"], usage["out"] = result.input_tokens, result.output_tokens
+        return spec, result
+
+    async def chat_stream(self, model_id: str, messages, options: dict, caller: Caller
+                          ) -> tuple[ModelSpec, AsyncIterator[ChatDelta]]:
+        """Checks everything before the first byte is sent, so errors still get a proper status."""
+        messages, options = check_messages(messages), check_chat_options(options)
+        spec = await self.resolve(model_id, caller)
+        self.hub._check_chat(spec)
+
+        async def gen():
+            async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
+                async for delta in self.hub.chat_stream(spec, messages, options):
+                    if delta.finish_reason:
+                        usage["in"], usage["out"] = delta.input_tokens, delta.output_tokens
+                    yield delta
+        return spec, gen()
+
+    async def call(self, model_id: str, body, headers: dict, caller: Caller):
+        """ai.call_model: send the body the model's input function built to the model's URL."""
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "call", caller, None, {"body": body}) as usage:
+            if spec.provider == "pgmind":
+                return await self._call_local(spec, body, usage)
+            from ..models.transport import Endpoint
+            url = spec.url
+            if spec.provider == "openai":
+                url = url.rstrip("/") + ("/embeddings" if spec.model_type == "embedding" else "/chat/completions")
+            elif spec.provider == "dashscope":
+                from ..models.remote_dashscope import EMBEDDING, GENERATION
+                url = url.rstrip("/") + (EMBEDDING if spec.model_type == "embedding" else GENERATION)
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise InvalidRequestError("the header function must return a JSON object of strings")
+            ep = Endpoint(url, {**{k: v for k, v in headers.items()}, **spec.auth_headers()},
+                          spec.timeout or self.hub.settings.request_timeout, self.hub.settings.max_retries)
+            return await self.hub.transport.post_json(ep, body)
+
+    async def _call_local(self, spec: ModelSpec, body, usage) -> dict:
+        """A local model called with an OpenAI-shaped body."""
+        if not isinstance(body, dict):
+            raise InvalidRequestError("a local model takes a JSON object like the OpenAI API's")
+        if spec.model_type == "embedding":
+            texts = body.get("input")
+            texts = [texts] if isinstance(texts, str) else texts
+            if not isinstance(texts, list) or not texts:
+                raise InvalidRequestError('the request needs "input": a text or a list of texts')
+            result = await self.hub.embed(spec, texts, normalize_input_type(body.get("input_type")))
+            usage["in"] = result.input_tokens
+            return {"data": [{"index": i, "embedding": v.tolist()} for i, v in enumerate(result.vectors)],
+                    "usage": {"prompt_tokens": result.input_tokens}}
+        messages = check_messages(body.get("messages"))
+        result = await self.hub.chat(spec, messages, check_chat_options(body))
+        usage["in"], usage["out"] = result.input_tokens, result.output_tokens
+        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": result.content},
+                             "finish_reason": result.finish_reason}],
+                "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens}}
+
+    async def probe(self, spec: ModelSpec) -> dict:
+        """What create_model checks before it commits: an embedding model's dimension, by one call."""
+        if spec.model_type != "embedding":
+            return {"ok": True}
+        result = await self.hub.embed(spec, ["pgmind dimension probe"], "query")
+        return {"ok": True, "dimensions": int(result.vectors.shape[1])}
+
+
+def vectors_to_base64(vectors: np.ndarray) -> list[str]:
+    import base64
+    return [base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii") for v in vectors]

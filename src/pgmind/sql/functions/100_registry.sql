@@ -1,0 +1,326 @@
+-- Model registry functions (PL/pgSQL; re-applied on every install).
+-- Dynamic SQL is built with format('%I'/'%s' of regproc), never by concatenating input.
+
+-- Is this role an administrator of pgmind (superuser, or member of pgmind_admin)?
+create or replace function ai._is_admin(role_name name) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select coalesce((select rolsuper from pg_roles where rolname = role_name), false)
+        or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
+            and pg_has_role(role_name, 'pgmind_admin', 'MEMBER'))
+$$;
+
+-- May this role call this model?  The owner, administrators, and grantees (directly, through
+-- a role they belong to, or through 'public').
+create or replace function ai._can_use(role_name name, p_model_id text) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select ai._is_admin(role_name)
+        or exists (select 1 from ai.model_registry r
+                   where r.model_id = p_model_id and pg_has_role(role_name, r.owner, 'MEMBER'))
+        or exists (select 1 from ai.model_grants g
+                   where g.model_id = p_model_id
+                     and (g.grantee = 'public'
+                          or (exists (select 1 from pg_roles where rolname = g.grantee)
+                              and pg_has_role(role_name, g.grantee, 'USAGE'))))
+$$;
+
+-- The caller a SQL function claims must be a role the session may act as: this stops a role from
+-- borrowing another role's grants through the internal functions.
+create or replace function ai._check_caller(caller name) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if caller is null or not pg_has_role(session_user, caller, 'MEMBER') then
+        raise exception 'role % cannot act as role %', session_user, caller
+            using errcode = '42501', hint = 'call the ai.* functions, not the internal ai._* ones';
+    end if;
+end $$;
+
+-- Resolve a model for a call from SQL: unknown model → 42704, no grant → 42501.
+create or replace function ai._model_for_call(p_model_id text, caller name)
+returns table (model_id text, provider text, model_type text, model_name text, url text,
+               header_fn regproc, in_fn regproc, out_fn regproc, options jsonb, dimensions int)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai._check_caller(caller);
+    if not exists (select 1 from ai.model_registry r where r.model_id = p_model_id) then
+        raise exception 'model "%" is not registered', p_model_id
+            using errcode = '42704',
+                  hint = 'list the registered models with `pgmind models list` or select * from ai.models';
+    end if;
+    if not ai._can_use(caller, p_model_id) then
+        raise exception 'permission denied for model "%"', p_model_id
+            using errcode = '42501',
+                  hint = format('the model''s owner or an administrator can run: select ai.grant_model(%L, %L)',
+                                p_model_id, caller);
+    end if;
+    return query select r.model_id, r.provider, r.model_type, r.model_name, r.url, r.header_fn, r.in_fn,
+                        r.out_fn, r.options, r.dimensions
+                 from ai.model_registry r where r.model_id = p_model_id;
+end $$;
+
+-- Check that a transform function exists with the expected shape.
+create or replace function ai._check_transform(fn regproc, role_text text, want_result text[]) returns void
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+    p pg_proc;
+begin
+    if fn is null then return; end if;
+    select * into p from pg_proc where oid = fn;
+    if p.pronargs <> 2 or p.proargtypes[0] <> 'text'::regtype
+       or p.proargtypes[1] not in ('text'::regtype, 'jsonb'::regtype, 'json'::regtype) then
+        raise exception '% function % has the wrong arguments (%)', role_text, fn,
+                        pg_get_function_identity_arguments(fn)
+            using errcode = '42883',
+                  hint = format('a %s function takes (model_id text, input text|jsonb)', role_text);
+    end if;
+    if want_result is not null and not (p.prorettype::regtype::text = any (want_result)) then
+        raise exception '% function % returns %, expected one of %', role_text, fn,
+                        p.prorettype::regtype, array_to_string(want_result, ', ')
+            using errcode = '42P13', hint = format('make %s return jsonb', fn);
+    end if;
+end $$;
+
+-- Validate the auth object and split off its secret.  Returns (auth without secret, secret).
+create or replace function ai._split_auth(auth jsonb, out clean jsonb, out secret text)
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+    kind text;
+begin
+    auth := coalesce(auth, '{}'::jsonb);
+    if jsonb_typeof(auth) <> 'object' then
+        raise exception 'auth must be a JSON object, got %', jsonb_typeof(auth)
+            using errcode = '22023', hint = 'pass {"author_type":"token","token":"..."} or {"author_type":"env","env":"VAR"}';
+    end if;
+    kind := coalesce(auth->>'author_type', case when auth ? 'token' then 'token'
+                                                 when auth ? 'env' then 'env' else 'none' end);
+    if kind = 'token' then
+        secret := auth->>'token';
+        if secret is null or btrim(secret) = '' then
+            raise exception 'auth has author_type "token" but no token'
+                using errcode = '22023', hint = 'pass {"author_type":"token","token":"<the secret>"}';
+        end if;
+        clean := jsonb_build_object('author_type', 'token');
+    elsif kind = 'env' then
+        if coalesce(auth->>'env', '') !~ '^[A-Za-z_][A-Za-z0-9_]*$' then
+            raise exception 'auth has author_type "env" but no valid environment variable name'
+                using errcode = '22023', hint = 'pass {"author_type":"env","env":"OPENAI_API_KEY"}';
+        end if;
+        clean := jsonb_build_object('author_type', 'env', 'env', auth->>'env');
+    elsif kind = 'none' then
+        clean := jsonb_build_object('author_type', 'none');
+    else
+        raise exception 'unknown author_type "%"', kind
+            using errcode = '22023', hint = 'author_type is one of token, env, none';
+    end if;
+    -- keep extra non-secret settings (e.g. "header": "X-Api-Key" for providers that use another header)
+    clean := clean || (auth - 'token' - 'author_type' - 'env');
+end $$;
+
+create or replace function ai._default_url(provider text) returns text
+language sql immutable as $$
+    select case provider when 'openai' then 'https://api.openai.com/v1'
+                         when 'dashscope' then 'https://dashscope.aliyuncs.com/api/v1' end
+$$;
+
+create or replace function ai._validate_model(url text, provider text, model_type text, model_name text,
+                                              header_fn regproc, in_fn regproc, out_fn regproc, options jsonb)
+returns void language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    if provider is null or provider not in ('pgmind', 'openai', 'dashscope', 'other') then
+        raise exception 'unknown provider "%"', provider
+            using errcode = '22023', hint = 'provider is one of pgmind, openai, dashscope, other';
+    end if;
+    if model_type is null or model_type not in ('embedding', 'chat', 'image_embedding', 'rerank') then
+        raise exception 'unknown model type "%"', model_type
+            using errcode = '22023', hint = 'type is one of embedding, chat, image_embedding, rerank';
+    end if;
+    if model_name is null or btrim(model_name) = '' then
+        raise exception 'model name is empty'
+            using errcode = '22023', hint = 'pass the provider''s own name for the model, e.g. text-embedding-v3';
+    end if;
+    if url is null and provider = 'other' then
+        raise exception 'a model of provider "other" needs a URL'
+            using errcode = '22023', hint = 'pass the HTTP endpoint, e.g. http://127.0.0.1:51000/post';
+    end if;
+    if url is not null and url !~ '^https?://[A-Za-z0-9.\[\]:_-]+(:[0-9]+)?(/[^\s]*)?$' then
+        raise exception 'invalid model URL "%"', url
+            using errcode = '22023', hint = 'use an absolute http:// or https:// URL';
+    end if;
+    if options is not null and jsonb_typeof(options) <> 'object' then
+        raise exception 'options must be a JSON object'
+            using errcode = '22023', hint = 'pass options like {"dimensions": 1024, "timeout": 30}';
+    end if;
+    perform ai._check_transform(header_fn, 'header', array['json', 'jsonb']);
+    perform ai._check_transform(in_fn, 'input', array['json', 'jsonb']);
+    perform ai._check_transform(out_fn, 'output', null);
+end $$;
+
+-- Ask the model server what the model is (for embeddings: its dimension).  The model is not
+-- committed yet, so its whole definition travels in the request.  Returns null when the model
+-- server cannot be reached (registration goes on with a notice).
+create or replace function ai._probe_model(p_model_id text, url text, provider text, model_type text,
+                                           model_name text, auth jsonb, secret text, options jsonb)
+returns jsonb language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    answer jsonb;
+begin
+    if not exists (select 1 from pg_proc where proname = '_server_request'
+                   and pronamespace = 'ai'::regnamespace) then
+        return null;  -- no plpython3u on this server: nothing can call models from SQL anyway
+    end if;
+    begin
+        answer := ai._server_request('/pgmind/v1/probe',
+            jsonb_build_object('model_id', p_model_id, 'url', url, 'provider', provider,
+                               'model_type', model_type, 'model_name', model_name, 'auth', auth,
+                               'secret', secret, 'options', options)::text,
+            session_user, 60)::jsonb;
+    exception when sqlstate '08001' then
+        raise notice 'model "%" was registered without a check: the model server is not running', p_model_id
+            using hint = 'start it with `pgmind serve`, then check the model with `pgmind models test`';
+        return null;
+    end;
+    return answer;
+end $$;
+
+create or replace function ai.create_model(
+    model_id text, url text, provider text, type text, name text,
+    auth jsonb default '{}', header_fn regproc default null, in_fn regproc default null,
+    out_fn regproc default null, options jsonb default '{}')
+returns text language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    a record;
+    probe jsonb;
+    dims int;
+begin
+    if model_id is null or model_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$' then
+        raise exception 'invalid model id "%"', model_id
+            using errcode = '22023', hint = 'a model id is 1-200 letters, digits and _ . : / @ + -, e.g. embedding/my_clip';
+    end if;
+    if exists (select 1 from ai.model_registry r where r.model_id = create_model.model_id) then
+        raise exception 'model "%" already exists', model_id
+            using errcode = '42710', hint = 'change it with ai.alter_model, or remove it with ai.drop_model';
+    end if;
+    options := coalesce(options, '{}'::jsonb);
+    url := coalesce(url, ai._default_url(provider));
+    perform ai._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
+    select * into a from ai._split_auth(auth);
+    dims := (options->>'dimensions')::int;
+
+    if type = 'embedding' and provider <> 'other' then
+        probe := ai._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
+        if probe ? 'dimensions' then
+            if dims is not null and dims <> (probe->>'dimensions')::int then
+                raise exception 'model "%" returns % dimensions, but options say %', model_id,
+                                probe->>'dimensions', dims
+                    using errcode = '22000', hint = 'fix options.dimensions, or leave it out to use what the model returns';
+            end if;
+            dims := (probe->>'dimensions')::int;
+        end if;
+    end if;
+
+    insert into ai.model_registry (model_id, url, provider, model_type, model_name, auth, header_fn,
+                                   in_fn, out_fn, options, dimensions, owner)
+    values (model_id, url, provider, type, name, a.clean, header_fn, in_fn, out_fn,
+            options, dims, session_user);
+    if a.secret is not null then
+        insert into ai.model_secrets (model_id, secret) values (model_id, a.secret);
+    end if;
+    return model_id;
+end $$;
+
+create or replace function ai._check_owner(p_model_id text) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    o name;
+begin
+    select owner into o from ai.model_registry where model_id = p_model_id;
+    if not found then
+        raise exception 'model "%" is not registered', p_model_id
+            using errcode = '42704', hint = 'list the registered models with select * from ai.models';
+    end if;
+    if not (ai._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
+        raise exception 'must be the owner of model "%" (%)', p_model_id, o
+            using errcode = '42501', hint = 'ask the owner or a pgmind administrator';
+    end if;
+end $$;
+
+create or replace function ai.alter_model(
+    model_id text, url text default null, auth jsonb default null, header_fn regproc default null,
+    in_fn regproc default null, out_fn regproc default null, options jsonb default null,
+    name text default null)
+returns text language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    r ai.model_registry;
+    a record;
+begin
+    perform ai._check_owner(model_id);
+    select * into r from ai.model_registry m where m.model_id = alter_model.model_id for update;
+    r.url := coalesce(url, r.url);
+    r.header_fn := coalesce(header_fn, r.header_fn);
+    r.in_fn := coalesce(in_fn, r.in_fn);
+    r.out_fn := coalesce(out_fn, r.out_fn);
+    r.options := coalesce(options, r.options);
+    r.model_name := coalesce(name, r.model_name);
+    perform ai._validate_model(r.url, r.provider, r.model_type, r.model_name, r.header_fn, r.in_fn,
+                               r.out_fn, r.options);
+    if options ? 'dimensions' then
+        r.dimensions := (options->>'dimensions')::int;
+    end if;
+    update ai.model_registry m
+       set url = r.url, header_fn = r.header_fn, in_fn = r.in_fn, out_fn = r.out_fn, options = r.options,
+           model_name = r.model_name, dimensions = r.dimensions, updated_at = now()
+     where m.model_id = alter_model.model_id;
+    if auth is not null then
+        select * into a from ai._split_auth(auth);
+        update ai.model_registry m set auth = a.clean where m.model_id = alter_model.model_id;
+        delete from ai.model_secrets s where s.model_id = alter_model.model_id;
+        if a.secret is not null then
+            insert into ai.model_secrets (model_id, secret) values (alter_model.model_id, a.secret);
+        end if;
+    end if;
+    return model_id;
+end $$;
+
+create or replace function ai.drop_model(model_id text, if_exists boolean default false) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if if_exists and not exists (select 1 from ai.model_registry m where m.model_id = drop_model.model_id) then
+        return false;
+    end if;
+    perform ai._check_owner(model_id);
+    delete from ai.model_registry m where m.model_id = drop_model.model_id;
+    return true;
+end $$;
+
+create or replace function ai.grant_model(model_id text, role_name name) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai._check_owner(model_id);
+    if lower(role_name) <> 'public' and not exists (select 1 from pg_roles where rolname = role_name) then
+        raise exception 'role "%" does not exist', role_name
+            using errcode = '42704', hint = 'create the role first, or grant to public';
+    end if;
+    insert into ai.model_grants (model_id, grantee, granted_by)
+    values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, session_user)
+    on conflict do nothing;
+end $$;
+
+create or replace function ai.revoke_model(model_id text, role_name name) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai._check_owner(model_id);
+    delete from ai.model_grants g
+     where g.model_id = revoke_model.model_id
+       and g.grantee = case when lower(role_name) = 'public' then 'public' else role_name end;
+end $$;
+
+-- The registry as users see it: no secret, ever.
+create or replace view ai.models as
+select r.model_id, r.provider, r.model_type, r.model_name, r.url,
+       case when s.model_id is not null then r.auth || '{"token": "********"}'::jsonb else r.auth end as auth,
+       r.header_fn, r.in_fn, r.out_fn, r.options, r.dimensions, r.owner,
+       coalesce((select array_agg(g.grantee order by g.grantee) from ai.model_grants g
+                 where g.model_id = r.model_id), '{}') as granted_to,
+       ai._can_use(current_user, r.model_id) as usable,
+       r.created_at, r.updated_at
+from ai.model_registry r
+left join ai.model_secrets s on s.model_id = r.model_id;

@@ -1,0 +1,295 @@
+-- SQL functions that call models through the model server (plpython3u, standard library only).
+-- Public functions run with the caller's rights; only ai._server_request reads the server token,
+-- and it checks that the caller it is told about is a role the session may act as.
+
+-- The HTTP client, defined once per backend and kept in GD with its open connection.
+create or replace function ai._py_client_init() returns void
+language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
+if 'pgmind_client' in GD:
+    return
+import http.client
+import json
+import socket
+import urllib.parse
+
+
+class PgmindClient:
+    """Talks to the model server over one kept-alive HTTP connection."""
+
+    def __init__(self):
+        self.conn = None
+        self.token = None
+        self.host = None
+
+    def _load_settings(self):
+        rows = plpy.execute("select key, value from ai._settings where key in ('server_url', 'server_token')")
+        values = {r['key']: r['value'] for r in rows}
+        if 'server_url' not in values or 'server_token' not in values:
+            plpy.error('the model server is not configured in this database',
+                       hint='run `pgmind install`, which shares the model server URL and token with the database',
+                       sqlstate='PM001')
+        url = urllib.parse.urlsplit(values['server_url'])
+        self.host, self.port, self.base = url.hostname, url.port or 80, url.path.rstrip('/')
+        self.url = values['server_url']
+        self.token = values['server_token']
+        self.close()
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None
+
+    def request(self, path, body, caller, timeout):
+        if self.host is None:
+            self._load_settings()
+        headers = {'Authorization': 'Bearer ' + self.token, 'Content-Type': 'application/json',
+                   'X-Pgmind-Caller': caller, 'X-Pgmind-Client': 'sql'}
+        for attempt in range(3):
+            reused = self.conn is not None
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            elif self.conn.sock is not None:
+                self.conn.sock.settimeout(timeout)
+            try:
+                self.conn.request('POST', self.base + path, body=body.encode('utf-8'), headers=headers)
+                resp = self.conn.getresponse()
+                data = resp.read()
+            except socket.timeout:
+                self.close()
+                plpy.error('the model server did not answer within %g s' % timeout,
+                           hint='pass a larger options {"timeout": seconds}, or check the model server',
+                           sqlstate='PM003')
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    http.client.BadStatusLine):
+                # a kept-alive connection the server closed: reconnect once and send again
+                self.close()
+                if reused:
+                    continue
+                plpy.error('the model server at %s closed the connection' % self.url,
+                           hint='check the model server log; start it with `pgmind serve`', sqlstate='08001')
+            except OSError as e:
+                self.close()
+                plpy.error('cannot reach the model server at %s: %s' % (self.url, e.strerror or e),
+                           hint='start it with `pgmind serve`', sqlstate='08001')
+            if resp.status == 401 and attempt == 0:
+                self._load_settings()   # the token was rotated by a new install: read it again
+                headers['Authorization'] = 'Bearer ' + self.token
+                continue
+            if resp.status >= 400:
+                self._raise(resp.status, data)
+            return data.decode('utf-8')
+        plpy.error('the model server at %s keeps closing the connection' % self.url,
+                   hint='check the model server log', sqlstate='08001')
+
+    def _raise(self, status, data):
+        try:
+            err = json.loads(data)['error']
+            if not isinstance(err, dict):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            plpy.error('the model server answered HTTP %d: %s' % (status, data[:300].decode('utf-8', 'replace')),
+                       hint='check the model server log', sqlstate='PM002')
+        plpy.error(str(err.get('message') or 'model server error'), detail=err.get('detail'),
+                   hint=err.get('hint'), sqlstate=str(err.get('sqlstate') or 'PM002'))
+
+
+GD['pgmind_client'] = PgmindClient()
+GD['pgmind_json'] = json
+$py$;
+
+create or replace function ai._server_request(path text, body text, caller name, timeout_s float8 default 300)
+returns text language plpython3u volatile security definer set search_path = pg_catalog, pg_temp as $py$
+if 'pgmind_check_caller' not in GD:
+    GD['pgmind_check_caller'] = plpy.prepare('select ai._check_caller($1)', ['name'])
+    plpy.execute('select ai._py_client_init()')
+plpy.execute(GD['pgmind_check_caller'], [caller])
+return GD['pgmind_client'].request(path, body, caller, timeout_s or 300)
+$py$;
+
+-- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.
+create or replace function ai._embed_batch(model text, inputs text[], input_type text, caller name,
+                                           timeout_s float8 default 300)
+returns table (idx int, embedding vector)
+language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
+if 'pgmind_embed_plan' not in GD:
+    GD['pgmind_embed_plan'] = plpy.prepare(
+        'select ai._server_request($1, $2, $3, $4) as r', ['text', 'text', 'name', 'float8'])
+    plpy.execute('select ai._py_client_init()')
+json = GD['pgmind_json']
+if inputs is None:
+    return []
+todo = [(i, t) for i, t in enumerate(inputs) if t is not None]
+out = [(i + 1, None) for i in range(len(inputs))]
+if not todo:
+    return out
+body = json.dumps({'model': model, 'input': [t for _, t in todo], 'input_type': input_type,
+                   'encoding_format': 'float'}, ensure_ascii=False)
+resp = json.loads(plpy.execute(GD['pgmind_embed_plan'], ['/v1/embeddings', body, caller, timeout_s])[0]['r'])
+data = resp.get('data') if isinstance(resp, dict) else None
+if not isinstance(data, list) or len(data) != len(todo):
+    plpy.error('the model server returned %s embeddings for %d inputs'
+               % (len(data) if isinstance(data, list) else 'no', len(todo)),
+               hint='check the model server log', sqlstate='PM004')
+for item in data:
+    pos = todo[item['index']][0]
+    out[pos] = (pos + 1, '[' + ','.join(map(repr, item['embedding'])) + ']')
+return out
+$py$;
+
+create or replace function ai.embed(model text, input text, input_type text default 'query')
+returns vector language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    if model is null or input is null then
+        return null;
+    end if;
+    return (select e.embedding from ai._embed_batch(model, array[input], input_type, current_user) e);
+end $$;
+
+create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
+returns table (idx int, embedding vector)
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    if model is null or inputs is null then
+        return;
+    end if;
+    return query select e.idx, e.embedding from ai._embed_batch(model, inputs, input_type, current_user) e;
+end $$;
+
+-- Check and normalise chat messages: a JSON array of {"role": ..., "content": ...}.
+create or replace function ai._check_messages(messages jsonb) returns jsonb
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+    m jsonb;
+    i int := 0;
+begin
+    if jsonb_typeof(messages) = 'object' then
+        messages := jsonb_build_array(messages);
+    end if;
+    if jsonb_typeof(messages) <> 'array' or jsonb_array_length(messages) = 0 then
+        raise exception 'messages must be a non-empty JSON array of {"role", "content"} objects'
+            using errcode = '22023', hint = 'e.g. ''[{"role":"user","content":"hi"}]''::jsonb';
+    end if;
+    for m in select * from jsonb_array_elements(messages) loop
+        i := i + 1;
+        if jsonb_typeof(m) <> 'object' or m->>'role' is null
+           or m->>'role' not in ('system', 'user', 'assistant', 'tool') then
+            raise exception 'message % has no valid role', i
+                using errcode = '22023', hint = 'role is one of system, user, assistant, tool';
+        end if;
+        if jsonb_typeof(m->'content') is distinct from 'string' then
+            raise exception 'message % has no text content', i
+                using errcode = '22023', hint = 'each message needs "content": "<text>"';
+        end if;
+    end loop;
+    return messages;
+end $$;
+
+create or replace function ai._check_options(options jsonb) returns jsonb
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+    options := coalesce(options, '{}'::jsonb);
+    if jsonb_typeof(options) <> 'object' then
+        raise exception 'options must be a JSON object'
+            using errcode = '22023', hint = 'e.g. ''{"temperature": 0.2, "max_tokens": 256}''::jsonb';
+    end if;
+    return options;
+end $$;
+
+-- A chat completion: returns {"message": {...}, "finish_reason", "usage", "model"}.
+create or replace function ai.chat(model text, messages jsonb, options jsonb default '{}')
+returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    resp jsonb;
+    body jsonb;
+begin
+    if model is null or messages is null then
+        return null;
+    end if;
+    messages := ai._check_messages(messages);
+    options := ai._check_options(options);
+    -- OpenAI's request shape: options (temperature, max_tokens, seed, stop, ...) sit beside the messages
+    body := (options - 'timeout') || jsonb_build_object('model', model, 'messages', messages, 'stream', false);
+    resp := ai._server_request('/v1/chat/completions', body::text, current_user,
+                               coalesce((options->>'timeout')::float8, 300))::jsonb;
+    return jsonb_build_object('message', resp->'choices'->0->'message',
+                              'finish_reason', resp->'choices'->0->'finish_reason',
+                              'usage', resp->'usage', 'model', resp->'model');
+end $$;
+
+create or replace function ai.generate(model text, prompt text, system text default null,
+                                       options jsonb default '{}')
+returns text language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    messages jsonb := '[]';
+begin
+    if model is null or prompt is null then
+        return null;
+    end if;
+    if system is not null then
+        messages := messages || jsonb_build_object('role', 'system', 'content', system);
+    end if;
+    messages := messages || jsonb_build_object('role', 'user', 'content', prompt);
+    return ai.chat(model, messages, options)->'message'->>'content';
+end $$;
+
+-- call_model: the model's input function builds the request, the model server sends it (adding the
+-- secret), the output function reads the answer.  The transform functions run with the caller's rights.
+create or replace function ai._call_model(model text, input jsonb, input_is_text boolean, raw_input text)
+returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    m record;
+    request jsonb;
+    headers jsonb := '{}';
+    response jsonb;
+    result jsonb;
+    arg_type regtype;
+begin
+    select * into m from ai._model_for_call(model, current_user);
+    if m.in_fn is not null then
+        select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.in_fn;
+        if arg_type = 'text'::regtype then
+            execute format('select to_jsonb(%s($1, $2))', m.in_fn) into request using model, raw_input;
+        else
+            execute format('select to_jsonb(%s($1, $2::%s))', m.in_fn, arg_type) into request using model, input;
+        end if;
+    else
+        request := case when input_is_text then jsonb_build_object('input', raw_input) else input end;
+    end if;
+    if m.header_fn is not null then
+        select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.header_fn;
+        if arg_type = 'text'::regtype then
+            execute format('select to_jsonb(%s($1, $2))', m.header_fn) into headers using model, raw_input;
+        else
+            execute format('select to_jsonb(%s($1, $2::%s))', m.header_fn, arg_type) into headers using model, input;
+        end if;
+        if jsonb_typeof(headers) is distinct from 'object' then
+            raise exception 'header function % returned %, not a JSON object', m.header_fn, jsonb_typeof(headers)
+                using errcode = '22023', hint = 'make it return jsonb like {"X-Header": "value"}';
+        end if;
+    end if;
+    response := ai._server_request('/pgmind/v1/call',
+        jsonb_build_object('model', model, 'body', request, 'headers', headers)::text, current_user,
+        coalesce((m.options->>'timeout')::float8, 300))::jsonb;
+    if m.out_fn is null then
+        return response;
+    end if;
+    select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.out_fn;
+    execute format('select to_jsonb(%s($1, $2::%s))', m.out_fn, arg_type) into result using model, response;
+    return result;
+end $$;
+
+create or replace function ai.call_model(model text, input text) returns jsonb
+language sql volatile set search_path = pg_catalog, pg_temp as $$
+    select case when model is null or input is null then null
+                else ai._call_model(model, to_jsonb(input), true, input) end
+$$;
+
+create or replace function ai.call_model(model text, input jsonb) returns jsonb
+language sql volatile set search_path = pg_catalog, pg_temp as $$
+    select case when model is null or input is null then null
+                else ai._call_model(model, input, false, input::text) end
+$$;
+
+-- ai._server_request stays executable by everyone: the public functions above run with the caller's
+-- rights and call it; it checks the caller it is told about, and the model server checks that
+-- caller's grant on the model, so calling it directly gains nothing.

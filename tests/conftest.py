@@ -1,0 +1,111 @@
+"""Test fixtures: a real PostgreSQL (a fresh embedded cluster per session, or PGMIND_TEST_DSN) and a
+real model server in a subprocess, with the real local models."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from pgmind.config import load_settings
+from pgmind.db import Cluster, connect, install
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def home():
+    path = Path(tempfile.mkdtemp(prefix="pgmind-test-"))
+    os.chmod(path, 0o711)
+    return path
+
+
+@pytest.fixture(scope="session")
+def settings(home):
+    return load_settings(home=str(home), pg_port=free_port(), server_port=free_port(),
+                         dsn=os.environ.get("PGMIND_TEST_DSN") or None)
+
+
+@pytest.fixture(scope="session")
+def cluster(settings):
+    if settings.dsn:
+        yield None
+        return
+    c = Cluster(settings)
+    try:
+        c.start()
+    except Exception as e:
+        pytest.exit(f"cannot start the test PostgreSQL cluster: {e}", returncode=2)
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(scope="session")
+def dsn(settings, cluster):
+    return settings.dsn or cluster.dsn
+
+
+@pytest.fixture(scope="session")
+def installed(settings, dsn):
+    with connect(dsn, register_vector=False) as conn:
+        install(conn, server_url=settings.effective_server_url, server_token=settings.server_token(create=True))
+    return dsn
+
+
+@pytest.fixture
+def conn(installed):
+    with connect(installed, autocommit=True) as c:
+        yield c
+
+
+def start_server(settings, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
+           "PGMIND_SERVER_PORT": str(settings.server_port), **(env_extra or {})}
+    if settings.dsn:
+        env["PGMIND_DSN"] = settings.dsn
+    log = open(settings.home / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "serve"], env=env, stdout=log, stderr=log)
+    url = settings.effective_server_url + "/health"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the model server exited: {(settings.home / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the model server did not start within 60 s")
+
+
+@pytest.fixture(scope="session")
+def server(settings, installed):
+    proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123"})
+    yield settings.effective_server_url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def token(settings, installed):
+    return settings.server_token()
+
+
+def sql_error(conn: psycopg.Connection, query: str, params=None) -> psycopg.Error:
+    """Runs a query that must fail; returns the error (its diag carries SQLSTATE, message, hint)."""
+    with pytest.raises(psycopg.Error) as info:
+        conn.execute(query, params)
+    return info.value
