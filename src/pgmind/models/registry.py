@@ -1,13 +1,22 @@
-"""Reads the model registry for the model server, with a short cache so a hot path does not query
-the database on every request, while grants and changes still take effect within a second or two."""
+"""Reads the model registry for the model server, with a cache so the hot path does not query the
+database on every request.  Every change to the registry (create, alter, drop, grant, revoke)
+sends NOTIFY pgmind_registry, on which the cache is dropped; the TTL bounds staleness should the
+listening connection be lost."""
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+
+import psycopg
 
 from psycopg_pool import AsyncConnectionPool
 
 from ..errors import UnknownModelError
 from .spec import SPEC_QUERY, ModelSpec, spec_from_row
+
+log = logging.getLogger(__name__)
+CHANNEL = "pgmind_registry"
 
 
 class Registry:
@@ -55,3 +64,19 @@ class Registry:
     def forget(self) -> None:
         self._specs.clear()
         self._grants.clear()
+
+    async def listen(self, dsn: str) -> None:
+        """Drops the cache on every registry change; reconnects if the connection is lost."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                        dsn, autocommit=True, application_name="pgmind serve (registry listener)") as conn:
+                    await conn.execute(f"listen {CHANNEL}")
+                    self.forget()   # changes made while we were not listening
+                    async for _ in conn.notifies():
+                        self.forget()
+            except asyncio.CancelledError:
+                raise
+            except psycopg.Error as e:
+                log.warning("registry listener lost its connection (%s); retrying", e)
+                await asyncio.sleep(1.0)

@@ -2,6 +2,7 @@
 log, mounts one router per protocol, and turns library errors into each protocol's error shape."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from contextlib import asynccontextmanager
@@ -34,11 +35,14 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         call_log = CallLog(pool)
         call_log.start()
         hub = ModelHub(settings, on_batch=lambda model, n: BATCH_SIZE.labels(model).observe(n))
-        app.state.service = ModelService(Registry(pool), hub, call_log, settings.log_payloads)
+        registry = Registry(pool)
+        listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
+        app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
         app.state.pool = pool
         try:
             yield
         finally:
+            listener.cancel()
             await call_log.aclose()
             await hub.aclose()
             await pool.close()

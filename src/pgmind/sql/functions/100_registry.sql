@@ -224,8 +224,13 @@ begin
     if a.secret is not null then
         insert into ai.model_secrets (model_id, secret) values (model_id, a.secret);
     end if;
+    perform ai._registry_changed(model_id);
     return model_id;
 end $$;
+
+-- Tell the model server the registry changed (it drops its cache); delivered at commit.
+create or replace function ai._registry_changed(p_model_id text) returns void
+language sql volatile as $$ select pg_notify('pgmind_registry', coalesce(p_model_id, '')) $$;
 
 create or replace function ai._check_owner(p_model_id text) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -277,6 +282,7 @@ begin
             insert into ai.model_secrets (model_id, secret) values (alter_model.model_id, a.secret);
         end if;
     end if;
+    perform ai._registry_changed(model_id);
     return model_id;
 end $$;
 
@@ -288,6 +294,7 @@ begin
     end if;
     perform ai._check_owner(model_id);
     delete from ai.model_registry m where m.model_id = drop_model.model_id;
+    perform ai._registry_changed(model_id);
     return true;
 end $$;
 
@@ -302,6 +309,7 @@ begin
     insert into ai.model_grants (model_id, grantee, granted_by)
     values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, session_user)
     on conflict do nothing;
+    perform ai._registry_changed(model_id);
 end $$;
 
 create or replace function ai.revoke_model(model_id text, role_name name) returns void
@@ -311,6 +319,7 @@ begin
     delete from ai.model_grants g
      where g.model_id = revoke_model.model_id
        and g.grantee = case when lower(role_name) = 'public' then 'public' else role_name end;
+    perform ai._registry_changed(model_id);
 end $$;
 
 -- The registry as users see it: no secret, ever.
@@ -324,3 +333,4 @@ select r.model_id, r.provider, r.model_type, r.model_name, r.url,
        r.created_at, r.updated_at
 from ai.model_registry r
 left join ai.model_secrets s on s.model_id = r.model_id;
+grant select on ai.models to public;
