@@ -1,0 +1,70 @@
+"""The CLI against the real test cluster and model server."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def pgmind(settings, *args, check=True):
+    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
+           "PGMIND_SERVER_PORT": str(settings.server_port)}
+    if settings.dsn:
+        env["PGMIND_DSN"] = settings.dsn
+    proc = subprocess.run([sys.executable, "-m", "pgmind.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_models_list_json(settings, server):
+    models = {m["model_id"]: m for m in json.loads(pgmind(settings, "models", "list", "--json").stdout)}
+    assert models["e5-small"]["dimensions"] == "384"
+    assert models["qwen-0.5b"]["type"] == "chat"
+
+
+def test_models_show_and_unknown(settings, server):
+    shown = json.loads(pgmind(settings, "models", "show", "use-m3").stdout)
+    assert shown["provider"] == "pgmind" and shown["dimensions"] == 512
+    bad = pgmind(settings, "models", "show", "nope", check=False)
+    assert bad.returncode == 1
+    assert 'model "nope" is not registered' in bad.stderr and "pgmind models list" in bad.stderr
+
+
+def test_models_test_runs_through_sql(settings, server):
+    out = pgmind(settings, "models", "test", "e5-small").stdout
+    assert "384 dimensions" in out
+
+
+def test_models_add_with_key_env(settings, server, conn):
+    try:
+        pgmind(settings, "models", "add", "cli-chat", "--provider", "openai", "--type", "chat",
+               "--name", "gpt-4o-mini", "--url", "http://127.0.0.1:9/v1", "--key-env", "OPENAI_API_KEY")
+        row = conn.execute("select provider, auth from ai.models where model_id = 'cli-chat'").fetchone()
+        assert row == ("openai", {"author_type": "env", "env": "OPENAI_API_KEY"})
+        dup = pgmind(settings, "models", "add", "cli-chat", "--provider", "openai", "--type", "chat",
+                     "--name", "x", check=False)
+        assert dup.returncode == 1 and "already exists" in dup.stderr
+    finally:
+        conn.execute("select ai.drop_model('cli-chat', if_exists => true)")
+
+
+def test_status_and_token(settings, server, token):
+    assert "model server  ok" in pgmind(settings, "status").stdout
+    assert pgmind(settings, "serve", "--show-token").stdout.strip() == token
+
+
+def test_db_url(settings, cluster):
+    out = pgmind(settings, "db", "url").stdout.strip()
+    assert f"port={settings.pg_port}" in out or settings.dsn
+
+
+def test_status_without_server(settings, installed):
+    env_port = str(settings.server_port + 1 if settings.server_port < 65535 else 1)
+    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
+           "PGMIND_SERVER_PORT": env_port}
+    proc = subprocess.run([sys.executable, "-m", "pgmind.cli", "status"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "pgmind serve" in proc.stdout
