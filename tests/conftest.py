@@ -3,25 +3,15 @@ real model server in a subprocess, with the real local models."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
 from pgmind.config import load_settings
 from pgmind.db import Cluster, connect, install
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pgmind.devserver import free_port, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
@@ -69,34 +59,11 @@ def conn(installed):
         yield c
 
 
-def start_server(settings, env_extra=None) -> subprocess.Popen:
-    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
-           "PGMIND_SERVER_PORT": str(settings.server_port), **(env_extra or {})}
-    if settings.dsn:
-        env["PGMIND_DSN"] = settings.dsn
-    log = open(settings.home / "server.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "serve"], env=env, stdout=log, stderr=log)
-    url = settings.effective_server_url + "/health"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the model server exited: {(settings.home / 'server.log').read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("the model server did not start within 60 s")
-
-
 @pytest.fixture(scope="session")
 def server(settings, installed):
     proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123"})
     yield settings.effective_server_url
-    proc.terminate()
-    proc.wait(10)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
+from conftest import free_port
+from pgmind.devserver import settings_env
+
 
 def pgmind(settings, *args, check=True):
-    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
-           "PGMIND_SERVER_PORT": str(settings.server_port)}
-    if settings.dsn:
-        env["PGMIND_DSN"] = settings.dsn
-    proc = subprocess.run([sys.executable, "-m", "pgmind.cli", *args], env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "pgmind.cli", *args], env=settings_env(settings), capture_output=True, text=True,
                           timeout=120)
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -62,9 +60,7 @@ def test_db_url(settings, cluster):
 
 
 def test_status_without_server(settings, installed):
-    env_port = str(settings.server_port + 1 if settings.server_port < 65535 else 1)
-    env = {**os.environ, "PGMIND_HOME": str(settings.home), "PGMIND_PG_PORT": str(settings.pg_port),
-           "PGMIND_SERVER_PORT": env_port}
+    env = {**settings_env(settings), "PGMIND_SERVER_PORT": str(free_port())}
     proc = subprocess.run([sys.executable, "-m", "pgmind.cli", "status"], env=env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "pgmind serve" in proc.stdout

@@ -146,7 +146,7 @@ def test_grants(conn, server, standin, roles, fresh_models, installed):
 
 def eventually_error(conn, query: str, within: float = 0.9) -> psycopg.Error:
     """The query must start failing within ``within`` seconds: a NOTIFY is asynchronous, but it
-    must beat the cache TTL (1 s for grants), or the invalidation is not working."""
+    must beat the cache TTL (30 s), or the invalidation is not working."""
     import time
     deadline = time.monotonic() + within
     while True:

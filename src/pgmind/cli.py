@@ -154,7 +154,9 @@ def serve(ctx: typer.Context,
         err_console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the model server "
                           "(it still requires the token)")
     logging.getLogger().setLevel(logging.INFO)
-    uvicorn.run(create_app(settings, token), host=host, port=port, log_level="warning", access_log=False)
+    # database backends keep their connection to the model server open between calls
+    uvicorn.run(create_app(settings, token), host=host, port=port, log_level="warning", access_log=False,
+                timeout_keep_alive=300)
 
 
 # -- models ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ class Settings:
     token: str | None = None             # the model server's bearer token
     cache_dir: Path = field(default_factory=lambda: Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pgmind")
-    batch_wait_ms: float = 2.0           # dynamic batching window for embeddings
+    batch_wait_ms: float = 0.0           # extra wait to fill embedding batches (0: batch what queued)
     max_batch_size: int = 64
     log_payloads: bool = False           # ai.call_log stores no payloads unless asked
     request_timeout: float = 60.0        # seconds, for remote providers

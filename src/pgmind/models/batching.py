@@ -1,6 +1,8 @@
-"""Dynamic batching: concurrent embedding requests for one local model are gathered for a short
-window and run as one batch in the model's own thread, so the event loop never blocks and many
-small callers (eight psql sessions, say) share one forward pass."""
+"""Dynamic batching: concurrent embedding requests for one local model run as one batch in the
+model's own thread, so the event loop never blocks and many small callers (eight psql sessions,
+say) share one forward pass.  An idle model starts at once (no added latency for a lone caller);
+requests that arrive while it is busy queue up and form the next batch.  An optional wait window
+(PGMIND_BATCH_WAIT_MS) trades latency for bigger batches."""
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +24,7 @@ class _Request:
 
 
 class EmbeddingBatcher:
-    def __init__(self, model: LocalEmbeddingModel, *, max_batch: int = 64, wait_ms: float = 2.0,
+    def __init__(self, model: LocalEmbeddingModel, *, max_batch: int = 64, wait_ms: float = 0.0,
                  on_batch=None):
         self.model = model
         self.max_batch = max_batch
@@ -45,15 +47,18 @@ class EmbeddingBatcher:
         while True:
             first = await self._queue.get()
             batch, size = [first], len(first.texts)
-            deadline = loop.time() + self.wait
-            while size < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    req = await asyncio.wait_for(self._queue.get(), timeout)
-                except asyncio.TimeoutError:
-                    break
+            if self.wait > 0:     # optionally hold the first request a moment for company
+                deadline = loop.time() + self.wait
+                while size < self.max_batch and (timeout := deadline - loop.time()) > 0:
+                    try:
+                        req = await asyncio.wait_for(self._queue.get(), timeout)
+                    except asyncio.TimeoutError:
+                        break
+                    batch.append(req)
+                    size += len(req.texts)
+            # everything that queued up while the model was busy joins this batch
+            while size < self.max_batch and not self._queue.empty():
+                req = self._queue.get_nowait()
                 batch.append(req)
                 size += len(req.texts)
             groups: dict[tuple[str, bool], list[_Request]] = {}

@@ -20,7 +20,7 @@ CHANNEL = "pgmind_registry"
 
 
 class Registry:
-    def __init__(self, pool: AsyncConnectionPool, ttl: float = 2.0):
+    def __init__(self, pool: AsyncConnectionPool, ttl: float = 30.0):
         self.pool = pool
         self.ttl = ttl
         self._specs: dict[str, tuple[float, ModelSpec | None]] = {}
@@ -47,7 +47,7 @@ class Registry:
         key = (role, model_id)
         hit = self._grants.get(key)
         now = time.monotonic()
-        if hit and now - hit[0] < self.ttl / 2:
+        if hit and now - hit[0] < self.ttl:
             return hit[1]
         async with self.pool.connection() as conn:
             ok = (await (await conn.execute(

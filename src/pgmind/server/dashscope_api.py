@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError
-from .deps import authenticate, caller, json_body, service
+from .deps import authenticate, caller, json_body, json_response, service
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 
@@ -25,9 +25,13 @@ async def text_embedding(request: Request):
     params = body.get("parameters") or {}
     spec, result = await service(request).embed(body.get("model"), texts, caller(request, "dashscope-api"),
                                                 params.get("text_type") or "document")
-    return {"output": {"embeddings": [{"text_index": i, "embedding": v}
-                                      for i, v in enumerate(result.vectors.tolist())]},
-            "usage": {"total_tokens": result.input_tokens}, "request_id": str(uuid.uuid4())}
+    dim = params.get("dimension")
+    if dim is not None and dim != result.vectors.shape[1]:
+        raise InvalidRequestError(f"model {spec.model_id} has {result.vectors.shape[1]} dimensions, not {dim}",
+                                  hint="leave out parameters.dimension")
+    return json_response({"output": {"embeddings": [{"text_index": i, "embedding": v}
+                                                    for i, v in enumerate(result.vectors.tolist())]},
+                          "usage": {"total_tokens": result.input_tokens}, "request_id": str(uuid.uuid4())})
 
 
 def _messages(body: dict) -> list:

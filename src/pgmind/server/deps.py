@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import secrets
 
-from fastapi import Request
+from fastapi import Request, Response
 
 from ..errors import AuthenticationError, InvalidRequestError
 from .service import Caller, ModelService
@@ -14,7 +14,8 @@ def service(request: Request) -> ModelService:
     return request.app.state.service
 
 
-def authenticate(request: Request) -> None:
+async def authenticate(request: Request) -> None:
+    """async, so FastAPI does not hand it to a thread pool on every request."""
     expected = request.app.state.token
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
@@ -26,6 +27,13 @@ def caller(request: Request, client: str) -> Caller:
     """Calls from SQL name their database role; the server then enforces that role's model grants."""
     role = request.headers.get("x-pgmind-caller") or None
     return Caller(role, request.headers.get("x-pgmind-client") or client)
+
+
+def json_response(obj) -> Response:
+    """Serialises with json directly: FastAPI's jsonable_encoder walks every float of every
+    embedding and cost more than the model call itself on short texts."""
+    return Response(json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+                    media_type="application/json")
 
 
 async def json_body(request: Request) -> dict:

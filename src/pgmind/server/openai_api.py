@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError
-from .deps import authenticate, caller, json_body, service
+from .deps import authenticate, caller, json_body, json_response, service
 from .service import vectors_to_base64
 
 router = APIRouter(dependencies=[Depends(authenticate)])
@@ -43,9 +43,9 @@ async def embeddings(request: Request):
             raise InvalidRequestError(f"dimensions must be between 1 and {vectors.shape[1]}")
         vectors = vectors[:, :dims]
     values = vectors_to_base64(vectors) if fmt == "base64" else vectors.tolist()
-    return {"object": "list", "model": spec.model_id,
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
-            "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens}}
+    return json_response({"object": "list", "model": spec.model_id,
+                          "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
+                          "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens}})
 
 
 def _options(body: dict) -> dict:

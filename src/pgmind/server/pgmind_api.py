@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from ..errors import InvalidRequestError
 from ..models.spec import ModelSpec
-from .deps import authenticate, caller, json_body, service
+from .deps import authenticate, caller, json_body, json_response, service
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 
@@ -28,5 +28,5 @@ async def call(request: Request):
     body = await json_body(request)
     if "body" not in body:
         raise InvalidRequestError('the request needs "body": what the model\'s input function built')
-    return await service(request).call(body.get("model"), body["body"], body.get("headers") or {},
-                                       caller(request, "sql"))
+    return json_response(await service(request).call(body.get("model"), body["body"], body.get("headers") or {},
+                                                     caller(request, "sql")))

@@ -46,11 +46,14 @@ class PgmindClient:
                    'X-Pgmind-Caller': caller, 'X-Pgmind-Client': 'sql'}
         for attempt in range(3):
             reused = self.conn is not None
-            if self.conn is None:
-                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-            elif self.conn.sock is not None:
-                self.conn.sock.settimeout(timeout)
             try:
+                if self.conn is None:
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                    self.conn.connect()
+                    # small request/response pairs: do not let Nagle hold a segment back
+                    self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                elif self.conn.sock is not None:
+                    self.conn.sock.settimeout(timeout)
                 self.conn.request('POST', self.base + path, body=body.encode('utf-8'), headers=headers)
                 resp = self.conn.getresponse()
                 data = resp.read()
@@ -106,10 +109,13 @@ plpy.execute(GD['pgmind_check_caller'], [caller])
 return GD['pgmind_client'].request(path, body, caller, timeout_s or 300)
 $py$;
 
--- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.
+-- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.  The vectors
+-- travel as base64 float32 and come back as real[] (no text formatting or parsing of floats).
+-- (dropped first: an earlier version returned vector, and create or replace cannot change that)
+drop function if exists ai._embed_batch(text, text[], text, name, float8);
 create or replace function ai._embed_batch(model text, inputs text[], input_type text, caller name,
                                            timeout_s float8 default 300)
-returns table (idx int, embedding vector)
+returns table (idx int, embedding real[])
 language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
 if 'pgmind_embed_plan' not in GD:
     GD['pgmind_embed_plan'] = plpy.prepare(
@@ -118,12 +124,16 @@ if 'pgmind_embed_plan' not in GD:
 json = GD['pgmind_json']
 if inputs is None:
     return []
+import array
+import base64
+import sys
+big_endian = sys.byteorder == 'big'
 todo = [(i, t) for i, t in enumerate(inputs) if t is not None]
 out = [(i + 1, None) for i in range(len(inputs))]
 if not todo:
     return out
 body = json.dumps({'model': model, 'input': [t for _, t in todo], 'input_type': input_type,
-                   'encoding_format': 'float'}, ensure_ascii=False)
+                   'encoding_format': 'base64'}, ensure_ascii=False)
 resp = json.loads(plpy.execute(GD['pgmind_embed_plan'], ['/v1/embeddings', body, caller, timeout_s])[0]['r'])
 data = resp.get('data') if isinstance(resp, dict) else None
 if not isinstance(data, list) or len(data) != len(todo):
@@ -132,10 +142,15 @@ if not isinstance(data, list) or len(data) != len(todo):
                hint='check the model server log', sqlstate='PM004')
 for item in data:
     pos = todo[item['index']][0]
-    out[pos] = (pos + 1, '[' + ','.join(map(repr, item['embedding'])) + ']')
+    floats = array.array('f', base64.b64decode(item['embedding']))
+    if big_endian:
+        floats.byteswap()   # the protocol sends little-endian float32
+    out[pos] = (pos + 1, floats.tolist())
 return out
 $py$;
 
+-- (The real[] → vector conversions below are plpgsql assignments, which use pgvector's assignment
+-- cast: the type need not be named, so it works whatever schema holds the vector extension.)
 create or replace function ai.embed(model text, input text, input_type text default 'query')
 returns vector language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 begin
@@ -148,11 +163,17 @@ end $$;
 create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
 returns table (idx int, embedding vector)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+    e record;
 begin
     if model is null or inputs is null then
         return;
     end if;
-    return query select e.idx, e.embedding from ai._embed_batch(model, inputs, input_type, current_user) e;
+    for e in select b.idx, b.embedding from ai._embed_batch(model, inputs, input_type, current_user) b loop
+        idx := e.idx;
+        embedding := e.embedding;
+        return next;
+    end loop;
 end $$;
 
 -- Check and normalise chat messages: a JSON array of {"role": ..., "content": ...}.
