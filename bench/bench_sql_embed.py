@@ -91,31 +91,58 @@ def concurrent(dsn, model, texts, sessions):
     return len(texts) / elapsed
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="e5-small")
-    ap.add_argument("--n", type=int, default=300)
-    args = ap.parse_args()
-    texts = manual_sentences(args.n)
-    with Sandbox() as sb:
-        local = local_model(sb.dsn, args.model)
-        sql_t, local_t = single_calls(sb.dsn, args.model, texts, local)
-        overhead = [a - b for a, b in zip(sql_t, local_t)]
-        sql_rate, local_rate = batched(sb.dsn, args.model, texts, local)
-        one = concurrent(sb.dsn, args.model, texts, 1)
-        eight = concurrent(sb.dsn, args.model, texts, 8)
-    print(f"model `{args.model}`, {len(texts)} sentences of the PostgreSQL manual "
-          f"(mean {statistics.mean(map(len, texts)):.0f} characters)\n")
-    print("| measure | SQL (`ai.embed`) | in-process | figure |")
-    print("|---|---|---|---|")
-    print(f"| one text per call, latency p50 / p95 | {pct(sql_t, 50):.2f} / {pct(sql_t, 95):.2f} ms "
+def plumbing(dsn, n=300):
+    """The whole path without model work: SQL → plpython → HTTP → model server → back, for a model
+    the server rejects at lookup; and a bare `select 1` for the client's own round trip."""
+    out = {}
+    with connect(dsn, autocommit=True) as conn:
+        for name, query in (("path", "select ai.embed('no-such-model', 'x')"), ("select1", "select 1")):
+            times = []
+            for _ in range(n):
+                s = time.perf_counter()
+                try:
+                    conn.execute(query).fetchone()
+                except Exception:
+                    pass
+                times.append(time.perf_counter() - s)
+            out[name] = times
+    return out
+
+
+def run_model(dsn, model, texts):
+    local = local_model(dsn, model)
+    sql_t, local_t = single_calls(dsn, model, texts, local)
+    overhead = [a - b for a, b in zip(sql_t, local_t)]
+    sql_rate, local_rate = batched(dsn, model, texts, local)
+    one = concurrent(dsn, model, texts, 1)
+    eight = concurrent(dsn, model, texts, 8)
+    print(f"| `{model}` | one text per call, latency p50 / p95 | {pct(sql_t, 50):.2f} / {pct(sql_t, 95):.2f} ms "
           f"| {pct(local_t, 50):.2f} / {pct(local_t, 95):.2f} ms "
           f"| overhead p50 {pct(overhead, 50):.2f} ms, p95 {pct(overhead, 95):.2f} ms; "
           f"ratio {np.median(sql_t) / np.median(local_t):.2f}× |")
-    print(f"| batches of 64 (`ai.embed(m, text[])`), texts/s | {sql_rate:.1f} | {local_rate:.1f} "
+    print(f"| `{model}` | batches of 64 (`ai.embed(m, text[])`), texts/s | {sql_rate:.1f} | {local_rate:.1f} "
           f"| {sql_rate / local_rate:.2f}× of in-process |")
-    print(f"| 8 sessions vs 1, one text per call, texts/s | {eight:.1f} (8) | {one:.1f} (1) "
+    print(f"| `{model}` | 8 sessions vs 1, one text per call, texts/s | {eight:.1f} (8) | {one:.1f} (1) "
           f"| {eight / one:.2f}× |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="e5-small,minilm")
+    ap.add_argument("--n", type=int, default=300)
+    args = ap.parse_args()
+    texts = manual_sentences(args.n)
+    print(f"{len(texts)} sentences of the PostgreSQL manual (mean {statistics.mean(map(len, texts)):.0f} "
+          "characters); SQL and in-process calls interleaved\n")
+    print("| model | measure | SQL (`ai.embed`) | in-process | figure |")
+    print("|---|---|---|---|---|")
+    with Sandbox() as sb:
+        for model in args.models.split(","):
+            run_model(sb.dsn, model, texts)
+        fixed = plumbing(sb.dsn)
+    print(f"\nThe path without model work (SQL → plpython → HTTP → model server → error back): "
+          f"p50 {pct(fixed['path'], 50):.2f} ms, p95 {pct(fixed['path'], 95):.2f} ms; "
+          f"a bare `select 1` round trip: p50 {pct(fixed['select1'], 50):.3f} ms.")
 
 
 if __name__ == "__main__":

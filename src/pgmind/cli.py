@@ -146,6 +146,9 @@ def serve(ctx: typer.Context,
     if show_token:
         print(token)
         return
+    # OpenMP threads spin after each model call by default, taking cores from PostgreSQL on the
+    # same machine; a short spin keeps most of the speed (set before any model library loads)
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
     import uvicorn
     from .server.app import create_app
     host = host or settings.server_host

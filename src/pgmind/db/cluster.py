@@ -123,8 +123,15 @@ class Cluster:
         self._check_reachable()
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.socket_dir)
-        self._run([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
-                   "-l", str(self.data_dir / "postgres.log")])
+        log = self.data_dir / "postgres.log"
+        proc = self._run([str(PG_BIN / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.data_dir),
+                          "-l", str(log)], check=False)
+        if proc.returncode != 0:
+            tail = log.read_text(errors="replace").splitlines()[-6:] if log.exists() else []
+            if any("Address already in use" in line for line in tail):
+                raise ClusterError(f"port {self.port} is already in use, so PostgreSQL cannot listen on it",
+                                   hint="stop what uses it, or pick another port with PGMIND_PG_PORT")
+            raise ClusterError("PostgreSQL did not start: " + " | ".join(tail[-3:]), hint=f"see {log}")
         self._wait_ready()
         self._create_database()
 

@@ -29,7 +29,8 @@ class SentenceTransformerModel(LocalEmbeddingModel):
                                  hint="pass a local model directory, or a hub id on a machine with internet") from None
         import torch
         self._torch = torch
-        self.dimensions = self._model.get_sentence_embedding_dimension()
+        dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
+        self.dimensions = dim()
         self.max_tokens = self._model.max_seq_length
         self._prefix = {"query": query_prefix, "document": document_prefix}
         if bf16 is None:
