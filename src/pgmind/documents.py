@@ -1,0 +1,104 @@
+"""Documents to text: HTML becomes markdown-like text (headings as '#' lines, paragraphs separated
+by blank lines, code kept verbatim), so chunking can keep headings with their sections."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+
+_BLOCK = {"p", "div", "section", "article", "table", "tr", "ul", "ol", "dl", "dt", "dd", "li", "blockquote",
+          "pre", "h1", "h2", "h3", "h4", "h5", "h6", "br", "hr", "figure", "caption", "td", "th"}
+_SKIP = {"script", "style", "noscript", "template", "head", "nav", "svg"}
+# navigation blocks of generated manuals (DocBook: the PostgreSQL manual's header and footer)
+_SKIP_CLASSES = {"navheader", "navfooter", "navigation", "toc-nav"}
+
+
+@dataclass(frozen=True)
+class Document:
+    title: str
+    text: str
+
+
+class _Renderer(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.title: list[str] = []
+        self.stack: list[tuple[str, bool]] = []     # (tag, skipping)
+        self.in_title = False
+        self.pre = 0
+        self.heading: str | None = None
+
+    @property
+    def skipping(self) -> bool:
+        return any(skip for _, skip in self.stack)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        classes = set((attrs.get("class") or "").split())
+        skip = tag in _SKIP or bool(classes & _SKIP_CLASSES)
+        if tag not in ("br", "hr", "img", "meta", "link", "input"):
+            self.stack.append((tag, skip))
+        if tag == "title":
+            self.in_title = True
+        if self.skipping:
+            return
+        if tag in _BLOCK:
+            self.out.append("\n\n" if tag not in ("br", "td", "th", "li", "dt", "dd", "tr") else "\n")
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+            self.out.append("#" * int(tag[1]) + " ")
+            self.heading = tag
+        elif tag == "li":
+            self.out.append("- ")
+        elif tag == "pre":
+            self.pre += 1
+        elif tag in ("td", "th"):
+            self.out.append(" | ")
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self.in_title = False
+        # pop to the matching tag (HTML in the wild is not always well nested)
+        for i in range(len(self.stack) - 1, -1, -1):
+            if self.stack[i][0] == tag:
+                was_skipping = self.skipping
+                del self.stack[i:]
+                if was_skipping and self.skipping:
+                    return
+                break
+        else:
+            return
+        if tag == "pre":
+            self.pre = max(0, self.pre - 1)
+        if tag in _BLOCK and not self.skipping:
+            self.out.append("\n\n")
+        if tag == self.heading:
+            self.heading = None
+
+    def handle_data(self, data):
+        if self.in_title:
+            self.title.append(data)
+            return
+        if self.skipping:
+            return
+        if self.pre:
+            self.out.append(data)
+        else:
+            text = re.sub(r"\s+", " ", data)
+            if self.heading:
+                text = text.replace("\n", " ")
+            self.out.append(text)
+
+
+def html_to_text(html: str) -> Document:
+    r = _Renderer()
+    r.feed(html)
+    r.close()
+    text = "".join(r.out)
+    text = re.sub(r"[ \t]+\n", "\n", text)          # trailing spaces
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    title = re.sub(r"\s+", " ", "".join(r.title)).strip()
+    if not title:
+        m = re.search(r"^#{1,6} (.+)$", text, re.M)
+        title = m.group(1).strip() if m else ""
+    return Document(title, text)

@@ -1,0 +1,1 @@
+"""Vectorizers: tables that keep their own chunks and embeddings current."""

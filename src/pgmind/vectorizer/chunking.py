@@ -1,0 +1,199 @@
+"""Chunking that respects the text.
+
+Every chunk is a slice ``text[start:end]`` of the original, in order, with no gap between one
+chunk and the next (the next one may start earlier: that is the overlap).  So nothing is lost or
+reordered, and the source position of every chunk is known.
+
+``recursive`` splits by paragraph, then line, then sentence (English and Chinese punctuation:
+。！？；.!?;), then clause, then word, then character, until each piece fits, and merges pieces
+greedily up to ``max_tokens``.  ``markdown`` first cuts at headings, so a heading starts the chunk
+of its section; ``html`` renders HTML to that markdown-like text first (see documents.py);
+``none`` keeps the whole text as one chunk.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import InvalidRequestError
+
+TokenCounter = Callable[[str], int]
+
+# Each level: a regex whose matches END a piece (the separator stays with the text before it).
+_LEVELS = [
+    re.compile(r"\n[ \t]*\n+"),                                   # paragraphs
+    re.compile(r"\n"),                                            # lines
+    re.compile(r"[。！？；!?;]+[”’」』）)\"']*|\.(?=\s)[”’)\"']*\s*"),  # sentences
+    re.compile(r"[，、,：:]+\s*"),                                 # clauses
+    re.compile(r"\s+"),                                           # words
+]
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_HEADING = re.compile(r"^#{1,6} ", re.M)
+METHODS = ("recursive", "markdown", "html", "none")
+
+
+def estimate_tokens(text: str) -> int:
+    """One token per CJK character, about four characters per token otherwise."""
+    cjk = len(_CJK.findall(text))
+    return cjk + (len(text) - cjk + 3) // 4
+
+
+@dataclass(frozen=True)
+class Chunk:
+    seq: int
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ChunkingConfig:
+    method: str = "recursive"
+    max_tokens: int = 256
+    overlap: int = 32
+
+    @classmethod
+    def from_json(cls, spec: dict | None) -> "ChunkingConfig":
+        spec = dict(spec or {})
+        method = spec.pop("method", "recursive")
+        if method not in METHODS:
+            raise InvalidRequestError(f"unknown chunking method {method!r}",
+                                      hint=f"chunking method is one of {', '.join(METHODS)}")
+        try:
+            max_tokens = int(spec.pop("max_tokens", 256))
+            overlap = int(spec.pop("overlap", 32))
+        except (TypeError, ValueError):
+            raise InvalidRequestError("chunking max_tokens and overlap must be integers") from None
+        if spec:
+            raise InvalidRequestError(f"unknown chunking settings: {', '.join(sorted(spec))}",
+                                      hint='e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}')
+        if max_tokens < 8:
+            raise InvalidRequestError("chunking max_tokens must be at least 8")
+        if not 0 <= overlap < max_tokens // 2:
+            raise InvalidRequestError("chunking overlap must be between 0 and half of max_tokens")
+        return cls(method, max_tokens, overlap)
+
+
+def _split_at(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
+    spans, pos = [], start
+    for m in pattern.finditer(text, start, end):
+        if m.end() > pos and m.end() < end:
+            spans.append((pos, m.end()))
+            pos = m.end()
+    spans.append((pos, end))
+    return [s for s in spans if s[1] > s[0]]
+
+
+class _Splitter:
+    def __init__(self, text: str, max_tokens: int, overlap: int, count: TokenCounter):
+        self.text, self.max, self.overlap, self.count = text, max_tokens, overlap, count
+        self._cache: dict[tuple[int, int], int] = {}
+
+    def tokens(self, span: tuple[int, int]) -> int:
+        n = self._cache.get(span)
+        if n is None:
+            n = self._cache[span] = self.count(self.text[span[0]:span[1]])
+        return n
+
+    def pieces(self, start: int, end: int, level: int = 0) -> list[tuple[int, int]]:
+        """Spans covering [start, end), each within max_tokens, splitting as coarsely as possible."""
+        if self.tokens((start, end)) <= self.max:
+            return [(start, end)]
+        if level >= len(_LEVELS):
+            return self._by_characters(start, end)
+        out = []
+        for span in _split_at(self.text, start, end, _LEVELS[level]):
+            if self.tokens(span) <= self.max:
+                out.append(span)
+            else:
+                out.extend(self.pieces(span[0], span[1], level + 1))
+        return out
+
+    def _by_characters(self, start: int, end: int) -> list[tuple[int, int]]:
+        out, pos = [], start
+        while pos < end:
+            lo, hi = pos + 1, end          # the longest prefix that fits, by bisection
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self.tokens((pos, mid)) <= self.max:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            out.append((pos, lo))
+            pos = lo
+        return out
+
+    def merge(self, pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Greedy merge of consecutive pieces up to max_tokens; each new chunk starts with the
+        last pieces of the previous one, up to ``overlap`` tokens."""
+        chunks: list[tuple[int, int]] = []
+        i = 0
+        while i < len(pieces):
+            start_i = i
+            if chunks and self.overlap:
+                # step back over pieces of the previous chunk while they fit in the overlap
+                j, size = i, 0
+                while j - 1 > chunk_first and size + self.tokens(pieces[j - 1]) <= self.overlap:
+                    j -= 1
+                    size += self.tokens(pieces[j])
+                start_i = j
+            end_i = start_i
+            size = 0
+            while end_i < len(pieces):
+                n = self.tokens(pieces[end_i])
+                if end_i > start_i and size + n > self.max:
+                    break
+                size += n
+                end_i += 1
+            if end_i <= i:           # the overlap left no room for new text: drop it
+                start_i, end_i, size = i, i + 1, self.tokens(pieces[i])
+                while end_i < len(pieces) and size + self.tokens(pieces[end_i]) <= self.max:
+                    size += self.tokens(pieces[end_i])
+                    end_i += 1
+            # the joined span must fit too (sum of piece counts is an estimate for real tokenizers)
+            while end_i - start_i > 1 and self.tokens((pieces[start_i][0], pieces[end_i - 1][1])) > self.max:
+                if start_i < i:
+                    start_i += 1
+                else:
+                    end_i -= 1
+            chunk_first = start_i
+            chunks.append((pieces[start_i][0], pieces[end_i - 1][1]))
+            i = end_i
+        return chunks
+
+
+def _sections(text: str) -> list[tuple[int, int]]:
+    """Markdown sections: each heading line starts a new section."""
+    starts = sorted({0, *(m.start() for m in _HEADING.finditer(text))})
+    return [(s, e) for s, e in zip(starts, starts[1:] + [len(text)]) if e > s]
+
+
+def chunk_text(text: str, config: ChunkingConfig, count: TokenCounter = estimate_tokens) -> list[Chunk]:
+    """Chunks of ``text`` (see the module docstring). An empty or blank text has no chunks."""
+    if config.method == "html":
+        from ..documents import html_to_text
+        text = html_to_text(text).text
+    if not text or not text.strip():
+        return []
+    if config.method == "none":
+        return [Chunk(0, 0, len(text), text)]
+    splitter = _Splitter(text, config.max_tokens, config.overlap, count)
+    if config.method in ("markdown", "html"):
+        pieces = []
+        for s, e in _sections(text):
+            pieces.extend(splitter.pieces(s, e))
+        # merge within sections only: a heading always starts a chunk
+        spans = []
+        section_ends = {e for _, e in _sections(text)}
+        group: list[tuple[int, int]] = []
+        for p in pieces:
+            group.append(p)
+            if p[1] in section_ends:
+                spans.extend(splitter.merge(group))
+                group = []
+        if group:
+            spans.extend(splitter.merge(group))
+    else:
+        spans = splitter.merge(splitter.pieces(0, len(text)))
+    return [Chunk(i, s, e, text[s:e]) for i, (s, e) in enumerate(spans)]

@@ -1,0 +1,114 @@
+"""Chunking properties (hypothesis): nothing lost or reordered, sizes bounded, overlap as configured;
+and the structure-aware methods on real text (the PostgreSQL manual's HTML pages)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from pgmind.errors import InvalidRequestError
+from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text, estimate_tokens
+
+WORDS = st.sampled_from(["PostgreSQL", "index", "vacuum", "表", "数据库", "索引。", "查询！", "the", "a",
+                         "HNSW,", "并发；", "lock.", "row?", "熊猫", "吃竹子", "\n", "\n\n", " ", "## Heading\n",
+                         "x" * 40, "长" * 30])
+TEXTS = st.lists(WORDS, min_size=0, max_size=400).map(lambda ws: "".join(
+    w if w.isspace() or w.startswith("#") else w + " " for w in ws))
+CONFIGS = st.builds(lambda m, mx, ov: ChunkingConfig(m, mx, min(ov, mx // 2 - 1)),
+                    st.sampled_from(["recursive", "markdown"]), st.integers(8, 120), st.integers(0, 40))
+
+
+def check(text: str, config: ChunkingConfig):
+    chunks = chunk_text(text, config)
+    if not text.strip():
+        assert chunks == []
+        return chunks
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    for i, c in enumerate(chunks):
+        assert c.seq == i
+        assert c.text == text[c.start:c.end] and c.text
+        assert estimate_tokens(c.text) <= config.max_tokens
+    for a, b in zip(chunks, chunks[1:]):
+        assert a.start < b.start              # in order, always progressing
+        assert b.start <= a.end               # no gap: nothing lost
+        assert estimate_tokens(text[b.start:a.end]) <= max(config.overlap, 0) or b.start == a.end
+    return chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXTS, CONFIGS)
+def test_chunking_properties(text, config):
+    check(text, config)
+
+
+def test_overlap_is_used_when_configured():
+    text = " ".join(f"Sentence {i} is short." for i in range(60))
+    chunks = check(text, ChunkingConfig("recursive", 24, 8))
+    shared = [text[b.start:a.end] for a, b in zip(chunks, chunks[1:])]
+    assert all(s.strip() for s in shared)            # every neighbour shares text
+    assert all(estimate_tokens(s) <= 8 for s in shared)
+    assert check(text, ChunkingConfig("recursive", 24, 0))[1].start == check(text, ChunkingConfig("recursive", 24, 0))[0].end
+
+
+def test_chinese_sentences_are_boundaries():
+    text = "熊猫是中国的国宝。它们主要吃竹子！每天要吃十几公斤；熊猫宝宝很可爱？" * 6
+    chunks = chunk_text(text, ChunkingConfig("recursive", 40, 0))
+    assert len(chunks) > 1
+    assert all(c.text[-1] in "。！；？" for c in chunks[:-1])
+
+
+def test_paragraphs_before_sentences():
+    paras = ["First paragraph about indexes. It has two sentences.",
+             "Second paragraph about vacuum. Also two sentences here."]
+    chunks = chunk_text("\n\n".join(paras), ChunkingConfig("recursive", 16, 0))
+    assert [c.text.strip() for c in chunks] == paras
+
+
+def test_markdown_keeps_headings_with_their_sections():
+    text = "# Intro\nshort intro.\n\n## Install\n" + "Run the installer and follow it. " * 20 + \
+           "\n\n## Usage\nCall the function."
+    chunks = chunk_text(text, ChunkingConfig("markdown", 40, 8))
+    starts = {c.text.split("\n")[0] for c in chunks if c.text.startswith("#")}
+    assert starts == {"# Intro", "## Install", "## Usage"}
+    for c in chunks:   # a chunk never runs past the next heading
+        assert not any(line.startswith("#") for line in c.text.split("\n")[1:])
+
+
+def test_none_and_empty():
+    assert chunk_text("  \n ", ChunkingConfig("recursive")) == []
+    assert [c.text for c in chunk_text("whole text", ChunkingConfig("none"))] == ["whole text"]
+
+
+def test_long_word_is_cut_by_characters():
+    chunks = chunk_text("y" * 1000, ChunkingConfig("recursive", 20, 0))
+    assert "".join(c.text for c in chunks) == "y" * 1000
+    assert all(estimate_tokens(c.text) <= 20 for c in chunks)
+
+
+MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
+
+
+@pytest.mark.parametrize("page", ["sql-createindex.html", "indexes-types.html", "routine-vacuuming.html"])
+def test_html_manual_pages(page):
+    from pgmind.documents import html_to_text
+    html = (MANUAL / page).read_text()
+    doc = html_to_text(html)
+    chunks = chunk_text(html, ChunkingConfig("html", 200, 20))
+    assert doc.title and len(chunks) > 3
+    assert chunks[-1].end == len(doc.text)
+    # navigation is gone, headings start chunks, no chunk is over the limit
+    assert "Prev" not in chunks[0].text[:40] and "Next" not in chunks[0].text[:40]
+    assert chunks[0].text.startswith("#")
+    assert all(estimate_tokens(c.text) <= 200 for c in chunks)
+    headings = [line for line in doc.text.splitlines() if line.startswith("#")]
+    assert all(any(c.text.startswith(h) for c in chunks) for h in headings)
+
+
+@pytest.mark.parametrize("spec,needle", [({"method": "words"}, "unknown chunking method"),
+                                         ({"max_tokens": 4}, "at least 8"),
+                                         ({"max_tokens": 100, "overlap": 60}, "overlap"),
+                                         ({"size": 3}, "unknown chunking settings")])
+def test_bad_config(spec, needle):
+    with pytest.raises(InvalidRequestError, match=needle):
+        ChunkingConfig.from_json(spec)
