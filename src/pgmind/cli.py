@@ -20,8 +20,10 @@ app = typer.Typer(help="pgmind: PostgreSQL that thinks with its own data.", no_a
                   pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The embedded PostgreSQL cluster under .pgmind/.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
+vectorizer_app = typer.Typer(help="Vectorizers: tables that keep their own embeddings current.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(models_app, name="models")
+app.add_typer(vectorizer_app, name="vectorizer")
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -136,7 +138,9 @@ def install(ctx: typer.Context):
 def serve(ctx: typer.Context,
           host: Optional[str] = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8765)."),
-          show_token: bool = typer.Option(False, "--show-token", help="Print the bearer token and exit.")):
+          show_token: bool = typer.Option(False, "--show-token", help="Print the bearer token and exit."),
+          worker: bool = typer.Option(True, "--worker/--no-worker",
+                                      help="Also run a vectorizer worker in the server process.")):
     """Run the model server: local models, remote providers, OpenAI and DashScope protocols."""
     settings = _settings(ctx)
     try:
@@ -157,9 +161,108 @@ def serve(ctx: typer.Context,
         err_console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the model server "
                           "(it still requires the token)")
     logging.getLogger().setLevel(logging.INFO)
+    stop = None
+    if worker:
+        stop = _start_worker_thread(settings)
     # database backends keep their connection to the model server open between calls
     uvicorn.run(create_app(settings, token), host=host, port=port, log_level="warning", access_log=False,
                 timeout_keep_alive=300)
+    if stop is not None:
+        stop.set()
+
+
+def _start_worker_thread(settings: Settings):
+    import threading
+    from .db import resolve_dsn
+    from .vectorizer.worker import Worker
+    stop = threading.Event()
+    w = Worker(settings, resolve_dsn(settings))
+    threading.Thread(target=w.run, args=(stop,), name="vectorizer-worker", daemon=True).start()
+    return stop
+
+
+# -- vectorizer worker -------------------------------------------------------------------------
+@app.command()
+def worker(ctx: typer.Context,
+           vectorizer: Optional[list[str]] = typer.Option(None, "--vectorizer", help="Only these vectorizers "
+                                                                                    "(repeatable; default all)."),
+           batch: int = typer.Option(32, help="Source rows per batch."),
+           lease: float = typer.Option(120.0, help="Seconds a claimed batch stays leased to this worker."),
+           once: bool = typer.Option(False, "--once", help="Drain the queues, then exit.")):
+    """Run a vectorizer worker (run several, on several machines, to scale out)."""
+    import signal
+    import threading
+    from .db import resolve_dsn
+    from .vectorizer.worker import Worker
+    settings = _settings(ctx)
+    logging.getLogger().setLevel(logging.INFO)
+    w = Worker(settings, resolve_dsn(settings), names=vectorizer or None, batch_rows=batch, lease_seconds=lease)
+    try:
+        if once:
+            w.drain()
+            console.print(f"done: {w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        w.run(stop)
+    except PgmindError as e:
+        fail(e)
+
+
+@vectorizer_app.command("status")
+def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Pending, leased, done and failed rows of each vectorizer, its lag and throughput."""
+    try:
+        with _connect(_settings(ctx)) as conn:
+            rows = conn.execute("""select name, version, status, model, pending, leased, coalesce(done, 0), errors,
+                                          coalesce(extract(epoch from lag)::int, 0), round(rows_per_second, 2),
+                                          coalesce(last_error, '')
+                                   from ai.vectorizer_status order by name, version""").fetchall()
+    except PgmindError as e:
+        fail(e)
+    keys = ("name", "version", "status", "model", "pending", "leased", "done", "errors", "lag_seconds",
+            "rows_per_second", "last_error")
+    if as_json:
+        print(json.dumps([dict(zip(keys, r)) for r in rows], default=str, ensure_ascii=False, indent=2))
+        return
+    table = Table(*keys)
+    for r in rows:
+        table.add_row(*(str(x) for x in r))
+    console.print(table)
+
+
+@vectorizer_app.command("backfill")
+def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer."),
+                        batch: int = typer.Option(32, help="Source rows per batch.")):
+    """Queue every row of the source table and embed them here, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .db import resolve_dsn
+    from .vectorizer.worker import Worker
+    settings = _settings(ctx)
+    try:
+        with _connect(settings, autocommit=True) as conn:
+            conn.execute("select ai.vectorizer_backfill(%s)", (name,))
+            total = conn.execute("select sum(pending + leased) from ai.vectorizer_status where name = %s",
+                                 (name,)).fetchone()[0] or 0
+        w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch)
+        start = time.monotonic()
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task(name, total=total, rate="")
+            while True:
+                done = w.run_once()
+                elapsed = max(time.monotonic() - start, 1e-6)
+                bar.update(task, advance=done, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
+                if done == 0 and not w._pending():
+                    break
+                if done == 0:
+                    time.sleep(0.5)
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    console.print(f"{w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
 
 
 # -- models ----------------------------------------------------------------------------------

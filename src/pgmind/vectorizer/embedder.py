@@ -1,0 +1,97 @@
+"""How a worker embeds: local models in its own process (no network hop), remote models through
+the model server (which holds their secrets, retries and logs the calls)."""
+from __future__ import annotations
+
+import base64
+import threading
+
+import httpx
+import numpy as np
+
+from ..config import Settings
+from ..db import connect
+from ..errors import (InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
+                      UnknownModelError)
+from ..models.base import LocalEmbeddingModel
+from ..models.spec import SPEC_QUERY, ModelSpec, spec_from_row
+from .chunking import estimate_tokens
+
+
+class Embedder:
+    def __init__(self, settings: Settings, dsn: str):
+        self.settings, self.dsn = settings, dsn
+        self._local: dict[str, LocalEmbeddingModel] = {}
+        self._specs: dict[str, ModelSpec] = {}
+        self._lock = threading.Lock()
+        self._http: httpx.Client | None = None
+
+    def spec(self, model_id: str) -> ModelSpec:
+        if model_id not in self._specs:
+            with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
+                row = conn.execute(SPEC_QUERY, (model_id,)).fetchone()
+            if row is None:
+                raise UnknownModelError(f'model "{model_id}" is not registered')
+            self._specs[model_id] = spec_from_row(row)
+        return self._specs[model_id]
+
+    def local(self, model_id: str) -> LocalEmbeddingModel | None:
+        spec = self.spec(model_id)
+        if spec.provider != "pgmind":
+            return None
+        with self._lock:
+            if model_id not in self._local:
+                from ..models.hub import load_local_embedding
+                self._local[model_id] = load_local_embedding(spec)
+            return self._local[model_id]
+
+    def token_counter(self, model_id: str):
+        model = self.local(model_id)
+        return model.count_tokens if model is not None else estimate_tokens
+
+    def max_tokens(self, model_id: str) -> int | None:
+        model = self.local(model_id)
+        if model is not None:
+            return model.max_tokens
+        return self.spec(model_id).options.get("max_tokens")
+
+    def embed_documents(self, model_id: str, texts: list[str]) -> np.ndarray:
+        model = self.local(model_id)
+        if model is not None:
+            return model.embed(texts, "document").vectors
+        return self._remote(model_id, texts)
+
+    def _remote(self, model_id: str, texts: list[str]) -> np.ndarray:
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.settings.effective_server_url, timeout=300,
+                                      headers={"Authorization": f"Bearer {self.settings.server_token()}",
+                                               "X-Pgmind-Client": "worker"})
+        try:
+            r = self._http.post("/v1/embeddings", json={"model": model_id, "input": texts, "input_type": "document",
+                                                        "encoding_format": "base64"})
+        except httpx.TransportError as e:
+            raise ModelServerUnavailableError(f"cannot reach the model server at {self.settings.effective_server_url}: "
+                                              f"{type(e).__name__}") from None
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                message, hint = err.get("message", r.text), err.get("hint")
+            except (ValueError, KeyError, TypeError):
+                message, hint = r.text[:300], None
+            if r.status_code in (400, 413, 422):   # the input itself was refused: that row is poison
+                raise InvalidRequestError(message, hint=hint)
+            raise ProviderError(message, status=r.status_code, retryable=True, hint=hint)
+        data = sorted(r.json()["data"], key=lambda d: d["index"])
+        return np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in data])
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+
+
+def is_permanent(e: Exception) -> bool:
+    """A row that fails like this will fail again: quarantine it. Anything else: retry later."""
+    return isinstance(e, InvalidRequestError) or (
+        isinstance(e, ProviderError) and e.status in (400, 413, 422) and not e.retryable)
+
+
+__all__ = ["Embedder", "is_permanent", "PgmindError"]
