@@ -61,7 +61,8 @@ def conn(installed):
 
 @pytest.fixture(scope="session")
 def server(settings, installed):
-    proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123"})
+    # no vectorizer worker inside: the tests run the workers they study themselves
+    proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123"}, args=("--no-worker",))
     yield settings.effective_server_url
     stop_server(proc)
 

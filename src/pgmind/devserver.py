@@ -22,10 +22,11 @@ def settings_env(settings: Settings) -> dict:
     return env
 
 
-def start_server(settings: Settings, extra_env: dict | None = None, timeout: float = 60.0) -> subprocess.Popen:
+def start_server(settings: Settings, extra_env: dict | None = None, timeout: float = 60.0,
+                 args: tuple[str, ...] = ()) -> subprocess.Popen:
     log_path = settings.home / "server.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "serve"],
+        proc = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "serve", *args],
                                 env={**settings_env(settings), **(extra_env or {})}, stdout=log, stderr=log)
     url = settings.effective_server_url + "/health"
     deadline = time.monotonic() + timeout
@@ -77,7 +78,7 @@ class Sandbox:
         with connect(self.dsn, register_vector=False) as conn:
             install(conn, server_url=self.settings.effective_server_url,
                     server_token=self.settings.server_token(create=True))
-        self.server = start_server(self.settings)
+        self.server = start_server(self.settings, args=("--no-worker",))
         return self
 
     def __exit__(self, *exc) -> None:
