@@ -38,7 +38,7 @@ class SentenceTransformerModel(LocalEmbeddingModel):
         self._bf16 = bf16
 
     def count_tokens(self, text: str) -> int:
-        return len(self._model.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return len(self._model.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
 
     def truncate(self, text: str, max_tokens: int) -> str:
         tok = self._model.tokenizer
