@@ -112,3 +112,25 @@ def test_html_manual_pages(page):
 def test_bad_config(spec, needle):
     with pytest.raises(InvalidRequestError, match=needle):
         ChunkingConfig.from_json(spec)
+
+
+def test_embedding_batches_are_packed_by_count_and_tokens():
+    import numpy as np
+
+    from pgmind.models.base import LocalEmbeddingModel
+
+    class Recorder(LocalEmbeddingModel):
+        dimensions, batch_size, max_batch_tokens = 2, 4, 100
+        seen: list = []
+
+        def embed_batch(self, texts, input_type):
+            self.seen.append(texts)
+            return np.asarray([[len(t), 0] for t in texts], dtype=np.float32)
+
+    m = Recorder()
+    texts = ["a" * 4 * n for n in (50, 1, 2, 40, 3, 4, 5, 6)]        # 50, 1, 2, 40, ... tokens
+    out = m.embed(texts, validated=True).vectors
+    assert out[:, 0].tolist() == [len(t) for t in texts]              # input order restored
+    assert all(len(b) <= 4 for b in m.seen)
+    assert all(max(len(t) // 4 for t in b) * len(b) <= 100 or len(b) == 1 for b in m.seen)
+    assert [len(t) for t in m.seen[0]] == [200, 160]                  # longest first, stopped by tokens

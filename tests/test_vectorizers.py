@@ -114,6 +114,11 @@ def test_status_and_workers_views(conn, docs, settings, installed, server):
     apps = conn.execute("select count(*) from pg_stat_activity where application_name = %s",
                         (f"pgmind worker {w.worker_id}",)).fetchone()[0]
     assert apps == 1
+    import httpx
+    conn.execute("insert into docs values (99, 'late', 'queued, not yet embedded')")
+    text = httpx.get(server + "/metrics").text
+    assert 'pgmind_vectorizer_pending{vectorizer="docs",version="1"} 1.0' in text
+    assert 'pgmind_vectorizer_rows_per_second{vectorizer="docs",version="1"}' in text
 
 
 def test_composite_key(conn, settings, installed, server):

@@ -59,7 +59,8 @@ class LocalEmbeddingModel(ABC):
 
     dimensions: int = 0
     max_tokens: int | None = None
-    batch_size: int = 32
+    batch_size: int = 32              # texts per forward pass, at most
+    max_batch_tokens: int = 8192      # padded tokens per forward pass, at most (longest × count)
 
     @abstractmethod
     def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
@@ -98,12 +99,30 @@ class LocalEmbeddingModel(ABC):
               validated: bool = False) -> Embeddings:
         """Embed in input order. ``validated``: the texts already passed :meth:`check`."""
         texts, tokens = (texts, 0) if validated else self.check(texts, truncate)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         result = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for idx in self.pack(texts):
             result[idx] = self.embed_batch([texts[i] for i in idx], input_type)
         return Embeddings(result, tokens)
+
+    def pack(self, texts: list[str]) -> list[list[int]]:
+        """Batches of indices: longest first (similar lengths together waste little padding),
+        bounded by ``batch_size`` texts and ``max_batch_tokens`` padded tokens."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in order:
+            n = estimate_tokens(texts[i])
+            longest_if_added = max(longest, n)
+            if current and (len(current) >= self.batch_size
+                            or longest_if_added * (len(current) + 1) > self.max_batch_tokens):
+                batches.append(current)
+                current, longest_if_added = [], n
+            current.append(i)
+            longest = longest_if_added
+        if current:
+            batches.append(current)
+        return batches
 
 
 class LocalChatModel(ABC):

@@ -20,7 +20,7 @@ from ..models.hub import ModelHub
 from ..models.registry import Registry
 from . import dashscope_api, openai_api, pgmind_api
 from .call_log import CallLog
-from .metrics import BATCH_SIZE, REGISTRY
+from .metrics import BATCH_SIZE, REGISTRY, VECTORIZER_QUERY, set_vectorizer_gauges
 from .service import ModelService
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,12 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         return {"status": "ok", "version": __version__}
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    async def metrics():
+    async def metrics(request: Request):
+        try:
+            async with request.app.state.pool.connection() as conn:
+                set_vectorizer_gauges(await (await conn.execute(VECTORIZER_QUERY)).fetchall())
+        except Exception as e:  # the model metrics are still worth serving
+            log.warning("vectorizer metrics unavailable: %s", e)
         return PlainTextResponse(generate_latest(REGISTRY).decode(), media_type="text/plain; version=0.0.4")
 
     app.include_router(openai_api.router)
