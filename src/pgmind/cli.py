@@ -236,33 +236,15 @@ def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "-
 def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer."),
                         batch: int = typer.Option(32, help="Source rows per batch.")):
     """Queue every row of the source table and embed them here, with a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from .db import resolve_dsn
-    from .vectorizer.worker import Worker
     settings = _settings(ctx)
     try:
         with _connect(settings, autocommit=True) as conn:
             conn.execute("select ai.vectorizer_backfill(%s)", (name,))
-            total = conn.execute("select sum(pending + leased) from ai.vectorizer_status where name = %s",
-                                 (name,)).fetchone()[0] or 0
-        w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch)
-        start = time.monotonic()
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
-            task = bar.add_task(name, total=total, rate="")
-            while True:
-                done = w.run_once()
-                elapsed = max(time.monotonic() - start, 1e-6)
-                bar.update(task, advance=done, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
-                if done == 0 and not w._pending():
-                    break
-                if done == 0:
-                    time.sleep(0.5)
+        _embed_pending(settings, name, batch, name)
     except PgmindError as e:
         fail(e)
     except Exception as e:
         _fail_sql(e)
-    console.print(f"{w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -354,6 +336,104 @@ def models_test(ctx: typer.Context, model: str = typer.Argument(..., help="The m
         _fail_sql(e)
     console.print(out)
     console.print(f"[dim]{elapsed * 1000:.0f} ms[/]")
+
+
+# -- knowledge bases: ingest, search, ask --------------------------------------------------------
+@app.command()
+def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of .html, .md and .txt files."),
+           into: str = typer.Option(..., "--into", help="The table (and vectorizer) name, e.g. pg_docs."),
+           model: str = typer.Option("e5-small", help="The embedding model of a new vectorizer."),
+           embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the changed files now "
+                                                                       "(else a worker does it)."),
+           batch: int = typer.Option(16, help="Files per embedding batch.")):
+    """Load a folder into a table with a vectorizer; re-running updates changed files and removes deleted ones."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .ingest import ingest as do_ingest
+    settings = _settings(ctx)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    try:
+        with _connect(settings) as conn, Progress(*columns, console=console) as bar:
+            task = bar.add_task("reading files", total=None, rate="")
+            result = do_ingest(conn, folder, into, model=model,
+                               progress=lambda i, n: bar.update(task, completed=i, total=n))
+        console.print(f"{result.files} files: {result.changed} new or changed, {result.unchanged} unchanged, "
+                      f"{result.removed} removed, {result.skipped} empty")
+        if embed:
+            _embed_pending(settings, into, batch, "embedding")
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+
+
+def _embed_pending(settings: Settings, name: str, batch: int, label: str):
+    """Run a worker here until the vectorizer's queue is empty, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from .db import resolve_dsn
+    from .vectorizer.worker import Worker
+    with _connect(settings) as conn:
+        total = conn.execute("select coalesce(sum(pending + leased), 0) from ai.vectorizer_status where name = %s",
+                             (name,)).fetchone()[0]
+    w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch)
+    start = time.monotonic()
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(label, total=total, rate="")
+        while True:
+            done = w.run_once()
+            elapsed = max(time.monotonic() - start, 1e-6)
+            bar.update(task, advance=done, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
+            if done == 0 and not w._pending():
+                break
+            if done == 0:
+                time.sleep(0.5)
+    console.print(f"{w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
+    return w
+
+
+@app.command()
+def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to look for."),
+           into: str = typer.Option(..., "--in", help="The vectorizer (knowledge base) to search."),
+           k: int = typer.Option(5, "-k", help="How many results."),
+           mode: str = typer.Option("hybrid", help="vector, keyword or hybrid."),
+           filter: Optional[str] = typer.Option(None, help="A SQL condition on the source table, "
+                                                           "e.g. \"section = 'sql'\"."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Search a knowledge base by meaning, by words, or both."""
+    from .client import Pgmind
+    try:
+        with Pgmind(settings=_settings(ctx)) as db:
+            hits = db.search(into, query, k=k, mode=mode, filter=filter)
+    except PgmindError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
+        return
+    for i, h in enumerate(hits, 1):
+        key = ", ".join(f"{v}" for v in h.key.values())
+        console.print(f"[bold]{i}. {key}[/] #{h.chunk_seq}  score {h.score:.4f}  similarity {h.similarity:.3f}")
+        console.print("   " + " ".join(h.chunk.split())[:300], markup=False)
+
+
+@app.command()
+def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The question, in Chinese or English."),
+        into: str = typer.Option(..., "--in", help="The vectorizer (knowledge base) to ask."),
+        model: Optional[str] = typer.Option(None, help="The chat model (default: the knowledge base's)."),
+        k: Optional[int] = typer.Option(None, "-k", help="How many chunks to retrieve.")):
+    """Answer a question from a knowledge base, streaming the answer, then its sources."""
+    from .client import Pgmind
+    try:
+        with Pgmind(settings=_settings(ctx)) as db:
+            stream = db.ask(into, question, k=k, model=model, stream=True)
+            for piece in stream:
+                console.print(piece, end="", markup=False, highlight=False)
+            console.print()
+            for src in stream.result.sources:
+                key = ", ".join(str(v) for v in src["key"].values())
+                console.print(f"[dim][{src['n']}] {key} #{src['chunk_seq']} (similarity {src['similarity']:.3f})[/]")
+    except PgmindError as e:
+        fail(e)
 
 
 # -- status ----------------------------------------------------------------------------------

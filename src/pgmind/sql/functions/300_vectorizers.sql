@@ -2,6 +2,27 @@
 -- format('%I'); key types come from format_type(); the content expression is a SQL fragment the
 -- source table's owner wrote (like a generated column) and is only ever run with that owner's rights.
 
+-- Text for the full-text index: Chinese, Japanese and Korean are written without spaces, so every
+-- pair of neighbouring CJK characters becomes a word (the bigram method of pg_bigm and Lucene's CJK
+-- analyzer); other text is left to the english parser, which stems it.  Plain SQL: works anywhere.
+create or replace function ai.fts_text(t text) returns text
+language plpgsql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+declare
+    m text[];
+    out text := '';
+begin
+    for m in select regexp_matches(t, '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)|([^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)', 'g') loop
+        if m[1] is null then
+            out := out || m[2];
+        elsif length(m[1]) = 1 then
+            out := out || ' ' || m[1] || ' ';
+        else
+            out := out || ' ' || (select string_agg(substr(m[1], i, 2), ' ') from generate_series(1, length(m[1]) - 1) i) || ' ';
+        end if;
+    end loop;
+    return out;
+end $$;
+
 -- SQL fragments over a vectorizer's key columns.
 --   ai._key_json(id, 'n')          jsonb_build_object('id', n.id, ...)
 --   ai._key_from_json(id, 'k')     (k->>'id')::integer, ...
@@ -227,10 +248,13 @@ declare
 begin
     select string_agg(format('%I %s not null', c, t), ', ' order by i) into cols
     from unnest(key_columns, key_types) with ordinality as k(c, t, i);
+    -- fts: words for keyword search, Chinese as overlapping character pairs (ai.fts_text)
     execute format('create table %I.%I (%s, chunk_seq int not null, chunk text not null, embedding %I.vector(%s) not null,
+                    fts tsvector generated always as (to_tsvector(''english''::regconfig, ai.fts_text(chunk))) stored,
                     primary key (%s, chunk_seq))',
                    p_schema, p_store, cols, vschema, dims,
                    (select string_agg(format('%I', c), ', ') from unnest(key_columns) c));
+    execute format('create index on %I.%I using gin (fts)', p_schema, p_store);
     execute format('comment on table %I.%I is %L', p_schema, p_store,
                    format('pgmind vectorizer chunks of %s; written by pgmind workers', vid_source));
     index_spec := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || coalesce(index_spec, '{}');
@@ -254,7 +278,7 @@ end $$;
 -- index still serves the view: the planner looks through the cast.
 create or replace function ai._view_sql(p_schema name, p_store name, key_columns name[]) returns text
 language sql stable set search_path = pg_catalog, pg_temp as $$
-    select format('select %s, chunk_seq, chunk, embedding::%I.vector as embedding from %I.%I',
+    select format('select %s, chunk_seq, chunk, embedding::%I.vector as embedding, fts from %I.%I',
                   (select string_agg(format('%I', c), ', ') from unnest(key_columns) c),
                   ai._vector_schema(), p_schema, p_store)
 $$;
@@ -387,10 +411,11 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     from ai.vectorizers where id = vid
 $$;
 
+drop function if exists ai._vectorizer_stores(int);   -- its result gained a column
 create or replace function ai._vectorizer_stores(vid int)
-returns table (version int, store_table name, status text)
+returns table (version int, store_table name, status text, model text)
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select version, store_table, status from ai.vectorizer_versions where vectorizer_id = vid order by version
+    select version, store_table, status, model from ai.vectorizer_versions where vectorizer_id = vid order by version
 $$;
 
 -- Change the model, chunking or index: a new version is embedded in the background while the old

@@ -1,0 +1,136 @@
+"""A folder of documents into a table with a vectorizer of the same name.
+
+The table: ``path`` (relative to the folder; the primary key), ``title``, ``section``, ``body``
+(text; HTML rendered to markdown-like text), ``mtime``, ``sha256``.  Re-running updates only the
+files whose content changed and removes the rows of files that are gone; the vectorizer's
+triggers turn that into exactly the re-embedding needed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psycopg
+from psycopg import sql
+
+from .documents import html_to_text
+from .errors import InvalidRequestError
+
+SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt"}
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    title: str
+    section: str
+    body: str
+    mtime: datetime
+    sha256: str
+
+
+@dataclass
+class IngestResult:
+    files: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: int = 0
+
+
+def section_of(rel: Path) -> str:
+    """The first folder, or for a flat folder the file name's prefix (the PostgreSQL manual's
+    'sql-createindex.html' is in section 'sql')."""
+    if len(rel.parts) > 1:
+        return rel.parts[0]
+    return rel.stem.split("-")[0].split("_")[0].split(".")[0]
+
+
+def read_file(root: Path, file: Path) -> SourceFile | None:
+    raw = file.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    rel = file.relative_to(root)
+    if file.suffix.lower() in (".html", ".htm"):
+        doc = html_to_text(text)
+        title, body = doc.title or rel.stem, doc.text
+    else:
+        body = text.replace("\r\n", "\n")
+        first = next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), None)
+        title = first or rel.stem
+    if not body.strip():
+        return None
+    return SourceFile(rel.as_posix(), title, section_of(rel), body,
+                      datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), hashlib.sha256(raw).hexdigest())
+
+
+def walk(root: Path) -> Iterator[Path]:
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.suffix.lower() in SUFFIXES and not any(p.startswith(".") for p in f.relative_to(root).parts):
+            yield f
+
+
+def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str) -> None:
+    table = sql.Identifier(name)
+    conn.execute(sql.SQL("""create table if not exists {} (
+        path text primary key, title text not null, section text, body text not null,
+        mtime timestamptz, sha256 text not null)""").format(table))
+    exists = conn.execute("select exists (select 1 from ai.vectorizer_status where name = %s)", (name,)).fetchone()[0]
+    if not exists:
+        conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => %s, "
+                     "chunking => %s::jsonb, backfill => true)",
+                     (name, name, "title || E'\\n\\n' || body", model, chunking))
+
+
+def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: str = "e5-small",
+           chunking: str = '{"method": "markdown", "max_tokens": 256, "overlap": 32}',
+           progress: Callable[[int, int], None] | None = None) -> IngestResult:
+    root = Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise InvalidRequestError(f"{root} is not a folder", hint="pass a folder of .html, .md or .txt files")
+    if not name.replace("_", "").isalnum() or not name[0].isalpha() or name.lower() != name:
+        raise InvalidRequestError(f"invalid table name {name!r}", hint="use lower-case letters, digits and _")
+    files = list(walk(root))
+    result = IngestResult(files=len(files))
+    with conn.transaction():
+        ensure_table(conn, name, model, chunking)
+    known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(sql.Identifier(name))).fetchall())
+    seen = set()
+    upsert = sql.SQL("""insert into {t} (path, title, section, body, mtime, sha256) values (%s, %s, %s, %s, %s, %s)
+                        on conflict (path) do update set title = excluded.title, section = excluded.section,
+                            body = excluded.body, mtime = excluded.mtime, sha256 = excluded.sha256""").format(
+        t=sql.Identifier(name))
+    batch: list[SourceFile] = []
+
+    def flush():
+        if batch:
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany(upsert, [(f.path, f.title, f.section, f.body, f.mtime, f.sha256) for f in batch])
+            batch.clear()
+
+    for i, file in enumerate(files, 1):
+        rel = file.relative_to(root).as_posix()
+        seen.add(rel)
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if known.get(rel) == digest:
+            result.unchanged += 1
+        else:
+            doc = read_file(root, file)
+            if doc is None:
+                result.skipped += 1
+            else:
+                batch.append(doc)
+                result.changed += 1
+                if len(batch) >= 100:
+                    flush()
+        if progress:
+            progress(i, len(files))
+    flush()
+    gone = [p for p in known if p not in seen]
+    if gone:
+        with conn.transaction():
+            conn.execute(sql.SQL("delete from {} where path = any(%s)").format(sql.Identifier(name)), (gone,))
+        result.removed = len(gone)
+    return result

@@ -1,0 +1,211 @@
+-- Search and RAG over a vectorizer's chunks (PL/pgSQL).  ai.search needs ai.embed for the vector
+-- side (plpython3u); keyword search alone works anywhere.  Runs with the caller's rights: the
+-- caller must be able to read the chunks (and the source table when filtering).
+
+-- The active version's table and model, for a vectorizer the caller can see.
+create or replace function ai._search_target(p_name text,
+    out vid int, out store text, out source regclass, out model text, out key_json text, out key_cols text,
+    out config jsonb)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    vid := ai._vectorizer_id(p_name);
+    select format('%I.%I', v.dest_schema, ver.store_table), v.source, ver.model, ai._key_json(v.id, 'c'),
+           ai._key_cols(v.id, 'c'), v.config
+      into store, source, model, key_json, key_cols, config
+    from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
+    where v.id = vid;
+end $$;
+
+-- The words of a question as an OR query (a question is not a conjunction of its words; ranking
+-- sorts out which documents have more of them).
+create or replace function ai.keyword_query(query text) returns tsquery
+language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+    select to_tsquery('simple', string_agg(quote_literal(w), ' | '))
+    from unnest(tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(query)))) w
+$$;
+
+create or replace function ai.search(
+    name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
+    rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
+    candidates int default null)
+returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
+               vector_rank int, keyword_rank int)
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    t record;
+    qv text;
+    tq tsquery;
+    n int;
+    where_filter text := '';
+    vector_sql text;
+    keyword_sql text;
+begin
+    if name is null or query is null then
+        return;
+    end if;
+    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
+        raise exception 'unknown search mode "%"', mode
+            using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
+    end if;
+    t := ai._search_target(name);
+    n := coalesce(candidates, greatest(k * 4, 40));
+    if filter is not null then
+        -- a SQL condition on the source table's columns, written by the caller and run with their rights
+        where_filter := format(' and (%s) in (select %s from %s s where %s)',
+                               t.key_cols, replace(t.key_cols, 'c.', 's.'), t.source, filter);
+    end if;
+    -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it)
+    qv := ai.embed(t.model, query, 'query')::text;
+    -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
+    perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
+    -- (the operator is schema-qualified: this function's search_path holds only pg_catalog)
+    vector_sql := format('select %1$s as key, c.chunk_seq, c.chunk, 1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
+                          from %2$s c where true %4$s
+                          order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
+                         t.key_json, t.store, ai._vector_schema(), where_filter);
+    tq := ai.keyword_query(query);
+    keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
+                                  1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
+                           from %2$s c where c.fts @@ $2 %4$s
+                           order by kscore desc limit $3',
+                          t.key_json, t.store, ai._vector_schema(), where_filter);
+    if mode = 'vector' then
+        return query execute format('select v.key, v.chunk_seq, v.chunk, v.sim, v.sim,
+                                            (row_number() over (order by v.sim desc))::int, null::int
+                                     from (%s) v order by v.sim desc limit $4', vector_sql)
+            using qv, tq, n, k;
+    elsif mode = 'keyword' then
+        if tq is null then
+            return;
+        end if;
+        return query execute format('select w.key, w.chunk_seq, w.chunk, w.kscore::float8, w.sim,
+                                            null::int, (row_number() over (order by w.kscore desc))::int
+                                     from (%s) w order by w.kscore desc limit $4', keyword_sql)
+            using qv, tq, n, k;
+    else
+        -- reciprocal rank fusion of the two lists
+        return query execute format('
+            with v as (select x.*, row_number() over (order by x.sim desc) as r from (%s) x),
+                 w as (select y.*, row_number() over (order by y.kscore desc) as r from (%s) y where $2 is not null)
+            select coalesce(v.key, w.key), coalesce(v.chunk_seq, w.chunk_seq), coalesce(v.chunk, w.chunk),
+                   coalesce($5 / ($7 + v.r), 0) + coalesce($6 / ($7 + w.r), 0) as score,
+                   coalesce(v.sim, w.sim), v.r::int, w.r::int
+            from v full join w on v.key = w.key and v.chunk_seq = w.chunk_seq
+            order by score desc limit $4', vector_sql, keyword_sql)
+            using qv, tq, n, k, vector_weight, keyword_weight, rrf_k::float8;
+    end if;
+end $$;
+
+-- RAG: the question's best chunks (hybrid search), those above the similarity threshold as
+-- numbered sources within a token budget, an instruction to cite them and to say when the
+-- answer is not there, the answer from a chat model in the question's language.
+create or replace function ai._is_chinese(t text) returns boolean
+language sql immutable strict as $$ select t ~ '[\u4e00-\u9fff]' $$;
+
+create or replace function ai._estimate_tokens(t text) returns int
+language sql immutable strict as $$
+    select length(regexp_replace(t, '[^\u3000-\u9fff\uff00-\uffef]', '', 'g'))
+         + (length(regexp_replace(t, '[\u3000-\u9fff\uff00-\uffef]', '', 'g')) + 3) / 4
+$$;
+
+create or replace function ai.rag_defaults() returns jsonb
+language sql immutable as $$ select '{
+    "model": "qwen-0.5b",
+    "k": 5,
+    "threshold": 0.83,
+    "context_tokens": 2400,
+    "max_tokens": 512,
+    "system_en": "You answer questions using only the numbered sources below. Cite the sources you use as [1], [2]. If the sources do not contain the answer, reply exactly: The knowledge base does not contain the answer. Answer in English.",
+    "system_zh": "你只根据下面编号的资料回答问题。用 [1]、[2] 标注你引用的资料。如果资料中没有答案,就回答: 知识库中没有这个问题的答案。用中文回答。",
+    "decline_en": "The knowledge base does not contain the answer.",
+    "decline_zh": "知识库中没有这个问题的答案。"
+}'::jsonb $$;
+
+create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    vid int := ai._vectorizer_id(name);
+    unknown text[];
+begin
+    perform ai._check_vectorizer_owner(vid);
+    select array_agg(x) into unknown from jsonb_object_keys(config) x where not ai.rag_defaults() ? x;
+    if unknown is not null then
+        raise exception 'unknown RAG settings: %', array_to_string(unknown, ', ')
+            using errcode = '22023', hint = 'the settings are the keys of ai.rag_defaults()';
+    end if;
+    update ai.vectorizers set config = jsonb_set(config, '{rag}', coalesce(config->'rag', '{}') || config)
+    where id = vid;
+    return ai.rag_defaults() || (select config->'rag' from ai.vectorizers where id = vid);
+end $$;
+
+-- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
+-- decline, when nothing passed the threshold), "model", "options"}.  ai.rag generates from it;
+-- the CLI and the HTTP API stream from it.
+create or replace function ai.rag_prompt(name text, question text, k int default null, model text default null,
+                                         threshold float8 default null, filter text default null)
+returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    t record;
+    cfg jsonb;
+    zh boolean;
+    r record;
+    sources jsonb := '[]';
+    context text := '';
+    budget int;
+    used int := 0;
+    n int := 0;
+begin
+    if name is null or question is null then
+        return null;
+    end if;
+    if btrim(question) = '' then
+        raise exception 'the question is empty' using errcode = '22023', hint = 'ask something';
+    end if;
+    t := ai._search_target(name);
+    cfg := ai.rag_defaults() || coalesce(t.config->'rag', '{}');
+    k := coalesce(k, (cfg->>'k')::int);
+    model := coalesce(model, cfg->>'model');
+    threshold := coalesce(threshold, (cfg->>'threshold')::float8);
+    zh := ai._is_chinese(question);
+    budget := (cfg->>'context_tokens')::int;
+    for r in select * from ai.search(name, question, k => k, mode => 'hybrid', filter => filter) s
+             where s.similarity >= threshold order by s.score desc loop
+        exit when used + ai._estimate_tokens(r.chunk) > budget and n > 0;
+        n := n + 1;
+        used := used + ai._estimate_tokens(r.chunk);
+        context := context || format(E'[%s] %s\n\n', n, r.chunk);
+        sources := sources || jsonb_build_object('n', n, 'key', r.key, 'chunk_seq', r.chunk_seq, 'chunk', r.chunk,
+                                                 'score', r.score, 'similarity', r.similarity);
+    end loop;
+    return jsonb_build_object(
+        'answered', n > 0,
+        'answer', case when n = 0 then cfg->>(case when zh then 'decline_zh' else 'decline_en' end) end,
+        'sources', sources, 'model', model,
+        'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::int, 'temperature', 0.1),
+        'messages', case when n > 0 then jsonb_build_array(
+            jsonb_build_object('role', 'system', 'content', cfg->>(case when zh then 'system_zh' else 'system_en' end)),
+            jsonb_build_object('role', 'user', 'content',
+                format(case when zh then E'资料:\n\n%s问题: %s' else E'Sources:\n\n%sQuestion: %s' end,
+                       context, question))) end);
+end $$;
+
+create or replace function ai.rag(name text, question text, k int default null, model text default null,
+                                  threshold float8 default null, filter text default null,
+                                  options jsonb default '{}')
+returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    p jsonb;
+    reply jsonb;
+begin
+    p := ai.rag_prompt(name, question, k, model, threshold, filter);
+    if p is null or not (p->>'answered')::boolean then
+        return p - 'messages' - 'options' || '{"usage": null}';
+    end if;
+    reply := ai.chat(p->>'model', p->'messages', (p->'options') || coalesce(options, '{}'));
+    return jsonb_build_object('answer', reply->'message'->>'content', 'sources', p->'sources', 'answered', true,
+                              'usage', reply->'usage', 'model', p->>'model');
+end $$;
