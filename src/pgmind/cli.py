@@ -436,6 +436,46 @@ def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The questi
         fail(e)
 
 
+@app.command("eval")
+def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledge base (vectorizer)."),
+          questions: str = typer.Argument(..., help="A JSONL file: question, lang, gold, facts."),
+          mode: Optional[list[str]] = typer.Option(None, "--mode", help="vector, keyword, hybrid "
+                                                                         "(repeatable; default all)."),
+          answers: bool = typer.Option(False, "--answers", help="Also answer every question with RAG and "
+                                                                 "check facts and declines (slow)."),
+          model: Optional[str] = typer.Option(None, help="The chat model for --answers."),
+          as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Measure retrieval (recall@1/5/10, MRR, nDCG@10) and answers on a questions file."""
+    from .client import Pgmind
+    from .evaluation import MODES, evaluate_answers, evaluate_retrieval, load_questions
+    try:
+        qs = load_questions(questions)
+        modes = mode or list(MODES)
+        for m in modes:
+            if m not in MODES:
+                raise PgmindError(f"unknown mode {m!r}", hint="modes: " + ", ".join(MODES))
+        with Pgmind(settings=_settings(ctx)) as db:
+            report = {"retrieval": evaluate_retrieval(db, name, qs, modes)}
+            if answers:
+                report["answers"] = evaluate_answers(db, name, qs, model)
+    except PgmindError as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    table = Table("mode", "lang", "n", "recall@1", "recall@5", "recall@10", "MRR", "nDCG@10")
+    for m, per in report["retrieval"].items():
+        for lang, sc in per.items():
+            table.add_row(m, lang, str(sc["n"]), *(str(sc[k]) for k in ("recall@1", "recall@5", "recall@10",
+                                                                         "mrr", "ndcg@10")))
+    console.print(table)
+    if answers:
+        t2 = Table("lang", "answers with the facts", "unanswerable declined")
+        for lang, sc in report["answers"]["summary"].items():
+            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]))
+        console.print(t2)
+
+
 # -- status ----------------------------------------------------------------------------------
 @app.command()
 def status(ctx: typer.Context):

@@ -1,0 +1,125 @@
+"""Retrieval and answer quality of a knowledge base, on a JSONL file of questions.
+
+Each line: {"question": str, "lang": "zh"|"en"|..., "gold": [source keys that answer it],
+"facts": [short strings a right answer contains]}.  An empty ``gold`` marks a question whose answer
+is not in the corpus: a right answer declines.
+
+Retrieval (answerable questions only; results are deduplicated to source keys, in rank order):
+recall@k = the share of questions with a gold key among the first k; MRR; nDCG@10 with binary
+relevance.  Answers: the share of answerable questions answered with every fact, and the share of
+unanswerable ones declined.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InvalidRequestError
+
+MODES = ("vector", "keyword", "hybrid")
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    lang: str
+    gold: tuple[str, ...]
+    facts: tuple[str, ...]
+
+
+def load_questions(path: str | Path) -> list[Question]:
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            q = Question(obj["question"], obj.get("lang", "?"), tuple(obj.get("gold", [])), tuple(obj.get("facts", [])))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidRequestError(f"{path}:{n}: not a question object ({e})",
+                                      hint='each line: {"question": "...", "lang": "en", "gold": ["page.html"], '
+                                           '"facts": ["..."]}') from None
+        if not isinstance(q.question, str) or not q.question.strip():
+            raise InvalidRequestError(f"{path}:{n}: empty question")
+        out.append(q)
+    if not out:
+        raise InvalidRequestError(f"{path} has no questions")
+    return out
+
+
+def key_text(key: dict) -> str:
+    """A source key as the questions file names it: the value of a one-column key, else its JSON."""
+    return str(next(iter(key.values()))) if len(key) == 1 else json.dumps(key, sort_keys=True)
+
+
+def ranked_sources(hits) -> list[str]:
+    seen, out = set(), []
+    for h in hits:
+        k = key_text(h.key)
+        if k not in seen:
+            seen.add(k)
+            out.append(k)
+    return out
+
+
+@dataclass
+class RetrievalScores:
+    n: int = 0
+    hits: dict = field(default_factory=lambda: {1: 0, 5: 0, 10: 0})
+    rr: float = 0.0
+    ndcg: float = 0.0
+
+    def add(self, ranked: list[str], gold: set[str]) -> None:
+        self.n += 1
+        first = next((i for i, k in enumerate(ranked) if k in gold), None)
+        for k in self.hits:
+            self.hits[k] += int(first is not None and first < k)
+        self.rr += 1.0 / (first + 1) if first is not None else 0.0
+        dcg = sum(1.0 / math.log2(i + 2) for i, k in enumerate(ranked[:10]) if k in gold)
+        idcg = sum(1.0 / math.log2(i + 2) for i in range(min(len(gold), 10)))
+        self.ndcg += dcg / idcg if idcg else 0.0
+
+    def summary(self) -> dict:
+        if not self.n:
+            return {"n": 0}
+        return {"n": self.n, **{f"recall@{k}": round(v / self.n, 3) for k, v in self.hits.items()},
+                "mrr": round(self.rr / self.n, 3), "ndcg@10": round(self.ndcg / self.n, 3)}
+
+
+def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES) -> dict:
+    """{mode: {lang: scores, "all": scores}} for the answerable questions."""
+    results: dict = {}
+    for mode in modes:
+        per: dict[str, RetrievalScores] = {}
+        for q in questions:
+            if not q.gold:
+                continue
+            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode))[:10]
+            for lang in (q.lang, "all"):
+                per.setdefault(lang, RetrievalScores()).add(ranked, set(q.gold))
+        results[mode] = {lang: s.summary() for lang, s in sorted(per.items())}
+    return results
+
+
+def evaluate_answers(db, name: str, questions: list[Question], model: str | None = None) -> dict:
+    """Answer every question with RAG; check facts and declines."""
+    per: dict[str, dict] = {}
+    rows = []
+    for q in questions:
+        a = db.ask(name, q.question, model=model)
+        if q.gold:
+            ok = a.answered and all(f.lower() in a.answer.lower() for f in q.facts)
+            kind = "facts"
+        else:
+            ok = not a.answered
+            kind = "declined"
+        for lang in (q.lang, "all"):
+            s = per.setdefault(lang, {"facts": [0, 0], "declined": [0, 0]})
+            s[kind][0] += int(ok)
+            s[kind][1] += 1
+        rows.append({"question": q.question, "ok": ok, "answered": a.answered, "answer": a.answer,
+                     "sources": [key_text(s["key"]) for s in a.sources]})
+    summary = {lang: {k: round(v[0] / v[1], 3) if v[1] else None for k, v in s.items()} for lang, s in per.items()}
+    return {"summary": summary, "answers": rows}
