@@ -373,7 +373,7 @@ def _embed_pending(settings: Settings, name: str, batch: int, label: str):
     from .db import resolve_dsn
     from .vectorizer.worker import Worker
     with _connect(settings) as conn:
-        total = conn.execute("select coalesce(sum(pending + leased), 0) from ai.vectorizer_status where name = %s",
+        total = conn.execute("select coalesce(sum(pending + leased), 0)::int from ai.vectorizer_status where name = %s",
                              (name,)).fetchone()[0]
     w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch)
     start = time.monotonic()

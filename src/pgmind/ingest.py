@@ -20,6 +20,8 @@ from .documents import html_to_text
 from .errors import InvalidRequestError
 
 SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt"}
+# what is embedded: the body, under its title as a heading unless it already starts with one
+CONTENT = "case when body ~ '^\\s*#' then body else '# ' || title || E'\\n\\n' || body end"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str)
     if not exists:
         conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => %s, "
                      "chunking => %s::jsonb, backfill => true)",
-                     (name, name, "title || E'\\n\\n' || body", model, chunking))
+                     (name, name, CONTENT, model, chunking))
 
 
 def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: str = "e5-small",

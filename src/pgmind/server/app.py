@@ -8,6 +8,7 @@ import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 from psycopg_pool import AsyncConnectionPool
@@ -15,10 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from .. import __version__
 from ..config import Settings
 from ..db.connection import resolve_dsn
-from ..errors import PgmindError
+from ..errors import InvalidRequestError, PgmindError
 from ..models.hub import ModelHub
 from ..models.registry import Registry
-from . import dashscope_api, openai_api, pgmind_api
+from . import dashscope_api, openai_api, pgmind_api, search_api
 from .call_log import CallLog
 from .metrics import BATCH_SIZE, REGISTRY, VECTORIZER_QUERY, set_vectorizer_gauges
 from .service import ModelService
@@ -59,6 +60,12 @@ def create_app(settings: Settings, token: str) -> FastAPI:
                                  "sqlstate": exc.sqlstate, "hint": exc.hint}, status_code=exc.http_status)
         return JSONResponse(exc.to_dict(), status_code=exc.http_status)
 
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
+        return await pgmind_error(request, InvalidRequestError(f"invalid request: {problems}",
+                                                                hint="see the OpenAPI spec at /docs"))
+
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
@@ -83,4 +90,5 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.include_router(openai_api.router)
     app.include_router(dashscope_api.router)
     app.include_router(pgmind_api.router)
+    app.include_router(search_api.router)
     return app

