@@ -35,7 +35,7 @@ $PGMIND search "怎样查看表的大小" --in pg_docs -k 3 --mode vector
 
 for q in "How do I create an index without locking the table?" \
          "如何在不锁表的情况下创建索引?" \
-         "What is the default port of MySQL?"; do
+         "Who won the 2018 FIFA World Cup?"; do
     say "ask: $q"
     $PGMIND ask "$q" --in pg_docs
 done
