@@ -224,3 +224,72 @@ def test_eval_harness(db, tmp_path):
     from pgmind.errors import InvalidRequestError
     with pytest.raises(InvalidRequestError, match="bad.jsonl:1"):
         load_questions(tmp_path / "bad.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker(tmp_path_factory, installed, server):
+    """A real cross-encoder, made here (no weights ship offline): tiny, random, but loaded and run
+    by the same CrossEncoder code path a downloaded reranker takes."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    d = tmp_path_factory.mktemp("cross-encoder")
+    words = "create index concurrently lock table vacuum json jsonb copy csv file how do i what is the".split()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefghijklmnopqrstuvwxyz0123456789") + words
+    (d / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d)
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=64, num_labels=1)).save_pretrained(d)
+    from pgmind.db import connect
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('tiny-rerank', if_exists => true)")
+        c.execute("select ai.create_model('tiny-rerank', null, 'pgmind', 'rerank', 'tiny cross-encoder', "
+                  "options => %s::jsonb)", (json.dumps({"path": str(d)}),))
+    yield d
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('tiny-rerank')")
+
+
+def test_rerank_function(conn, tiny_reranker):
+    from sentence_transformers import CrossEncoder
+    docs = ["create index concurrently", "vacuum the table", "json and jsonb"]
+    rows = conn.execute("select idx, score from ai.rerank('tiny-rerank', 'how do i create an index', %s) order by idx",
+                        (docs[:2] + [None] + docs[2:],)).fetchall()
+    assert [r[0] for r in rows] == [1, 2, 4]                 # NULL documents are skipped, positions kept
+    expected = CrossEncoder(str(tiny_reranker)).predict([("how do i create an index", d) for d in docs])
+    assert [r[1] for r in rows] == pytest.approx([float(x) for x in expected], abs=1e-4)
+    e = sql_error(conn, "select * from ai.rerank('e5-small', 'q', array['d'])")
+    assert e.sqlstate == "22023" and "not a rerank model" in e.diag.message_primary
+
+
+def test_search_with_rerank(conn, kb, tiny_reranker):
+    from sentence_transformers import CrossEncoder
+    q = "create index concurrently"
+    rows = conn.execute("select chunk, score from ai.search('kb', %s, k => 3, rerank => 'tiny-rerank')", (q,)).fetchall()
+    assert len(rows) == 3
+    scores = [r[1] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    ce = CrossEncoder(str(tiny_reranker))
+    assert scores == pytest.approx([float(ce.predict([(q, r[0])])[0]) for r in rows], abs=1e-4)
+
+
+def test_eval_with_rerank(db, tiny_reranker, tmp_path):
+    from pgmind.evaluation import evaluate_retrieval, load_questions
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"question": "create index concurrently", "lang": "en",
+                                 "gold": ["sql-createindex.html"], "facts": []}))
+    report = evaluate_retrieval(db, "kb", load_questions(qfile), ["hybrid"], rerank="tiny-rerank")
+    assert set(report) == {"hybrid", "hybrid+rerank"}
+    assert report["hybrid+rerank"]["all"]["n"] == 1
+
+
+def test_http_rerank(server, token, tiny_reranker):
+    r = httpx.post(server + "/v1/rerank", json={"model": "tiny-rerank", "query": "vacuum",
+                                                "documents": ["a", "b", "c"], "top_n": 2},
+                   headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == 2 and results[0]["relevance_score"] >= results[1]["relevance_score"]
+    r = httpx.post(server + "/v1/rerank", json={"model": "tiny-rerank", "query": "vacuum", "documents": []},
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400

@@ -441,6 +441,8 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
           questions: str = typer.Argument(..., help="A JSONL file: question, lang, gold, facts."),
           mode: Optional[list[str]] = typer.Option(None, "--mode", help="vector, keyword, hybrid "
                                                                          "(repeatable; default all)."),
+          rerank: Optional[str] = typer.Option(None, "--rerank", help="A rerank model: also measure "
+                                                                      "hybrid+rerank."),
           answers: bool = typer.Option(False, "--answers", help="Also answer every question with RAG and "
                                                                  "check facts and declines (slow)."),
           model: Optional[str] = typer.Option(None, help="The chat model for --answers."),
@@ -455,7 +457,7 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
             if m not in MODES:
                 raise PgmindError(f"unknown mode {m!r}", hint="modes: " + ", ".join(MODES))
         with Pgmind(settings=_settings(ctx)) as db:
-            report = {"retrieval": evaluate_retrieval(db, name, qs, modes)}
+            report = {"retrieval": evaluate_retrieval(db, name, qs, modes, rerank)}
             if answers:
                 report["answers"] = evaluate_answers(db, name, qs, model)
     except PgmindError as e:

@@ -88,18 +88,20 @@ class RetrievalScores:
                 "mrr": round(self.rr / self.n, 3), "ndcg@10": round(self.ndcg / self.n, 3)}
 
 
-def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES) -> dict:
-    """{mode: {lang: scores, "all": scores}} for the answerable questions."""
+def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, rerank: str | None = None) -> dict:
+    """{mode: {lang: scores, "all": scores}} for the answerable questions; with a rerank model,
+    also "hybrid+rerank"."""
     results: dict = {}
-    for mode in modes:
+    runs = [(m, None) for m in modes] + ([("hybrid", rerank)] if rerank else [])
+    for mode, reranker in runs:
         per: dict[str, RetrievalScores] = {}
         for q in questions:
             if not q.gold:
                 continue
-            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode))[:10]
+            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode, rerank=reranker))[:10]
             for lang in (q.lang, "all"):
                 per.setdefault(lang, RetrievalScores()).add(ranked, set(q.gold))
-        results[mode] = {lang: s.summary() for lang, s in sorted(per.items())}
+        results[mode + ("+rerank" if reranker else "")] = {lang: s.summary() for lang, s in sorted(per.items())}
     return results
 
 

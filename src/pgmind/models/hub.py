@@ -75,6 +75,9 @@ class ModelHub:
                         on_batch=(lambda n, m=spec.model_id: self._on_batch(m, n)) if self._on_batch else None)
                 elif spec.model_type == "chat":
                     self._local[key] = load_local_chat(spec, self.settings)
+                elif spec.model_type == "rerank":
+                    from .local_rerank import CrossEncoderReranker
+                    self._local[key] = CrossEncoderReranker(spec.options.get("path") or spec.model_name)
                 else:
                     raise ModelLoadError(f"no local backend for {spec.model_type} models yet")
             return self._local[key]
@@ -118,6 +121,26 @@ class ModelHub:
                 f"model {spec.model_id} returned {result.vectors.shape[1]} dimensions, registered as {spec.dimensions}",
                 hint="fix the registration: select ai.alter_model(..., options => '{\"dimensions\": N}')")
         return result
+
+    async def rerank(self, spec: ModelSpec, query: str, documents: list[str]) -> list[float]:
+        """Relevance scores of documents for the query, in document order."""
+        if spec.model_type != "rerank":
+            raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not a rerank model",
+                                      hint="register a cross-encoder with type 'rerank'")
+        if spec.provider == "pgmind":
+            model = await self.local(spec)
+            return await asyncio.get_running_loop().run_in_executor(self._chat_executor, model.score, query, documents)
+        if spec.provider != "openai":
+            raise InvalidRequestError(f"rerank through provider {spec.provider} is not supported",
+                                      hint="use a local cross-encoder, or an OpenAI-compatible server with /rerank")
+        from .transport import Endpoint, field
+        ep = Endpoint((spec.url or "").rstrip("/") + "/rerank", spec.auth_headers(),
+                      spec.timeout or self.settings.request_timeout, self.settings.max_retries)
+        data = await self.transport.post_json(ep, {"model": spec.model_name, "query": query, "documents": documents})
+        scores = [0.0] * len(documents)
+        for r in field(data, "results", url=ep.url):   # Cohere / Jina / vLLM shape
+            scores[int(field(r, "index", url=ep.url))] = float(field(r, "relevance_score", url=ep.url))
+        return scores
 
     def _check_chat(self, spec: ModelSpec) -> None:
         if spec.model_type != "chat":

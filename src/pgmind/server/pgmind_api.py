@@ -30,3 +30,19 @@ async def call(request: Request):
         raise InvalidRequestError('the request needs "body": what the model\'s input function built')
     return json_response(await service(request).call(body.get("model"), body["body"], body.get("headers") or {},
                                                      caller(request, "sql")))
+
+
+@router.post("/v1/rerank", tags=["pgmind"])
+async def rerank(request: Request):
+    """Cohere/Jina-style rerank: {model, query, documents, top_n} → {results: [{index, relevance_score}]}."""
+    body = await json_body(request)
+    scores = await service(request).rerank(body.get("model"), body.get("query"), body.get("documents"),
+                                           caller(request, "pgmind-api"))
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    top_n = body.get("top_n")
+    if top_n is not None:
+        if not isinstance(top_n, int) or top_n < 1:
+            raise InvalidRequestError("top_n must be a positive integer")
+        order = order[:top_n]
+    return json_response({"model": body.get("model"),
+                          "results": [{"index": i, "relevance_score": scores[i]} for i in order]})

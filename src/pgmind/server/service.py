@@ -97,6 +97,15 @@ class ModelService:
                     yield delta
         return spec, gen()
 
+    async def rerank(self, model_id: str, query, documents, caller: Caller) -> list[float]:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidRequestError("query must be a non-empty text")
+        if not isinstance(documents, list) or not documents or not all(isinstance(d, str) for d in documents):
+            raise InvalidRequestError("documents must be a non-empty list of texts")
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "rerank", caller, len(documents)):
+            return await self.hub.rerank(spec, query, documents)
+
     async def call(self, model_id: str, body, headers: dict, caller: Caller):
         """ai.call_model: send the body the model's input function built to the model's URL."""
         spec = await self.resolve(model_id, caller)

@@ -2,6 +2,25 @@
 -- Public functions run with the caller's rights; only ai._server_request reads the server token,
 -- and it checks that the caller it is told about is a role the session may act as.
 
+-- PL/Python prefixes the messages of the errors it raises with the exception's type
+-- ("plpy.Error: ...", "spiexceptions.X: ..."): the public functions catch them and raise them
+-- again as they were meant, with SQLSTATE, message, detail and hint.
+create or replace function ai._reraise(state text, message text, detail text, hint text) returns void
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+    message := regexp_replace(message, '^((spiexceptions|plpy)\.\w+: )+', '');
+    detail := nullif(nullif(detail, 'None'), '');
+    hint := nullif(nullif(hint, 'None'), '');
+    if detail is null and hint is null then
+        raise exception using errcode = state, message = message;
+    elsif detail is null then
+        raise exception using errcode = state, message = message, hint = hint;
+    elsif hint is null then
+        raise exception using errcode = state, message = message, detail = detail;
+    end if;
+    raise exception using errcode = state, message = message, detail = detail, hint = hint;
+end $$;
+
 -- The HTTP client, defined once per backend and kept in GD with its open connection.
 create or replace function ai._py_client_init() returns void
 language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
@@ -92,8 +111,9 @@ class PgmindClient:
         except (ValueError, KeyError, TypeError):
             plpy.error('the model server answered HTTP %d: %s' % (status, data[:300].decode('utf-8', 'replace')),
                        hint='check the model server log', sqlstate='PM002')
-        plpy.error(str(err.get('message') or 'model server error'), detail=err.get('detail'),
-                   hint=err.get('hint'), sqlstate=str(err.get('sqlstate') or 'PM002'))
+        extra = {k: str(err[k]) for k in ('detail', 'hint') if err.get(k)}
+        plpy.error(str(err.get('message') or 'model server error'), sqlstate=str(err.get('sqlstate') or 'PM002'),
+                   **extra)
 
 
 GD['pgmind_client'] = PgmindClient()
@@ -153,11 +173,20 @@ $py$;
 -- cast: the type need not be named, so it works whatever schema holds the vector extension.)
 create or replace function ai.embed(model text, input text, input_type text default 'query')
 returns vector language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
 begin
     if model is null or input is null then
         return null;
     end if;
     return (select e.embedding from ai._embed_batch(model, array[input], input_type, current_user) e);
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
@@ -165,6 +194,10 @@ returns table (idx int, embedding vector)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
     e record;
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
 begin
     if model is null or inputs is null then
         return;
@@ -174,6 +207,10 @@ begin
         embedding := e.embedding;
         return next;
     end loop;
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 -- Check and normalise chat messages: a JSON array of {"role": ..., "content": ...}.
@@ -222,6 +259,10 @@ returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as
 declare
     resp jsonb;
     body jsonb;
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
 begin
     if model is null or messages is null then
         return null;
@@ -235,6 +276,10 @@ begin
     return jsonb_build_object('message', resp->'choices'->0->'message',
                               'finish_reason', resp->'choices'->0->'finish_reason',
                               'usage', resp->'usage', 'model', resp->'model');
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.generate(model text, prompt text, system text default null,
@@ -264,6 +309,10 @@ declare
     response jsonb;
     result jsonb;
     arg_type regtype;
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
 begin
     select * into m from ai._model_for_call(model, current_user);
     if m.in_fn is not null then
@@ -297,6 +346,10 @@ begin
     select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.out_fn;
     execute format('select to_jsonb(%s($1, $2::%s))', m.out_fn, arg_type) into result using model, response;
     return result;
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.call_model(model text, input text) returns jsonb
@@ -314,3 +367,38 @@ $$;
 -- ai._server_request stays executable by everyone: the public functions above run with the caller's
 -- rights and call it; it checks the caller it is told about, and the model server checks that
 -- caller's grant on the model, so calling it directly gains nothing.
+
+-- Relevance scores of documents for a query, from a rerank model (cross-encoder), in document order.
+create or replace function ai._rerank(model text, query text, documents text[])
+returns table (idx int, score float8)
+language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
+if model is None or query is None or documents is None:
+    return []
+if 'pgmind_rerank_plan' not in GD:
+    GD['pgmind_rerank_plan'] = plpy.prepare(
+        'select ai._server_request($1, $2, current_user, 300) as r', ['text', 'text'])
+    plpy.execute('select ai._py_client_init()')
+json = GD['pgmind_json']
+todo = [(i, d) for i, d in enumerate(documents) if d is not None]
+if not todo:
+    return []
+resp = json.loads(plpy.execute(GD['pgmind_rerank_plan'], ['/v1/rerank', json.dumps(
+    {'model': model, 'query': query, 'documents': [d for _, d in todo]}, ensure_ascii=False)])[0]['r'])
+return [(todo[r['index']][0] + 1, r['relevance_score']) for r in resp['results']]
+$py$;
+
+create or replace function ai.rerank(model text, query text, documents text[])
+returns table (idx int, score float8)
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+begin
+    return query select r.idx, r.score from ai._rerank(model, query, documents) r;
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+end $$;

@@ -26,10 +26,11 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
     from unnest(tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(query)))) w
 $$;
 
+drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
-    candidates int default null)
+    candidates int default null, rerank text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -54,6 +55,20 @@ begin
     end if;
     t := ai._search_target(name);
     n := coalesce(candidates, greatest(k * 4, 40));
+    if rerank is not null then
+        -- the first stage's best candidates, re-scored by the rerank model (a cross-encoder)
+        return query
+            with first as (
+                select s.*, row_number() over (order by s.score desc) as pos
+                from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates) s),
+            scored as (
+                select r.idx, r.score from ai.rerank(rerank, query,
+                    (select array_agg(f.chunk order by f.pos) from first f)) r)
+            select f.key, f.chunk_seq, f.chunk, sc.score, f.similarity, f.vector_rank, f.keyword_rank
+            from first f join scored sc on sc.idx = f.pos
+            order by sc.score desc limit k;
+        return;
+    end if;
     if filter is not null then
         -- a SQL condition on the source table's columns, written by the caller and run with their rights
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
