@@ -6,14 +6,15 @@
 drop function if exists ai._search_target(text);
 create or replace function ai._search_target(p_name text,
     out vid int, out store text, out source regclass, out model text, out key_json text, out key_cols text,
-    out config jsonb, out model_threshold float8)
+    out config jsonb, out model_threshold float8, out source_key_cols text)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
     vid := ai._vectorizer_id(p_name);
     select format('%I.%I', v.dest_schema, ver.store_table), v.source, ver.model, ai._key_json(v.id, 'c'),
            ai._key_cols(v.id, 'c'), v.config,
-           (select (r.options->>'rag_threshold')::float8 from ai.model_registry r where r.model_id = ver.model)
-      into store, source, model, key_json, key_cols, config, model_threshold
+           (select (r.options->>'rag_threshold')::float8 from ai.model_registry r where r.model_id = ver.model),
+           ai._key_cols(v.id, 's')
+      into store, source, model, key_json, key_cols, config, model_threshold, source_key_cols
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
     where v.id = vid;
 end $$;
@@ -72,7 +73,7 @@ begin
     if filter is not null then
         -- a SQL condition on the source table's columns, written by the caller and run with their rights
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
-                               t.key_cols, replace(t.key_cols, 'c.', 's.'), t.source, filter);
+                               t.key_cols, t.source_key_cols, t.source, filter);
     end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it)
     qv := ai.embed(t.model, query, 'query')::text;
