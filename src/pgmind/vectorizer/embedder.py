@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -21,18 +22,21 @@ class Embedder:
     def __init__(self, settings: Settings, dsn: str):
         self.settings, self.dsn = settings, dsn
         self._local: dict[str, LocalEmbeddingModel] = {}
-        self._specs: dict[str, ModelSpec] = {}
+        self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
 
+    SPEC_TTL = 60.0   # seconds: a changed registration (URL, key, options) reaches a running worker
+
     def spec(self, model_id: str) -> ModelSpec:
-        if model_id not in self._specs:
+        hit = self._specs.get(model_id)
+        if hit is None or time.monotonic() - hit[0] > self.SPEC_TTL:
             with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
                 row = conn.execute(SPEC_QUERY, (model_id,)).fetchone()
             if row is None:
                 raise UnknownModelError(f'model "{model_id}" is not registered')
-            self._specs[model_id] = spec_from_row(row)
-        return self._specs[model_id]
+            hit = self._specs[model_id] = (time.monotonic(), spec_from_row(row))
+        return hit[1]
 
     def local(self, model_id: str) -> LocalEmbeddingModel | None:
         spec = self.spec(model_id)
