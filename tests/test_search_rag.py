@@ -293,3 +293,27 @@ def test_http_rerank(server, token, tiny_reranker):
     r = httpx.post(server + "/v1/rerank", json={"model": "tiny-rerank", "query": "vacuum", "documents": []},
                    headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 400
+
+
+def test_cli_search_ask_eval(settings, kb, tmp_path):
+    import subprocess
+    import sys
+
+    from pgmind.devserver import settings_env
+
+    def run(*args):
+        p = subprocess.run([sys.executable, "-m", "pgmind.cli", *args], env=settings_env(settings),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+    hits = json.loads(run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "keyword", "--json"))
+    assert hits[0]["key"] == {"path": "datatype-json.html"} and len(hits) == 2
+    out = run("ask", "Who won the 2018 FIFA World Cup?", "--in", "kb")
+    assert "does not contain the answer" in out
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"question": "jsonb", "lang": "en", "gold": ["datatype-json.html"], "facts": []}))
+    report = json.loads(run("eval", "kb", str(qfile), "--mode", "keyword", "--json"))
+    assert report["retrieval"]["keyword"]["all"]["recall@1"] == 1.0
+    bad = subprocess.run([sys.executable, "-m", "pgmind.cli", "search", "x", "--in", "nope"],
+                         env=settings_env(settings), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and 'vectorizer "nope" does not exist' in bad.stderr
