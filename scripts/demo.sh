@@ -41,5 +41,5 @@ for q in "How do I create an index without locking the table?" \
 done
 
 say "the same from SQL"
-$PGMIND db psql -X -v ON_ERROR_STOP=1 -c "select jsonb_pretty(ai.rag('pg_docs', '什么是 TOAST?') - 'usage')"
+$PGMIND db psql -X -v ON_ERROR_STOP=1 -c "select jsonb_pretty(ai.rag('pg_docs', 'json 和 jsonb 类型有什么区别?') - 'usage')"
 $PGMIND db psql -X -c "select name, pending, done, errors, rows_per_second from ai.vectorizer_status"
