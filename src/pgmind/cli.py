@@ -306,8 +306,9 @@ def models_add(ctx: typer.Context,
 
 def _fail_sql(e: Exception) -> None:
     import psycopg
+    from .db.connection import from_sql_error
     if isinstance(e, psycopg.Error) and e.diag.message_primary:
-        fail(PgmindError(e.diag.message_primary, hint=e.diag.message_hint))
+        fail(from_sql_error(e))
     raise e
 
 
@@ -375,19 +376,16 @@ def _embed_pending(settings: Settings, name: str, batch: int, label: str):
     with _connect(settings) as conn:
         total = conn.execute("select coalesce(sum(pending + leased), 0)::int from ai.vectorizer_status where name = %s",
                              (name,)).fetchone()[0]
-    w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch)
+    w = Worker(settings, resolve_dsn(settings), names=[name], batch_rows=batch, poll_interval=0.5)
     start = time.monotonic()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task(label, total=total, rate="")
-        while True:
-            done = w.run_once()
+
+        def progress(rows: int) -> None:
             elapsed = max(time.monotonic() - start, 1e-6)
-            bar.update(task, advance=done, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
-            if done == 0 and not w._pending():
-                break
-            if done == 0:
-                time.sleep(0.5)
+            bar.update(task, advance=rows, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
+        w.drain(timeout=None, on_batch=progress)
     console.print(f"{w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
     return w
 

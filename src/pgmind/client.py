@@ -17,6 +17,7 @@ import psycopg
 
 from .config import Settings, load_settings
 from .db import connect as db_connect, resolve_dsn
+from .db.connection import from_sql_error
 from .errors import ModelServerUnavailableError, PgmindError
 
 
@@ -40,12 +41,6 @@ class Answer:
     model: str | None = None
 
 
-def _sql_error(e: psycopg.Error) -> PgmindError:
-    err = PgmindError(e.diag.message_primary or str(e), hint=e.diag.message_hint)
-    err.sqlstate = e.sqlstate or err.sqlstate
-    return err
-
-
 class Pgmind:
     def __init__(self, dsn: str | None = None, settings: Settings | None = None):
         self.settings = settings or load_settings(dsn=dsn)
@@ -64,7 +59,7 @@ class Pgmind:
         try:
             return self.conn.execute(query, params).fetchall()
         except psycopg.Error as e:
-            raise _sql_error(e) from None
+            raise from_sql_error(e) from None
 
     def search(self, name: str, query: str, *, k: int = 10, mode: str = "hybrid",
                filter: str | None = None, rerank: str | None = None) -> list[Hit]:

@@ -5,7 +5,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..config import Settings
-from ..errors import DatabaseError
+from ..errors import DatabaseError, InvalidRequestError, PgmindError, UnknownModelError
 
 
 def resolve_dsn(settings: Settings) -> str:
@@ -44,3 +44,15 @@ def connect(dsn: str, *, application_name: str = "pgmind", autocommit: bool = Fa
             if not autocommit:
                 conn.rollback()
     return conn
+
+
+# SQLSTATEs our SQL functions raise that have a class of their own (an HTTP status, for one)
+_ERROR_CLASSES = {"42704": UnknownModelError, "22023": InvalidRequestError}
+
+
+def from_sql_error(e: psycopg.Error) -> PgmindError:
+    """A server error as the library's error: its message, hint and SQLSTATE kept."""
+    cls = _ERROR_CLASSES.get(e.sqlstate or "", PgmindError)
+    err = cls(e.diag.message_primary or str(e), hint=e.diag.message_hint)
+    err.sqlstate = e.sqlstate or err.sqlstate
+    return err

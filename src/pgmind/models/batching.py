@@ -77,7 +77,7 @@ class EmbeddingBatcher:
     def _embed_group(self, reqs: list[_Request], input_type: str, truncate: bool) -> list:
         """Runs in the model's thread. A request with bad input fails alone; the others go on."""
         results: list = [None] * len(reqs)
-        good, texts, counts = [], [], []
+        good, texts = [], []
         for i, req in enumerate(reqs):
             try:
                 checked, tokens = self.model.check(req.texts, truncate)

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from ..errors import InvalidRequestError, PgmindError, UnknownModelError
+from ..db.connection import from_sql_error
+from ..errors import PgmindError
 from .deps import authenticate, caller, json_response, service
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
@@ -33,19 +34,12 @@ class AskRequest(BaseModel):
     stream: bool = False
 
 
-def _sql_error(e: psycopg.Error) -> PgmindError:
-    cls = {"42704": UnknownModelError, "22023": InvalidRequestError}.get(e.sqlstate or "", PgmindError)
-    err = cls(e.diag.message_primary or str(e), hint=e.diag.message_hint)
-    err.sqlstate = e.sqlstate or err.sqlstate
-    return err
-
-
 async def _query(request: Request, query: str, params) -> list:
     try:
         async with request.app.state.pool.connection() as conn:
             return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
-        raise _sql_error(e) from None
+        raise from_sql_error(e) from None
 
 
 @router.post("/v1/search")

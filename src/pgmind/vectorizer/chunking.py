@@ -128,6 +128,7 @@ class _Splitter:
         """Greedy merge of consecutive pieces up to max_tokens; each new chunk starts with the
         last pieces of the previous one, up to ``overlap`` tokens."""
         chunks: list[tuple[int, int]] = []
+        chunk_first = -1          # index of the first piece of the previous chunk
         i = 0
         while i < len(pieces):
             start_i = i

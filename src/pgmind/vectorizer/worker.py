@@ -163,12 +163,18 @@ class Worker:
                         log.info("vectorizer %s now serves version %s", ver.name, ver.version)
         return total
 
-    def drain(self, timeout: float = 600.0) -> None:
-        """Process until every queue this worker serves is empty (backfill, tests)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.run_once() == 0 and not self._pending():
-                return
+    def drain(self, timeout: float | None = 600.0, on_batch=None) -> None:
+        """Process until every queue this worker serves is empty (backfill, ingest, tests).
+        ``on_batch(rows)`` is called after each round; rows leased by other workers are waited for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            done = self.run_once()
+            if on_batch:
+                on_batch(done)
+            if done == 0:
+                if not self._pending():
+                    return
+                time.sleep(self.poll_interval)
         raise TimeoutError("the vectorizer queues did not drain in time")
 
     def _pending(self) -> bool:
