@@ -60,7 +60,8 @@ def test_search_modes_english(db, mode):
     hits = db.search("kb", "create an index concurrently without locking", k=5, mode=mode)
     assert hits and hits[0].key["path"] == "sql-createindex.html"
     assert len(hits) <= 5
-    assert all(h.similarity is not None for h in hits)
+    # keyword search alone does not embed the question, so it has no similarity
+    assert all((h.similarity is None) == (mode == "keyword") for h in hits)
     if mode == "hybrid":
         assert all(h.vector_rank or h.keyword_rank for h in hits)
 
@@ -78,6 +79,34 @@ def test_chinese_keyword_search(db):
     assert hits[0].key["path"] == "zh/index.md"
     # English keeps stemming: "notifications" finds NOTIFY's page by its stem
     assert db.search("kb", "notifications listeners", k=3, mode="keyword")[0].key["path"] == "sql-notify.html"
+
+
+def test_chinese_question_translated_for_keyword_search(db, conn):
+    """Words cannot match across languages: for a Chinese question over a knowledge base whose
+    language is English, the keyword side also searches the question's English translation
+    (by the local chat model, logged like every model call)."""
+    import time
+    settings = conn.execute("select ai.configure_rag('kb', '{}')").fetchone()[0]
+    assert settings["language"] == "en"            # set by ingest from the documents
+    question = "怎样生成唯一标识符?"
+    marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
+    english = conn.execute("select ai.translate_query('kb', %s)", (question,)).fetchone()[0]
+    assert english.isascii() and "identifier" in english.lower()
+    assert conn.execute("select ai.translate_query('kb', 'How are identifiers made?')").fetchone()[0] \
+        == "How are identifiers made?"
+    deadline, logged = time.monotonic() + 5, []
+    while time.monotonic() < deadline and not logged:
+        logged = conn.execute("select model_id from ai.call_log where id > %s and operation = 'chat'",
+                              (marker,)).fetchall()
+        time.sleep(0.2)
+    assert logged == [("qwen-0.5b",)]
+    assert top_sources(db.search("kb", question, k=3, mode="keyword"), 1) == ["datatype-uuid.html"]
+    # with translation off, the Chinese words find no English page
+    conn.execute("select ai.configure_rag('kb', '{\"translate_model\": null}')")
+    try:
+        assert not [h for h in db.search("kb", question, k=3, mode="keyword") if not h.key["path"].startswith("zh/")]
+    finally:
+        conn.execute("select ai.configure_rag('kb', '{\"translate_model\": \"qwen-0.5b\"}')")
 
 
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
@@ -193,6 +222,46 @@ def test_ingest_rerun(conn, installed, settings, kb):
         with connect(installed) as c:
             ingest(c, kb, "kb")
         Worker(settings, installed, names=["kb"]).drain()
+
+
+def test_ingest_pdf(installed, settings, conn, tmp_path):
+    """PDFs are read page by page; a broken or password-protected one is reported, the others load."""
+    from io import BytesIO
+
+    from pypdf import PdfWriter
+
+    from pdf_fixture import make_pdf
+    from pgmind.db import connect
+    (tmp_path / "wal.pdf").write_bytes(make_pdf(
+        ["Write-ahead logging (WAL) guarantees durability:", "changes reach the log before the data files."],
+        title="WAL (introduction)"))
+    (tmp_path / "broken.pdf").write_bytes(make_pdf(["cut short"])[:150])
+    locked = PdfWriter(clone_from=BytesIO(make_pdf(["secret"])))
+    locked.encrypt("password", algorithm="RC4-128")
+    with open(tmp_path / "locked.pdf", "wb") as f:
+        locked.write(f)
+    try:
+        with connect(installed) as c:
+            r = ingest(c, tmp_path, "pdfkb", model="use-m3")
+        assert r.changed == 1 and r.language == "en"
+        failed = dict(r.failed)
+        assert set(failed) == {"broken.pdf", "locked.pdf"}
+        assert "not a readable PDF" in failed["broken.pdf"] and "password" in failed["locked.pdf"]
+        row = conn.execute("select title, body from pdfkb").fetchall()
+        assert row == [("WAL (introduction)",
+                        "Write-ahead logging (WAL) guarantees durability:\nchanges reach the log before the data files.")]
+        Worker(settings, installed, names=["pdfkb"]).drain()
+        hits = conn.execute("select key->>'path' from ai.search('pdfkb', 'what makes commits durable?', k => 1)").fetchall()
+        assert hits == [("wal.pdf",)]
+        # a repaired file loads on the next run; the good one is not read again
+        (tmp_path / "broken.pdf").write_bytes(make_pdf(["MVCC keeps old row versions for readers."]))
+        with connect(installed) as c:
+            r = ingest(c, tmp_path, "pdfkb")
+        assert (r.changed, r.unchanged, [p for p, _ in r.failed]) == (1, 1, ["locked.pdf"])
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.drop_vectorizer('pdfkb')")
+            c.execute("drop table pdfkb")
 
 
 def test_ingest_bad_input(installed, tmp_path):

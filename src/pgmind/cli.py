@@ -341,7 +341,7 @@ def models_test(ctx: typer.Context, model: str = typer.Argument(..., help="The m
 
 # -- knowledge bases: ingest, search, ask --------------------------------------------------------
 @app.command()
-def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of .html, .md and .txt files."),
+def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of .html, .md, .txt and .pdf files."),
            into: str = typer.Option(..., "--into", help="The table (and vectorizer) name, e.g. pg_docs."),
            model: str = typer.Option("e5-small", help="The embedding model of a new vectorizer."),
            embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the changed files now "
@@ -359,7 +359,12 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
             result = do_ingest(conn, folder, into, model=model,
                                progress=lambda i, n: bar.update(task, completed=i, total=n))
         console.print(f"{result.files} files: {result.changed} new or changed, {result.unchanged} unchanged, "
-                      f"{result.removed} removed, {result.skipped} empty")
+                      f"{result.removed} removed, {result.skipped} empty, {len(result.failed)} unreadable")
+        for path, why in result.failed:
+            err_console.print(f"[yellow]skipped {path}: {why}[/yellow]")
+        if result.language:
+            console.print(f"knowledge base language: {result.language} (questions in the other language "
+                          f"get a translated keyword query)")
         if embed:
             _embed_pending(settings, into, batch, "embedding")
     except PgmindError as e:

@@ -102,3 +102,31 @@ def html_to_text(html: str) -> Document:
         m = re.search(r"^#{1,6} (.+)$", text, re.M)
         title = m.group(1).strip() if m else ""
     return Document(title, text)
+
+
+def pdf_to_text(raw: bytes) -> Document:
+    """The text of a PDF's pages (pypdf, pure Python), pages separated by blank lines; the title
+    from the document's metadata, else its first line.  Raises ValueError for a PDF that cannot be
+    read (broken, or encrypted with a password)."""
+    import logging
+    from io import BytesIO
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)    # its warnings repeat the error raised below
+    try:
+        reader = PdfReader(BytesIO(raw))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise ValueError("the PDF is encrypted with a password")
+        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except (PyPdfError, OSError, KeyError, TypeError, AttributeError) as e:
+        # pypdf reports damaged files with several exception types
+        raise ValueError(f"not a readable PDF ({type(e).__name__}: {e})") from None
+    text = re.sub(r"[ \t]+\n", "\n", "\n\n".join(p for p in pages if p))
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    title = re.sub(r"\s+", " ", str(meta_title)).strip()
+    if not title and text:
+        title = text.splitlines()[0].strip()[:200]
+    return Document(title, text)

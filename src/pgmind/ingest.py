@@ -1,25 +1,28 @@
 """A folder of documents into a table with a vectorizer of the same name.
 
 The table: ``path`` (relative to the folder; the primary key), ``title``, ``section``, ``body``
-(text; HTML rendered to markdown-like text), ``mtime``, ``sha256``.  Re-running updates only the
+(text; HTML rendered to markdown-like text, PDF pages as text), ``mtime``, ``sha256``.  Re-running updates only the
 files whose content changed and removes the rows of files that are gone; the vectorizer's
-triggers turn that into exactly the re-embedding needed.
+triggers turn that into exactly the re-embedding needed.  A file that cannot be read (a broken or
+password-protected PDF) is reported and left out; it does not stop the others.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
-from .documents import html_to_text
+from .documents import html_to_text, pdf_to_text
 from .errors import InvalidRequestError
 
-SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt"}
+SUFFIXES = {".html", ".htm", ".md", ".markdown", ".txt", ".pdf"}
 # what is embedded: the body, under its title as a heading unless it already starts with one
 CONTENT = "case when body ~ '^\\s*#' then body else '# ' || title || E'\\n\\n' || body end"
 
@@ -40,7 +43,9 @@ class IngestResult:
     changed: int = 0
     unchanged: int = 0
     removed: int = 0
-    skipped: int = 0
+    skipped: int = 0                                        # files with no text
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (path, why) of unreadable files
+    language: str | None = None                             # the corpus language, when this run set it
 
 
 def section_of(rel: Path) -> str:
@@ -52,10 +57,14 @@ def section_of(rel: Path) -> str:
 
 
 def read_file(root: Path, file: Path) -> SourceFile | None:
+    """The file as a row, or None when it has no text.  Raises ValueError when it cannot be read."""
     raw = file.read_bytes()
     text = raw.decode("utf-8", errors="replace")
     rel = file.relative_to(root)
-    if file.suffix.lower() in (".html", ".htm"):
+    if file.suffix.lower() == ".pdf":
+        doc = pdf_to_text(raw)
+        title, body = doc.title or rel.stem, doc.text
+    elif file.suffix.lower() in (".html", ".htm"):
         doc = html_to_text(text)
         title, body = doc.title or rel.stem, doc.text
     else:
@@ -105,6 +114,7 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
                             body = excluded.body, mtime = excluded.mtime, sha256 = excluded.sha256""").format(
         t=sql.Identifier(name))
     batch: list[SourceFile] = []
+    sample: list[str] = []
 
     def flush():
         if batch:
@@ -119,14 +129,20 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
         if known.get(rel) == digest:
             result.unchanged += 1
         else:
-            doc = read_file(root, file)
-            if doc is None:
-                result.skipped += 1
+            try:
+                doc = read_file(root, file)
+            except ValueError as e:
+                # its row, if any, keeps the last readable version
+                result.failed.append((rel, str(e)))
             else:
-                batch.append(doc)
-                result.changed += 1
-                if len(batch) >= 100:
-                    flush()
+                if doc is None:
+                    result.skipped += 1
+                else:
+                    batch.append(doc)
+                    sample.append(doc.body[:2000])
+                    result.changed += 1
+                    if len(batch) >= 100:
+                        flush()
         if progress:
             progress(i, len(files))
     flush()
@@ -135,4 +151,30 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
         with conn.transaction():
             conn.execute(sql.SQL("delete from {} where path = any(%s)").format(sql.Identifier(name)), (gone,))
         result.removed = len(gone)
+    result.language = _set_language(conn, name, sample)
     return result
+
+
+_CJK_CHAR = re.compile(r"[\u4e00-\u9fff]")
+_LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def corpus_language(texts: list[str]) -> str:
+    """'zh' when Chinese carries the text (a Chinese character is about a word), else 'en'."""
+    joined = "\n".join(texts)
+    return "zh" if len(_CJK_CHAR.findall(joined)) > len(_LATIN_WORD.findall(joined)) else "en"
+
+
+def _set_language(conn: psycopg.Connection, name: str, sample: list[str]) -> str | None:
+    """Record the corpus language in the knowledge base's settings the first time, so that
+    questions in the other language get a translated keyword query (ai.translate_query; its
+    switch is the setting translate_model)."""
+    if not sample:
+        return None
+    with conn.transaction():
+        settings = conn.execute("select ai.configure_rag(%s, '{}')", (name,)).fetchone()[0]
+        if settings.get("language"):
+            return None
+        lang = corpus_language(sample)
+        conn.execute("select ai.configure_rag(%s, %s)", (name, Jsonb({"language": lang})))
+    return lang

