@@ -199,7 +199,7 @@ def worker(ctx: typer.Context,
     w = Worker(settings, resolve_dsn(settings), names=vectorizer or None, batch_rows=batch, lease_seconds=lease)
     try:
         if once:
-            w.drain()
+            w.drain(timeout=None)          # a backlog may take hours: no deadline
             console.print(f"done: {w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
             return
         stop = threading.Event()
