@@ -117,11 +117,37 @@ def test_filter_applies_inside_each_retriever(db, mode):
     assert {h.key["path"] for h in hits} <= {"datatype-json.html", "datatype-uuid.html"}
 
 
+def test_hybrid_fusion(conn, kb):
+    """Chunk fusion scores each chunk by its own ranks; document fusion (the default) ranks source
+    rows by their best chunk in each list and keeps a row's chunks together."""
+    q = "which index types exist and how are they created"
+    rows = conn.execute("select score, vector_rank, keyword_rank from ai.search('kb', %s, k => 30, fusion => 'chunk')",
+                        (q,)).fetchall()
+    assert rows and any(v and w for _, v, w in rows)
+    for score, v, w in rows:
+        assert score == pytest.approx((1 / (60 + v) if v else 0) + (1 / (60 + w) if w else 0))
+    vector = conn.execute("select key->>'path' from ai.search('kb', %s, k => 120, mode => 'vector')", (q,)).fetchall()
+    keyword = conn.execute("select key->>'path' from ai.search('kb', %s, k => 120, mode => 'keyword')", (q,)).fetchall()
+
+    def doc_rank(hits, path):
+        order = list(dict.fromkeys(p for (p,) in hits))
+        return order.index(path) + 1 if path in order else None
+
+    docs = conn.execute("select key->>'path', score from ai.search('kb', %s, k => 30)", (q,)).fetchall()
+    paths = [p for p, _ in docs]
+    assert [p for i, p in enumerate(paths) if i == 0 or paths[i - 1] != p] == list(dict.fromkeys(paths))
+    assert [s for _, s in docs] == sorted((s for _, s in docs), reverse=True)
+    for path, score in docs:
+        v, w = doc_rank(vector, path), doc_rank(keyword, path)
+        assert score == pytest.approx((1 / (60 + v) if v else 0) + (1 / (60 + w) if w else 0))
+
+
 def test_search_errors(conn, kb):
     assert sql_error(conn, "select * from ai.search('nope', 'x')").sqlstate == "42704"
     e = sql_error(conn, "select * from ai.search('kb', 'x', mode => 'fuzzy')")
     assert e.sqlstate == "22023" and "vector, keyword, hybrid" in e.diag.message_hint
     assert sql_error(conn, "select * from ai.search('kb', 'x', k => 0)").sqlstate == "22023"
+    assert sql_error(conn, "select * from ai.search('kb', 'x', fusion => 'page')").sqlstate == "22023"
     assert conn.execute("select count(*) from ai.search('kb', null)").fetchone()[0] == 0
     assert sql_error(conn, "select ai.rag('kb', '  ')").sqlstate == "22023"
 
