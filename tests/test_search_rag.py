@@ -301,6 +301,7 @@ def test_ingest_bad_input(installed, tmp_path):
 
 
 def test_eval_harness(db, tmp_path):
+    from pgmind.errors import InvalidRequestError
     from pgmind.evaluation import evaluate_answers, evaluate_retrieval, load_questions
     qfile = tmp_path / "q.jsonl"
     qfile.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
@@ -315,8 +316,14 @@ def test_eval_harness(db, tmp_path):
     answers = evaluate_answers(db, "kb", qs)
     assert answers["summary"]["all"]["declined"] == 1.0
     assert len(answers["answers"]) == 3
+    # the threshold that separates them: the World Cup question is far from every chunk
+    from pgmind.evaluation import calibrate_threshold
+    c = calibrate_threshold(db, "kb", qs)
+    assert (c["answerable"], c["unanswerable"], c["answerable_declined"], c["unanswerable_answered"]) == (2, 1, 0, 0)
+    assert max(c["similarities"]["unanswerable"]) < c["threshold"] <= min(c["similarities"]["answerable"])
+    with pytest.raises(InvalidRequestError, match="unanswerable"):
+        calibrate_threshold(db, "kb", qs[:2])
     (tmp_path / "bad.jsonl").write_text('{"q": 1}\n')
-    from pgmind.errors import InvalidRequestError
     with pytest.raises(InvalidRequestError, match="bad.jsonl:1"):
         load_questions(tmp_path / "bad.jsonl")
 

@@ -449,10 +449,13 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
           answers: bool = typer.Option(False, "--answers", help="Also answer every question with RAG and "
                                                                  "check facts and declines (slow)."),
           model: Optional[str] = typer.Option(None, help="The chat model for --answers."),
+          calibrate: bool = typer.Option(False, "--calibrate", help="Also find the RAG similarity threshold "
+                                                                     "that best separates answerable from "
+                                                                     "unanswerable questions."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Measure retrieval (recall@1/5/10, MRR, nDCG@10) and answers on a questions file."""
     from .client import Pgmind
-    from .evaluation import MODES, evaluate_answers, evaluate_retrieval, load_questions
+    from .evaluation import MODES, calibrate_threshold, evaluate_answers, evaluate_retrieval, load_questions
     try:
         qs = load_questions(questions)
         modes = mode or list(MODES)
@@ -463,6 +466,8 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
             report = {"retrieval": evaluate_retrieval(db, name, qs, modes, rerank)}
             if answers:
                 report["answers"] = evaluate_answers(db, name, qs, model)
+            if calibrate:
+                report["threshold"] = calibrate_threshold(db, name, qs)
     except PgmindError as e:
         fail(e)
     if as_json:
@@ -479,6 +484,12 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
         for lang, sc in report["answers"]["summary"].items():
             t2.add_row(lang, str(sc["facts"]), str(sc["declined"]))
         console.print(t2)
+    if calibrate:
+        c = report["threshold"]
+        console.print(f"best RAG threshold: {c['threshold']} ({c['answerable_declined']} of {c['answerable']} "
+                      f"answerable questions declined, {c['unanswerable_answered']} of {c['unanswerable']} "
+                      f"unanswerable answered); set it with ai.configure_rag('{name}', "
+                      f"'{{\"threshold\": {c['threshold']}}}')")
 
 
 # -- status ----------------------------------------------------------------------------------

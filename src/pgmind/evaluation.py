@@ -125,3 +125,30 @@ def evaluate_answers(db, name: str, questions: list[Question], model: str | None
                      "sources": [key_text(s["key"]) for s in a.sources]})
     summary = {lang: {k: round(v[0] / v[1], 3) if v[1] else None for k, v in s.items()} for lang, s in per.items()}
     return {"summary": summary, "answers": rows}
+
+
+def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5) -> dict:
+    """The RAG similarity threshold that best separates the answerable questions from the
+    unanswerable ones: RAG answers when a chunk of the hybrid top k reaches it.  Returns the
+    threshold (midway between the two observed similarities it falls between), the mistakes on
+    each side, and the similarities seen."""
+    seen = []
+    for q in questions:
+        hits = db.search(name, q.question, k=k, mode="hybrid")
+        seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
+    if not any(a for _, a in seen) or all(a for _, a in seen):
+        raise InvalidRequestError("calibrating needs answerable and unanswerable questions",
+                                  hint='add questions with "gold": [] (answers not in the corpus)')
+    values = sorted({s for s, _ in seen})
+    cuts = [values[0] - 0.01] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 0.01]
+
+    def mistakes(t):
+        return (sum(1 for s, a in seen if a and s < t), sum(1 for s, a in seen if not a and s >= t))
+
+    # fewest mistakes; among equals, the lowest threshold (declining a real question costs more)
+    best = min(cuts, key=lambda t: (sum(mistakes(t)), t))
+    declined, answered = mistakes(best)
+    return {"threshold": round(best, 4), "answerable_declined": declined, "unanswerable_answered": answered,
+            "answerable": sum(1 for _, a in seen if a), "unanswerable": sum(1 for _, a in seen if not a),
+            "similarities": {"answerable": sorted(round(s, 4) for s, a in seen if a),
+                             "unanswerable": sorted(round(s, 4) for s, a in seen if not a)}}
