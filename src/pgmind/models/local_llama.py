@@ -39,6 +39,9 @@ class LlamaCppChat(LocalChatModel):
                                           "frequency_penalty", "repeat_penalty") if k in options}
         kwargs.setdefault("temperature", 0.2)
         with self._lock:
+            # evaluate every prompt from scratch: reusing the cached prefix of the previous prompt
+            # changes the floating-point path, and with it greedy (temperature 0) answers
+            self._llm.reset()
             pieces: list[str] = []
             finish = "stop"
             for chunk in self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens,

@@ -34,8 +34,8 @@ language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 
 -- A question in the knowledge base's language: the question itself, or, when the knowledge base
 -- has a language ("language", set by ingest) and a translation model ("translate_model", null to
 -- turn translation off) and the question is in the other language, its translation by that model.
--- ai.search adds the translation's words to the keyword query: words cannot match across
--- languages, meaning can, so the vector side keeps the original.  Each translation is a logged call.
+-- ai.search embeds the translation and adds its words to the keyword query.  Each translation is
+-- a logged model call.
 create or replace function ai.translate_query(name text, question text) returns text
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
@@ -56,10 +56,14 @@ begin
             hint = 'set the knowledge base''s language to en or zh, or null to turn translation off: ai.configure_rag(name, ''{"language": null}'')';
     end if;
     reply := ai.generate(cfg->>'translate_model', replace(cfg->>('translate_prompt_' || target), '{question}', question),
-                         '{"max_tokens": 64, "temperature": 0}');
+                         options => '{"max_tokens": 64, "temperature": 0}');
     -- small models sometimes wrap the answer in quotes or add a line: keep the first line
     reply := btrim(split_part(btrim(coalesce(reply, '')), E'\n', 1), E' \t"\'“”「」');
-    return case when reply = '' then question else reply end;
+    -- a reply not in the target language is no translation (the 0.5B model sometimes echoes words)
+    if reply = '' or ai._text_language(reply) <> target then
+        return question;
+    end if;
+    return reply;
 end $$;
 
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
@@ -76,6 +80,7 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     t record;
     qv text;
+    tr text;
     kq text;
     tq tsquery;
     n int;
@@ -120,10 +125,16 @@ begin
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
                                t.key_cols, t.source_key_cols, t.source, filter);
     end if;
+    -- the question in the knowledge base's language (itself unless translation applies): a model
+    -- matches a question to passages best in their own language (e5-small: MRR 0.30 → 0.66 for
+    -- Chinese questions on the English manual), and words only match words of the same language
+    if mode <> 'keyword' or keyword_query is null then
+        tr := ai.translate_query(name, query);
+    end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
     -- keyword search alone does not need the embedding model (similarity is then null)
     if mode <> 'keyword' then
-        qv := ai.embed(t.model, query, 'query')::text;
+        qv := ai.embed(t.model, tr, 'query')::text;
     end if;
     -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
     perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
@@ -136,10 +147,7 @@ begin
     if mode <> 'vector' then
         -- the question's own words and, for a question in the other language, its translation's:
         -- a knowledge base may hold documents in both languages
-        kq := coalesce(keyword_query, ai.translate_query(name, query));
-        if keyword_query is null and kq <> query then
-            kq := query || ' ' || kq;
-        end if;
+        kq := coalesce(keyword_query, case when tr = query then query else query || ' ' || tr end);
         tq := ai.keyword_query(kq);
     end if;
     keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
