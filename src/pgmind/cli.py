@@ -364,7 +364,7 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
             err_console.print(f"[yellow]skipped {path}: {why}[/yellow]")
         if result.language:
             console.print(f"knowledge base language: {result.language} (questions in the other language "
-                          f"get a translated keyword query)")
+                          f"are translated before searching)")
         if embed:
             _embed_pending(settings, into, batch, "embedding")
     except PgmindError as e:

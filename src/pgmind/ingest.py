@@ -1,9 +1,9 @@
 """A folder of documents into a table with a vectorizer of the same name.
 
 The table: ``path`` (relative to the folder; the primary key), ``title``, ``section``, ``body``
-(text; HTML rendered to markdown-like text, PDF pages as text), ``mtime``, ``sha256``.  Re-running updates only the
-files whose content changed and removes the rows of files that are gone; the vectorizer's
-triggers turn that into exactly the re-embedding needed.  A file that cannot be read (a broken or
+(text; HTML rendered to markdown-like text, PDF pages as text), ``mtime``, ``sha256``.
+Re-running updates only the files whose content changed and removes the rows of files that are
+gone; the vectorizer's triggers turn that into exactly the re-embedding needed.  A file that cannot be read (a broken or
 password-protected PDF) is reported and left out; it does not stop the others.
 """
 from __future__ import annotations
@@ -167,7 +167,7 @@ def corpus_language(texts: list[str]) -> str:
 
 def _set_language(conn: psycopg.Connection, name: str, sample: list[str]) -> str | None:
     """Record the corpus language in the knowledge base's settings the first time, so that
-    questions in the other language get a translated keyword query (ai.translate_query; its
+    questions in the other language are translated before searching (ai.translate_query; its
     switch is the setting translate_model)."""
     if not sample:
         return None
