@@ -414,6 +414,10 @@ def test_cli_search_ask_eval(settings, kb, tmp_path):
         return p.stdout
     hits = json.loads(run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "keyword", "--json"))
     assert hits[0]["key"] == {"path": "datatype-json.html"} and len(hits) == 2
+    # the text form too: keyword hits have no similarity
+    out = run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "keyword")
+    assert "1. datatype-json.html" in out and "similarity" not in out
+    assert "similarity" in run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "vector")
     out = run("ask", "Who won the 2018 FIFA World Cup?", "--in", "kb")
     assert "does not contain the answer" in out
     qfile = tmp_path / "q.jsonl"

@@ -415,7 +415,9 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
         return
     for i, h in enumerate(hits, 1):
         key = ", ".join(f"{v}" for v in h.key.values())
-        console.print(f"[bold]{i}. {key}[/] #{h.chunk_seq}  score {h.score:.4f}  similarity {h.similarity:.3f}")
+        # (keyword search does not embed the question: no similarity)
+        sim = f"  similarity {h.similarity:.3f}" if h.similarity is not None else ""
+        console.print(f"[bold]{i}. {key}[/] #{h.chunk_seq}  score {h.score:.4f}{sim}")
         console.print("   " + " ".join(h.chunk.split())[:300], markup=False)
 
 
