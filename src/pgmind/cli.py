@@ -210,6 +210,17 @@ def worker(ctx: typer.Context,
         fail(e)
 
 
+def _show_rows(rows, keys: tuple[str, ...], as_json: bool, headers: tuple[str, ...] | None = None) -> None:
+    """Query rows as JSON objects (keys) or as a table (headers, default the keys)."""
+    if as_json:
+        print(json.dumps([dict(zip(keys, r)) for r in rows], default=str, ensure_ascii=False, indent=2))
+        return
+    table = Table(*(headers or keys))
+    for r in rows:
+        table.add_row(*(str(x) for x in r))
+    console.print(table)
+
+
 @vectorizer_app.command("status")
 def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Pending, leased, done and failed rows of each vectorizer, its lag and throughput."""
@@ -221,15 +232,8 @@ def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "-
                                    from ai.vectorizer_status order by name, version""").fetchall()
     except PgmindError as e:
         fail(e)
-    keys = ("name", "version", "status", "model", "pending", "leased", "done", "errors", "lag_seconds",
-            "rows_per_second", "last_error")
-    if as_json:
-        print(json.dumps([dict(zip(keys, r)) for r in rows], default=str, ensure_ascii=False, indent=2))
-        return
-    table = Table(*keys)
-    for r in rows:
-        table.add_row(*(str(x) for x in r))
-    console.print(table)
+    _show_rows(rows, ("name", "version", "status", "model", "pending", "leased", "done", "errors", "lag_seconds",
+                      "rows_per_second", "last_error"), as_json)
 
 
 @vectorizer_app.command("backfill")
@@ -258,14 +262,8 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
                                    from ai.models order by model_id""").fetchall()
     except PgmindError as e:
         fail(e)
-    if as_json:
-        keys = ("model_id", "provider", "type", "name", "dimensions", "url", "granted_to")
-        print(json.dumps([dict(zip(keys, r)) for r in rows], ensure_ascii=False, indent=2))
-        return
-    table = Table("model", "provider", "type", "name", "dims", "url", "granted to")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
+    _show_rows(rows, ("model_id", "provider", "type", "name", "dimensions", "url", "granted_to"), as_json,
+               headers=("model", "provider", "type", "name", "dims", "url", "granted to"))
 
 
 @models_app.command("show")

@@ -56,25 +56,24 @@ def section_of(rel: Path) -> str:
     return rel.stem.split("-")[0].split("_")[0].split(".")[0]
 
 
-def read_file(root: Path, file: Path) -> SourceFile | None:
-    """The file as a row, or None when it has no text.  Raises ValueError when it cannot be read."""
-    raw = file.read_bytes()
-    text = raw.decode("utf-8", errors="replace")
+def read_file(root: Path, file: Path, raw: bytes, sha256: str) -> SourceFile | None:
+    """The file (its bytes already read and hashed) as a row, or None when it has no text.
+    Raises ValueError when it cannot be read."""
     rel = file.relative_to(root)
     if file.suffix.lower() == ".pdf":
         doc = pdf_to_text(raw)
         title, body = doc.title or rel.stem, doc.text
     elif file.suffix.lower() in (".html", ".htm"):
-        doc = html_to_text(text)
+        doc = html_to_text(raw.decode("utf-8", errors="replace"))
         title, body = doc.title or rel.stem, doc.text
     else:
-        body = text.replace("\r\n", "\n")
+        body = raw.decode("utf-8", errors="replace").replace("\r\n", "\n")
         first = next((line[2:].strip() for line in body.splitlines() if line.startswith("# ")), None)
         title = first or rel.stem
     if not body.strip():
         return None
     return SourceFile(rel.as_posix(), title, section_of(rel), body,
-                      datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), hashlib.sha256(raw).hexdigest())
+                      datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), sha256)
 
 
 def walk(root: Path) -> Iterator[Path]:
@@ -125,12 +124,13 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
     for i, file in enumerate(files, 1):
         rel = file.relative_to(root).as_posix()
         seen.add(rel)
-        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        raw = file.read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
         if known.get(rel) == digest:
             result.unchanged += 1
         else:
             try:
-                doc = read_file(root, file)
+                doc = read_file(root, file, raw, digest)
             except ValueError as e:
                 # its row, if any, keeps the last readable version
                 result.failed.append((rel, str(e)))

@@ -38,24 +38,30 @@ language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 
 -- a logged model call.
 create or replace function ai.translate_query(name text, question text) returns text
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
-declare
-    cfg jsonb;
-    target text;
-    reply text;
 begin
     if name is null or question is null then
         return question;
     end if;
-    cfg := ai.rag_defaults() || coalesce((ai._search_target(name)).config->'rag', '{}');
-    target := cfg->>'language';
-    if target is null or cfg->>'translate_model' is null or ai._text_language(question) = target then
+    return ai._translate(ai._kb_settings((ai._search_target(name)).config), question);
+end $$;
+
+-- ai.translate_query for settings already read (ai.search has them at hand).
+create or replace function ai._translate(settings jsonb, question text) returns text
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    target text := settings->>'language';
+    reply text;
+begin
+    if question is null or target is null or settings->>'translate_model' is null
+       or ai._text_language(question) = target then
         return question;
     end if;
     if target not in ('en', 'zh') then
         raise exception 'cannot translate questions into "%"', target using errcode = '22023',
             hint = 'set the knowledge base''s language to en or zh, or turn translation off: ai.configure_rag(name, ''{"translate_model": null}'')';
     end if;
-    reply := ai.generate(cfg->>'translate_model', replace(cfg->>('translate_prompt_' || target), '{question}', question),
+    reply := ai.generate(settings->>'translate_model',
+                         replace(settings->>('translate_prompt_' || target), '{question}', question),
                          options => '{"max_tokens": 64, "temperature": 0}');
     -- small models sometimes wrap the answer in quotes or add a line: keep the first line
     reply := btrim(split_part(btrim(coalesce(reply, '')), E'\n', 1), E' \t"\'“”「」');
@@ -129,7 +135,7 @@ begin
     -- matches a question to passages best in their own language (e5-small: MRR 0.30 → 0.70 for
     -- Chinese questions on the English manual), and words only match words of the same language
     if mode <> 'keyword' or keyword_query is null then
-        tr := ai.translate_query(name, query);
+        tr := ai._translate(ai._kb_settings(t.config), query);
     end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
     -- keyword search alone does not need the embedding model (similarity is then null)
@@ -192,10 +198,10 @@ begin
                      select r.key, coalesce($5 / ($7 + r.dvr), 0) + coalesce($6 / ($7 + r.dwr), 0) as doc_score
                      from doc_ranks r)
             select h.key, h.chunk_seq, h.chunk,
-                   case when $8 = ''document'' then d.doc_score else h.chunk_score end,
+                   case when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
                    h.sim, h.vr::int, h.wr::int
             from hits h join doc_scores d on d.key = h.key
-            order by case when $8 = ''document'' then d.doc_score else h.chunk_score end desc, h.chunk_score desc
+            order by score desc, h.chunk_score desc
             limit $4', vector_sql, keyword_sql)
             using qv, tq, n, k, vector_weight, keyword_weight, rrf_k::float8, fusion;
     end if;
@@ -231,6 +237,12 @@ language sql immutable as $$ select '{
     "translate_prompt_zh": "把这个问题翻译成中文,只回答翻译后的问题。\n\n{question}"
 }'::jsonb $$;
 
+-- A knowledge base's RAG and translation settings: the defaults, overridden by its own.
+create or replace function ai._kb_settings(config jsonb) returns jsonb
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select ai.rag_defaults() || coalesce(config->'rag', '{}')
+$$;
+
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -246,7 +258,7 @@ begin
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
      where v.id = vid;
-    return ai.rag_defaults() || (select v.config->'rag' from ai.vectorizers v where v.id = vid);
+    return ai._kb_settings((select v.config from ai.vectorizers v where v.id = vid));
 end $$;
 
 -- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
@@ -273,7 +285,7 @@ begin
         raise exception 'the question is empty' using errcode = '22023', hint = 'ask something';
     end if;
     t := ai._search_target(name);
-    cfg := ai.rag_defaults() || coalesce(t.config->'rag', '{}');
+    cfg := ai._kb_settings(t.config);
     k := coalesce(k, (cfg->>'k')::int);
     model := coalesce(model, cfg->>'model');
     -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
