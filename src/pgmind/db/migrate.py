@@ -120,26 +120,55 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
                         exception when insufficient_privilege then
                             raise warning 'cannot create role pgmind_admin: only superusers administer models';
                         end $$""")
+        # Function files are re-applied from the first one that changed: an unchanged install replaces
+        # nothing, so calls in flight never meet a function that was dropped and made again.
+        installed = {r[0]: r[1] for r in conn.execute("select name, sha256 from ai.installed_files")}
+        changed = bool(result.applied)
         for name, text in _sql_files("functions"):
             if name.endswith(".plpython.sql") and not result.plpython:
                 result.skipped.append(name)
                 continue
+            changed = changed or installed.get(name) != _sha(text)
+            if not changed:
+                continue
             conn.execute(text)
+            conn.execute("""insert into ai.installed_files (name, sha256) values (%s, %s)
+                            on conflict (name) do update set sha256 = excluded.sha256, applied_at = now()""",
+                         (name, _sha(text)))
             result.functions.append(name)
-        _grant_admin_functions(conn)
+        if changed:
+            apply_privileges(conn)
     return result
 
 
-ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "revoke_model")
+# Who may call what.  Every function in the ai schema is first revoked from PUBLIC; then:
+ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "revoke_model",
+                   "create_api_key", "revoke_api_key", "allow_outbound", "disallow_outbound")
+# internal functions that the public ones call with the caller's rights.  Each is safe to call
+# directly: it reads nothing private, or checks the caller itself (docs/security.md).
+CALLABLE_INTERNALS = (
+    "_reraise", "_py_client_init", "_server_request", "_embed_batch", "_check_messages", "_check_options",
+    "_call_model", "_model_for_call", "_rerank", "_is_admin", "_can_use", "_check_caller",
+    "_key_json", "_key_from_json", "_key_cols", "_vectorizer_id", "_owns_vectorizer", "_check_vectorizer_owner",
+    "_live_versions", "_enqueue", "_enqueue_all", "_forget", "_forget_all", "_owner_functions_sql",
+    "_owner_function_names", "_install_owner_functions", "_register_vectorizer", "_vector_schema",
+    "_vectorizer_model", "_check_chunking", "_check_index", "_create_store", "_view_sql", "_unregister_vectorizer",
+    "_vectorizer_info", "_vectorizer_stores", "_add_version", "_vectorizer_done", "_search_target",
+    "_text_language", "_translate", "_kb_settings", "_estimate_tokens")
 
 
-def _grant_admin_functions(conn: psycopg.Connection) -> None:
-    """Registering and granting models is for administrators (the model server forwards to model URLs)."""
+def apply_privileges(conn: psycopg.Connection) -> None:
+    """Least privilege by construction: a function nobody listed above is callable by nobody but
+    the install role (and superusers).  Public functions (no leading _) are callable by everyone
+    except the administrators' ones, which go to pgmind_admin."""
     has_admin = conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_admin')").fetchone()[0]
-    for fn in ADMIN_FUNCTIONS:
-        for (sig,) in conn.execute(
-                "select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'ai'::regnamespace "
-                "and p.proname = %s", (fn,)).fetchall():
-            conn.execute(sql.SQL("revoke all on function {} from public").format(sql.SQL(sig)))
+    rows = conn.execute("select p.oid::regprocedure::text, p.proname from pg_proc p "
+                        "where p.pronamespace = 'ai'::regnamespace").fetchall()
+    for sig, name in rows:
+        fn = sql.SQL(sig)
+        conn.execute(sql.SQL("revoke all on function {} from public").format(fn))
+        if name in ADMIN_FUNCTIONS:
             if has_admin:
-                conn.execute(sql.SQL("grant execute on function {} to pgmind_admin").format(sql.SQL(sig)))
+                conn.execute(sql.SQL("grant execute on function {} to pgmind_admin").format(fn))
+        elif not name.startswith("_") or name in CALLABLE_INTERNALS:
+            conn.execute(sql.SQL("grant execute on function {} to public").format(fn))

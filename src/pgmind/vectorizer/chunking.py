@@ -54,25 +54,29 @@ class ChunkingConfig:
     overlap: int = 32
 
     @classmethod
-    def from_json(cls, spec: dict | None) -> "ChunkingConfig":
-        spec = dict(spec or {})
-        method = spec.pop("method", "recursive")
-        if method not in METHODS:
+    def from_json(cls, spec) -> "ChunkingConfig":
+        """The one rule SQL's ai._check_chunking also applies (tests/test_contracts.py runs one table of
+        cases through both): an object with only method, max_tokens, overlap; method one of METHODS;
+        max_tokens an integer 8..8192; overlap an integer with 0 <= 2 * overlap < max_tokens."""
+        hint = 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}'
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise InvalidRequestError(f"chunking must be a JSON object, got {type(spec).__name__}", hint=hint)
+        unknown = sorted(set(spec) - {"method", "max_tokens", "overlap"})
+        if unknown:
+            raise InvalidRequestError(f"unknown chunking settings: {', '.join(unknown)}", hint=hint)
+        method = spec.get("method", "recursive")
+        if not isinstance(method, str) or method not in METHODS:
             raise InvalidRequestError(f"unknown chunking method {method!r}",
-                                      hint=f"chunking method is one of {', '.join(METHODS)}")
-        try:
-            max_tokens = int(spec.pop("max_tokens", 256))
-            overlap = int(spec.pop("overlap", 32))
-        except (TypeError, ValueError):
-            raise InvalidRequestError("chunking max_tokens and overlap must be integers") from None
-        if spec:
-            raise InvalidRequestError(f"unknown chunking settings: {', '.join(sorted(spec))}",
-                                      hint='e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}')
-        if max_tokens < 8:
-            raise InvalidRequestError("chunking max_tokens must be at least 8")
-        if not 0 <= overlap < max_tokens // 2:
-            raise InvalidRequestError("chunking overlap must be between 0 and half of max_tokens")
-        return cls(method, max_tokens, overlap)
+                                      hint=f"method is one of {', '.join(METHODS)}")
+        max_tokens, overlap = spec.get("max_tokens", 256), spec.get("overlap", 32)
+        sizes_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer()
+                       for v in (max_tokens, overlap))
+        if not sizes_ok or not 8 <= max_tokens <= 8192 or overlap < 0 or overlap * 2 >= max_tokens:
+            raise InvalidRequestError(f"invalid chunk sizes: max_tokens {max_tokens!r} and overlap {overlap!r}",
+                                      hint="max_tokens is an integer from 8 to 8192, overlap an integer under half of it")
+        return cls(method, int(max_tokens), int(overlap))
 
 
 def _split_at(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:

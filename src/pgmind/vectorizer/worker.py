@@ -8,6 +8,7 @@ and duplicates nothing (a late writer finds its lease gone and writes nothing).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -44,22 +45,9 @@ class Version:
     model: str
     chunking: dict
     status: str
-
-    def keys_from_json(self, alias: str) -> sql.Composable:
-        return sql.SQL(", ").join(
-            sql.SQL("({}->>{})::{}").format(sql.Identifier(alias), sql.Literal(c), sql.SQL(t))  # t: format_type()
-            for c, t in zip(self.key_columns, self.key_types))
-
-    def key_cols(self, alias: str | None = None) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(alias, c) if alias else sql.Identifier(c) for c in self.key_columns)
-
-    def key_json(self, alias: str) -> sql.Composable:
-        return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(alias, c)) for c in self.key_columns))
-
-    @property
-    def store(self) -> sql.Composable:
-        return sql.Identifier(self.dest_schema, self.store_table)
+    content_fn: str       # the owner's functions (regprocedure text), see ai._owner_functions_sql
+    write_fn: str
+    activate_fn: str
 
 
 VERSIONS = """
@@ -67,8 +55,8 @@ VERSIONS = """
            (select format('%%I.%%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
             where c.oid = v.source),
            v.key_columns, v.key_types, v.content, v.owner,
-           v.dest_schema, ver.store_table, ver.model, ver.chunking, ver.status
-    from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
+           v.dest_schema, ver.store_table, ver.model, ver.chunking, ver.status, f.names[2], f.names[3], f.names[4]
+    from ai.vectorizers v cross join lateral (select ai._owner_function_names(v.id) as names) f join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
     where %(names)s::text[] is null or v.name = any(%(names)s)
     order by v.id, ver.version
 """
@@ -96,6 +84,7 @@ class Worker:
         self._conn: psycopg.Connection | None = None
         self._last_heartbeat = 0.0
         self.totals = BatchResult()
+        self.content_timeout = 60.0      # seconds for the owner's content function on one batch
 
     # -- connection and liveness --------------------------------------------------------------
     @property
@@ -128,8 +117,7 @@ class Worker:
     def versions(self) -> list[Version]:
         with self.conn.transaction():
             rows = self.conn.execute(VERSIONS, {"names": self.names}).fetchall()
-        return [Version(r[0], r[1], r[2], r[3], tuple(r[4]), tuple(r[5]), r[6], r[7], r[8], r[9], r[10], r[11], r[12])
-                for r in rows]
+        return [Version(r[0], r[1], r[2], r[3], tuple(r[4]), tuple(r[5]), *r[6:]) for r in rows]
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -152,16 +140,64 @@ class Worker:
             self._conn.close()
 
     def run_once(self) -> int:
-        """One batch for every version that has work; returns the rows written."""
+        """One batch for every version that has work; returns the rows written.  What one
+        vectorizer does wrong (a broken owner function, a dropped table) is logged and recorded on
+        its rows; the others go on."""
         total = 0
         for ver in self.versions():
-            result = self.process_batch(ver)
-            total += result.rows
-            if ver.status == "building":
-                with self.conn.transaction():
-                    if self.conn.execute("select ai._activate_version(%s, %s)", (ver.vid, ver.version)).fetchone()[0]:
-                        log.info("vectorizer %s now serves version %s", ver.name, ver.version)
+            try:
+                result = self.process_batch(ver)
+                total += result.rows
+                if ver.status == "building":
+                    self.activate(ver)
+            except psycopg.OperationalError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one vectorizer
+                log.exception("vectorizer %s: %s", ver.name, e)
+                self._reset_connection()
         return total
+
+    def activate(self, ver: Version) -> None:
+        """A building version with an empty queue replaces the active one: the registry switches and
+        the owner's function points the view at the new table and drops the old one, atomically."""
+        with self.conn.transaction():
+            old = self.conn.execute("select ai._activate_version(%s, %s)", (ver.vid, ver.version)).fetchone()[0]
+            if old is None:
+                return
+            self._owner_call(ver, ver.activate_fn, "select {fn}(%s, %s)", (ver.store_table, old))
+        log.info("vectorizer %s now serves version %s", ver.name, ver.version)
+
+    # -- the owner's code ----------------------------------------------------------------------
+    def _owner_call(self, ver: Version, fn: str, query: str, params):
+        """Calls one of the vectorizer's owner functions in the current transaction.  The function
+        must be SECURITY DEFINER and owned by the table's owner (PostgreSQL then refuses SET ROLE
+        inside it, so it cannot become more than the owner); its pg_proc row stays share-locked until
+        the transaction ends, so it cannot be altered between this check and the call.  Afterwards
+        every setting it may have changed in this session is reset."""
+        ok = self.conn.execute(
+            """select 1 from pg_catalog.pg_proc p
+               where p.oid = pg_catalog.to_regprocedure(%s) and p.prosecdef
+                 and p.proowner = (select r.oid from pg_catalog.pg_roles r where r.rolname = %s)
+               for share of p""", (fn, ver.owner)).fetchone()
+        if ok is None:
+            raise VectorizerBroken(f"vectorizer {ver.name}: {fn} is missing, or no longer a SECURITY DEFINER "
+                                   f"function of {ver.owner}",
+                                   hint="re-run `pgmind install` to re-create the vectorizer's functions")
+        try:
+            return self.conn.execute(sql.SQL(query).format(fn=sql.SQL(fn.split("(", 1)[0])), params).fetchall()
+        finally:
+            if not self.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                self.conn.execute("reset all")
+                self.conn.execute("set local search_path = pg_catalog, pg_temp")
+
+    def _reset_connection(self) -> None:
+        """After an unexpected failure: a fresh connection, so nothing of it carries on."""
+        if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
 
     def drain(self, timeout: float | None = 600.0, on_batch=None) -> None:
         """Process until every queue this worker serves is empty (backfill, ingest, tests).
@@ -203,34 +239,77 @@ class Worker:
                  "lease": self.lease_seconds}).fetchall()]
 
     def read_content(self, ver: Version, keys: list[dict]) -> dict[str, tuple[tuple, str | None]]:
-        """key (as canonical JSON text) → (key values, content).  Read with the table owner's rights."""
-        query = sql.SQL("""select {key_json}::text, {cols}, ({content})::text from {source} s
-                           where ({cols}) in (select {from_json} from unnest(%s::jsonb[]) as k)""").format(
-            key_json=ver.key_json("s"), cols=ver.key_cols("s"), content=sql.SQL(ver.content),
-            source=sql.SQL(ver.source), from_json=ver.keys_from_json("k"))
+        """canonical key → (key values, content), read by the owner's content function (so the
+        content expression runs with the owner's rights, and never more)."""
         with self.conn.transaction():
             self.conn.execute("set local search_path = pg_catalog, pg_temp")
-            self.conn.execute(sql.SQL("set local role {}").format(sql.Identifier(ver.owner)))
-            rows = self.conn.execute(query, ([Jsonb(k) for k in keys],)).fetchall()
-        n = len(ver.key_columns)
-        return {r[0]: (tuple(r[1:1 + n]), r[1 + n]) for r in rows}
+            self.conn.execute("set local statement_timeout = %s" % int(self.content_timeout * 1000))
+            rows = self._owner_call(ver, ver.content_fn, "select key, content from {fn}(%s::jsonb[])",
+                                    ([Jsonb(k) for k in keys],))
+        return {canon(k): (tuple(k[c] for c in ver.key_columns), text) for k, text in rows}
+
+    def read_content_isolated(self, ver: Version, keys: list[dict]) -> tuple[dict, dict[str, PgmindError]]:
+        """Like read_content; when the batch fails in SQL (a content expression that fails for some
+        rows, a key that is not of the key's type), each row is read alone and the failing ones are
+        returned as poison, so they cannot hold back the good rows of their batch."""
+        try:
+            return self.read_content(ver, keys), {}
+        except psycopg.OperationalError:
+            raise
+        except psycopg.DatabaseError as e:
+            if len(keys) == 1 or not _row_error(e):
+                raise
+        contents, poison = {}, {}
+        for k in keys:
+            try:
+                contents.update(self.read_content(ver, [k]))
+            except psycopg.OperationalError:
+                raise
+            except psycopg.DatabaseError as e:
+                if not _row_error(e):
+                    raise
+                err = PgmindError(f"reading the content failed: {e.diag.message_primary or e}",
+                                  hint="fix the row or the content expression, then select ai.vectorizer_retry(...)")
+                err.sqlstate = e.sqlstate or err.sqlstate
+                poison[canon(k)] = err
+        return contents, poison
 
     def process_batch(self, ver: Version) -> BatchResult:
         claimed = self.claim(ver)
         if not claimed:
             return BatchResult()
         keys = [k for k, _ in claimed]
+        try:
+            return self._process(ver, claimed, keys)
+        except psycopg.OperationalError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a broken owner function: say so on the rows, retry later
+            log.exception("vectorizer %s: %s", ver.name, e)
+            self._reset_connection()
+            error = e if isinstance(e, PgmindError) else PgmindError(f"{type(e).__name__}: {e}")
+            self.release(ver, keys, error)
+            result = BatchResult(transient_error=error.message)
+            self.heartbeat(result)
+            return result
+
+    def _process(self, ver: Version, claimed, keys) -> BatchResult:
         result = BatchResult()
         try:
-            contents = self.read_content(ver, keys)
-            chunks, poison = self.embed(ver, contents)
+            contents, poison = self.read_content_isolated(ver, keys)
+            try:
+                config = ChunkingConfig.from_json(ver.chunking)
+            except PgmindError as e:   # a spec from before the checks: every row of it says why
+                contents, poison = {}, {canon(k): e for k in keys}
+            chunks, refused = self.embed(ver, contents, config) if contents else ({}, {})
+            poison.update(refused)
         except (PgmindError, psycopg.DatabaseError) as e:
             if isinstance(e, psycopg.OperationalError):
                 raise          # the connection is gone: run() reconnects; the leases expire
-            # model server down, timeout, rate limit, or a content expression that failed in SQL:
-            # the rows go back to the queue with a backoff, and the reason shows in the status
+            # model server down, timeout, rate limit, or SQL that failed as a whole: the rows go
+            # back to the queue with a backoff, and the reason shows in the status
             error = e if isinstance(e, PgmindError) else PgmindError(
                 f"reading the content failed: {e.diag.message_primary or e}", hint="check the content expression")
+            self._reset_connection()
             self.release(ver, keys, error)
             result.transient_error = error.message
             self.heartbeat(result)
@@ -242,9 +321,8 @@ class Worker:
         self.heartbeat(result)
         return result
 
-    def embed(self, ver: Version, contents: dict) -> tuple[dict, dict]:
+    def embed(self, ver: Version, contents: dict, config: ChunkingConfig) -> tuple[dict, dict]:
         """Chunks and embeddings per key; keys whose text the model refuses go to ``poison``."""
-        config = ChunkingConfig.from_json(ver.chunking)
         model_max = self.embedder.max_tokens(ver.model)
         if model_max and config.method != "none" and config.max_tokens > model_max - 2:
             config = ChunkingConfig(config.method, model_max - 2, min(config.overlap, (model_max - 2) // 2 - 1))
@@ -273,41 +351,37 @@ class Worker:
         return out, poison
 
     def write(self, ver: Version, claimed, contents, chunks, poison) -> BatchResult:
-        import json
-        seq_of = {json.dumps(k, sort_keys=True): seq for k, seq in claimed}
+        """One transaction: keep only the rows still leased to us, replace their chunks (through the
+        owner's write function), quarantine the poison rows, and take the rest off the queue."""
+        seq_of = {canon(k): seq for k, seq in claimed}
         result = BatchResult()
         with self.conn.transaction():
+            self.conn.execute("set local search_path = pg_catalog, pg_temp")
             owned = self.conn.execute("""
                 select key, seq from ai.vectorizer_queue
                 where vectorizer_id = %s and version = %s and key = any(%s::jsonb[]) and lease_owner = %s
                 for update""", (ver.vid, ver.version, [Jsonb(k) for k, _ in claimed], self.worker_id)).fetchall()
             if not owned:
                 return result        # our lease expired and another worker took the rows
-            owned_keys = [k for k, _ in owned]
-            self.conn.execute(sql.SQL("delete from {store} where ({cols}) in (select {from_json} "
-                                      "from unnest(%s::jsonb[]) as k)").format(
-                store=ver.store, cols=ver.key_cols(), from_json=ver.keys_from_json("k")),
-                ([Jsonb(k) for k in owned_keys],))
-            canon = {json.dumps(k, sort_keys=True): k for k in owned_keys}
-            content_key = {json.dumps(json.loads(kt), sort_keys=True): kt for kt in contents}
-            copy_sql = sql.SQL("copy {store} ({cols}, chunk_seq, chunk, embedding) from stdin").format(
-                store=ver.store, cols=ver.key_cols())
-            with self.conn.cursor().copy(copy_sql) as copy:
-                for ck in canon:
-                    kt = content_key.get(ck)
-                    if kt is None or kt in poison:
-                        continue          # the source row is gone (nothing to write), or quarantined
-                    values = contents[kt][0]
-                    for c, vec in chunks.get(kt, []):
-                        copy.write_row((*values, c.seq, c.text, vec))
-                        result.chunks += 1
-                    result.rows += 1
+            keys, seqs, texts, vectors = [], [], [], []
+            for k, _ in owned:
+                ck = canon(k)
+                if ck not in contents or ck in poison:
+                    continue          # the source row is gone (nothing to write), or quarantined
+                for c, vec in chunks.get(ck, []):
+                    keys.append(Jsonb(k))
+                    seqs.append(c.seq)
+                    texts.append(c.text)
+                    vectors.append(vec)
+                result.rows += 1
+            result.chunks = len(keys)
+            self._owner_call(ver, ver.write_fn, "select {fn}(%s, %s::jsonb[], %s::jsonb[], %s::int[], %s::text[], %s)",
+                             (ver.store_table, [Jsonb(k) for k, _ in owned], keys, seqs, texts, vectors))
             done, requeue, bad = [], [], []
             for k, seq in owned:
-                ck = json.dumps(k, sort_keys=True)
-                kt = content_key.get(ck)
-                if kt is not None and kt in poison:
-                    bad.append((k, poison[kt]))
+                ck = canon(k)
+                if ck in poison:
+                    bad.append((k, poison[ck]))
                 elif seq == seq_of.get(ck):
                     done.append(k)
                 else:
@@ -344,3 +418,19 @@ class Worker:
                        next_attempt_at = now() + make_interval(secs => least(60, power(2, least(attempts, 10)) * 0.5))
                 where vectorizer_id = %s and version = %s and key = any(%s::jsonb[]) and lease_owner = %s""",
                 (error.message, ver.vid, ver.version, [Jsonb(k) for k in keys], self.worker_id))
+
+
+class VectorizerBroken(PgmindError):
+    """A vectorizer's owner functions are missing or were changed into something unsafe to call."""
+    sqlstate = "55000"
+
+
+def canon(key: dict) -> str:
+    """One text per key, whatever order its JSON came in."""
+    return json.dumps(key, sort_keys=True)
+
+
+def _row_error(e: psycopg.DatabaseError) -> bool:
+    """An error that one row's data can cause (a failed cast or expression), as opposed to one that
+    fails every row alike (a lock timeout, a cancelled statement, a dropped table)."""
+    return (e.sqlstate or "")[:2] in ("22", "23", "2F", "39", "P0", "42") and e.sqlstate not in ("42P01", "42883")

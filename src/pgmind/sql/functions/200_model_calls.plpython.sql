@@ -132,7 +132,7 @@ $py$;
 -- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.  The vectors
 -- travel as base64 float32 and come back as real[] (no text formatting or parsing of floats).
 -- (dropped first: an earlier version returned vector, and create or replace cannot change that)
-drop function if exists ai._embed_batch(text, text[], text, name, float8);
+select ai._drop_if_result_differs('ai._embed_batch(text, text[], text, name, float8)', 'TABLE(idx integer, embedding real[])');
 create or replace function ai._embed_batch(model text, inputs text[], input_type text, caller name,
                                            timeout_s float8 default 300)
 returns table (idx int, embedding real[])

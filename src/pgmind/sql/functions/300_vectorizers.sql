@@ -23,24 +23,31 @@ begin
     return out;
 end $$;
 
--- SQL fragments over a vectorizer's key columns.
+-- The schema of the vector extension (types and operators are named with it).
+create or replace function ai._vector_schema() returns name
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select extnamespace::regnamespace::name from pg_extension where extname = 'vector'
+$$;
+
+-- SQL fragments over a vectorizer's key columns (security definer: the registry is private, but
+-- its key column names and types are in the catalog for everyone anyway).
 --   ai._key_json(id, 'n')          jsonb_build_object('id', n.id, ...)
 --   ai._key_from_json(id, 'k')     (k->>'id')::integer, ...
 --   ai._key_cols(id, 's')          s.id, ...
 create or replace function ai._key_json(vid int, alias text) returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ' order by i) || ')'
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
 
 create or replace function ai._key_from_json(vid int, alias text) returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('(%I->>%L)::%s', alias, c, t), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns, v.key_types) with ordinality as k(c, t, i) where v.id = vid
 $$;
 
 create or replace function ai._key_cols(vid int, alias text) returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('%I.%I', alias, c), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
@@ -58,6 +65,14 @@ begin
     return vid;
 end $$;
 
+-- May this role change this vectorizer's queue and chunks?  Its source table's owner (and members
+-- of that role) and pgmind administrators.  The row-level security of the queue uses it.
+create or replace function ai._owns_vectorizer(vid int, role_name name) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select coalesce((select ai._is_admin(role_name) or pg_has_role(role_name, v.owner, 'MEMBER')
+                     from ai.vectorizers v where v.id = vid), false)
+$$;
+
 create or replace function ai._check_vectorizer_owner(vid int) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -70,35 +85,41 @@ begin
     end if;
 end $$;
 
--- Queue keys for every live version (called by the generated triggers, which run as whoever
--- changed the source table).  A forged key only causes that key to be looked at again.
+-- The versions a change must be queued for (every live one: the active and a building one).
+create or replace function ai._live_versions(vid int) returns int[]
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select coalesce(array_agg(version order by version), '{}') from ai.vectorizer_versions where vectorizer_id = vid
+$$;
+
+-- Queue keys for every live version.  Called by the generated trigger, which runs as the table's
+-- owner; these run with the caller's rights, and the queue's row-level security lets a role touch
+-- only the queue of vectorizers whose table it owns.
 create or replace function ai._enqueue(vid int, keys jsonb[]) returns void
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 begin
     insert into ai.vectorizer_queue (vectorizer_id, version, key)
-    select vid, ver.version, k from ai.vectorizer_versions ver, unnest(keys) as k
-    where ver.vectorizer_id = vid and k is not null
+    select vid, ver, k from unnest(ai._live_versions(vid)) as ver, unnest(keys) as k
+    where k is not null
     on conflict (vectorizer_id, version, key) do update
         set seq = nextval('ai.vectorizer_queue_seq'), queued_at = now(), attempts = 0,
             next_attempt_at = now(), last_error = null;
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid and e.key = any (keys);
 end $$;
 
--- Queue every row of the source for one version (backfill, re-embedding into a new version).
+-- Queue every row of the source for one version (backfill, re-embedding into a new version):
+-- reads the source with the caller's rights.
 create or replace function ai._enqueue_all(vid int, p_version int) returns bigint
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    v ai.vectorizers;
     n bigint;
 begin
     perform ai._check_vectorizer_owner(vid);
-    select * into v from ai.vectorizers where id = vid;
     execute format('insert into ai.vectorizer_queue (vectorizer_id, version, key)
                     select $1, $2, %s from %s s
                     on conflict (vectorizer_id, version, key) do update
                         set seq = nextval(''ai.vectorizer_queue_seq''), queued_at = now(), attempts = 0,
                             next_attempt_at = now(), last_error = null',
-                   ai._key_json(vid, 's'), v.source)
+                   ai._key_json(vid, 's'), (ai._vectorizer_info(vid)).source)
         using vid, p_version;
     get diagnostics n = row_count;
     return n;
@@ -106,50 +127,62 @@ end $$;
 
 -- Remove the chunks of deleted (or re-keyed) source rows from every version, and their queue
 -- entries.  The queue rows go first: a worker that holds them finishes its write before this
--- deletes what it wrote.
+-- deletes what it wrote.  With the caller's rights (the table owner's, from the trigger).
 create or replace function ai._forget(vid int, keys jsonb[]) returns void
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    v ai.vectorizers;
     ver record;
 begin
-    select * into v from ai.vectorizers where id = vid;
     delete from ai.vectorizer_queue q where q.vectorizer_id = vid and q.key = any (keys);
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid and e.key = any (keys);
-    for ver in select store_table from ai.vectorizer_versions where vectorizer_id = vid loop
+    for ver in select * from ai._vectorizer_stores(vid) loop
         execute format('delete from %I.%I s where (%s) in (select %s from unnest($1) as k)',
-                       v.dest_schema, ver.store_table, ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k'))
+                       ver.dest_schema, ver.store_table, ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k'))
             using keys;
     end loop;
 end $$;
 
 create or replace function ai._forget_all(vid int) returns void
-language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    v ai.vectorizers;
     ver record;
 begin
-    select * into v from ai.vectorizers where id = vid;
     delete from ai.vectorizer_queue q where q.vectorizer_id = vid;
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid;
-    for ver in select store_table from ai.vectorizer_versions where vectorizer_id = vid loop
-        execute format('truncate %I.%I', v.dest_schema, ver.store_table);
+    for ver in select * from ai._vectorizer_stores(vid) loop
+        execute format('truncate %I.%I', ver.dest_schema, ver.store_table);
     end loop;
 end $$;
 
--- The trigger function for one vectorizer: inserts queue (statement level, one call per
--- statement); updates queue only when the content or the key changed; deletes and truncates
--- remove chunks at once, in the same transaction.
-create or replace function ai._trigger_source(vid int) returns text
-language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+-- The functions a vectorizer runs as its table's owner, generated by create_vectorizer in the
+-- owner's schema, owned by the owner, SECURITY DEFINER and executable by nobody else:
+--   <name>_vectorizer_trigger()   the trigger: queues inserts (statement level), changed content or
+--                                 keys; deletes and truncates remove chunks at once
+--   <name>_vectorizer_content(keys jsonb[])                    (key, content) of those rows
+--   <name>_vectorizer_write(store, remove, keys, seqs, chunks, embeddings)   replaces their chunks
+--   <name>_vectorizer_activate(new_store, old_store)           points the view at a new version
+-- Everything the table owner wrote (the content expression) and everything the owner can change
+-- (the source and chunk tables, their triggers, defaults, policies) is only ever touched inside
+-- these functions.  PostgreSQL refuses SET ROLE inside a SECURITY DEFINER function, so the worker,
+-- whose session user is an administrator, never runs the owner's code with more than the owner's
+-- rights; it checks each function is still SECURITY DEFINER and the owner's before the call.
+create or replace function ai._owner_functions_sql(vid int) returns text[]
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v ai.vectorizers;
     keys_differ text;
+    vschema name := ai._vector_schema();
+    store_pattern text;
 begin
+    perform ai._check_vectorizer_owner(vid);   -- (they hold the owner's content expression)
     select * into v from ai.vectorizers where id = vid;
     select string_agg(format('old.%1$I is distinct from new.%1$I', c), ' or ') into keys_differ
     from unnest(v.key_columns) c;
-    return format($f$
+    store_pattern := '^' || v.name || '_chunks_v[0-9]+$';
+    return array[
+        format($f$create or replace function %1$I.%2$I() returns trigger language plpgsql security definer
+                  set search_path = pg_catalog, pg_temp as %3$L$f$,
+               v.dest_schema, v.name || '_vectorizer_trigger', format($b$
         begin
             if tg_op = 'INSERT' then
                 perform ai._enqueue(%1$s, array(select %2$s from new_rows n));
@@ -167,47 +200,153 @@ begin
                 perform ai._forget_all(%1$s);
             end if;
             return null;
-        end $f$,
-        vid, ai._key_json(vid, 'n'), keys_differ, ai._key_json(vid, 'old'), ai._key_json(vid, 'new'),
-        v.content);
+        end $b$, vid, ai._key_json(vid, 'n'), keys_differ, ai._key_json(vid, 'old'), ai._key_json(vid, 'new'),
+               v.content)),
+        -- (language sql: the content expression is checked when the function is created)
+        format($f$create or replace function %1$I.%2$I(keys jsonb[]) returns table (key jsonb, content text)
+                  language sql stable security definer set search_path = pg_catalog, pg_temp as %3$L$f$,
+               v.dest_schema, v.name || '_vectorizer_content', format(
+                  'select %s, (%s)::text from %s s where (%s) in (select %s from unnest(keys) as k)',
+                  ai._key_json(vid, 's'), v.content, v.source, ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k'))),
+        format($f$create or replace function %1$I.%2$I(store name, remove jsonb[], keys jsonb[], seqs int[],
+                      chunks text[], embeddings %3$I.vector[]) returns bigint
+                  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as %4$L$f$,
+               v.dest_schema, v.name || '_vectorizer_write', vschema, format($b$
+        declare
+            n bigint;
+        begin
+            if store !~ %1$L then
+                raise exception 'not a chunk table of this vectorizer: %%', store using errcode = '42501';
+            end if;
+            execute format(%2$L, %4$L, store) using remove;
+            execute format(%3$L, %4$L, store) using keys, seqs, chunks, embeddings;
+            get diagnostics n = row_count;
+            return n;
+        end $b$, store_pattern,
+            format('delete from %%I.%%I s where (%s) in (select %s from unnest($1) as k)',
+                   ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k')),
+            format('insert into %%I.%%I (%s, chunk_seq, chunk, embedding) select %s, u.seq, u.chunk, u.embedding
+                    from unnest($1, $2, $3, $4) as u(k, seq, chunk, embedding)',
+                   (select string_agg(format('%I', c), ', ') from unnest(v.key_columns) c), ai._key_from_json(vid, 'k')),
+            v.dest_schema)),
+        format($f$create or replace function %1$I.%2$I(new_store name, old_store name) returns void
+                  language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as %3$L$f$,
+               v.dest_schema, v.name || '_vectorizer_activate', format($b$
+        begin
+            if new_store !~ %1$L or old_store !~ %1$L then
+                raise exception 'not a chunk table of this vectorizer' using errcode = '42501';
+            end if;
+            execute format('create or replace view %%I.%%I as %%s', %2$L, %3$L,
+                           ai._view_sql(%2$L, new_store, %4$L));
+            execute format('drop table if exists %%I.%%I', %2$L, old_store);
+        end $b$, store_pattern, v.dest_schema, v.dest_view, v.key_columns))
+    ];
 end $$;
 
+-- The signatures of those functions, for grants and drops.
+create or replace function ai._owner_function_names(vid int) returns text[]
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select array[format('%I.%I()', v.dest_schema, v.name || '_vectorizer_trigger'),
+                 format('%I.%I(jsonb[])', v.dest_schema, v.name || '_vectorizer_content'),
+                 format('%I.%I(name, jsonb[], jsonb[], int[], text[], %I.vector[])', v.dest_schema,
+                        v.name || '_vectorizer_write', ai._vector_schema()),
+                 format('%I.%I(name, name)', v.dest_schema, v.name || '_vectorizer_activate')]
+    from ai.vectorizers v where v.id = vid
+$$;
+
+-- Creates (or re-creates, on upgrade) a vectorizer's owner functions and triggers.  Runs with the
+-- caller's rights; the functions end up owned by the table's owner.
+create or replace function ai._install_owner_functions(vid int) returns void
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    stmt text;
+    fn text;
+    info record;
+    names text[];
+begin
+    select * into info from ai._vectorizer_info(vid);
+    foreach stmt in array ai._owner_functions_sql(vid) loop
+        execute stmt;
+    end loop;
+    names := ai._owner_function_names(vid);
+    foreach fn in array names loop
+        execute format('revoke all on function %s from public', fn);
+        if (select proowner::regrole::name from pg_proc where oid = fn::regprocedure) <> info.owner then
+            execute format('alter function %s owner to %I', fn, info.owner);
+        end if;
+    end loop;
+    execute format('create or replace trigger %I after insert on %s referencing new table as new_rows
+                    for each statement execute function %s', info.name || '_vectorizer_insert', info.source, names[1]);
+    execute format('create or replace trigger %I after update or delete on %s for each row execute function %s',
+                   info.name || '_vectorizer_change', info.source, names[1]);
+    execute format('create or replace trigger %I after truncate on %s for each statement execute function %s',
+                   info.name || '_vectorizer_truncate', info.source, names[1]);
+end $$;
+
+-- Records a new vectorizer.  Everything but the caller's choices (name, content, model, chunking,
+-- index) is read from the catalog here, not taken from the caller.
+drop function if exists ai._register_vectorizer(text, regclass, name[], text[], text, name, name, text, text,
+                                                jsonb, jsonb, int, name, name);
 create or replace function ai._register_vectorizer(
-    p_name text, p_source regclass, p_key_columns name[], p_key_types text[], p_content text,
-    p_dest_schema name, p_dest_view name, p_trigger_fn text, p_model text, p_chunking jsonb,
-    p_index jsonb, p_dimensions int, p_store name, p_caller name)
+    p_name text, p_source regclass, p_content text, p_model text, p_chunking jsonb, p_index jsonb, p_caller name)
 returns int language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     vid int;
     table_owner name;
+    v_schema name;
+    key_cols name[];
+    key_typs text[];
+    m record;
 begin
     perform ai._check_caller(p_caller);
-    select relowner::regrole::text into table_owner from pg_class where oid = p_source;
-    if not pg_has_role(p_caller, table_owner, 'USAGE') then
+    select c.relowner::regrole::name, c.relnamespace::regnamespace::name into table_owner, v_schema
+    from pg_class c where c.oid = p_source and c.relkind in ('r', 'p');
+    if table_owner is null then
+        raise exception '% is not a table', p_source using errcode = '42809', hint = 'a vectorizer reads a table';
+    end if;
+    if not pg_has_role(p_caller, table_owner, 'MEMBER') then
         raise exception 'must own table % to create a vectorizer on it', p_source
             using errcode = '42501', hint = format('run it as %s, the table''s owner', table_owner);
     end if;
+    if p_name is null or p_name !~ '^[a-z_][a-z0-9_]{0,47}$' then
+        raise exception 'invalid vectorizer name "%"', p_name
+            using errcode = '22023', hint = 'use lower-case letters, digits and _ (up to 48), e.g. name => ''docs''';
+    end if;
+    if exists (select 1 from ai.vectorizers v where v.name = p_name) then
+        raise exception 'vectorizer "%" already exists', p_name
+            using errcode = '42710', hint = 'drop it with ai.drop_vectorizer, or change it with ai.alter_vectorizer';
+    end if;
+    select array_agg(a.attname order by k.i), array_agg(format_type(a.atttypid, a.atttypmod) order by k.i)
+      into key_cols, key_typs
+    from pg_index x cross join unnest(x.indkey) with ordinality as k(attnum, i)
+    join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
+    where x.indrelid = p_source and x.indisprimary;
+    if key_cols is null then
+        raise exception 'table % has no primary key', p_source
+            using errcode = '42P16', hint = 'add one: alter table ... add primary key (...)';
+    end if;
+    select * into m from ai._vectorizer_model(p_model, p_caller);
     insert into ai.vectorizers (name, source, key_columns, key_types, content, owner, dest_schema, dest_view, trigger_fn)
-    values (p_name, p_source, p_key_columns, p_key_types, p_content, table_owner, p_dest_schema, p_dest_view, p_trigger_fn)
+    values (p_name, p_source, key_cols, key_typs, p_content, table_owner, v_schema, p_name || '_chunks',
+            format('%I.%I()', v_schema, p_name || '_vectorizer_trigger'))
     returning id into vid;
     insert into ai.vectorizer_versions (vectorizer_id, version, model, chunking, index_spec, dimensions, store_table,
                                         status, activated_at)
-    values (vid, 1, p_model, p_chunking, p_index, p_dimensions, p_store, 'active', now());
+    values (vid, 1, p_model, ai._check_chunking(p_chunking), ai._check_index(p_index), m.dimensions,
+            p_name || '_chunks_v1', 'active', now());
     return vid;
 end $$;
 
-create or replace function ai._vector_schema() returns name
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select extnamespace::regnamespace::name from pg_extension where extname = 'vector'
-$$;
-
 -- Check the model for a vectorizer: an embedding model the caller may use, with a known dimension.
-create or replace function ai._vectorizer_model(p_model text) returns record
+drop function if exists ai._vectorizer_model(text);
+create or replace function ai._vectorizer_model(p_model text, caller name)
+returns table (model_id text, provider text, model_type text, model_name text, url text,
+               header_fn regproc, in_fn regproc, out_fn regproc, options jsonb, dimensions int)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
     m record;
 begin
-    select * into m from ai._model_for_call(p_model, current_user);
+    select * into m from ai._model_for_call(p_model, caller);
     if m.model_type <> 'embedding' then
         raise exception 'model "%" is a % model, not an embedding model', p_model, m.model_type
             using errcode = '22023', hint = 'pick an embedding model from select * from ai.models';
@@ -216,24 +355,95 @@ begin
         raise exception 'model "%" has no known dimension', p_model
             using errcode = '22023', hint = 'register it with options => ''{"dimensions": N}'', or while pgmind serve runs';
     end if;
-    return m;
+    return query select m.model_id, m.provider, m.model_type, m.model_name, m.url, m.header_fn, m.in_fn, m.out_fn,
+                        m.options, m.dimensions;
 end $$;
 
+-- A chunking spec, completed with the defaults.  The one rule for SQL and the worker (whose
+-- ChunkingConfig.from_json accepts exactly what this accepts: tests/test_contracts.py runs one table
+-- of cases through both): a JSON object with only these keys; method one of recursive, markdown,
+-- html, none; max_tokens an integer 8..8192; overlap an integer, 0 <= 2 * overlap < max_tokens.
 create or replace function ai._check_chunking(chunking jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+    unknown text;
+    hint text := 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}';
 begin
-    chunking := '{"method": "recursive", "max_tokens": 256, "overlap": 32}'::jsonb || coalesce(chunking, '{}');
-    if chunking->>'method' not in ('recursive', 'markdown', 'html', 'none') then
-        raise exception 'unknown chunking method "%"', chunking->>'method'
+    chunking := coalesce(chunking, '{}');
+    if jsonb_typeof(chunking) <> 'object' then
+        raise exception 'chunking must be a JSON object, got %', jsonb_typeof(chunking)
+            using errcode = '22023', hint = hint;
+    end if;
+    select string_agg(k, ', ' order by k) into unknown from jsonb_object_keys(chunking) k
+    where k not in ('method', 'max_tokens', 'overlap');
+    if unknown is not null then
+        raise exception 'unknown chunking settings: %', unknown using errcode = '22023', hint = hint;
+    end if;
+    chunking := '{"method": "recursive", "max_tokens": 256, "overlap": 32}'::jsonb || chunking;
+    if jsonb_typeof(chunking->'method') is distinct from 'string'
+       or chunking->>'method' not in ('recursive', 'markdown', 'html', 'none') then
+        raise exception 'unknown chunking method %', chunking->'method'
             using errcode = '22023', hint = 'method is one of recursive, markdown, html, none';
     end if;
-    if jsonb_typeof(chunking->'max_tokens') <> 'number' or (chunking->>'max_tokens')::numeric < 8
-       or jsonb_typeof(chunking->'overlap') <> 'number' or (chunking->>'overlap')::numeric < 0
+    if jsonb_typeof(chunking->'max_tokens') is distinct from 'number'
+       or jsonb_typeof(chunking->'overlap') is distinct from 'number'
+       or (chunking->>'max_tokens')::numeric <> trunc((chunking->>'max_tokens')::numeric)
+       or (chunking->>'overlap')::numeric <> trunc((chunking->>'overlap')::numeric)
+       or (chunking->>'max_tokens')::numeric not between 8 and 8192
+       or (chunking->>'overlap')::numeric < 0
        or (chunking->>'overlap')::numeric * 2 >= (chunking->>'max_tokens')::numeric then
         raise exception 'invalid chunk sizes: max_tokens % and overlap %', chunking->'max_tokens', chunking->'overlap'
-            using errcode = '22023', hint = 'max_tokens is at least 8 and overlap under half of it';
+            using errcode = '22023', hint = 'max_tokens is an integer from 8 to 8192, overlap an integer under half of it';
     end if;
     return chunking;
+end $$;
+
+-- An index spec, completed with the defaults: hnsw (m 2..100, ef_construction 4..1000 and at
+-- least 2 * m), ivfflat (lists 1..32768) or none.
+create or replace function ai._check_index(index_spec jsonb) returns jsonb
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+    t text;
+    allowed text[];
+    unknown text;
+    hint text := 'e.g. {"type": "hnsw", "m": 16, "ef_construction": 64} or {"type": "ivfflat", "lists": 100}';
+begin
+    index_spec := coalesce(index_spec, '{}');
+    if jsonb_typeof(index_spec) <> 'object' then
+        raise exception 'index must be a JSON object, got %', jsonb_typeof(index_spec) using errcode = '22023', hint = hint;
+    end if;
+    t := coalesce(index_spec->>'type', 'hnsw');
+    allowed := case t when 'hnsw' then array['type', 'm', 'ef_construction'] when 'ivfflat' then array['type', 'lists']
+                      when 'none' then array['type'] end;
+    if allowed is null then
+        raise exception 'unknown index type "%"', t using errcode = '22023', hint = 'index type is one of hnsw, ivfflat, none';
+    end if;
+    select string_agg(k, ', ' order by k) into unknown from jsonb_object_keys(index_spec) k where k <> all (allowed);
+    if unknown is not null then
+        raise exception 'unknown % index settings: %', t, unknown using errcode = '22023', hint = hint;
+    end if;
+    if t = 'hnsw' then
+        index_spec := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || index_spec;
+        if jsonb_typeof(index_spec->'m') is distinct from 'number' or jsonb_typeof(index_spec->'ef_construction') is distinct from 'number'
+           or (index_spec->>'m')::numeric not between 2 and 100
+           or (index_spec->>'ef_construction')::numeric not between 4 and 1000
+           or (index_spec->>'ef_construction')::numeric < 2 * (index_spec->>'m')::numeric then
+            raise exception 'invalid hnsw settings: m % and ef_construction %', index_spec->'m', index_spec->'ef_construction'
+                using errcode = '22023', hint = 'm is 2..100, ef_construction 4..1000 and at least twice m';
+        end if;
+        index_spec := jsonb_build_object('type', 'hnsw', 'm', (index_spec->>'m')::numeric::int,
+                                         'ef_construction', (index_spec->>'ef_construction')::numeric::int);
+    elsif t = 'ivfflat' then
+        index_spec := '{"type": "ivfflat", "lists": 100}'::jsonb || index_spec;
+        if jsonb_typeof(index_spec->'lists') is distinct from 'number' or (index_spec->>'lists')::numeric not between 1 and 32768 then
+            raise exception 'invalid ivfflat lists %', index_spec->'lists'
+                using errcode = '22023', hint = 'lists is 1..32768 (about rows / 1000)';
+        end if;
+        index_spec := jsonb_build_object('type', 'ivfflat', 'lists', (index_spec->>'lists')::numeric::int);
+    else
+        index_spec := '{"type": "none"}';
+    end if;
+    return index_spec;
 end $$;
 
 -- Creates the store table of one version (with the caller's rights: it belongs to the table owner).
@@ -257,7 +467,7 @@ begin
     execute format('create index on %I.%I using gin (fts)', p_schema, p_store);
     execute format('comment on table %I.%I is %L', p_schema, p_store,
                    format('pgmind vectorizer chunks of %s; written by pgmind workers', vid_source));
-    index_spec := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || coalesce(index_spec, '{}');
+    index_spec := ai._check_index(index_spec);
     opclass := case coalesce(metric, 'cosine') when 'cosine' then 'vector_cosine_ops'
                                                 when 'l2' then 'vector_l2_ops' when 'ip' then 'vector_ip_ops' end;
     if index_spec->>'type' = 'hnsw' then
@@ -266,10 +476,7 @@ begin
                        (index_spec->>'ef_construction')::int);
     elsif index_spec->>'type' = 'ivfflat' then
         execute format('create index on %I.%I using ivfflat (embedding %I.%I) with (lists = %s)',
-                       p_schema, p_store, vschema, opclass, coalesce((index_spec->>'lists')::int, 100));
-    elsif index_spec->>'type' <> 'none' then
-        raise exception 'unknown index type "%"', index_spec->>'type'
-            using errcode = '22023', hint = 'index type is one of hnsw, ivfflat, none';
+                       p_schema, p_store, vschema, opclass, (index_spec->>'lists')::int);
     end if;
 end $$;
 
@@ -283,49 +490,24 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
                   ai._vector_schema(), p_schema, p_store)
 $$;
 
+-- With the caller's rights: the caller must own the table (or belong to its owner role).  The
+-- checks of the arguments live in ai._register_vectorizer, ai._check_chunking and ai._check_index.
 create or replace function ai.create_vectorizer(
     source regclass, name text default null, content text default null, model text default 'e5-small',
     chunking jsonb default null, index jsonb default null, backfill boolean default true)
 returns int language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    v_schema name;
     v_table name;
-    v_name text;
-    key_cols name[];
-    key_typs text[];
-    m record;
-    vid int;
-    store name;
-    dest name;
-    trig text;
     text_cols name[];
+    vid int;
+    v record;
+    ver record;
+    m record;
 begin
     if source is null then
         raise exception 'source table is required' using errcode = '22023', hint = 'pass it as ''public.docs''::regclass';
     end if;
-    select n.nspname, c.relname into v_schema, v_table
-    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.oid = source and c.relkind in ('r', 'p');
-    if v_table is null then
-        raise exception '% is not a table', source using errcode = '42809', hint = 'a vectorizer reads a table';
-    end if;
-    v_name := coalesce(name, v_table);
-    if v_name !~ '^[a-z_][a-z0-9_]{0,47}$' then
-        raise exception 'invalid vectorizer name "%"', v_name
-            using errcode = '22023', hint = 'use lower-case letters, digits and _ (up to 48), e.g. name => ''docs''';
-    end if;
-    if exists (select 1 from ai.vectorizers v where v.name = v_name) then
-        raise exception 'vectorizer "%" already exists', v_name
-            using errcode = '42710', hint = 'drop it with ai.drop_vectorizer, or change it with ai.alter_vectorizer';
-    end if;
-    select array_agg(a.attname order by k.i), array_agg(format_type(a.atttypid, a.atttypmod) order by k.i)
-      into key_cols, key_typs
-    from pg_index x cross join unnest(x.indkey) with ordinality as k(attnum, i)
-    join pg_attribute a on a.attrelid = x.indrelid and a.attnum = k.attnum
-    where x.indrelid = source and x.indisprimary;
-    if key_cols is null then
-        raise exception 'table % has no primary key', source
-            using errcode = '42P16', hint = 'add one: alter table ... add primary key (...)';
-    end if;
+    select c.relname into v_table from pg_class c where c.oid = source;
     if content is null then
         select array_agg(attname) into text_cols from pg_attribute
         where attrelid = source and attnum > 0 and not attisdropped
@@ -336,36 +518,26 @@ begin
         end if;
         content := format('%I', text_cols[1]);
     end if;
+    vid := ai._register_vectorizer(coalesce(name, v_table), source, content, model, chunking, index, current_user);
+    select * into v from ai._vectorizer_info(vid);
+    select * into ver from ai._vectorizer_stores(vid) limit 1;
+    select * into m from ai._vectorizer_model(model, current_user);
+    if to_regclass(format('%I.%I', v.dest_schema, v.dest_view)) is not null
+       or to_regclass(format('%I.%I', v.dest_schema, ver.store_table)) is not null then
+        raise exception 'relation %.% already exists', v.dest_schema, v.dest_view
+            using errcode = '42P07', hint = 'pick another name => for the vectorizer';
+    end if;
     begin
-        execute format('select (%s)::text from %s limit 0', content, source);
-    exception when others then
+        perform ai._install_owner_functions(vid);
+    exception when syntax_error or undefined_column or undefined_function or datatype_mismatch
+                   or undefined_table or ambiguous_column or grouping_error or feature_not_supported then
         raise exception 'content % is not a valid expression over %: %', content, source, sqlerrm
             using errcode = '42601', hint = 'use the table''s column names, e.g. title || E''\n\n'' || body';
     end;
-    m := ai._vectorizer_model(model);
-    chunking := ai._check_chunking(chunking);
-    dest := v_name || '_chunks';
-    store := v_name || '_chunks_v1';
-    if to_regclass(format('%I.%I', v_schema, dest)) is not null or to_regclass(format('%I.%I', v_schema, store)) is not null then
-        raise exception 'relation %.% already exists', v_schema, dest
-            using errcode = '42P07', hint = 'pick another name => for the vectorizer';
-    end if;
-    perform ai._create_store(source, v_schema, store, key_cols, key_typs, m.dimensions, index,
-                             coalesce(m.options->>'metric', 'cosine'));
-    execute format('create view %I.%I as %s', v_schema, dest, ai._view_sql(v_schema, store, key_cols));
-    trig := format('%I.%I', v_schema, v_name || '_vectorizer_trigger');
-    vid := ai._register_vectorizer(v_name, source, key_cols, key_typs, content, v_schema, dest,
-                                   trig || '()', model, chunking,
-                                   '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || coalesce(index, '{}'),
-                                   m.dimensions, store, current_user);
-    execute format('create function %s() returns trigger language plpgsql set search_path = pg_catalog, pg_temp as %L',
-                   trig, ai._trigger_source(vid));
-    execute format('create trigger %I after insert on %s referencing new table as new_rows for each statement execute function %s()',
-                   v_name || '_vectorizer_insert', source, trig);
-    execute format('create trigger %I after update or delete on %s for each row execute function %s()',
-                   v_name || '_vectorizer_change', source, trig);
-    execute format('create trigger %I after truncate on %s for each statement execute function %s()',
-                   v_name || '_vectorizer_truncate', source, trig);
+    perform ai._create_store(source, v.dest_schema, ver.store_table, v.key_columns, v.key_types, m.dimensions,
+                             index, coalesce(m.options->>'metric', 'cosine'));
+    execute format('create view %I.%I as %s', v.dest_schema, v.dest_view,
+                   ai._view_sql(v.dest_schema, ver.store_table, v.key_columns));
     if backfill then
         perform ai._enqueue_all(vid, 1);
     end if;
@@ -386,13 +558,18 @@ declare
     vid int := ai._vectorizer_id(name);
     v record;
     ver record;
+    fn text;
 begin
     perform ai._check_vectorizer_owner(vid);
     select * into v from ai._vectorizer_info(vid);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_insert', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_change', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_truncate', v.source);
-    execute format('drop function if exists %s', v.trigger_fn);
+    foreach fn in array ai._owner_function_names(vid) loop
+        if to_regprocedure(fn) is not null then
+            execute format('drop function %s', fn);
+        end if;
+    end loop;
     if drop_chunks then
         execute format('drop view if exists %I.%I', v.dest_schema, v.dest_view);
         for ver in select * from ai._vectorizer_stores(vid) loop
@@ -403,39 +580,47 @@ begin
 end $$;
 
 -- What a table owner may read about its vectorizer (the registry itself is private).
+select ai._drop_if_result_differs('ai._vectorizer_info(int)', 'TABLE(name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[], key_types text[], content text)');
 create or replace function ai._vectorizer_info(vid int)
-returns table (source regclass, dest_schema name, dest_view name, trigger_fn text, key_columns name[],
+returns table (name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[],
                key_types text[], content text)
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select source, dest_schema, dest_view, trigger_fn, key_columns, key_types, content
-    from ai.vectorizers where id = vid
-$$;
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai._check_vectorizer_owner(vid);
+    return query select v.name, v.source, v.owner, v.dest_schema, v.dest_view, v.key_columns, v.key_types, v.content
+                 from ai.vectorizers v where v.id = vid;
+end $$;
 
-drop function if exists ai._vectorizer_stores(int);   -- its result gained a column
+select ai._drop_if_result_differs('ai._vectorizer_stores(int)', 'TABLE(version integer, dest_schema name, store_table name, status text, model text)');
 create or replace function ai._vectorizer_stores(vid int)
-returns table (version int, store_table name, status text, model text)
+returns table (version int, dest_schema name, store_table name, status text, model text)
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select version, store_table, status, model from ai.vectorizer_versions where vectorizer_id = vid order by version
+    select ver.version, v.dest_schema, ver.store_table, ver.status, ver.model
+    from ai.vectorizer_versions ver join ai.vectorizers v on v.id = ver.vectorizer_id
+    where ver.vectorizer_id = vid order by ver.version
 $$;
 
 -- Change the model, chunking or index: a new version is embedded in the background while the old
--- one keeps serving; a worker switches the view over once the new one is complete.
-create or replace function ai._add_version(vid int, p_model text, p_chunking jsonb, p_index jsonb, p_dims int,
-                                           p_store name) returns int
+-- one keeps serving; a worker switches the view over once the new one is complete.  Returns the
+-- new version and its store table's name (derived here, never taken from the caller).
+drop function if exists ai._add_version(int, text, jsonb, jsonb, int, name);
+create or replace function ai._add_version(vid int, p_model text, p_chunking jsonb, p_index jsonb,
+                                           out version int, out store_table name)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    next_version int;
+    m record;
 begin
     perform ai._check_vectorizer_owner(vid);
     if exists (select 1 from ai.vectorizer_versions where vectorizer_id = vid and status = 'building') then
         raise exception 'a new version of this vectorizer is already being built'
             using errcode = '55006', hint = 'wait for it (select * from ai.vectorizer_status), then alter again';
     end if;
-    select max(version) + 1 into next_version from ai.vectorizer_versions where vectorizer_id = vid;
+    select * into m from ai._vectorizer_model(p_model, session_user);
+    select max(ver.version) + 1 into version from ai.vectorizer_versions ver where ver.vectorizer_id = vid;
+    store_table := (select v.name from ai.vectorizers v where v.id = vid) || '_chunks_v' || version;
     insert into ai.vectorizer_versions (vectorizer_id, version, model, chunking, index_spec, dimensions, store_table, status)
-    values (vid, next_version, p_model, p_chunking, p_index, p_dims, p_store, 'building');
-    perform ai._enqueue_all(vid, next_version);
-    return next_version;
+    values (vid, version, p_model, ai._check_chunking(p_chunking), ai._check_index(p_index), m.dimensions,
+            store_table, 'building');
 end $$;
 
 create or replace function ai.alter_vectorizer(name text, model text default null, chunking jsonb default null,
@@ -446,46 +631,41 @@ declare
     v record;
     cur record;
     m record;
-    next_version int;
-    store name;
+    added record;
 begin
     perform ai._check_vectorizer_owner(vid);
     select * into v from ai._vectorizer_info(vid);
     select vv.* into cur from ai.vectorizer_status vv where vv.name = alter_vectorizer.name and vv.status = 'active';
-    m := ai._vectorizer_model(coalesce(model, cur.model));
-    chunking := ai._check_chunking(coalesce(chunking, cur.chunking));
-    index := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || coalesce(index, cur.index_spec);
-    select coalesce(max(s.version), 0) + 1 into next_version from ai._vectorizer_stores(vid) s;
-    store := name || '_chunks_v' || next_version;
-    perform ai._create_store(v.source, v.dest_schema, store, v.key_columns, v.key_types, m.dimensions, index,
-                             coalesce(m.options->>'metric', 'cosine'));
-    return ai._add_version(vid, m.model_id, chunking, index, m.dimensions, store);
+    select * into m from ai._vectorizer_model(coalesce(model, cur.model), current_user);
+    select * into added from ai._add_version(vid, m.model_id, coalesce(chunking, cur.chunking),
+                                             coalesce(index, cur.index_spec));
+    perform ai._create_store(v.source, v.dest_schema, added.store_table, v.key_columns, v.key_types, m.dimensions,
+                             coalesce(index, cur.index_spec), coalesce(m.options->>'metric', 'cosine'));
+    perform ai._enqueue_all(vid, added.version);
+    return added.version;
 end $$;
 
--- Called by a worker when a building version has nothing left in its queue: switch the view to it
--- and drop the old version, in one transaction.
-create or replace function ai._activate_version(vid int, p_version int) returns boolean
+-- For a worker, when a building version has nothing left in its queue: the registry switches to it
+-- and this returns the store table of the version it replaces, which the worker then has the
+-- owner's <name>_vectorizer_activate point the view away from and drop (same transaction).
+-- Returns null when the version is not ready.  Workers only: not executable by others.
+select ai._drop_if_result_differs('ai._activate_version(int, int)', 'name');
+create or replace function ai._activate_version(vid int, p_version int) returns name
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    v ai.vectorizers;
     old record;
-    new_store name;
 begin
-    select * into v from ai.vectorizers where id = vid for update;
-    select store_table into new_store from ai.vectorizer_versions
-    where vectorizer_id = vid and version = p_version and status = 'building';
-    if new_store is null or exists (select 1 from ai.vectorizer_queue
-                                    where vectorizer_id = vid and version = p_version) then
-        return false;
+    perform 1 from ai.vectorizers where id = vid for update;
+    if not exists (select 1 from ai.vectorizer_versions
+                   where vectorizer_id = vid and version = p_version and status = 'building')
+       or exists (select 1 from ai.vectorizer_queue where vectorizer_id = vid and version = p_version) then
+        return null;
     end if;
     select * into old from ai.vectorizer_versions where vectorizer_id = vid and status = 'active';
-    execute format('create or replace view %I.%I as %s', v.dest_schema, v.dest_view,
-                   ai._view_sql(v.dest_schema, new_store, v.key_columns));
     delete from ai.vectorizer_versions where vectorizer_id = vid and version = old.version;
-    execute format('drop table if exists %I.%I', v.dest_schema, old.store_table);
     update ai.vectorizer_versions set status = 'active', activated_at = now()
     where vectorizer_id = vid and version = p_version;
-    return true;
+    return old.store_table;
 end $$;
 
 -- Queue every row again (for example after the model's weights changed); the worker re-embeds.
@@ -519,28 +699,46 @@ begin
     return n;
 end $$;
 
--- Rows embedded so far in a version (each embedded row has a chunk 0).
-create or replace function ai._vectorizer_done(vid int, p_version int) returns bigint
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+-- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
+-- null where the caller cannot read the chunks, or where the table is not the plain table pgmind
+-- made (a view or row security there would run its owner's code in the caller's session).
+drop function if exists ai._vectorizer_done(int, int) cascade;   -- (the status view is made again below)
+create or replace function ai._vectorizer_done(p_schema name, p_store name) returns bigint
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
-    v ai.vectorizers;
-    s name;
+    rel oid := to_regclass(format('%I.%I', p_schema, p_store));
     n bigint;
 begin
-    select * into v from ai.vectorizers where id = vid;
-    select store_table into s from ai.vectorizer_versions where vectorizer_id = vid and version = p_version;
-    if s is null or to_regclass(format('%I.%I', v.dest_schema, s)) is null then
+    if rel is null or not has_table_privilege(rel, 'select')
+       or not exists (select 1 from pg_class where oid = rel and relkind = 'r' and not relrowsecurity
+                      and not relhasrules) then
         return null;
     end if;
-    execute format('select count(*) from %I.%I where chunk_seq = 0', v.dest_schema, s) into n;
+    execute format('select count(*) from only %I.%I where chunk_seq operator(pg_catalog.=) 0', p_schema, p_store)
+        into n;
     return n;
 end $$;
+
+-- The queue and the quarantine: each role sees and changes only the rows of vectorizers whose table
+-- it owns (the generated trigger runs as that owner); workers connect as an administrator.
+alter table ai.vectorizer_queue enable row level security;
+alter table ai._vectorizer_errors enable row level security;
+drop policy if exists vectorizer_queue_owner on ai.vectorizer_queue;
+create policy vectorizer_queue_owner on ai.vectorizer_queue
+    using (ai._owns_vectorizer(vectorizer_id, current_user))
+    with check (ai._owns_vectorizer(vectorizer_id, current_user));
+drop policy if exists vectorizer_errors_owner on ai._vectorizer_errors;
+create policy vectorizer_errors_owner on ai._vectorizer_errors
+    using (ai._owns_vectorizer(vectorizer_id, current_user));
+grant select, insert, update, delete on ai.vectorizer_queue to public;
+grant select, delete on ai._vectorizer_errors to public;
+grant usage on sequence ai.vectorizer_queue_seq to public;
 
 create or replace view ai.vectorizer_status as
 select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_view) as destination,
        ver.version, ver.status, ver.model, ver.chunking, ver.index_spec, ver.dimensions,
        coalesce(q.pending, 0) as pending, coalesce(q.leased, 0) as leased,
-       ai._vectorizer_done(v.id, ver.version) as done,
+       ai._vectorizer_done(v.dest_schema, ver.store_table) as done,
        coalesce(e.errors, 0) as errors,
        q.oldest_pending as lag,
        coalesce(p.rows_last_minute, 0) / 60.0 as rows_per_second,
@@ -572,3 +770,13 @@ select worker_id, hostname, pid, started_at, heartbeat_at, now() - heartbeat_at 
 from ai.vectorizer_workers;
 
 grant select on ai.vectorizer_status, ai.vectorizer_errors, ai.vectorizer_worker_status to public;
+
+-- Vectorizers made by an earlier release get the current owner functions (idempotent).
+do $$
+declare
+    vid int;
+begin
+    for vid in select id from ai.vectorizers loop
+        perform ai._install_owner_functions(vid);
+    end loop;
+end $$;

@@ -2,8 +2,10 @@
 -- side (plpython3u); keyword search alone works anywhere.  Runs with the caller's rights: the
 -- caller must be able to read the chunks (and the source table when filtering).
 
--- The active version's table and model, for a vectorizer the caller can see.
-drop function if exists ai._search_target(text);
+-- The active version's table and model, for a vectorizer the caller can see.  The chunk table must
+-- still be the plain table pgmind made: a view, rules or row security put there by its owner would
+-- run the owner's code in the searcher's session.  (When the OUT columns change, drop it here first.)
+select ai._drop_if_result_differs('ai._search_target(text)', 'record');
 create or replace function ai._search_target(p_name text,
     out vid int, out store text, out source regclass, out model text, out key_json text, out key_cols text,
     out config jsonb, out model_threshold float8, out source_key_cols text)
@@ -17,6 +19,11 @@ begin
       into store, source, model, key_json, key_cols, config, model_threshold, source_key_cols
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
     where v.id = vid;
+    if not exists (select 1 from pg_class c where c.oid = to_regclass(store) and c.relkind = 'r'
+                   and not c.relrowsecurity and not c.relhasrules) then
+        raise exception 'the chunk table % of vectorizer "%" is not the plain table pgmind made', store, p_name
+            using errcode = '55000', hint = 'remove row security or rules from it, or re-create the vectorizer';
+    end if;
 end $$;
 
 -- The words of a question as an OR query (a question is not a conjunction of its words; ranking
