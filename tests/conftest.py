@@ -77,3 +77,42 @@ def sql_error(conn: psycopg.Connection, query: str, params=None) -> psycopg.Erro
     with pytest.raises(psycopg.Error) as info:
         conn.execute(query, params)
     return info.value
+
+
+# -- roles for the adversarial tests (tests/security) ---------------------------------------------
+"""``sec_owner``: a non-superuser who owns a schema, a table and a vectorizer on it; ``sec_nobody``: a
+role granted nothing.  Each has its own connection."""
+
+
+def as_role(dsn: str, role: str) -> psycopg.Connection:
+    return connect(psycopg.conninfo.make_conninfo(dsn, user=role), autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def sec_roles(installed):
+    with connect(installed, autocommit=True) as c:
+        for r in ("sec_owner", "sec_nobody"):
+            c.execute(f"drop owned by {r} cascade" if c.execute(
+                "select 1 from pg_roles where rolname = %s", (r,)).fetchone() else "select 1")
+            c.execute(f"drop role if exists {r}")
+            c.execute(f"create role {r} login")
+        c.execute("drop schema if exists sec_app cascade")
+        c.execute("create schema sec_app authorization sec_owner")
+    yield {"owner": "sec_owner", "nobody": "sec_nobody"}
+    with connect(installed, autocommit=True) as c:
+        c.execute("drop schema if exists sec_app cascade")
+        for r in ("sec_owner", "sec_nobody"):
+            c.execute(f"drop owned by {r} cascade")
+            c.execute(f"drop role {r}")
+
+
+@pytest.fixture
+def owner(installed, sec_roles):
+    with as_role(installed, sec_roles["owner"]) as c:
+        yield c
+
+
+@pytest.fixture
+def nobody(installed, sec_roles):
+    with as_role(installed, sec_roles["nobody"]) as c:
+        yield c

@@ -106,8 +106,8 @@ def test_html_manual_pages(page):
 
 
 @pytest.mark.parametrize("spec,needle", [({"method": "words"}, "unknown chunking method"),
-                                         ({"max_tokens": 4}, "at least 8"),
-                                         ({"max_tokens": 100, "overlap": 60}, "overlap"),
+                                         ({"max_tokens": 4}, "from 8 to 8192"),
+                                         ({"max_tokens": 100, "overlap": 60}, "under half"),
                                          ({"size": 3}, "unknown chunking settings")])
 def test_bad_config(spec, needle):
     with pytest.raises(InvalidRequestError, match=needle):

@@ -300,6 +300,7 @@ class Worker:
                 config = ChunkingConfig.from_json(ver.chunking)
             except PgmindError as e:   # a spec from before the checks: every row of it says why
                 contents, poison = {}, {canon(k): e for k in keys}
+            unread = set(poison)      # rows whose key or content SQL could not read: their chunks stay
             chunks, refused = self.embed(ver, contents, config) if contents else ({}, {})
             poison.update(refused)
         except (PgmindError, psycopg.DatabaseError) as e:
@@ -314,7 +315,7 @@ class Worker:
             result.transient_error = error.message
             self.heartbeat(result)
             return result
-        result = self.write(ver, claimed, contents, chunks, poison)
+        result = self.write(ver, claimed, contents, chunks, poison, unread)
         self.totals.rows += result.rows
         self.totals.chunks += result.chunks
         self.totals.quarantined += result.quarantined
@@ -350,7 +351,7 @@ class Worker:
                     poison[k] = row_error
         return out, poison
 
-    def write(self, ver: Version, claimed, contents, chunks, poison) -> BatchResult:
+    def write(self, ver: Version, claimed, contents, chunks, poison, unread=frozenset()) -> BatchResult:
         """One transaction: keep only the rows still leased to us, replace their chunks (through the
         owner's write function), quarantine the poison rows, and take the rest off the queue."""
         seq_of = {canon(k): seq for k, seq in claimed}
@@ -375,8 +376,9 @@ class Worker:
                     vectors.append(vec)
                 result.rows += 1
             result.chunks = len(keys)
+            remove = [Jsonb(k) for k, _ in owned if canon(k) not in unread]
             self._owner_call(ver, ver.write_fn, "select {fn}(%s, %s::jsonb[], %s::jsonb[], %s::int[], %s::text[], %s)",
-                             (ver.store_table, [Jsonb(k) for k, _ in owned], keys, seqs, texts, vectors))
+                             (ver.store_table, remove, keys, seqs, texts, vectors))
             done, requeue, bad = [], [], []
             for k, seq in owned:
                 ck = canon(k)

@@ -369,7 +369,9 @@ declare
     unknown text;
     hint text := 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}';
 begin
-    chunking := coalesce(chunking, '{}');
+    if chunking is null or jsonb_typeof(chunking) = 'null' then
+        chunking := '{}';
+    end if;
     if jsonb_typeof(chunking) <> 'object' then
         raise exception 'chunking must be a JSON object, got %', jsonb_typeof(chunking)
             using errcode = '22023', hint = hint;
@@ -408,7 +410,9 @@ declare
     unknown text;
     hint text := 'e.g. {"type": "hnsw", "m": 16, "ef_construction": 64} or {"type": "ivfflat", "lists": 100}';
 begin
-    index_spec := coalesce(index_spec, '{}');
+    if index_spec is null or jsonb_typeof(index_spec) = 'null' then
+        index_spec := '{}';
+    end if;
     if jsonb_typeof(index_spec) <> 'object' then
         raise exception 'index must be a JSON object, got %', jsonb_typeof(index_spec) using errcode = '22023', hint = hint;
     end if;
