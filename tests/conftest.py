@@ -50,6 +50,9 @@ def dsn(settings, cluster):
 def installed(settings, dsn):
     with connect(dsn, register_vector=False) as conn:
         install(conn, server_url=settings.effective_server_url, server_token=settings.server_token(create=True))
+        # the provider stand-ins listen on loopback (tests/security checks what this allows and refuses)
+        conn.execute("select ai.allow_outbound('127.0.0.1')")
+        conn.commit()
     return dsn
 
 
@@ -62,7 +65,8 @@ def conn(installed):
 @pytest.fixture(scope="session")
 def server(settings, installed):
     # no vectorizer worker inside: the tests run the workers they study themselves
-    proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123"}, args=("--no-worker",))
+    proc = start_server(settings, {"PROVIDER_TEST_KEY": "sk-from-env-123",
+                                   "PGMIND_SECRET_ENV": "OPENAI_API_KEY,PROVIDER_TEST_KEY"}, args=("--no-worker",))
     yield settings.effective_server_url
     stop_server(proc)
 

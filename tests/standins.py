@@ -30,6 +30,7 @@ class StandIn:
         self.dim = dim
         self.requests: list[dict] = []
         self.script: dict[str, list[str]] = {}
+        self.default: dict[str, str] = {}      # the behaviour when the script for a path is used up
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,7 +44,7 @@ class StandIn:
                 body = json.loads(self.rfile.read(length) or b"null")
                 owner.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
                 queue = owner.script.get(self.path)
-                behaviour = queue.pop(0) if queue else "ok"
+                behaviour = queue.pop(0) if queue else owner.default.get(self.path, "ok")
                 if behaviour == "slow":
                     time.sleep(3)
                 if behaviour == "429":
@@ -54,6 +55,16 @@ class StandIn:
                 if behaviour == "401":
                     return self._send(401, {"error": {"message": "Incorrect API key provided",
                                                       "type": "invalid_request_error"}})
+                if behaviour == "echo401":     # a provider that quotes the key it was sent
+                    return self._send(401, {"error": {"message": "Incorrect API key provided: "
+                                                                 + self.headers.get("Authorization", ""),
+                                                      "type": "invalid_request_error"}})
+                if behaviour == "refuse-long":   # 400 for a batch with a text over 200 characters
+                    texts = body.get("input") if isinstance(body, dict) else None
+                    if isinstance(texts, list) and any(len(t) > 200 for t in texts):
+                        i = next(i for i, t in enumerate(texts) if len(t) > 200)
+                        return self._send(400, {"error": {"message": f"input {i} is too long",
+                                                          "type": "invalid_request_error"}})
                 if behaviour == "garbage":
                     return self._send_raw(200, b"<html>not json</html>", "text/html")
                 handler = {"/v1/embeddings": owner.openai_embeddings,

@@ -29,6 +29,17 @@ class Settings:
     log_payloads: bool = False           # ai.call_log stores no payloads unless asked
     request_timeout: float = 60.0        # seconds, for remote providers
     max_retries: int = 3
+    search_timeout: float = 30.0         # seconds, for /v1/search and /v1/ask's retrieval
+    max_body_mb: float = 16.0            # the largest request body the model server reads
+    max_inputs: int = 2048               # texts in one embedding request
+    max_input_chars: int = 200_000       # characters in one text
+    public_metrics: bool = False         # /metrics without a credential (for a Prometheus on loopback)
+    # environment variables a model registered with {"author_type": "env"} may read (comma-separated)
+    secret_env: str = "OPENAI_API_KEY,DASHSCOPE_API_KEY"
+
+    @property
+    def secret_env_names(self) -> frozenset[str]:
+        return frozenset(n.strip() for n in self.secret_env.split(",") if n.strip())
 
     @property
     def data_dir(self) -> Path:
@@ -77,7 +88,9 @@ _ENV = {
     "server_url": "PGMIND_SERVER_URL", "token": "PGMIND_TOKEN", "cache_dir": "PGMIND_CACHE_DIR",
     "batch_wait_ms": "PGMIND_BATCH_WAIT_MS", "max_batch_size": "PGMIND_MAX_BATCH_SIZE",
     "log_payloads": "PGMIND_LOG_PAYLOADS", "request_timeout": "PGMIND_REQUEST_TIMEOUT",
-    "max_retries": "PGMIND_MAX_RETRIES",
+    "max_retries": "PGMIND_MAX_RETRIES", "search_timeout": "PGMIND_SEARCH_TIMEOUT",
+    "max_body_mb": "PGMIND_MAX_BODY_MB", "max_inputs": "PGMIND_MAX_INPUTS", "max_input_chars": "PGMIND_MAX_INPUT_CHARS",
+    "public_metrics": "PGMIND_PUBLIC_METRICS", "secret_env": "PGMIND_SECRET_ENV",
 }
 
 

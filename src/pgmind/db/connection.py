@@ -5,7 +5,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..config import Settings
-from ..errors import DatabaseError, InvalidRequestError, PgmindError, UnknownModelError
+from ..errors import (DatabaseError, InvalidRequestError, PermissionDeniedError, PgmindError, ProviderTimeoutError,
+                      UnknownModelError)
 
 
 def resolve_dsn(settings: Settings) -> str:
@@ -46,13 +47,15 @@ def connect(dsn: str, *, application_name: str = "pgmind", autocommit: bool = Fa
     return conn
 
 
-# SQLSTATEs our SQL functions raise that have a class of their own (an HTTP status, for one)
-_ERROR_CLASSES = {"42704": UnknownModelError, "22023": InvalidRequestError}
+# SQLSTATEs with a class of their own (an HTTP status, for one); then whole SQLSTATE classes
+_ERROR_CLASSES = {"42704": UnknownModelError, "42501": PermissionDeniedError, "57014": ProviderTimeoutError}
+_ERROR_FAMILIES = {"22": InvalidRequestError, "42": InvalidRequestError, "23": InvalidRequestError}
 
 
 def from_sql_error(e: psycopg.Error) -> PgmindError:
     """A server error as the library's error: its message, hint and SQLSTATE kept."""
-    cls = _ERROR_CLASSES.get(e.sqlstate or "", PgmindError)
+    state = e.sqlstate or ""
+    cls = _ERROR_CLASSES.get(state) or _ERROR_FAMILIES.get(state[:2], PgmindError)
     err = cls(e.diag.message_primary or str(e), hint=e.diag.message_hint)
     err.sqlstate = e.sqlstate or err.sqlstate
     return err

@@ -1,7 +1,9 @@
 """Provider base classes: one required method each; validation, ordering and batching live here once."""
 from __future__ import annotations
 
+import math
 import re
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
@@ -19,6 +21,22 @@ def estimate_tokens(text: str) -> int:
     about four characters per token otherwise."""
     cjk = len(_CJK.findall(text))
     return cjk + (len(text) - cjk + 3) // 4
+
+
+def check_text(value, where: str, max_chars: int | None = None) -> str:
+    """A text that can travel on: a str, valid UTF-8 (no lone surrogate, which JSON's \\ud800 escapes
+    can carry and tokenizers and PostgreSQL choke on), and not over the length limit."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{where} is not a text", hint="send strings")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidRequestError(f"{where} has a lone surrogate (U+{ord(value[e.start]):04X}) at position {e.start}",
+                                  hint="send valid Unicode: a surrogate pair, not half of one") from None
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidRequestError(f"{where} has {len(value)} characters; the limit is {max_chars}",
+                                  hint="split it (a vectorizer chunks for you); PGMIND_MAX_INPUT_CHARS sets the limit")
+    return value
 
 
 def normalize_input_type(value: str | None) -> str:
@@ -81,6 +99,7 @@ class LocalEmbeddingModel(ABC):
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 raise InvalidRequestError(f"input {i} is not a string", hint="send texts, not token ids")
+            check_text(t, f"input {i}")
             if not t.strip():
                 raise InvalidRequestError(f"input {i} is empty",
                                           hint="pass NULL to get NULL, or filter out empty texts")
@@ -134,11 +153,19 @@ class LocalChatModel(ABC):
     def stream(self, messages: list[dict], options: dict) -> Iterator[ChatDelta]:
         """Yield the answer piece by piece; the last delta has finish_reason and usage."""
 
-    def chat(self, messages: list[dict], options: dict) -> ChatResult:
+    def chat(self, messages: list[dict], options: dict, cancel: threading.Event | None = None) -> ChatResult:
+        """The whole answer.  ``cancel`` set (the caller went away) stops the generation early."""
         parts, last = [], ChatDelta()
-        for delta in self.stream(messages, options):
-            parts.append(delta.content)
-            last = delta
+        stream = self.stream(messages, options)
+        try:
+            for delta in stream:
+                parts.append(delta.content)
+                last = delta
+                if cancel is not None and cancel.is_set():
+                    last = ChatDelta("", "cancelled")
+                    break
+        finally:
+            stream.close()     # ends the model's generation now, not when it would have finished
         return ChatResult("".join(parts), last.finish_reason or "stop", last.input_tokens or 0,
                           last.output_tokens or 0)
 
@@ -177,7 +204,13 @@ def check_chat_options(options: dict) -> dict:
             raise InvalidRequestError(f"option {key} must be a number, got {value!r}")
         if typ is int and int(value) != value:
             raise InvalidRequestError(f"option {key} must be an integer, got {value!r}")
+        if typ in (float, int) and not math.isfinite(value):
+            raise InvalidRequestError(f"option {key} must be a finite number, got {value!r}")
         out[key] = typ(value) if typ in (float, int) else value
+    stop = out.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (isinstance(stop, list) and len(stop) <= 16
+                                                           and all(isinstance(x, str) for x in stop))):
+        raise InvalidRequestError(f"option stop must be a text or a list of up to 16 texts, got {stop!r}"[:200])
     if "max_tokens" in out and out["max_tokens"] < 1:
         raise InvalidRequestError("option max_tokens must be at least 1")
     return out
@@ -194,8 +227,10 @@ def check_messages(messages) -> list[dict]:
                                       hint="role is one of system, user, assistant, tool")
         content = m.get("content")
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            content = "".join(p.get("text", "") for p in content
+                              if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
         if not isinstance(content, str):
             raise InvalidRequestError(f"message {i} has no text content", hint='each message needs "content": "<text>"')
+        check_text(content, f"message {i}")
         out.append({"role": m["role"], "content": content})
     return out

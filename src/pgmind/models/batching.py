@@ -10,7 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import PgmindError
+from ..errors import InvalidRequestError, PgmindError
 from .base import Embeddings, LocalEmbeddingModel
 
 
@@ -65,7 +65,12 @@ class EmbeddingBatcher:
             for req in batch:
                 groups.setdefault((req.input_type, req.truncate), []).append(req)
             for (input_type, truncate), reqs in groups.items():
-                results = await loop.run_in_executor(self._executor, self._embed_group, reqs, input_type, truncate)
+                try:
+                    results = await loop.run_in_executor(self._executor, self._embed_group, reqs, input_type,
+                                                         truncate)
+                except Exception as e:  # noqa: BLE001 - never let one batch end the loop every caller waits on
+                    err = PgmindError(f"the model failed: {type(e).__name__}")
+                    results = [err] * len(reqs)
                 for req, result in zip(reqs, results):
                     if req.future.done():          # the caller went away
                         continue
@@ -83,6 +88,9 @@ class EmbeddingBatcher:
                 checked, tokens = self.model.check(req.texts, truncate)
             except PgmindError as e:
                 results[i] = e
+                continue
+            except Exception as e:  # noqa: BLE001 - a tokenizer that chokes on one input fails that request
+                results[i] = InvalidRequestError(f"the model cannot read this input: {type(e).__name__}")
                 continue
             good.append((i, len(checked), tokens))
             texts.extend(checked)

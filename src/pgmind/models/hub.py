@@ -51,7 +51,7 @@ def load_local_chat(spec: ModelSpec, settings: Settings) -> LocalChatModel:
 class ModelHub:
     def __init__(self, settings: Settings, transport: Transport | None = None, on_batch=None):
         self.settings = settings
-        self.transport = transport or Transport()
+        self.transport = transport or Transport(secret_env=settings.secret_env_names)
         self._local: dict[tuple, object] = {}
         self._load_lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
@@ -134,7 +134,7 @@ class ModelHub:
             raise InvalidRequestError(f"rerank through provider {spec.provider} is not supported",
                                       hint="use a local cross-encoder, or an OpenAI-compatible server with /rerank")
         from .transport import Endpoint, field
-        ep = Endpoint((spec.url or "").rstrip("/") + "/rerank", spec.auth_headers(),
+        ep = Endpoint((spec.url or "").rstrip("/") + "/rerank", spec.auth_headers(self.transport.secret_env),
                       spec.timeout or self.settings.request_timeout, self.settings.max_retries)
         data = await self.transport.post_json(ep, {"model": spec.model_name, "query": query, "documents": documents})
         scores = [0.0] * len(documents)
@@ -147,11 +147,13 @@ class ModelHub:
             raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not a chat model",
                                       hint="pick a chat model from `pgmind models list`")
 
-    async def chat(self, spec: ModelSpec, messages: list[dict], options: dict) -> ChatResult:
+    async def chat(self, spec: ModelSpec, messages: list[dict], options: dict,
+                   cancel: threading.Event | None = None) -> ChatResult:
         self._check_chat(spec)
         if spec.provider == "pgmind":
             model: LocalChatModel = await self.local(spec)
-            return await asyncio.get_running_loop().run_in_executor(self._chat_executor, model.chat, messages, options)
+            return await asyncio.get_running_loop().run_in_executor(self._chat_executor, model.chat, messages, options,
+                                                                    cancel)
         return await self.remote(spec).chat(messages, options)
 
     async def chat_stream(self, spec: ModelSpec, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
@@ -164,20 +166,28 @@ class ModelHub:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
+        cancel = threading.Event()      # set when the consumer goes away: the generation stops
 
         def produce():
             try:
-                for delta in model.stream(messages, options):
+                stream = model.stream(messages, options)
+                for delta in stream:
+                    if cancel.is_set():
+                        stream.close()
+                        break
                     loop.call_soon_threadsafe(queue.put_nowait, delta)
             except BaseException as e:  # handed to the consumer, which raises it
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
         loop.run_in_executor(self._chat_executor, produce)
-        while (item := await queue.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := await queue.get()) is not done:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            cancel.set()
 
     async def aclose(self) -> None:
         for obj in self._local.values():

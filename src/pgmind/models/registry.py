@@ -25,6 +25,8 @@ class Registry:
         self.ttl = ttl
         self._specs: dict[str, tuple[float, ModelSpec | None]] = {}
         self._grants: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._keys: dict[str, tuple[float, str | None]] = {}
+        self.on_change: list = []          # more caches to drop on every registry change
 
     async def get(self, model_id: str) -> ModelSpec:
         if not isinstance(model_id, str) or not model_id:
@@ -56,6 +58,20 @@ class Registry:
         self._grants[key] = (now, ok)
         return ok
 
+    async def api_key_role(self, key: str) -> str | None:
+        """The role of an active API key, or None.  Cached by the key's hash, like the grants."""
+        import hashlib
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        hit = self._keys.get(digest)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(
+                "select role_name from ai.api_keys where key_sha256 = %s and revoked_at is null", (digest,))).fetchone()
+        self._keys[digest] = (now, row[0] if row else None)
+        return self._keys[digest][1]
+
     async def list(self) -> list[ModelSpec]:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(SPEC_QUERY.replace("where r.model_id = %s", "order by r.model_id"))).fetchall()
@@ -64,6 +80,9 @@ class Registry:
     def forget(self) -> None:
         self._specs.clear()
         self._grants.clear()
+        self._keys.clear()
+        for forget in self.on_change:
+            forget()
 
     async def listen(self, dsn: str) -> None:
         """Drops the cache on every registry change; reconnects if the connection is lost."""

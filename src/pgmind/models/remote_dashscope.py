@@ -24,7 +24,7 @@ class _DashScopeBase:
         self.max_retries = max_retries
 
     def endpoint(self, path: str, stream: bool = False) -> Endpoint:
-        headers = dict(self.spec.auth_headers())
+        headers = dict(self.spec.auth_headers(self.transport.secret_env))
         if stream:
             headers["X-DashScope-SSE"] = "enable"
         return Endpoint(self.base + path, headers, self.timeout, self.max_retries)

@@ -18,7 +18,7 @@ class _OpenAIBase:
         self.max_retries = max_retries
 
     def endpoint(self, path: str) -> Endpoint:
-        return Endpoint(self.base + path, {**self.spec.auth_headers(), **self.spec.options.get("headers", {})},
+        return Endpoint(self.base + path, {**self.spec.auth_headers(self.transport.secret_env), **self.spec.options.get("headers", {})},
                         self.timeout, self.max_retries)
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Collection
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PermissionDeniedError
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,18 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
     dimensions: int | None = None
 
-    def auth_headers(self) -> dict:
+    def auth_headers(self, allowed_env: Collection[str] = ()) -> dict:
         """The authentication header for the provider: a stored token, or an environment variable
-        of this (the model server's) process."""
+        of this (the model server's) process, if it is one the operator lends to models
+        (PGMIND_SECRET_ENV): a registration must not read whatever the environment holds."""
         kind = self.auth.get("author_type", "none")
         if kind == "token":
             token = self.secret
         elif kind == "env":
+            if self.auth["env"] not in allowed_env:
+                raise PermissionDeniedError(
+                    f"model {self.model_id} takes its key from ${self.auth['env']}, which the model server does not "
+                    "lend to models", hint=f"the operator can add {self.auth['env']} to PGMIND_SECRET_ENV")
             token = os.environ.get(self.auth["env"])
             if not token:
                 raise ConfigError(f"model {self.model_id} takes its key from ${self.auth['env']}, "

@@ -12,6 +12,7 @@ from typing import AsyncIterator
 import httpx
 
 from ..errors import ProviderError, ProviderResponseError, ProviderTimeoutError
+from .outbound import redact
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -53,10 +54,13 @@ def _error_message(resp: httpx.Response) -> str:
 
 
 class Transport:
-    """One shared async HTTP client."""
+    """One shared async HTTP client.  ``policy`` (an OutboundPolicy) checks every URL before it is
+    called; ``secret_env`` names the environment variables registrations may take keys from."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None):
+    def __init__(self, client: httpx.AsyncClient | None = None, *, policy=None, secret_env=frozenset()):
         self._client = client
+        self.policy = policy
+        self.secret_env = frozenset(secret_env)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -77,11 +81,13 @@ class Transport:
             hint = "check the model's URL and name"
         elif status == 429:
             hint = "the provider is rate-limiting: retry later or lower the request rate"
-        return ProviderError(f"{_host(ep.url)} answered HTTP {status}: {_error_message(resp)}", status=status,
+        return ProviderError(f"{_host(ep.url)} answered HTTP {status}: {_safe_message(resp, ep)}", status=status,
                              retryable=status in RETRYABLE_STATUS, retry_after=_retry_after(resp), hint=hint)
 
     async def _send(self, ep: Endpoint, body: dict, stream: bool):
         """Sends with retries; returns an httpx.Response (for stream=True, open and unread)."""
+        if self.policy is not None:
+            await self.policy.check(ep.url)
         attempt = 0
         while True:
             try:
@@ -111,7 +117,7 @@ class Transport:
             data = resp.json()
         except ValueError:
             raise ProviderResponseError(f"{_host(ep.url)} answered with something that is not JSON: "
-                                        f"{resp.text[:200]!r}") from None
+                                        f"{redact(resp.text[:200], list(ep.headers.values()))!r}") from None
         if not isinstance(data, dict):
             raise ProviderResponseError(f"{_host(ep.url)} answered JSON that is not an object")
         return data
@@ -132,6 +138,11 @@ class Transport:
                     raise ProviderResponseError(f"{_host(ep.url)} streamed an event that is not JSON") from None
         finally:
             await resp.aclose()
+
+
+def _safe_message(resp: httpx.Response, ep: Endpoint) -> str:
+    """The provider's message without the secrets we sent it (some providers echo the key)."""
+    return redact(_error_message(resp), list(ep.headers.values()))
 
 
 def _host(url: str) -> str:

@@ -3,13 +3,15 @@ log, mounts one router per protocol, and turns library errors into each protocol
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import generate_latest
 from psycopg_pool import AsyncConnectionPool
 
@@ -18,13 +20,57 @@ from ..config import Settings
 from ..db.connection import resolve_dsn
 from ..errors import InvalidRequestError, PgmindError
 from ..models.hub import ModelHub
+from ..models.outbound import OutboundPolicy
 from ..models.registry import Registry
 from . import dashscope_api, openai_api, pgmind_api, search_api
 from .call_log import CallLog
+from .deps import ClientGone, authenticate
 from .metrics import BATCH_SIZE, REGISTRY, VECTORIZER_QUERY, set_vectorizer_gauges
 from .service import ModelService
 
 log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit (413) before they are read into memory, whether the
+    client sends Content-Length or streams the body chunked."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._too_large(send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return message
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send):
+        err = PgmindError(f"the request body is over {self.max_bytes // (1024 * 1024)} MB",
+                          hint="send fewer or shorter inputs per request (PGMIND_MAX_BODY_MB sets the limit)")
+        body = json.dumps({"error": {**err.to_dict()["error"], "type": "invalid_request_error",
+                                     "code": "request_too_large"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def create_app(settings: Settings, token: str) -> FastAPI:
@@ -37,6 +83,12 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         call_log.start()
         hub = ModelHub(settings, on_batch=lambda model, n: BATCH_SIZE.labels(model).observe(n))
         registry = Registry(pool)
+
+        async def allowed_hosts() -> list[str]:
+            async with pool.connection() as conn:
+                return [r[0] for r in await (await conn.execute("select pattern from ai.outbound_allow")).fetchall()]
+        hub.transport.policy = OutboundPolicy(allowed_hosts)
+        registry.on_change.append(hub.transport.policy.forget)
         listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
         app.state.pool = pool
@@ -48,10 +100,14 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             await hub.aclose()
             await pool.close()
 
-    app = FastAPI(title="pgmind model server", version=__version__, lifespan=lifespan,
+    # /docs and /openapi.json are not open: the schema lists every route (see the authenticated
+    # /openapi.json below, and docs/http.md)
+    app = FastAPI(title="pgmind model server", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None,
                   description="Local and remote models behind the OpenAI, DashScope and pgmind protocols.")
     app.state.token = token
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=int(settings.max_body_mb * 1024 * 1024))
 
     @app.exception_handler(PgmindError)
     async def pgmind_error(request: Request, exc: PgmindError):
@@ -66,11 +122,27 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         return await pgmind_error(request, InvalidRequestError(f"invalid request: {problems}",
                                                                 hint="see the OpenAPI spec at /docs"))
 
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, exc: ClientGone):
+        return Response(status_code=499)     # nginx's "client closed request": nobody reads it
+
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
-        err = PgmindError(f"internal error: {type(exc).__name__}: {exc}", hint="see the model server's log")
+        # (the exception's text can hold anything, a provider's echo of a key included: it goes to the log)
+        err = PgmindError(f"internal error ({type(exc).__name__})", hint="see the model server's log")
         return JSONResponse(err.to_dict(), status_code=500)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        """Unknown routes and wrong methods in the protocols' error shape, not FastAPI's."""
+        cls = InvalidRequestError
+        err = cls(f"{request.method} {request.url.path}: {exc.detail}",
+                  hint="see docs/http.md for the routes the model server has")
+        return await pgmind_error(request, err) if exc.status_code == 400 else JSONResponse(
+            {"error": {**err.to_dict()["error"], "type": "invalid_request_error",
+                       "code": "not_found" if exc.status_code == 404 else str(exc.status_code)}},
+            status_code=exc.status_code)
 
     @app.get("/health", tags=["ops"])
     async def health(request: Request):
@@ -78,8 +150,14 @@ def create_app(settings: Settings, token: str) -> FastAPI:
             await conn.execute("select 1")
         return {"status": "ok", "version": __version__}
 
+    @app.get("/openapi.json", tags=["ops"], include_in_schema=False, dependencies=[Depends(authenticate)])
+    async def openapi_schema():
+        return app.openapi()
+
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics(request: Request):
+        if not settings.public_metrics:      # model ids and vectorizer names are not for everyone
+            await authenticate(request)
         try:
             async with request.app.state.pool.connection() as conn:
                 set_vectorizer_gauges(await (await conn.execute(VECTORIZER_QUERY)).fetchall())

@@ -22,7 +22,7 @@ async def text_embedding(request: Request):
         texts = [texts]
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidRequestError("input.texts must be a non-empty list of texts")
-    params = body.get("parameters") or {}
+    params = _parameters(body)
     spec, result = await service(request).embed(body.get("model"), texts, caller(request, "dashscope-api"),
                                                 params.get("text_type") or "document")
     dim = params.get("dimension")
@@ -32,6 +32,13 @@ async def text_embedding(request: Request):
     return json_response({"output": {"embeddings": [{"text_index": i, "embedding": v}
                                                     for i, v in enumerate(result.vectors.tolist())]},
                           "usage": {"total_tokens": result.input_tokens}, "request_id": str(uuid.uuid4())})
+
+
+def _parameters(body: dict) -> dict:
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidRequestError("parameters must be an object", hint='e.g. {"result_format": "message"}')
+    return params
 
 
 def _messages(body: dict) -> list:
@@ -56,7 +63,7 @@ def _options(params: dict) -> dict:
 @router.post("/api/v1/services/aigc/text-generation/generation", tags=["dashscope"])
 async def generation(request: Request):
     body = await json_body(request)
-    params = body.get("parameters") or {}
+    params = _parameters(body)
     message_format = params.get("result_format") == "message" or bool((body.get("input") or {}).get("messages"))
     rid = str(uuid.uuid4())
     svc, who = service(request), caller(request, "dashscope-api")

@@ -1,13 +1,30 @@
-"""Request plumbing shared by the protocol modules: the token check, the caller, JSON bodies."""
+"""Request plumbing shared by the protocol modules: who is calling, JSON bodies.
+
+Two kinds of credential (docs/security.md):
+- the server's own token (``server.token``, shared with the database by ``pgmind install``): the
+  database and the operator.  Only requests with it may say which database role they act for
+  (``X-Pgmind-Caller``, from the SQL functions); without that header they act as the operator.
+- API keys (``ai.create_api_key(role)``): an HTTP user, who acts as the key's role, whatever the
+  headers say, so the role's model grants apply to SDK users too."""
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
+import threading
+import urllib.parse
+from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from ..errors import AuthenticationError, InvalidRequestError
+from ..errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from .service import Caller, ModelService
+
+
+@dataclass(frozen=True)
+class Principal:
+    internal: bool          # the server's own token
+    role: str | None        # the API key's role (None for the server's token)
 
 
 def service(request: Request) -> ModelService:
@@ -16,17 +33,60 @@ def service(request: Request) -> ModelService:
 
 async def authenticate(request: Request) -> None:
     """async, so FastAPI does not hand it to a thread pool on every request."""
-    expected = request.app.state.token
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given or not secrets.compare_digest(given.strip(), expected):
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
         raise AuthenticationError("missing or wrong bearer token" if header else "no Authorization header")
+    if secrets.compare_digest(given.encode(), request.app.state.token.encode()):
+        request.state.principal = Principal(True, None)
+        return
+    role = await service(request).registry.api_key_role(given)
+    if role is None:
+        raise AuthenticationError("missing or wrong bearer token")
+    request.state.principal = Principal(False, role)
+
+
+async def internal_only(request: Request) -> None:
+    """Routes the database itself uses (probe, call): the server's token only."""
+    await authenticate(request)
+    if not request.state.principal.internal:
+        raise PermissionDeniedError("this route is for the database's own calls",
+                                    hint="use the OpenAI or DashScope routes with an API key")
 
 
 def caller(request: Request, client: str) -> Caller:
-    """Calls from SQL name their database role; the server then enforces that role's model grants."""
+    """The database role the request acts for: an API key's role, or, with the server's own token,
+    the role the SQL functions name (percent-encoded, so any role name travels in a header)."""
+    principal: Principal = request.state.principal
+    if not principal.internal:
+        return Caller(principal.role, client)
     role = request.headers.get("x-pgmind-caller") or None
+    if role is not None:
+        role = urllib.parse.unquote(role, errors="strict")
     return Caller(role, request.headers.get("x-pgmind-client") or client)
+
+
+async def while_connected(request: Request, work):
+    """Runs ``work(cancel)`` (a coroutine function taking a threading.Event); when the client goes
+    away (a cancelled SQL statement closes its connection), sets the event, so a local model stops
+    generating for nobody, and gives up on the result."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(work(cancel))
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=0.25)
+            if not task.done() and await request.is_disconnected():
+                cancel.set()
+                task.cancel()
+                raise ClientGone()
+        return task.result()
+    finally:
+        cancel.set() if not task.done() else None
+
+
+class ClientGone(Exception):
+    """The client closed the connection: nothing to answer."""
 
 
 def json_response(obj) -> Response:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError
-from .deps import authenticate, caller, json_body, json_response, service
+from .deps import authenticate, caller, json_body, json_response, service, while_connected
 from .service import vectors_to_base64
 
 router = APIRouter(dependencies=[Depends(authenticate)])
@@ -61,14 +61,18 @@ async def chat_completions(request: Request):
     who = caller(request, "openai-api")
     cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
     if not body.get("stream"):
-        spec, result = await svc.chat(body.get("model"), body.get("messages"), _options(body), who)
+        spec, result = await while_connected(
+            request, lambda cancel: svc.chat(body.get("model"), body.get("messages"), _options(body), who, cancel))
         return {"id": cid, "object": "chat.completion", "created": created, "model": spec.model_id,
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": result.content},
                              "finish_reason": result.finish_reason, "logprobs": None}],
                 "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
                           "total_tokens": result.input_tokens + result.output_tokens}}
     spec, deltas = await svc.chat_stream(body.get("model"), body.get("messages"), _options(body), who)
-    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequestError("stream_options must be an object", hint='e.g. {"include_usage": true}')
+    include_usage = bool(stream_options.get("include_usage"))
 
     def chunk(delta: dict, finish=None, usage=None) -> str:
         obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": spec.model_id,

@@ -6,12 +6,12 @@ from fastapi import APIRouter, Depends, Request
 
 from ..errors import InvalidRequestError
 from ..models.spec import ModelSpec
-from .deps import authenticate, caller, json_body, json_response, service
+from .deps import authenticate, caller, internal_only, json_body, json_response, service
 
-router = APIRouter(dependencies=[Depends(authenticate)])
+router = APIRouter()
 
 
-@router.post("/pgmind/v1/probe", tags=["pgmind"], include_in_schema=False)
+@router.post("/pgmind/v1/probe", tags=["pgmind"], include_in_schema=False, dependencies=[Depends(internal_only)])
 async def probe(request: Request):
     body = await json_body(request)
     try:
@@ -23,7 +23,7 @@ async def probe(request: Request):
     return await service(request).probe(spec)
 
 
-@router.post("/pgmind/v1/call", tags=["pgmind"])
+@router.post("/pgmind/v1/call", tags=["pgmind"], dependencies=[Depends(internal_only)])
 async def call(request: Request):
     body = await json_body(request)
     if "body" not in body:
@@ -32,7 +32,7 @@ async def call(request: Request):
                                                      caller(request, "sql")))
 
 
-@router.post("/v1/rerank", tags=["pgmind"])
+@router.post("/v1/rerank", tags=["pgmind"], dependencies=[Depends(authenticate)])
 async def rerank(request: Request):
     """Cohere/Jina-style rerank: {model, query, documents, top_n} → {results: [{index, relevance_score}]}."""
     body = await json_body(request)

@@ -1,5 +1,10 @@
 """Knowledge-base routes: /v1/search and /v1/ask (streaming with server-sent events).
-Retrieval and the prompt come from SQL (ai.search, ai.rag_prompt), generation from the model hub."""
+Retrieval and the prompt come from SQL (ai.search, ai.rag_prompt), generation from the model hub.
+
+The SQL runs as the caller's database role (SET LOCAL ROLE, in a transaction that is always rolled
+back), and no text of the caller's becomes SQL: a filter here is a JSON object of column → value
+(or → list of values), turned into a condition with quoted identifiers and literals.  (SQL callers
+of ai.search write SQL filters, which run with their own rights.)"""
 from __future__ import annotations
 
 import json
@@ -9,8 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from psycopg import sql
+
 from ..db.connection import from_sql_error
-from ..errors import PgmindError
+from ..errors import InvalidRequestError, PgmindError
 from .deps import authenticate, caller, json_response, service
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
@@ -21,7 +28,8 @@ class SearchRequest(BaseModel):
     query: str
     k: int = Field(10, ge=1, le=1000)
     mode: str = Field("hybrid", description="vector, keyword or hybrid")
-    filter: str | None = Field(None, description="A SQL condition on the source table's columns.")
+    filter: dict[str, str | int | float | bool | list[str | int | float] | None] | None = Field(
+        None, description='Source-table columns and the values they must have: {"lang": "zh", "id": [1, 2]}.')
 
 
 class AskRequest(BaseModel):
@@ -30,14 +38,53 @@ class AskRequest(BaseModel):
     k: int | None = Field(None, ge=1, le=100)
     model: str | None = Field(None, description="The chat model (default: the knowledge base's).")
     threshold: float | None = None
-    filter: str | None = None
+    filter: dict[str, str | int | float | bool | list[str | int | float] | None] | None = None
     stream: bool = False
 
 
-async def _query(request: Request, query: str, params) -> list:
+def filter_sql(spec: dict | None) -> str | None:
+    """A structured filter as a SQL condition on the source table (alias s): identifiers and
+    literals quoted by psycopg, conditions joined with AND."""
+    if not spec:
+        return None
+    parts = []
+    for column, value in spec.items():
+        if not column or len(column) > 63 or "\x00" in column:
+            raise InvalidRequestError(f"invalid filter column {column!r}", hint="use the source table's column names")
+        col = sql.Identifier("s", column)
+        if value is None:
+            parts.append(sql.SQL("{} is null").format(col))
+        elif isinstance(value, list):
+            if not value or len(value) > 1000:
+                raise InvalidRequestError("a filter list holds 1 to 1000 values")
+            parts.append(sql.SQL("{}::text = any({})").format(col, sql.Literal([str(v) for v in value])))
+        else:
+            parts.append(sql.SQL("{}::text = {}").format(col, sql.Literal(str(value).lower() if isinstance(value, bool)
+                                                                         else str(value))))
+    return sql.SQL(" and ").join(parts).as_string(None)
+
+
+async def _query(request: Request, query: str, params, name: str, has_filter: bool) -> list:
+    """Runs as the caller's role (or the operator's, for the server's own token without a caller),
+    read-only, with a statement timeout, always rolled back."""
+    who = caller(request, "pgmind-api")
+    timeout_ms = int(request.app.state.settings.search_timeout * 1000)
     try:
         async with request.app.state.pool.connection() as conn:
-            return await (await conn.execute(query, params)).fetchall()
+            async with conn.transaction(force_rollback=True):
+                await conn.execute(f"set local statement_timeout = {timeout_ms}")
+                if has_filter:
+                    # a filter reads the source table; row security there is its owner's code, which
+                    # must not run in this session (its session user is the server's, not the caller)
+                    rls = await (await conn.execute(
+                        "select c.relrowsecurity from pg_class c where c.oid = (ai._search_target(%s)).source",
+                        (name,))).fetchone()
+                    if rls and rls[0]:
+                        raise InvalidRequestError("filters over HTTP are not available for a table with row security",
+                                                  hint="search without a filter, or call ai.search from SQL")
+                if who.role:
+                    await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
+                return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
         raise from_sql_error(e) from None
 
@@ -46,7 +93,7 @@ async def _query(request: Request, query: str, params) -> list:
 async def search(request: Request, body: SearchRequest):
     rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                                   "from ai.search(%s, %s, k => %s, mode => %s, filter => %s)",
-                        (body.name, body.query, body.k, body.mode, body.filter))
+                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name, bool(body.filter))
     keys = ("key", "chunk_seq", "chunk", "score", "similarity", "vector_rank", "keyword_rank")
     return json_response({"results": [dict(zip(keys, r)) for r in rows]})
 
@@ -54,7 +101,8 @@ async def search(request: Request, body: SearchRequest):
 @router.post("/v1/ask")
 async def ask(request: Request, body: AskRequest):
     (row,) = await _query(request, "select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
-                          (body.name, body.question, body.k, body.model, body.threshold, body.filter))
+                          (body.name, body.question, body.k, body.model, body.threshold, filter_sql(body.filter)),
+                          body.name, bool(body.filter))
     prompt = row[0]
     svc, who = service(request), caller(request, "pgmind-api")
     if not prompt["answered"]:

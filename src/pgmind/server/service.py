@@ -2,6 +2,7 @@
 record the call (metrics and ai.call_log).  The protocol modules only translate shapes."""
 from __future__ import annotations
 
+import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from typing import AsyncIterator
 import numpy as np
 
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
-from ..models.base import ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, normalize_input_type
+from ..models.base import (ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, check_text,
+                           normalize_input_type)
 from ..models.hub import ModelHub
 from ..models.registry import Registry
 from ..models.spec import ModelSpec
@@ -28,6 +30,7 @@ class ModelService:
     def __init__(self, registry: Registry, hub: ModelHub, call_log: CallLog, log_payloads: bool = False):
         self.registry, self.hub, self.call_log = registry, hub, call_log
         self.log_payloads = log_payloads
+        self.limits = hub.settings
 
     async def resolve(self, model_id: str, caller: Caller) -> ModelSpec:
         spec = await self.registry.get(model_id)
@@ -48,7 +51,10 @@ class ModelService:
             status, http_status, error = "error", getattr(e, "status", None) or e.http_status, e.message
             raise
         except Exception as e:
-            status, http_status, error = "error", 500, f"{type(e).__name__}: {e}"
+            status, http_status, error = "error", 500, f"{type(e).__name__}"
+            raise
+        except BaseException:    # the task was cancelled: the caller went away
+            status, http_status, error = "error", 499, "cancelled: the caller went away"
             raise
         finally:
             elapsed = time.perf_counter() - start
@@ -67,6 +73,11 @@ class ModelService:
                     truncate: bool = False) -> tuple[ModelSpec, Embeddings]:
         if not isinstance(texts, list) or not texts:
             raise InvalidRequestError("input must be a text or a non-empty list of texts")
+        if len(texts) > self.limits.max_inputs:
+            raise InvalidRequestError(f"{len(texts)} inputs in one request; the limit is {self.limits.max_inputs}",
+                                      hint="send them in several requests (PGMIND_MAX_INPUTS sets the limit)")
+        for i, t in enumerate(texts):
+            check_text(t, f"input {i}", self.limits.max_input_chars)
         input_type = normalize_input_type(input_type)
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "embed", caller, len(texts), {"input": texts}) as usage:
@@ -74,11 +85,12 @@ class ModelService:
             usage["in"] = result.input_tokens
         return spec, result
 
-    async def chat(self, model_id: str, messages, options: dict, caller: Caller) -> tuple[ModelSpec, ChatResult]:
+    async def chat(self, model_id: str, messages, options: dict, caller: Caller,
+                   cancel: threading.Event | None = None) -> tuple[ModelSpec, ChatResult]:
         messages, options = check_messages(messages), check_chat_options(options)
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
-            result = await self.hub.chat(spec, messages, options)
+            result = await self.hub.chat(spec, messages, options, cancel)
             usage["in"], usage["out"] = result.input_tokens, result.output_tokens
         return spec, result
 
@@ -121,7 +133,7 @@ class ModelService:
                 url = url.rstrip("/") + (EMBEDDING if spec.model_type == "embedding" else GENERATION)
             if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                 raise InvalidRequestError("the header function must return a JSON object of strings")
-            ep = Endpoint(url, {**{k: v for k, v in headers.items()}, **spec.auth_headers()},
+            ep = Endpoint(url, {**{k: v for k, v in headers.items()}, **spec.auth_headers(self.hub.transport.secret_env)},
                           spec.timeout or self.hub.settings.request_timeout, self.hub.settings.max_retries)
             return await self.hub.transport.post_json(ep, body)
 

@@ -96,6 +96,8 @@ class Worker:
 
     def _register(self) -> None:
         with self._conn.transaction():
+            # workers silent for ten minutes were killed: they leave the list (their leases expired long ago)
+            self._conn.execute("delete from ai.vectorizer_workers where heartbeat_at < now() - interval '10 minutes'")
             self._conn.execute("""insert into ai.vectorizer_workers (worker_id, hostname, pid)
                                   values (%s, %s, %s) on conflict (worker_id) do update set heartbeat_at = now()""",
                                (self.worker_id, socket.gethostname(), os.getpid()))

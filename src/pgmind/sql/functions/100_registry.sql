@@ -65,6 +65,10 @@ declare
 begin
     if fn is null then return; end if;
     select * into p from pg_proc where oid = fn;
+    if not found then
+        raise exception '% function % does not exist', role_text, fn
+            using errcode = '42883', hint = format('create the %s function first, or pass null', role_text);
+    end if;
     if p.pronargs <> 2 or p.proargtypes[0] <> 'text'::regtype
        or p.proargtypes[1] not in ('text'::regtype, 'jsonb'::regtype, 'json'::regtype) then
         raise exception '% function % has the wrong arguments (%)', role_text, fn,
@@ -141,13 +145,29 @@ begin
         raise exception 'a model of provider "other" needs a URL'
             using errcode = '22023', hint = 'pass the HTTP endpoint, e.g. http://127.0.0.1:51000/post';
     end if;
-    if url is not null and url !~ '^https?://[A-Za-z0-9.\[\]:_-]+(:[0-9]+)?(/[^\s]*)?$' then
+    if url is not null and url !~ '^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]+)?(/[^\s]*)?$' then
         raise exception 'invalid model URL "%"', url
             using errcode = '22023', hint = 'use an absolute http:// or https:// URL';
+    end if;
+    if url is not null and substring(url from '^https?://(?:\[[^\]]*\]|[^/:\[]+):([0-9]+)')::numeric
+                           not between 1 and 65535 then
+        raise exception 'invalid port in model URL "%"', url
+            using errcode = '22023', hint = 'a port is 1..65535, e.g. http://127.0.0.1:8000/v1';
     end if;
     if options is not null and jsonb_typeof(options) <> 'object' then
         raise exception 'options must be a JSON object'
             using errcode = '22023', hint = 'pass options like {"dimensions": 1024, "timeout": 30}';
+    end if;
+    if options ? 'dimensions' and (jsonb_typeof(options->'dimensions') <> 'number'
+                                   or (options->>'dimensions')::numeric not between 1 and 16000
+                                   or (options->>'dimensions')::numeric <> trunc((options->>'dimensions')::numeric)) then
+        raise exception 'options.dimensions must be an integer from 1 to 16000, got %', options->'dimensions'
+            using errcode = '22023', hint = 'e.g. options => ''{"dimensions": 1024}''';
+    end if;
+    if options ? 'timeout' and (jsonb_typeof(options->'timeout') <> 'number'
+                                or (options->>'timeout')::numeric <= 0 or (options->>'timeout')::numeric > 86400) then
+        raise exception 'options.timeout must be a number of seconds from 0 to 86400, got %', options->'timeout'
+            using errcode = '22023', hint = 'e.g. options => ''{"timeout": 60}''';
     end if;
     perform ai._check_transform(header_fn, 'header', array['json', 'jsonb']);
     perform ai._check_transform(in_fn, 'input', array['json', 'jsonb']);
@@ -201,6 +221,9 @@ begin
     end if;
     options := coalesce(options, '{}'::jsonb);
     url := coalesce(url, ai._default_url(provider));
+    header_fn := nullif(header_fn, 0::oid::regproc);   -- '-' is how regproc writes "no function"
+    in_fn := nullif(in_fn, 0::oid::regproc);
+    out_fn := nullif(out_fn, 0::oid::regproc);
     perform ai._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
     select * into a from ai._split_auth(auth);
     dims := (options->>'dimensions')::int;
@@ -301,6 +324,10 @@ end $$;
 create or replace function ai.grant_model(model_id text, role_name name) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 begin
+    if role_name is null then
+        raise exception 'the role to grant to is null' using errcode = '22004',
+            hint = 'pass a role name, or ''public'' for everyone';
+    end if;
     perform ai._check_owner(model_id);
     if lower(role_name) <> 'public' and not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
@@ -315,6 +342,10 @@ end $$;
 create or replace function ai.revoke_model(model_id text, role_name name) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 begin
+    if role_name is null then
+        raise exception 'the role to revoke from is null' using errcode = '22004',
+            hint = 'pass a role name, or ''public'' for everyone';
+    end if;
     perform ai._check_owner(model_id);
     delete from ai.model_grants g
      where g.model_id = revoke_model.model_id
@@ -334,3 +365,94 @@ select r.model_id, r.provider, r.model_type, r.model_name, r.url,
 from ai.model_registry r
 left join ai.model_secrets s on s.model_id = r.model_id;
 grant select on ai.models to public;
+
+-- API keys for HTTP users (the openai and dashscope SDKs, LangChain, ...): each key carries one
+-- database role's grants, so `ai.grant_model` applies to SDK users too.  The model server's own
+-- token is the database's credential, not a user's: hand out API keys instead.  Only the key's
+-- sha256 is stored; the key is returned once.
+create or replace function ai.create_api_key(role_name name, label text default null) returns text
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    key text;
+begin
+    if not ai._is_admin(session_user) then
+        raise exception 'only pgmind administrators make API keys'
+            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
+    end if;
+    if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+        raise exception 'role "%" does not exist', role_name
+            using errcode = '42704', hint = 'create the role first: create role analyst nologin';
+    end if;
+    if (select rolsuper from pg_roles where rolname = role_name) then
+        raise exception 'an API key cannot carry a superuser''s rights'
+            using errcode = '42501', hint = 'make a role with just the grants the key needs';
+    end if;
+    key := 'pgmk-' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
+    insert into ai.api_keys (key_sha256, key_prefix, role_name, label, created_by)
+    values (encode(sha256(convert_to(key, 'UTF8')), 'hex'), left(key, 12), role_name, label, session_user);
+    perform pg_notify('pgmind_registry', '');
+    return key;
+end $$;
+
+create or replace function ai.revoke_api_key(key_prefix text) returns int
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+begin
+    if not ai._is_admin(session_user) then
+        raise exception 'only pgmind administrators revoke API keys' using errcode = '42501',
+            hint = 'ask a superuser or a member of pgmind_admin';
+    end if;
+    update ai.api_keys k set revoked_at = now()
+    where k.key_prefix = revoke_api_key.key_prefix and k.revoked_at is null;
+    get diagnostics n = row_count;
+    if n = 0 then
+        raise exception 'no active API key starts with "%"', key_prefix
+            using errcode = '42704', hint = 'list them with select * from ai.api_key_list';
+    end if;
+    perform pg_notify('pgmind_registry', '');
+    return n;
+end $$;
+
+create or replace view ai.api_key_list as
+select id, key_prefix, role_name, label, created_by, created_at, revoked_at
+from ai.api_keys where ai._is_admin(current_user);
+grant select on ai.api_key_list to public;
+
+-- Where the model server may send requests (see src/pgmind/models/outbound.py for the rules):
+-- administrators manage the list; the server re-reads it on every change.
+create or replace function ai.allow_outbound(pattern text) returns text
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if not ai._is_admin(session_user) then
+        raise exception 'only pgmind administrators change where the model server may connect'
+            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
+    end if;
+    pattern := lower(btrim(pattern));
+    if pattern is null or pattern !~ '^(\*\.)?[a-z0-9.:\[\]/_-]{1,253}$' then
+        raise exception 'invalid outbound pattern "%"', pattern
+            using errcode = '22023', hint = 'a host (api.openai.com), *.domain, an IP address or CIDR range, optionally :port';
+    end if;
+    insert into ai.outbound_allow (pattern, added_by) values (pattern, session_user) on conflict do nothing;
+    perform pg_notify('pgmind_registry', '');
+    return pattern;
+end $$;
+
+create or replace function ai.disallow_outbound(pattern text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+begin
+    if not ai._is_admin(session_user) then
+        raise exception 'only pgmind administrators change where the model server may connect'
+            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
+    end if;
+    delete from ai.outbound_allow o where o.pattern = lower(btrim(disallow_outbound.pattern));
+    get diagnostics n = row_count;
+    perform pg_notify('pgmind_registry', '');
+    return n > 0;
+end $$;
+
+create or replace view ai.outbound_allow_list as
+select pattern, added_by, added_at from ai.outbound_allow where ai._is_admin(current_user);
+grant select on ai.outbound_allow_list to public;

@@ -28,7 +28,9 @@ if 'pgmind_client' in GD:
     return
 import http.client
 import json
+import select
 import socket
+import time
 import urllib.parse
 
 
@@ -39,6 +41,7 @@ class PgmindClient:
         self.conn = None
         self.token = None
         self.host = None
+        self.tick = plpy.prepare('select 1')
 
     def _load_settings(self):
         rows = plpy.execute("select key, value from ai._settings where key in ('server_url', 'server_token')")
@@ -59,21 +62,26 @@ class PgmindClient:
         self.conn = None
 
     def request(self, path, body, caller, timeout):
+        if not isinstance(timeout, (int, float)) or not (0 < timeout <= 86400):
+            plpy.error('timeout must be a number of seconds between 0 and 86400, got %r' % (timeout,),
+                       hint='e.g. options => \'{"timeout": 60}\'', sqlstate='22023')
         if self.host is None:
             self._load_settings()
+        # any role name travels: percent-encoded (HTTP headers are Latin-1)
         headers = {'Authorization': 'Bearer ' + self.token, 'Content-Type': 'application/json',
-                   'X-Pgmind-Caller': caller, 'X-Pgmind-Client': 'sql'}
+                   'X-Pgmind-Caller': urllib.parse.quote(caller, safe=''), 'X-Pgmind-Client': 'sql'}
+        payload = body.encode('utf-8', 'surrogatepass')
         for attempt in range(3):
             reused = self.conn is not None
             try:
                 if self.conn is None:
-                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+                    self.conn = http.client.HTTPConnection(self.host, self.port, timeout=min(timeout, 10))
                     self.conn.connect()
                     # small request/response pairs: do not let Nagle hold a segment back
                     self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                elif self.conn.sock is not None:
-                    self.conn.sock.settimeout(timeout)
-                self.conn.request('POST', self.base + path, body=body.encode('utf-8'), headers=headers)
+                self.conn.sock.settimeout(timeout)
+                self.conn.request('POST', self.base + path, body=payload, headers=headers)
+                self._wait(timeout)
                 resp = self.conn.getresponse()
                 data = resp.read()
             except socket.timeout:
@@ -93,6 +101,11 @@ class PgmindClient:
                 self.close()
                 plpy.error('cannot reach the model server at %s: %s' % (self.url, e.strerror or e),
                            hint='start it with `pgmind serve`', sqlstate='08001')
+            except BaseException:
+                # cancelled (statement_timeout, pg_cancel_backend) or anything unforeseen: drop the
+                # connection, so the server stops working for us and nothing half-read is reused
+                self.close()
+                raise
             if resp.status == 401 and attempt == 0:
                 self._load_settings()   # the token was rotated by a new install: read it again
                 headers['Authorization'] = 'Bearer ' + self.token
@@ -102,6 +115,19 @@ class PgmindClient:
             return data.decode('utf-8')
         plpy.error('the model server at %s keeps closing the connection' % self.url,
                    hint='check the model server log', sqlstate='08001')
+
+    def _wait(self, timeout):
+        """Waits for the answer in short slices, running a trivial statement between them: that is
+        where PostgreSQL delivers statement_timeout and pg_cancel_backend, so a cancelled call stops
+        waiting at once (and closing the connection tells the server to stop generating)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.conn.sock], [], [], 0.2)
+            if ready:
+                return
+            plpy.execute(self.tick)
+            if time.monotonic() > deadline:
+                raise socket.timeout()
 
     def _raise(self, status, data):
         try:
@@ -126,7 +152,7 @@ if 'pgmind_check_caller' not in GD:
     GD['pgmind_check_caller'] = plpy.prepare('select ai._check_caller($1)', ['name'])
     plpy.execute('select ai._py_client_init()')
 plpy.execute(GD['pgmind_check_caller'], [caller])
-return GD['pgmind_client'].request(path, body, caller, timeout_s or 300)
+return GD['pgmind_client'].request(path, body, caller, 300 if timeout_s is None else timeout_s)
 $py$;
 
 -- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.  The vectors

@@ -5,23 +5,21 @@
 -- Text for the full-text index: Chinese, Japanese and Korean are written without spaces, so every
 -- pair of neighbouring CJK characters becomes a word (the bigram method of pg_bigm and Lucene's CJK
 -- analyzer); other text is left to the english parser, which stems it.  Plain SQL: works anywhere.
+-- (Linear in the text's length: one pass of regexp_matches and of each CJK run's characters;
+-- concatenating in a loop, or substr() on UTF-8, made a long text quadratic.)
 create or replace function ai.fts_text(t text) returns text
-language plpgsql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-declare
-    m text[];
-    out text := '';
-begin
-    for m in select regexp_matches(t, '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)|([^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)', 'g') loop
-        if m[1] is null then
-            out := out || m[2];
-        elsif length(m[1]) = 1 then
-            out := out || ' ' || m[1] || ' ';
-        else
-            out := out || ' ' || (select string_agg(substr(m[1], i, 2), ' ') from generate_series(1, length(m[1]) - 1) i) || ' ';
-        end if;
-    end loop;
-    return out;
-end $$;
+language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+    select coalesce(string_agg(
+               case when r.m[1] is null then r.m[2]
+                    when length(r.m[1]) = 1 then ' ' || r.m[1] || ' '
+                    else ' ' || (select string_agg(p.c || p.nxt, ' ' order by p.n)
+                                 from (select u.c, u.n, lead(u.c) over (order by u.n) as nxt
+                                       from unnest(string_to_array(r.m[1], null)) with ordinality as u(c, n)) p
+                                 where p.nxt is not null) || ' ' end,
+               '' order by r.n), '')
+    from regexp_matches(t, '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)|([^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)', 'g')
+         with ordinality as r(m, n)
+$$;
 
 -- The schema of the vector extension (types and operators are named with it).
 create or replace function ai._vector_schema() returns name
@@ -232,12 +230,19 @@ begin
         format($f$create or replace function %1$I.%2$I(new_store name, old_store name) returns void
                   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as %3$L$f$,
                v.dest_schema, v.name || '_vectorizer_activate', format($b$
+        declare
+            g record;
         begin
             if new_store !~ %1$L or old_store !~ %1$L then
                 raise exception 'not a chunk table of this vectorizer' using errcode = '42501';
             end if;
             execute format('create or replace view %%I.%%I as %%s', %2$L, %3$L,
                            ai._view_sql(%2$L, new_store, %4$L));
+            -- whoever could read the old version's chunks can read the new one's
+            for g in select grantee, privilege_type from information_schema.role_table_grants
+                     where table_schema = %2$L and table_name = old_store and grantee <> current_user loop
+                execute format('grant %%s on %%I.%%I to %%I', g.privilege_type, %2$L, new_store, g.grantee);
+            end loop;
             execute format('drop table if exists %%I.%%I', %2$L, old_store);
         end $b$, store_pattern, v.dest_schema, v.dest_view, v.key_columns))
     ];

@@ -115,6 +115,23 @@ begin
     if k is null or k < 1 or k > 1000 then
         raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
     end if;
+    if length(query) > 10000 or length(keyword_query) > 10000 then
+        raise exception 'the query has % characters; a search takes at most 10000',
+                        greatest(length(query), length(keyword_query))
+            using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
+    end if;
+    if rrf_k is null or rrf_k < 1 or rrf_k > 10000 then
+        raise exception 'rrf_k must be between 1 and 10000, got %', rrf_k using errcode = '22023', hint = 'the usual value is 60';
+    end if;
+    if candidates is not null and (candidates < 1 or candidates > 10000) then
+        raise exception 'candidates must be between 1 and 10000, got %', candidates
+            using errcode = '22023', hint = 'leave it out: it defaults to max(4 k, 40)';
+    end if;
+    if vector_weight is null or keyword_weight is null or vector_weight < 0 or keyword_weight < 0
+       or vector_weight = 'Infinity' or keyword_weight = 'Infinity' or vector_weight = 'NaN' or keyword_weight = 'NaN' then
+        raise exception 'weights must be finite numbers >= 0, got % and %', vector_weight, keyword_weight
+            using errcode = '22023', hint = 'e.g. vector_weight => 1.0, keyword_weight => 0.5';
+    end if;
     t := ai._search_target(name);
     n := coalesce(candidates, greatest(k * 4, 40));
     if rerank is not null then
@@ -257,10 +274,31 @@ declare
     unknown text[];
 begin
     perform ai._check_vectorizer_owner(vid);
+    if config is null or jsonb_typeof(config) <> 'object' then
+        raise exception 'RAG settings must be a JSON object' using errcode = '22023',
+            hint = 'e.g. ''{"k": 5, "threshold": 0.4}''; the settings are the keys of ai.rag_defaults()';
+    end if;
     select array_agg(x) into unknown from jsonb_object_keys(config) x where not ai.rag_defaults() ? x;
     if unknown is not null then
         raise exception 'unknown RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023', hint = 'the settings are the keys of ai.rag_defaults()';
+    end if;
+    -- each value of the type and range ai.rag uses it with: a bad one must fail here, not in every ai.rag
+    select array_agg(format('%s = %s', key, value)) into unknown from jsonb_each(config) where not case
+        when key in ('k') then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
+                               and value::text::numeric = trunc(value::text::numeric)
+        when key in ('context_tokens', 'max_tokens') then jsonb_typeof(value) = 'number'
+                               and value::text::numeric between 1 and 100000 and value::text::numeric = trunc(value::text::numeric)
+        when key = 'threshold' then jsonb_typeof(value) = 'null'
+                               or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
+        when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
+        when key in ('translate_model') then jsonb_typeof(value) in ('null', 'string')
+        else jsonb_typeof(value) = 'string' end;
+    if unknown is not null then
+        raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
+            using errcode = '22023',
+                  hint = 'k is 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
+                         'language en, zh or null; the others texts (see ai.rag_defaults())';
     end if;
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
