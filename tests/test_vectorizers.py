@@ -278,8 +278,9 @@ def test_model_server_down_then_back(conn, docs, settings, installed, server, tm
     from standins import StandIn
     standin = StandIn(dim=8)
     conn.execute("select ai.drop_model('remote-vec', if_exists => true)")
-    conn.execute("select ai.create_model('remote-vec', %s, 'openai', 'embedding', 'text-embedding-3-small')",
-                 (standin.url + "/v1",))
+    # its key is in the model server's environment only: the worker goes through the server
+    conn.execute("select ai.create_model('remote-vec', %s, 'openai', 'embedding', 'text-embedding-3-small', "
+                 "'{\"author_type\": \"env\", \"env\": \"PROVIDER_TEST_KEY\"}')", (standin.url + "/v1",))
     own = replace(settings, server_port=free_port())         # a model server of this test's own
     try:
         conn.execute("insert into docs values (1, 'a', 'first'), (2, 'b', 'second')")
@@ -288,7 +289,8 @@ def test_model_server_down_then_back(conn, docs, settings, installed, server, tm
         assert w.run_once() == 0                                   # no server: nothing written
         st = conn.execute("select pending, leased, last_error from ai.vectorizer_status where name = 'docs'").fetchone()
         assert st[0] + st[1] == 2 and "cannot reach the model server" in st[2]
-        proc = start_server(own, args=("--no-worker",))
+        proc = start_server(own, {"PROVIDER_TEST_KEY": "sk-from-env-123", "PGMIND_SECRET_ENV": "PROVIDER_TEST_KEY"},
+                            args=("--no-worker",))
         try:
             w.drain(timeout=60)
         finally:

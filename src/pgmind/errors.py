@@ -117,6 +117,13 @@ class ProviderError(PgmindError):
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+        if status in REFUSED_INPUT and not retryable:
+            # the provider refused what it was sent: that is the input's fault, and a client (or a
+            # worker) must not send it again as it is
+            self.http_status, self.error_type = 400, "invalid_request_error"
+
+
+REFUSED_INPUT = (400, 413, 422)
 
 
 class ProviderTimeoutError(ProviderError):

@@ -105,4 +105,6 @@ async def list_models(request: Request):
     specs = await service(request).registry.list()
     return {"object": "list", "data": [
         {"id": s.model_id, "object": "model", "created": 0, "owned_by": s.provider,
-         "type": s.model_type, "dimensions": s.dimensions} for s in specs]}
+         "type": s.model_type, "dimensions": s.dimensions,
+         # what a client (or another pgmind's vectorizer) needs to size its chunks
+         "max_tokens": s.options.get("max_tokens")} for s in specs]}

@@ -1,8 +1,13 @@
-"""How a worker embeds: local models in its own process (no network hop), remote models through
-the model server (which holds their secrets, retries and logs the calls)."""
+"""How a worker embeds: local models in its own process (no network hop); remote providers
+directly when the worker holds what they need (their key is stored in the registry, or is in an
+environment variable the worker may lend), through the same provider classes, transport, retries
+and outbound allow-list as the model server; otherwise through the model server (one more hop,
+for keys only the server's environment holds)."""
 from __future__ import annotations
 
+import asyncio
 import base64
+import os
 import threading
 import time
 
@@ -11,11 +16,13 @@ import numpy as np
 
 from ..config import Settings
 from ..db import connect
-from ..errors import (InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
+from ..errors import (REFUSED_INPUT, InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
                       UnknownModelError)
 from ..models.base import LocalEmbeddingModel
+from ..models.outbound import OutboundPolicy
 from ..models.spec import SPEC_QUERY, ModelSpec, spec_from_row
-from .chunking import estimate_tokens
+from ..models.transport import Transport
+from .chunking import conservative_tokens
 
 
 class Embedder:
@@ -25,6 +32,8 @@ class Embedder:
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._lock = threading.Lock()
         self._http: httpx.Client | None = None
+        self._transport: Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     SPEC_TTL = 60.0   # seconds: a changed registration (URL, key, options) reaches a running worker
 
@@ -49,8 +58,20 @@ class Embedder:
             return self._local[model_id]
 
     def token_counter(self, model_id: str):
+        """The model's own tokenizer; for a remote model, the tokenizer of the local model its
+        options name ({"tokenizer": "minilm"}, e.g. when it is a pgmind server's), else an upper
+        estimate, so chunks are never refused for length."""
         model = self.local(model_id)
-        return model.count_tokens if model is not None else estimate_tokens
+        if model is not None:
+            return model.count_tokens
+        tokenizer = self.spec(model_id).options.get("tokenizer")
+        if tokenizer:
+            local = self.local(tokenizer)
+            if local is None:
+                raise InvalidRequestError(f"model {model_id} names tokenizer {tokenizer!r}, which is not a local model",
+                                          hint="name a local model (select model_id from ai.models where provider = 'pgmind')")
+            return local.count_tokens
+        return conservative_tokens
 
     def max_tokens(self, model_id: str) -> int | None:
         model = self.local(model_id)
@@ -62,7 +83,32 @@ class Embedder:
         model = self.local(model_id)
         if model is not None:
             return model.embed(texts, "document").vectors
+        direct = self._direct(model_id)
+        if direct is not None:
+            return self._loop.run_until_complete(direct.embed(texts, "document")).vectors
         return self._remote(model_id, texts)
+
+    def _direct(self, model_id: str):
+        """The provider client for a remote model, when this process holds its key."""
+        spec = self.spec(model_id)
+        if spec.provider not in ("openai", "dashscope"):
+            return None
+        if spec.auth.get("author_type") == "env" and (spec.auth.get("env") not in self.settings.secret_env_names
+                                                       or not os.environ.get(spec.auth.get("env", ""))):
+            return None
+        if self._transport is None:
+            self._loop = asyncio.new_event_loop()
+            self._transport = Transport(policy=OutboundPolicy(self._allowed_hosts),
+                                        secret_env=self.settings.secret_env_names)
+        if spec.provider == "openai":
+            from ..models.remote_openai import OpenAIEmbedding as cls
+        else:
+            from ..models.remote_dashscope import DashScopeEmbedding as cls
+        return cls(spec, self._transport, self.settings.request_timeout, self.settings.max_retries)
+
+    async def _allowed_hosts(self) -> list[str]:
+        with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
+            return [r[0] for r in conn.execute("select pattern from ai.outbound_allow")]
 
     def _remote(self, model_id: str, texts: list[str]) -> np.ndarray:
         if self._http is None:
@@ -90,12 +136,16 @@ class Embedder:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if self._transport is not None:
+            self._loop.run_until_complete(self._transport.aclose())
+            self._loop.close()
 
 
 def is_permanent(e: Exception) -> bool:
-    """A row that fails like this will fail again: quarantine it. Anything else: retry later."""
+    """A row that fails like this will fail again: quarantine it.  Anything else (429, 5xx,
+    timeouts, the model server down, a host not on the allow-list yet): retry later."""
     return isinstance(e, InvalidRequestError) or (
-        isinstance(e, ProviderError) and e.status in (400, 413, 422) and not e.retryable)
+        isinstance(e, ProviderError) and e.status in REFUSED_INPUT and not e.retryable)
 
 
 __all__ = ["Embedder", "is_permanent", "PgmindError"]
