@@ -18,6 +18,7 @@ from psycopg import sql
 
 from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PgmindError
+from ..models.base import check_text
 from .deps import authenticate, caller, json_response, service
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
@@ -42,6 +43,15 @@ class AskRequest(BaseModel):
     stream: bool = False
 
 
+def _sql_texts(**values) -> None:
+    """Texts bound for PostgreSQL: valid Unicode and no NUL (which PostgreSQL text cannot hold)."""
+    for where, v in values.items():
+        if isinstance(v, str):
+            check_text(v, where, 10000)
+            if "\x00" in v:
+                raise InvalidRequestError(f"{where} holds a NUL character", hint="PostgreSQL text cannot hold one")
+
+
 def filter_sql(spec: dict | None) -> str | None:
     """A structured filter as a SQL condition on the source table (alias s): identifiers and
     literals quoted by psycopg, conditions joined with AND."""
@@ -51,6 +61,12 @@ def filter_sql(spec: dict | None) -> str | None:
     for column, value in spec.items():
         if not column or len(column) > 63 or "\x00" in column:
             raise InvalidRequestError(f"invalid filter column {column!r}", hint="use the source table's column names")
+        check_text(column, "a filter column")
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str):
+                check_text(v.replace("\x00", ""), "a filter value", 10000)
+                if "\x00" in v:
+                    raise InvalidRequestError("a filter value holds a NUL character", hint="PostgreSQL text cannot")
         col = sql.Identifier("s", column)
         if value is None:
             parts.append(sql.SQL("{} is null").format(col))
@@ -91,6 +107,7 @@ async def _query(request: Request, query: str, params, name: str, has_filter: bo
 
 @router.post("/v1/search")
 async def search(request: Request, body: SearchRequest):
+    _sql_texts(name=body.name, query=body.query, mode=body.mode)
     rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                                   "from ai.search(%s, %s, k => %s, mode => %s, filter => %s)",
                         (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name, bool(body.filter))
@@ -100,6 +117,7 @@ async def search(request: Request, body: SearchRequest):
 
 @router.post("/v1/ask")
 async def ask(request: Request, body: AskRequest):
+    _sql_texts(name=body.name, question=body.question, model=body.model)
     (row,) = await _query(request, "select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                           (body.name, body.question, body.k, body.model, body.threshold, filter_sql(body.filter)),
                           body.name, bool(body.filter))
