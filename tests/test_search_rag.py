@@ -230,7 +230,7 @@ def test_http_search_and_ask(server, token, kb):
     assert [e["type"] for e in events][-1] == "done"
     assert sum(1 for e in events if e["type"] == "delta") > 1
     assert events[-1]["sources"] and events[-1]["answered"]
-    assert "/v1/ask" in httpx.get(server + "/openapi.json").json()["paths"]
+    assert "/v1/ask" in httpx.get(server + "/openapi.json", headers={"Authorization": f"Bearer {token}"}).json()["paths"]
 
 
 def test_ingest_rerun(conn, installed, settings, kb):

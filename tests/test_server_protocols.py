@@ -131,11 +131,12 @@ def test_bad_json_body(server, token):
 def test_health_and_metrics(server, token):
     assert httpx.get(server + "/health").json()["status"] == "ok"
     httpx.post(server + "/v1/embeddings", json={"model": "e5-small", "input": "metrics"},
-               headers={"Authorization": f"Bearer {token}"})
-    text = httpx.get(server + "/metrics").text
+               headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    text = httpx.get(server + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert 'pgmind_model_requests_total{client="openai-api",model="e5-small",operation="embed",status="ok"}' in text
     assert "pgmind_embedding_batch_size_bucket" in text
     assert "pgmind_model_latency_seconds_bucket" in text
+    assert httpx.get(server + "/metrics").status_code == 401      # model ids and names are not public
 
 
 def test_calls_are_logged(conn, server, token):

@@ -98,7 +98,7 @@ def test_insert_update_delete_truncate(conn, docs, settings, installed, server):
     assert conn.execute("select count(*) from ai.vectorizer_queue").fetchone()[0] == 0
 
 
-def test_status_and_workers_views(conn, docs, settings, installed, server):
+def test_status_and_workers_views(conn, docs, settings, installed, server, token):
     conn.execute("insert into docs select g, 't' || g, 'body ' || g from generate_series(1, 20) g")
     create(conn)
     st = conn.execute("select pending, leased, done, errors, lag is not null from ai.vectorizer_status "
@@ -116,7 +116,7 @@ def test_status_and_workers_views(conn, docs, settings, installed, server):
     assert apps == 1
     import httpx
     conn.execute("insert into docs values (99, 'late', 'queued, not yet embedded')")
-    text = httpx.get(server + "/metrics").text
+    text = httpx.get(server + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert 'pgmind_vectorizer_pending{vectorizer="docs",version="1"} 1.0' in text
     assert 'pgmind_vectorizer_rows_per_second{vectorizer="docs",version="1"}' in text
 
