@@ -58,6 +58,15 @@ def test_api_keys_cannot_use_the_databases_routes(server, nobody_key, path):
     assert r.status_code == 403
 
 
+def test_nobody_cannot_probe_through_the_databases_credential(nobody):
+    """ai._server_request sends the server's token: the probe route still checks the caller."""
+    err = sql_error(nobody, "select ai._server_request('/pgmind/v1/probe', %s, current_user, 10)",
+                    (json.dumps({"model_id": "x", "url": "http://127.0.0.1:1/v1", "provider": "openai",
+                                 "model_type": "embedding", "model_name": "m",
+                                 "auth": {"author_type": "env", "env": "OPENAI_API_KEY"}}),))
+    assert err.sqlstate == "42501"
+
+
 def test_docs_closed_and_unknown_routes_openai_shaped(server, token):
     assert HTTP.get(server + "/docs").status_code == 404
     r = HTTP.get(server + "/v1/nothing", headers={"Authorization": f"Bearer {token}"})

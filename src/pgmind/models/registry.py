@@ -58,6 +58,10 @@ class Registry:
         self._grants[key] = (now, ok)
         return ok
 
+    async def is_admin(self, role: str) -> bool:
+        async with self.pool.connection() as conn:
+            return (await (await conn.execute("select ai._is_admin(%s)", (role,))).fetchone())[0]
+
     async def api_key_role(self, key: str) -> str | None:
         """The role of an active API key, or None.  Cached by the key's hash, like the grants."""
         import hashlib

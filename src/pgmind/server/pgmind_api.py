@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from ..errors import InvalidRequestError
+from ..errors import InvalidRequestError, PermissionDeniedError
 from ..models.spec import ModelSpec
 from .deps import authenticate, caller, internal_only, json_body, json_response, service
 
@@ -14,6 +14,12 @@ router = APIRouter()
 @router.post("/pgmind/v1/probe", tags=["pgmind"], include_in_schema=False, dependencies=[Depends(internal_only)])
 async def probe(request: Request):
     body = await json_body(request)
+    # only a registration (by an administrator) probes: through ai._server_request anyone could
+    # otherwise make the server call an address with a lent key
+    who = caller(request, "sql")
+    if who.role is not None and not await service(request).registry.is_admin(who.role):
+        raise PermissionDeniedError("only pgmind administrators probe models",
+                                    hint="register models with ai.create_model as an administrator")
     try:
         spec = ModelSpec(model_id=body["model_id"], provider=body["provider"], model_type=body["model_type"],
                          model_name=body["model_name"], url=body.get("url"), auth=body.get("auth") or {},
