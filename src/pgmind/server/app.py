@@ -87,7 +87,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         async def allowed_hosts() -> list[str]:
             async with pool.connection() as conn:
                 return [r[0] for r in await (await conn.execute("select pattern from ai.outbound_allow")).fetchall()]
-        hub.transport.policy = OutboundPolicy(allowed_hosts)
+        # read on every outbound request (one small query beside a remote call): a change applies at once
+        hub.transport.policy = OutboundPolicy(allowed_hosts, ttl=0)
         registry.on_change.append(hub.transport.policy.forget)
         listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)

@@ -64,7 +64,8 @@ def _options(params: dict) -> dict:
 async def generation(request: Request):
     body = await json_body(request)
     params = _parameters(body)
-    message_format = params.get("result_format") == "message" or bool((body.get("input") or {}).get("messages"))
+    messages = _messages(body)       # (checks the input's shape before anything reads it)
+    message_format = params.get("result_format") == "message" or bool(body["input"].get("messages"))
     rid = str(uuid.uuid4())
     svc, who = service(request), caller(request, "dashscope-api")
     stream = request.headers.get("x-dashscope-sse", "").lower() == "enable" or \
@@ -76,12 +77,12 @@ async def generation(request: Request):
         return {"text": text, "finish_reason": finish}
 
     if not stream:
-        _, result = await svc.chat(body.get("model"), _messages(body), _options(params), who)
+        _, result = await svc.chat(body.get("model"), messages, _options(params), who)
         return {"output": output(result.content, result.finish_reason), "request_id": rid,
                 "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens,
                           "total_tokens": result.input_tokens + result.output_tokens}}
 
-    _, deltas = await svc.chat_stream(body.get("model"), _messages(body), _options(params), who)
+    _, deltas = await svc.chat_stream(body.get("model"), messages, _options(params), who)
     incremental = bool(params.get("incremental_output"))
 
     async def events():
