@@ -773,9 +773,10 @@ select v.name as vectorizer, e.version, e.key, e.error, e.sqlstate, e.attempts, 
 from ai._vectorizer_errors e join ai.vectorizers v on v.id = e.vectorizer_id
 where ai._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
 
+-- (a worker's last error may quote any vectorizer's data: administrators only see it)
 create or replace view ai.vectorizer_worker_status as
 select worker_id, hostname, pid, started_at, heartbeat_at, now() - heartbeat_at as silent_for,
-       rows_done, chunks_done, errors, last_error
+       rows_done, chunks_done, errors, case when ai._is_admin(current_user) then last_error end as last_error
 from ai.vectorizer_workers;
 
 grant select on ai.vectorizer_status, ai.vectorizer_errors, ai.vectorizer_worker_status to public;
