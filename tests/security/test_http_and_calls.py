@@ -353,3 +353,23 @@ def test_long_keyword_query_is_refused_quickly(owner, kb_http):
     assert err.sqlstate == "22023"
     n = owner.execute("select length(ai.fts_text(repeat('熊猫吃竹子 pandas ', 20000)))").fetchone()[0]
     assert n > 300000
+
+
+PATTERNS = ["api.openai.com", "*.aliyuncs.com", "127.0.0.1", "127.0.0.1:8080", "10.0.0.0/8", "::1", "[::1]:8080",
+            "fd00::/8", "localhost", "host:abc", "http://x", "a b", "*.", "1.2.3.4/99x", "x;y", ""]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_outbound_patterns_same_rule_in_sql_and_python(conn, pattern):
+    """What ai.allow_outbound accepts, the server's policy can parse (one rule, two sides)."""
+    from pgmind.models.outbound import Entry
+    try:
+        conn.execute("select ai.allow_outbound(%s)", (pattern,))
+        accepted = True
+        conn.execute("select ai.disallow_outbound(%s)", (pattern,)) if pattern != "127.0.0.1" else None
+    except psycopg.Error as e:
+        assert e.sqlstate == "22023"
+        accepted = False
+    if accepted:
+        Entry.parse(pattern)            # does not raise
+    assert accepted == (PATTERNS.index(pattern) < 9)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import httpx
 
 from ..errors import PermissionDeniedError
 
+log = logging.getLogger(__name__)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -80,8 +82,13 @@ class OutboundPolicy:
 
     async def entries(self) -> list[Entry]:
         if self._entries is None or time.monotonic() - self._at > self.ttl:
-            self._entries = [Entry.parse(t) for t in await self._load()]
-            self._at = time.monotonic()
+            entries = []
+            for text in await self._load():
+                try:
+                    entries.append(Entry.parse(text))
+                except ValueError:       # (ai.allow_outbound refuses these; a hand-made row is skipped)
+                    log.warning("outbound allow-list entry %r is not a host, address or range; ignored", text)
+            self._entries, self._at = entries, time.monotonic()
         return self._entries
 
     async def check(self, url: str) -> None:

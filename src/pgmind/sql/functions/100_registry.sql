@@ -366,6 +366,17 @@ from ai.model_registry r
 left join ai.model_secrets s on s.model_id = r.model_id;
 grant select on ai.models to public;
 
+-- Administrators' functions are granted to pgmind_admin only; this says so clearly to anyone else
+-- (and holds even where a grant was changed by hand).
+create or replace function ai._require_admin(what text) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if not ai._is_admin(session_user) then
+        raise exception 'only pgmind administrators %', what
+            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
+    end if;
+end $$;
+
 -- API keys for HTTP users (the openai and dashscope SDKs, LangChain, ...): each key carries one
 -- database role's grants, so `ai.grant_model` applies to SDK users too.  The model server's own
 -- token is the database's credential, not a user's: hand out API keys instead.  Only the key's
@@ -375,10 +386,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     key text;
 begin
-    if not ai._is_admin(session_user) then
-        raise exception 'only pgmind administrators make API keys'
-            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
-    end if;
+    perform ai._require_admin('make API keys');
     if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
             using errcode = '42704', hint = 'create the role first: create role analyst nologin';
@@ -399,10 +407,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     n int;
 begin
-    if not ai._is_admin(session_user) then
-        raise exception 'only pgmind administrators revoke API keys' using errcode = '42501',
-            hint = 'ask a superuser or a member of pgmind_admin';
-    end if;
+    perform ai._require_admin('revoke API keys');
     update ai.api_keys k set revoked_at = now()
     where k.key_prefix = revoke_api_key.key_prefix and k.revoked_at is null;
     get diagnostics n = row_count;
@@ -424,12 +429,12 @@ grant select on ai.api_key_list to public;
 create or replace function ai.allow_outbound(pattern text) returns text
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    if not ai._is_admin(session_user) then
-        raise exception 'only pgmind administrators change where the model server may connect'
-            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
-    end if;
+    perform ai._require_admin('change where the model server may connect');
     pattern := lower(btrim(pattern));
-    if pattern is null or pattern !~ '^(\*\.)?[a-z0-9.:\[\]/_-]{1,253}$' then
+    -- (the same forms src/pgmind/models/outbound.py parses: a name or *.name with an optional port,
+    -- an IPv4 address or range with an optional port, an IPv6 address or range, [v6]:port)
+    if pattern is null or length(pattern) > 253
+       or pattern !~ '^((\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*(:[0-9]{1,5})?|[0-9.]+(/[0-9]{1,2})?(:[0-9]{1,5})?|[0-9a-f:.]*:[0-9a-f:.]*(/[0-9]{1,3})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?)$' then
         raise exception 'invalid outbound pattern "%"', pattern
             using errcode = '22023', hint = 'a host (api.openai.com), *.domain, an IP address or CIDR range, optionally :port';
     end if;
@@ -443,10 +448,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     n int;
 begin
-    if not ai._is_admin(session_user) then
-        raise exception 'only pgmind administrators change where the model server may connect'
-            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
-    end if;
+    perform ai._require_admin('change where the model server may connect');
     delete from ai.outbound_allow o where o.pattern = lower(btrim(disallow_outbound.pattern));
     get diagnostics n = row_count;
     perform pg_notify('pgmind_registry', '');
