@@ -312,7 +312,6 @@ class Worker:
             # back to the queue with a backoff, and the reason shows in the status
             error = e if isinstance(e, PgmindError) else PgmindError(
                 f"reading the content failed: {e.diag.message_primary or e}", hint="check the content expression")
-            self._reset_connection()
             self.release(ver, keys, error)
             result.transient_error = error.message
             self.heartbeat(result)
