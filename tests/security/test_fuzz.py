@@ -60,7 +60,7 @@ def test_fuzz_sql_text_functions(conn, server, model, text):
 
 @FUZZ
 @given(JSON)
-def test_fuzz_sql_jsonb_arguments(conn, value):
+def test_fuzz_sql_jsonb_arguments(conn, server, value):
     try:
         doc = json.dumps(value, allow_nan=False)
     except ValueError:

@@ -203,7 +203,7 @@ def test_dashscope_wrong_parameters_are_400(server, token):
     assert r.status_code == 400
 
 
-def test_bad_timeout_option_does_not_outlive_its_call(conn):
+def test_bad_timeout_option_does_not_outlive_its_call(conn, server):
     """Finding 8: {"timeout": -1} broke every later model call of the session."""
     for bad in ('{"timeout": -1}', '{"timeout": 0}', '{"timeout": "NaN"}', '{"timeout": 1e9}'):
         err = sql_error(conn, "select ai.generate('qwen-0.5b', 'hi', options => %s::jsonb)", (bad,))
@@ -211,7 +211,7 @@ def test_bad_timeout_option_does_not_outlive_its_call(conn):
     assert conn.execute("select vector_dims(ai.embed('minilm', 'the session still works'))").fetchone()[0] == 384
 
 
-def test_any_role_name_works(installed, conn):
+def test_any_role_name_works(installed, conn, server):
     """Finding 8: a role whose name is not Latin-1 could never call a model."""
     conn.execute('drop role if exists "sec_用户"')
     conn.execute('create role "sec_用户" login')
@@ -223,7 +223,7 @@ def test_any_role_name_works(installed, conn):
         conn.execute('drop role "sec_用户"')
 
 
-def test_cancelled_generation_stops(conn):
+def test_cancelled_generation_stops(conn, server):
     """Finding 7: statement_timeout on ai.generate took effect only when the generation ended (174 s);
     now the call stops waiting at once and the server stops generating (the call log says so)."""
     conn.execute("set statement_timeout = '2s'")
@@ -243,7 +243,7 @@ def test_cancelled_generation_stops(conn):
     assert row[0] == "error" and row[1] == 499 and "cancelled" in row[2]
 
 
-def test_install_during_calls_in_flight(installed, settings, conn):
+def test_install_during_calls_in_flight(installed, settings, conn, server):
     """Finding 10: pgmind install during an in-flight call gave 'cache lookup failed for function'."""
     errors = []
 
@@ -373,3 +373,32 @@ def test_outbound_patterns_same_rule_in_sql_and_python(conn, pattern):
     if accepted:
         Entry.parse(pattern)            # does not raise
     assert accepted == (PATTERNS.index(pattern) < 9)
+
+
+def test_pg_cancel_backend_stops_a_generation(installed, conn, server):
+    """Finding 7: pg_cancel_backend took effect only when the generation ended."""
+    result = {}
+    with connect(installed, autocommit=True) as victim:
+        pid = victim.info.backend_pid
+
+        def run():
+            try:
+                victim.execute("select ai.generate('qwen-0.5b', 'Tell a very long story about mountains.', "
+                               "options => '{\"max_tokens\": 400, \"temperature\": 0}')")
+                result["ok"] = True
+            except psycopg.Error as e:
+                result["error"] = e
+        t = threading.Thread(target=run)
+        t.start()
+        import time
+        for _ in range(100):          # wait until the call is running
+            if conn.execute("select state = 'active' from pg_stat_activity where pid = %s", (pid,)).fetchone()[0]:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        conn.execute("select pg_cancel_backend(%s)", (pid,))
+        t.join(timeout=60)
+        assert not t.is_alive()
+        assert result.get("error") is not None and result["error"].sqlstate == "57014", result
+        # the session goes on
+        assert victim.execute("select vector_dims(ai.embed('minilm', 'after the cancel'))").fetchone()[0] == 384
