@@ -131,12 +131,12 @@ def test_grants(conn, server, standin, roles, fresh_models, installed):
         conn.execute("select ai.revoke_model('guarded', 'alice')")
         assert sql_error(alice, call).sqlstate == "42501"
         # going around ai.call_model to the internal function, claiming another role, is refused
-        e = sql_error(alice, "select ai._server_request('/pgmind/v1/call', "
+        e = sql_error(alice, "select ai_internal._server_request('/pgmind/v1/call', "
                              "'{\"model\": \"guarded\", \"body\": {}}', 'pgmind')")
         assert e.sqlstate == "42501"
         # ... and claiming itself, the model server enforces the grant (its cache was dropped by
         # the registry's NOTIFY, which arrives just after the revoke commits)
-        e = eventually_error(alice, "select ai._server_request('/pgmind/v1/call', "
+        e = eventually_error(alice, "select ai_internal._server_request('/pgmind/v1/call', "
                                     "'{\"model\": \"guarded\", \"body\": {}}', 'alice')")
         assert e.sqlstate == "42501"
         # non-administrators cannot register models

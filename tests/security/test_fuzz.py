@@ -67,8 +67,8 @@ def test_fuzz_sql_jsonb_arguments(conn, server, value):
         return
     if pg_text(doc) is None or "\\u0000" in doc:
         return
-    call(conn, "select ai._check_chunking(%s::jsonb)", (doc,))
-    call(conn, "select ai._check_index(%s::jsonb)", (doc,))
+    call(conn, "select ai_internal._check_chunking(%s::jsonb)", (doc,))
+    call(conn, "select ai_internal._check_index(%s::jsonb)", (doc,))
     call(conn, "select ai.chat('nope', %s::jsonb)", (doc,))
     call(conn, "select ai.chat('qwen-0.5b', '[{\"role\":\"user\",\"content\":\"hi\"}]', %s::jsonb || "
                "'{\"max_tokens\": 1}')", (doc,) if isinstance(value, dict) else ('{}',))

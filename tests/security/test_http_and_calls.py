@@ -59,8 +59,8 @@ def test_api_keys_cannot_use_the_databases_routes(server, nobody_key, path):
 
 
 def test_nobody_cannot_probe_through_the_databases_credential(nobody):
-    """ai._server_request sends the server's token: the probe route still checks the caller."""
-    err = sql_error(nobody, "select ai._server_request('/pgmind/v1/probe', %s, current_user, 10)",
+    """ai_internal._server_request sends the server's token: the probe route still checks the caller."""
+    err = sql_error(nobody, "select ai_internal._server_request('/pgmind/v1/probe', %s, current_user, 10)",
                     (json.dumps({"model_id": "x", "url": "http://127.0.0.1:1/v1", "provider": "openai",
                                  "model_type": "embedding", "model_name": "m",
                                  "auth": {"author_type": "env", "env": "OPENAI_API_KEY"}}),))
@@ -167,7 +167,7 @@ def test_lone_surrogate_fails_alone(server, token, conn):
                    headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     assert r.status_code == 400
     # through SQL: the internal function cannot be tricked into it either
-    err = sql_error(conn, "select ai._server_request('/v1/embeddings', %s, current_user, 10)",
+    err = sql_error(conn, "select ai_internal._server_request('/v1/embeddings', %s, current_user, 10)",
                     ('{"model": "minilm", "input": ["\\ud800"]}',))
     assert err.sqlstate == "22023"
     assert conn.execute("select vector_dims(ai.embed('minilm', 'fine'))").fetchone()[0] == 384

@@ -42,18 +42,18 @@ def test_non_superuser_owner_creates_and_uses_a_vectorizer(kb, owner, settings, 
 
 
 def test_nobody_cannot_forget_or_truncate_anothers_chunks(kb, nobody, conn, settings, installed, server):
-    """Finding 2: ai._forget / ai._forget_all had no owner check."""
+    """Finding 2: ai_internal._forget / ai_internal._forget_all had no owner check."""
     drain(settings, installed)
-    for stmt in ("select ai._forget(%s, array['{\"id\": 1}'::jsonb])", "select ai._forget_all(%s)"):
+    for stmt in ("select ai_internal._forget(%s, array['{\"id\": 1}'::jsonb])", "select ai_internal._forget_all(%s)"):
         err = sql_error(nobody, stmt, (kb,))
         assert err.sqlstate == "42501", err
     assert chunk_ids(conn) == [1, 2, 3]
 
 
 def test_nobody_cannot_enqueue_into_anothers_vectorizer(kb, nobody, conn, settings, installed, server):
-    """Finding 5: ai._enqueue(1, array['{"id":"x"}']) stalled another owner's vectorizer."""
+    """Finding 5: ai_internal._enqueue(1, array['{"id":"x"}']) stalled another owner's vectorizer."""
     drain(settings, installed)
-    err = sql_error(nobody, "select ai._enqueue(%s, array['{\"id\": \"x\"}'::jsonb])", (kb,))
+    err = sql_error(nobody, "select ai_internal._enqueue(%s, array['{\"id\": \"x\"}'::jsonb])", (kb,))
     assert err.sqlstate == "42501"
     assert nobody.execute("select count(*) from ai.vectorizer_queue").fetchone()[0] == 0   # sees no one's queue
     assert conn.execute("select count(*) from ai.vectorizer_queue where vectorizer_id = %s", (kb,)).fetchone()[0] == 0
@@ -61,7 +61,7 @@ def test_nobody_cannot_enqueue_into_anothers_vectorizer(kb, nobody, conn, settin
 
 def test_a_bad_key_from_the_owner_is_quarantined_alone(kb, owner, conn, settings, installed, server):
     drain(settings, installed)
-    owner.execute("select ai._enqueue(%s, array['{\"id\": \"x\"}'::jsonb])", (kb,))
+    owner.execute("select ai_internal._enqueue(%s, array['{\"id\": \"x\"}'::jsonb])", (kb,))
     owner.execute("update sec_app.notes set body = 'pandas also eat fruit' where id = 1")
     drain(settings, installed)
     assert "fruit" in conn.execute("select chunk from sec_app.sec_notes_chunks where id = 1").fetchone()[0]
@@ -70,17 +70,17 @@ def test_a_bad_key_from_the_owner_is_quarantined_alone(kb, owner, conn, settings
 
 
 def test_nobody_cannot_register_or_read_anothers_vectorizer(kb, nobody):
-    """Finding 1b: ai._register_vectorizer was callable by anyone and validated almost nothing."""
-    err = sql_error(nobody, "select ai._register_vectorizer('forged', 'sec_app.notes'::regclass, 'body', "
+    """Finding 1b: ai_internal._register_vectorizer was callable by anyone and validated almost nothing."""
+    err = sql_error(nobody, "select ai_internal._register_vectorizer('forged', 'sec_app.notes'::regclass, 'body', "
                             "'minilm', null, null, current_user)")
     assert err.sqlstate == "42501"
     nobody.execute("create temp table t (id int primary key, body text)")
-    err = sql_error(nobody, "select ai._register_vectorizer('forged', 't'::regclass, 'body', 'minilm', null, null, "
+    err = sql_error(nobody, "select ai_internal._register_vectorizer('forged', 't'::regclass, 'body', 'minilm', null, null, "
                             "'sec_owner')")
     assert err.sqlstate == "42501"        # cannot claim to be another role
-    for stmt in ("select * from ai._vectorizer_info(%s)", "select ai._owner_functions_sql(%s)"):
+    for stmt in ("select * from ai_internal._vectorizer_info(%s)", "select ai_internal._owner_functions_sql(%s)"):
         assert sql_error(nobody, stmt, (kb,)).sqlstate == "42501"      # no one else's content expression
-    for stmt in ("select ai._activate_version(%s, 1)", "select ai._probe_model('x', 'http://127.0.0.1:1/v1', "
+    for stmt in ("select ai_internal._activate_version(%s, 1)", "select ai_internal._probe_model('x', 'http://127.0.0.1:1/v1', "
                  "'openai', 'embedding', 'm', '{}', null, '{}')"):
         assert sql_error(nobody, stmt, (kb,) if "%s" in stmt else None).sqlstate == "42501"
     # the owner functions are the owner's alone
@@ -154,7 +154,7 @@ def test_worker_refuses_an_owner_function_made_unsafe(kb, owner, conn, settings,
     assert chunk_ids(conn) == []
     last = conn.execute("select last_error from ai.vectorizer_status where name = 'sec_notes'").fetchone()[0]
     assert "SECURITY DEFINER" in last
-    conn.execute("select ai._install_owner_functions(%s)", (kb,))     # what `pgmind install` does
+    conn.execute("select ai_internal._install_owner_functions(%s)", (kb,))     # what `pgmind install` does
     conn.execute("update ai.vectorizer_queue set next_attempt_at = now() where vectorizer_id = %s", (kb,))
     drain(settings, installed)
     assert chunk_ids(conn) == [1, 2, 3]
@@ -169,11 +169,11 @@ GOOD_CHUNKING = ['{}', 'null', '{"method": "none"}', '{"max_tokens": 9, "overlap
 
 @pytest.mark.parametrize("spec", BAD_CHUNKING + GOOD_CHUNKING)
 def test_chunking_rule_is_the_same_in_sql_and_python(conn, spec):
-    """Finding 6: one rule, two sides.  SQL's ai._check_chunking and the worker's ChunkingConfig
+    """Finding 6: one rule, two sides.  SQL's ai_internal._check_chunking and the worker's ChunkingConfig
     accept and refuse exactly the same specs."""
     import json
     try:
-        conn.execute("select ai._check_chunking(%s::jsonb)", (spec,))
+        conn.execute("select ai_internal._check_chunking(%s::jsonb)", (spec,))
         sql_ok = True
     except Exception as e:  # noqa: BLE001
         assert getattr(e, "sqlstate", None) == "22023", e
@@ -203,8 +203,66 @@ def test_functions_callable_by_public_are_the_listed_ones(conn):
     """Least privilege by construction: an ai function is callable by PUBLIC only if it is public API
     or listed as a safe internal; administrators' functions only by pgmind_admin."""
     from pgmind.db.migrate import ADMIN_FUNCTIONS, CALLABLE_INTERNALS
-    rows = conn.execute("""select p.proname, has_function_privilege('sec_nobody', p.oid, 'execute')
-                           from pg_proc p where p.pronamespace = 'ai'::regnamespace""").fetchall()
-    for name, callable_ in rows:
-        expected = name not in ADMIN_FUNCTIONS and (not name.startswith("_") or name in CALLABLE_INTERNALS)
-        assert callable_ == expected, name
+    rows = conn.execute("""select p.proname, p.pronamespace::regnamespace::text,
+                                  has_function_privilege('sec_nobody', p.oid, 'execute')
+                           from pg_proc p where p.pronamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace)
+                           """).fetchall()
+    assert {r[1] for r in rows} == {"ai", "ai_internal"}
+    for name, schema, callable_ in rows:
+        if schema == "ai":
+            assert not name.startswith("_"), f"internal function ai.{name}: it belongs in ai_internal"
+            assert callable_ == (name not in ADMIN_FUNCTIONS), name
+        else:
+            assert callable_ == (name in CALLABLE_INTERNALS), name
+
+
+def test_nobody_cannot_read_anothers_knowledge_base_settings(kb, nobody, owner, conn):
+    """ai.search's target (store, source, RAG settings) only for a role that may read the chunks."""
+    for stmt in ("select * from ai.search('sec_notes', 'pandas', mode => 'keyword')",
+                 "select ai.translate_query('sec_notes', '熊猫')",
+                 "select ai.rag_prompt('sec_notes', 'pandas')"):
+        err = sql_error(nobody, stmt)
+        assert err.sqlstate == "42501" and "grant select" in err.diag.message_hint, stmt
+    err = sql_error(nobody, "select * from ai_internal._search_target('sec_notes', 'sec_owner')")
+    assert err.sqlstate == "42501"                 # cannot claim another role
+    assert owner.execute("select count(*) from ai.search('sec_notes', 'pandas', mode => 'keyword')").fetchone()[0] >= 0
+
+
+def test_models_view_shows_what_a_role_may_use(nobody, conn):
+    conn.execute("select ai.drop_model('sec-hidden', if_exists => true)")
+    conn.execute("insert into ai.model_registry (model_id, provider, model_type, model_name, dimensions) "
+                 "values ('sec-hidden', 'openai', 'embedding', 'm', 8)")
+    try:
+        seen = {r[0] for r in nobody.execute("select model_id from ai.models")}
+        assert "sec-hidden" not in seen and "minilm" in seen
+        assert "sec-hidden" in {r[0] for r in conn.execute("select model_id from ai.models")}
+    finally:
+        conn.execute("select ai.drop_model('sec-hidden')")
+
+
+def test_a_stored_bad_chunking_spec_quarantines_its_rows_and_the_worker_goes_on(kb, conn, owner, settings,
+                                                                                  installed, server):
+    """Finding 6: one bad chunking spec (from before the checks) killed every worker."""
+    owner.execute("drop table if exists sec_app.other cascade")
+    owner.execute("create table sec_app.other (id int primary key, body text)")
+    owner.execute("insert into sec_app.other values (1, 'fine')")
+    owner.execute("select ai.create_vectorizer('sec_app.other'::regclass, name => 'sec_other', model => 'minilm')")
+    try:
+        conn.execute("update ai.vectorizer_versions set chunking = '[]' where vectorizer_id = %s", (kb,))
+        drain(settings, installed, ["sec_notes", "sec_other"])
+        assert conn.execute("select count(*) from sec_app.sec_other_chunks").fetchone()[0] == 1
+        errors = conn.execute("select error from ai.vectorizer_errors where vectorizer = 'sec_notes'").fetchall()
+        assert len(errors) == 3 and all("chunking must be a JSON object" in e[0] for e in errors)
+    finally:
+        conn.execute("select ai.drop_vectorizer('sec_other')")
+        conn.execute("drop table sec_app.other")
+
+
+def test_killed_workers_leave_the_list(conn, settings, installed, server):
+    """Finding 10: killed workers stayed listed forever."""
+    conn.execute("insert into ai.vectorizer_workers (worker_id, hostname, pid, heartbeat_at) "
+                 "values ('dead-worker', 'h', 1, now() - interval '1 hour') on conflict do nothing")
+    w = Worker(settings, installed, names=["none"], poll_interval=0.1)
+    w.run_once()
+    ids = {r[0] for r in conn.execute("select worker_id from ai.vectorizer_worker_status")}
+    assert "dead-worker" not in ids and w.worker_id in ids

@@ -95,6 +95,10 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
         _check_owner(conn)
         conn.execute("create schema if not exists ai")
         conn.execute("grant usage on schema ai to public")
+        # the internal functions: out of the public listing (\\df ai.*), each granted by name below
+        conn.execute("create schema if not exists ai_internal")
+        conn.execute("revoke all on schema ai_internal from public")
+        conn.execute("grant usage on schema ai_internal to public")
         conn.execute("""create table if not exists ai.migrations (
                             name text primary key, sha256 text not null,
                             applied_at timestamptz not null default now())""")
@@ -141,11 +145,13 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
     return result
 
 
-# Who may call what.  Every function in the ai schema is first revoked from PUBLIC; then:
+# Who may call what.  Every function in the ai and ai_internal schemas is first revoked from PUBLIC;
+# then the public API (ai) is granted to PUBLIC, except:
 ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "revoke_model",
                    "create_api_key", "revoke_api_key", "allow_outbound", "disallow_outbound")
-# internal functions that the public ones call with the caller's rights.  Each is safe to call
-# directly: it reads nothing private, or checks the caller itself (docs/security.md).
+# and of the internal functions (ai_internal) only those that the public ones call with the caller's
+# rights.  Each is safe to call directly: it reads nothing private, or checks the caller itself
+# (docs/security.md).
 CALLABLE_INTERNALS = (
     "_reraise", "_py_client_init", "_server_request", "_embed_batch", "_check_messages", "_check_options",
     "_call_model", "_model_for_call", "_rerank", "_is_admin", "_can_use", "_check_caller",
@@ -158,17 +164,18 @@ CALLABLE_INTERNALS = (
 
 
 def apply_privileges(conn: psycopg.Connection) -> None:
-    """Least privilege by construction: a function nobody listed above is callable by nobody but
-    the install role (and superusers).  Public functions (no leading _) are callable by everyone
+    """Least privilege by construction: an internal function nobody listed above is callable by
+    nobody but the install role (and superusers).  The public functions are callable by everyone
     except the administrators' ones, which go to pgmind_admin."""
     has_admin = conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_admin')").fetchone()[0]
-    rows = conn.execute("select p.oid::regprocedure::text, p.proname from pg_proc p "
-                        "where p.pronamespace = 'ai'::regnamespace").fetchall()
-    for sig, name in rows:
+    rows = conn.execute("select p.oid::regprocedure::text, p.proname, p.pronamespace::regnamespace::text "
+                        "from pg_proc p where p.pronamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace)"
+                        ).fetchall()
+    for sig, name, schema in rows:
         fn = sql.SQL(sig)
         conn.execute(sql.SQL("revoke all on function {} from public").format(fn))
-        if name in ADMIN_FUNCTIONS:
+        if schema == "ai" and name in ADMIN_FUNCTIONS:
             if has_admin:
                 conn.execute(sql.SQL("grant execute on function {} to pgmind_admin").format(fn))
-        elif not name.startswith("_") or name in CALLABLE_INTERNALS:
+        elif schema == "ai" or name in CALLABLE_INTERNALS:
             conn.execute(sql.SQL("grant execute on function {} to public").format(fn))

@@ -53,14 +53,14 @@ class Registry:
             return hit[1]
         async with self.pool.connection() as conn:
             ok = (await (await conn.execute(
-                "select exists (select 1 from pg_roles where rolname = %s) and ai._can_use(%s, %s)",
+                "select exists (select 1 from pg_roles where rolname = %s) and ai_internal._can_use(%s, %s)",
                 (role, role, model_id))).fetchone())[0]
         self._grants[key] = (now, ok)
         return ok
 
     async def is_admin(self, role: str) -> bool:
         async with self.pool.connection() as conn:
-            return (await (await conn.execute("select ai._is_admin(%s)", (role,))).fetchone())[0]
+            return (await (await conn.execute("select ai_internal._is_admin(%s)", (role,))).fetchone())[0]
 
     async def api_key_role(self, key: str) -> str | None:
         """The role of an active API key, or None.  Cached by the key's hash, like the grants."""

@@ -14,7 +14,7 @@ router = APIRouter()
 @router.post("/pgmind/v1/probe", tags=["pgmind"], include_in_schema=False, dependencies=[Depends(internal_only)])
 async def probe(request: Request):
     body = await json_body(request)
-    # only a registration (by an administrator) probes: through ai._server_request anyone could
+    # only a registration (by an administrator) probes: through ai_internal._server_request anyone could
     # otherwise make the server call an address with a lent key
     who = caller(request, "sql")
     if who.role is not None and not await service(request).registry.is_admin(who.role):

@@ -88,18 +88,19 @@ async def _query(request: Request, query: str, params, name: str, has_filter: bo
     try:
         async with request.app.state.pool.connection() as conn:
             async with conn.transaction(force_rollback=True):
+                await conn.execute("set transaction read only")
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
+                if who.role:
+                    await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
                 if has_filter:
                     # a filter reads the source table; row security there is its owner's code, which
                     # must not run in this session (its session user is the server's, not the caller)
                     rls = await (await conn.execute(
-                        "select c.relrowsecurity from pg_class c where c.oid = (ai._search_target(%s)).source",
-                        (name,))).fetchone()
+                        "select c.relrowsecurity from pg_class c "
+                        "where c.oid = (ai_internal._search_target(%s, current_user)).source", (name,))).fetchone()
                     if rls and rls[0]:
                         raise InvalidRequestError("filters over HTTP are not available for a table with row security",
                                                   hint="search without a filter, or call ai.search from SQL")
-                if who.role:
-                    await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
                 return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
         raise from_sql_error(e) from None

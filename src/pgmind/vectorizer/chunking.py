@@ -64,7 +64,7 @@ class ChunkingConfig:
 
     @classmethod
     def from_json(cls, spec) -> "ChunkingConfig":
-        """The one rule SQL's ai._check_chunking also applies (tests/test_contracts.py runs one table of
+        """The one rule SQL's ai_internal._check_chunking also applies (tests/test_contracts.py runs one table of
         cases through both): an object with only method, max_tokens, overlap; method one of METHODS;
         max_tokens an integer 8..8192; overlap an integer with 0 <= 2 * overlap < max_tokens."""
         hint = 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}'

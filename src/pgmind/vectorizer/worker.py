@@ -45,7 +45,7 @@ class Version:
     model: str
     chunking: dict
     status: str
-    content_fn: str       # the owner's functions (regprocedure text), see ai._owner_functions_sql
+    content_fn: str       # the owner's functions (regprocedure text), see ai_internal._owner_functions_sql
     write_fn: str
     activate_fn: str
 
@@ -56,7 +56,7 @@ VERSIONS = """
             where c.oid = v.source),
            v.key_columns, v.key_types, v.content, v.owner,
            v.dest_schema, ver.store_table, ver.model, ver.chunking, ver.status, f.names[2], f.names[3], f.names[4]
-    from ai.vectorizers v cross join lateral (select ai._owner_function_names(v.id) as names) f join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
+    from ai.vectorizers v cross join lateral (select ai_internal._owner_function_names(v.id) as names) f join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
     where %(names)s::text[] is null or v.name = any(%(names)s)
     order by v.id, ver.version
 """
@@ -163,7 +163,7 @@ class Worker:
         """A building version with an empty queue replaces the active one: the registry switches and
         the owner's function points the view at the new table and drops the old one, atomically."""
         with self.conn.transaction():
-            old = self.conn.execute("select ai._activate_version(%s, %s)", (ver.vid, ver.version)).fetchone()[0]
+            old = self.conn.execute("select ai_internal._activate_version(%s, %s)", (ver.vid, ver.version)).fetchone()[0]
             if old is None:
                 return
             self._owner_call(ver, ver.activate_fn, "select {fn}(%s, %s)", (ver.store_table, old))

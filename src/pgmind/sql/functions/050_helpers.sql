@@ -1,8 +1,21 @@
 -- Helpers of the installer itself (re-applied on every install).
 
+-- Internal functions live in ai_internal (created by the installer, which grants each one by name:
+-- src/pgmind/db/migrate.py).  Releases before it kept them in ai as ai._*: drop those (with the
+-- views and policies that use them, which the files below make again).
+do $$
+declare
+    f regprocedure;
+begin
+    for f in select p.oid::regprocedure from pg_proc p
+             where p.pronamespace = 'ai'::regnamespace and p.proname like '\_%' loop
+        execute format('drop function if exists %s cascade', f);
+    end loop;
+end $$;
+
 -- Replace a function whose result type changed (create or replace cannot): drops it only when
 -- its result differs, so re-running install never drops a function that calls are using.
-create or replace function ai._drop_if_result_differs(sig text, result text) returns void
+create or replace function ai_internal._drop_if_result_differs(sig text, result text) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 begin
     if to_regprocedure(sig) is not null and pg_get_function_result(to_regprocedure(sig)) <> result then

@@ -2,7 +2,7 @@
 -- Dynamic SQL is built with format('%I'/'%s' of regproc), never by concatenating input.
 
 -- Is this role an administrator of pgmind (superuser, or member of pgmind_admin)?
-create or replace function ai._is_admin(role_name name) returns boolean
+create or replace function ai_internal._is_admin(role_name name) returns boolean
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select coalesce((select rolsuper from pg_roles where rolname = role_name), false)
         or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
@@ -11,9 +11,9 @@ $$;
 
 -- May this role call this model?  The owner, administrators, and grantees (directly, through
 -- a role they belong to, or through 'public').
-create or replace function ai._can_use(role_name name, p_model_id text) returns boolean
+create or replace function ai_internal._can_use(role_name name, p_model_id text) returns boolean
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select ai._is_admin(role_name)
+    select ai_internal._is_admin(role_name)
         or exists (select 1 from ai.model_registry r
                    where r.model_id = p_model_id and pg_has_role(role_name, r.owner, 'MEMBER'))
         or exists (select 1 from ai.model_grants g
@@ -25,7 +25,7 @@ $$;
 
 -- The caller a SQL function claims must be a role the session may act as: this stops a role from
 -- borrowing another role's grants through the internal functions.
-create or replace function ai._check_caller(caller name) returns void
+create or replace function ai_internal._check_caller(caller name) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
     if caller is null or not pg_has_role(session_user, caller, 'MEMBER') then
@@ -35,18 +35,18 @@ begin
 end $$;
 
 -- Resolve a model for a call from SQL: unknown model → 42704, no grant → 42501.
-create or replace function ai._model_for_call(p_model_id text, caller name)
+create or replace function ai_internal._model_for_call(p_model_id text, caller name)
 returns table (model_id text, provider text, model_type text, model_name text, url text,
                header_fn regproc, in_fn regproc, out_fn regproc, options jsonb, dimensions int)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    perform ai._check_caller(caller);
+    perform ai_internal._check_caller(caller);
     if not exists (select 1 from ai.model_registry r where r.model_id = p_model_id) then
         raise exception 'model "%" is not registered', p_model_id
             using errcode = '42704',
                   hint = 'list the registered models with `pgmind models list` or select * from ai.models';
     end if;
-    if not ai._can_use(caller, p_model_id) then
+    if not ai_internal._can_use(caller, p_model_id) then
         raise exception 'permission denied for model "%"', p_model_id
             using errcode = '42501',
                   hint = format('the model''s owner or an administrator can run: select ai.grant_model(%L, %L)',
@@ -58,7 +58,7 @@ begin
 end $$;
 
 -- Check that a transform function exists with the expected shape.
-create or replace function ai._check_transform(fn regproc, role_text text, want_result text[]) returns void
+create or replace function ai_internal._check_transform(fn regproc, role_text text, want_result text[]) returns void
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
     p pg_proc;
@@ -84,7 +84,7 @@ begin
 end $$;
 
 -- Validate the auth object and split off its secret.  Returns (auth without secret, secret).
-create or replace function ai._split_auth(auth jsonb, out clean jsonb, out secret text)
+create or replace function ai_internal._split_auth(auth jsonb, out clean jsonb, out secret text)
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     kind text;
@@ -119,13 +119,13 @@ begin
     clean := clean || (auth - 'token' - 'author_type' - 'env');
 end $$;
 
-create or replace function ai._default_url(provider text) returns text
+create or replace function ai_internal._default_url(provider text) returns text
 language sql immutable as $$
     select case provider when 'openai' then 'https://api.openai.com/v1'
                          when 'dashscope' then 'https://dashscope.aliyuncs.com/api/v1' end
 $$;
 
-create or replace function ai._validate_model(url text, provider text, model_type text, model_name text,
+create or replace function ai_internal._validate_model(url text, provider text, model_type text, model_name text,
                                               header_fn regproc, in_fn regproc, out_fn regproc, options jsonb)
 returns void language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 begin
@@ -169,26 +169,26 @@ begin
         raise exception 'options.timeout must be a number of seconds from 0 to 86400, got %', options->'timeout'
             using errcode = '22023', hint = 'e.g. options => ''{"timeout": 60}''';
     end if;
-    perform ai._check_transform(header_fn, 'header', array['json', 'jsonb']);
-    perform ai._check_transform(in_fn, 'input', array['json', 'jsonb']);
-    perform ai._check_transform(out_fn, 'output', null);
+    perform ai_internal._check_transform(header_fn, 'header', array['json', 'jsonb']);
+    perform ai_internal._check_transform(in_fn, 'input', array['json', 'jsonb']);
+    perform ai_internal._check_transform(out_fn, 'output', null);
 end $$;
 
 -- Ask the model server what the model is (for embeddings: its dimension).  The model is not
 -- committed yet, so its whole definition travels in the request.  Returns null when the model
 -- server cannot be reached (registration goes on with a notice).
-create or replace function ai._probe_model(p_model_id text, url text, provider text, model_type text,
+create or replace function ai_internal._probe_model(p_model_id text, url text, provider text, model_type text,
                                            model_name text, auth jsonb, secret text, options jsonb)
 returns jsonb language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     answer jsonb;
 begin
     if not exists (select 1 from pg_proc where proname = '_server_request'
-                   and pronamespace = 'ai'::regnamespace) then
+                   and pronamespace = 'ai_internal'::regnamespace) then
         return null;  -- no plpython3u on this server: nothing can call models from SQL anyway
     end if;
     begin
-        answer := ai._server_request('/pgmind/v1/probe',
+        answer := ai_internal._server_request('/pgmind/v1/probe',
             jsonb_build_object('model_id', p_model_id, 'url', url, 'provider', provider,
                                'model_type', model_type, 'model_name', model_name, 'auth', auth,
                                'secret', secret, 'options', options)::text,
@@ -220,16 +220,16 @@ begin
             using errcode = '42710', hint = 'change it with ai.alter_model, or remove it with ai.drop_model';
     end if;
     options := coalesce(options, '{}'::jsonb);
-    url := coalesce(url, ai._default_url(provider));
+    url := coalesce(url, ai_internal._default_url(provider));
     header_fn := nullif(header_fn, 0::oid::regproc);   -- '-' is how regproc writes "no function"
     in_fn := nullif(in_fn, 0::oid::regproc);
     out_fn := nullif(out_fn, 0::oid::regproc);
-    perform ai._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
-    select * into a from ai._split_auth(auth);
+    perform ai_internal._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
+    select * into a from ai_internal._split_auth(auth);
     dims := (options->>'dimensions')::int;
 
     if type = 'embedding' and provider <> 'other' then
-        probe := ai._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
+        probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
         if probe ? 'dimensions' then
             if dims is not null and dims <> (probe->>'dimensions')::int then
                 raise exception 'model "%" returns % dimensions, but options say %', model_id,
@@ -247,15 +247,15 @@ begin
     if a.secret is not null then
         insert into ai.model_secrets (model_id, secret) values (model_id, a.secret);
     end if;
-    perform ai._registry_changed(model_id);
+    perform ai_internal._registry_changed(model_id);
     return model_id;
 end $$;
 
 -- Tell the model server the registry changed (it drops its cache); delivered at commit.
-create or replace function ai._registry_changed(p_model_id text) returns void
+create or replace function ai_internal._registry_changed(p_model_id text) returns void
 language sql volatile as $$ select pg_notify('pgmind_registry', coalesce(p_model_id, '')) $$;
 
-create or replace function ai._check_owner(p_model_id text) returns void
+create or replace function ai_internal._check_owner(p_model_id text) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
     o name;
@@ -265,7 +265,7 @@ begin
         raise exception 'model "%" is not registered', p_model_id
             using errcode = '42704', hint = 'list the registered models with select * from ai.models';
     end if;
-    if not (ai._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
+    if not (ai_internal._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
         raise exception 'must be the owner of model "%" (%)', p_model_id, o
             using errcode = '42501', hint = 'ask the owner or a pgmind administrator';
     end if;
@@ -280,7 +280,7 @@ declare
     r ai.model_registry;
     a record;
 begin
-    perform ai._check_owner(model_id);
+    perform ai_internal._check_owner(model_id);
     select * into r from ai.model_registry m where m.model_id = alter_model.model_id for update;
     r.url := coalesce(url, r.url);
     r.header_fn := coalesce(header_fn, r.header_fn);
@@ -288,7 +288,7 @@ begin
     r.out_fn := coalesce(out_fn, r.out_fn);
     r.options := coalesce(options, r.options);
     r.model_name := coalesce(name, r.model_name);
-    perform ai._validate_model(r.url, r.provider, r.model_type, r.model_name, r.header_fn, r.in_fn,
+    perform ai_internal._validate_model(r.url, r.provider, r.model_type, r.model_name, r.header_fn, r.in_fn,
                                r.out_fn, r.options);
     if options ? 'dimensions' then
         r.dimensions := (options->>'dimensions')::int;
@@ -298,14 +298,14 @@ begin
            model_name = r.model_name, dimensions = r.dimensions, updated_at = now()
      where m.model_id = alter_model.model_id;
     if auth is not null then
-        select * into a from ai._split_auth(auth);
+        select * into a from ai_internal._split_auth(auth);
         update ai.model_registry m set auth = a.clean where m.model_id = alter_model.model_id;
         delete from ai.model_secrets s where s.model_id = alter_model.model_id;
         if a.secret is not null then
             insert into ai.model_secrets (model_id, secret) values (alter_model.model_id, a.secret);
         end if;
     end if;
-    perform ai._registry_changed(model_id);
+    perform ai_internal._registry_changed(model_id);
     return model_id;
 end $$;
 
@@ -315,9 +315,9 @@ begin
     if if_exists and not exists (select 1 from ai.model_registry m where m.model_id = drop_model.model_id) then
         return false;
     end if;
-    perform ai._check_owner(model_id);
+    perform ai_internal._check_owner(model_id);
     delete from ai.model_registry m where m.model_id = drop_model.model_id;
-    perform ai._registry_changed(model_id);
+    perform ai_internal._registry_changed(model_id);
     return true;
 end $$;
 
@@ -328,7 +328,7 @@ begin
         raise exception 'the role to grant to is null' using errcode = '22004',
             hint = 'pass a role name, or ''public'' for everyone';
     end if;
-    perform ai._check_owner(model_id);
+    perform ai_internal._check_owner(model_id);
     if lower(role_name) <> 'public' and not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
             using errcode = '42704', hint = 'create the role first, or grant to public';
@@ -336,7 +336,7 @@ begin
     insert into ai.model_grants (model_id, grantee, granted_by)
     values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, session_user)
     on conflict do nothing;
-    perform ai._registry_changed(model_id);
+    perform ai_internal._registry_changed(model_id);
 end $$;
 
 create or replace function ai.revoke_model(model_id text, role_name name) returns void
@@ -346,32 +346,34 @@ begin
         raise exception 'the role to revoke from is null' using errcode = '22004',
             hint = 'pass a role name, or ''public'' for everyone';
     end if;
-    perform ai._check_owner(model_id);
+    perform ai_internal._check_owner(model_id);
     delete from ai.model_grants g
      where g.model_id = revoke_model.model_id
        and g.grantee = case when lower(role_name) = 'public' then 'public' else role_name end;
-    perform ai._registry_changed(model_id);
+    perform ai_internal._registry_changed(model_id);
 end $$;
 
--- The registry as users see it: no secret, ever.
+-- The registry as users see it: no secret, ever, and only the models the role may use.
 create or replace view ai.models as
 select r.model_id, r.provider, r.model_type, r.model_name, r.url,
        case when s.model_id is not null then r.auth || '{"token": "********"}'::jsonb else r.auth end as auth,
        r.header_fn, r.in_fn, r.out_fn, r.options, r.dimensions, r.owner,
        coalesce((select array_agg(g.grantee order by g.grantee) from ai.model_grants g
                  where g.model_id = r.model_id), '{}') as granted_to,
-       ai._can_use(current_user, r.model_id) as usable,
+       ai_internal._can_use(current_user, r.model_id) as usable,
        r.created_at, r.updated_at
 from ai.model_registry r
-left join ai.model_secrets s on s.model_id = r.model_id;
+left join ai.model_secrets s on s.model_id = r.model_id
+-- a role sees the models it may use (administrators: all of them)
+where ai_internal._can_use(current_user, r.model_id);
 grant select on ai.models to public;
 
 -- Administrators' functions are granted to pgmind_admin only; this says so clearly to anyone else
 -- (and holds even where a grant was changed by hand).
-create or replace function ai._require_admin(what text) returns void
+create or replace function ai_internal._require_admin(what text) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    if not ai._is_admin(session_user) then
+    if not ai_internal._is_admin(session_user) then
         raise exception 'only pgmind administrators %', what
             using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
     end if;
@@ -386,7 +388,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     key text;
 begin
-    perform ai._require_admin('make API keys');
+    perform ai_internal._require_admin('make API keys');
     if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
             using errcode = '42704', hint = 'create the role first: create role analyst nologin';
@@ -407,7 +409,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     n int;
 begin
-    perform ai._require_admin('revoke API keys');
+    perform ai_internal._require_admin('revoke API keys');
     update ai.api_keys k set revoked_at = now()
     where k.key_prefix = revoke_api_key.key_prefix and k.revoked_at is null;
     get diagnostics n = row_count;
@@ -421,7 +423,7 @@ end $$;
 
 create or replace view ai.api_key_list as
 select id, key_prefix, role_name, label, created_by, created_at, revoked_at
-from ai.api_keys where ai._is_admin(current_user);
+from ai.api_keys where ai_internal._is_admin(current_user);
 grant select on ai.api_key_list to public;
 
 -- Where the model server may send requests (see src/pgmind/models/outbound.py for the rules):
@@ -429,7 +431,7 @@ grant select on ai.api_key_list to public;
 create or replace function ai.allow_outbound(pattern text) returns text
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    perform ai._require_admin('change where the model server may connect');
+    perform ai_internal._require_admin('change where the model server may connect');
     pattern := lower(btrim(pattern));
     -- (the same forms src/pgmind/models/outbound.py parses: a name or *.name with an optional port,
     -- an IPv4 address or range with an optional port, an IPv6 address or range, [v6]:port)
@@ -448,7 +450,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     n int;
 begin
-    perform ai._require_admin('change where the model server may connect');
+    perform ai_internal._require_admin('change where the model server may connect');
     delete from ai.outbound_allow o where o.pattern = lower(btrim(disallow_outbound.pattern));
     get diagnostics n = row_count;
     perform pg_notify('pgmind_registry', '');
@@ -456,5 +458,5 @@ begin
 end $$;
 
 create or replace view ai.outbound_allow_list as
-select pattern, added_by, added_at from ai.outbound_allow where ai._is_admin(current_user);
+select pattern, added_by, added_at from ai.outbound_allow where ai_internal._is_admin(current_user);
 grant select on ai.outbound_allow_list to public;

@@ -1,11 +1,11 @@
 -- SQL functions that call models through the model server (plpython3u, standard library only).
--- Public functions run with the caller's rights; only ai._server_request reads the server token,
+-- Public functions run with the caller's rights; only ai_internal._server_request reads the server token,
 -- and it checks that the caller it is told about is a role the session may act as.
 
 -- PL/Python prefixes the messages of the errors it raises with the exception's type
 -- ("plpy.Error: ...", "spiexceptions.X: ..."): the public functions catch them and raise them
 -- again as they were meant, with SQLSTATE, message, detail and hint.
-create or replace function ai._reraise(state text, message text, detail text, hint text) returns void
+create or replace function ai_internal._reraise(state text, message text, detail text, hint text) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
     message := regexp_replace(message, '^((spiexceptions|plpy)\.\w+: )+', '');
@@ -22,7 +22,7 @@ begin
 end $$;
 
 -- The HTTP client, defined once per backend and kept in GD with its open connection.
-create or replace function ai._py_client_init() returns void
+create or replace function ai_internal._py_client_init() returns void
 language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
 if 'pgmind_client' in GD:
     return
@@ -146,11 +146,11 @@ GD['pgmind_client'] = PgmindClient()
 GD['pgmind_json'] = json
 $py$;
 
-create or replace function ai._server_request(path text, body text, caller name, timeout_s float8 default 300)
+create or replace function ai_internal._server_request(path text, body text, caller name, timeout_s float8 default 300)
 returns text language plpython3u volatile security definer set search_path = pg_catalog, pg_temp as $py$
 if 'pgmind_check_caller' not in GD:
-    GD['pgmind_check_caller'] = plpy.prepare('select ai._check_caller($1)', ['name'])
-    plpy.execute('select ai._py_client_init()')
+    GD['pgmind_check_caller'] = plpy.prepare('select ai_internal._check_caller($1)', ['name'])
+    plpy.execute('select ai_internal._py_client_init()')
 plpy.execute(GD['pgmind_check_caller'], [caller])
 return GD['pgmind_client'].request(path, body, caller, 300 if timeout_s is None else timeout_s)
 $py$;
@@ -158,15 +158,15 @@ $py$;
 -- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.  The vectors
 -- travel as base64 float32 and come back as real[] (no text formatting or parsing of floats).
 -- (dropped first: an earlier version returned vector, and create or replace cannot change that)
-select ai._drop_if_result_differs('ai._embed_batch(text, text[], text, name, float8)', 'TABLE(idx integer, embedding real[])');
-create or replace function ai._embed_batch(model text, inputs text[], input_type text, caller name,
+select ai_internal._drop_if_result_differs('ai_internal._embed_batch(text, text[], text, name, float8)', 'TABLE(idx integer, embedding real[])');
+create or replace function ai_internal._embed_batch(model text, inputs text[], input_type text, caller name,
                                            timeout_s float8 default 300)
 returns table (idx int, embedding real[])
 language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
 if 'pgmind_embed_plan' not in GD:
     GD['pgmind_embed_plan'] = plpy.prepare(
-        'select ai._server_request($1, $2, $3, $4) as r', ['text', 'text', 'name', 'float8'])
-    plpy.execute('select ai._py_client_init()')
+        'select ai_internal._server_request($1, $2, $3, $4) as r', ['text', 'text', 'name', 'float8'])
+    plpy.execute('select ai_internal._py_client_init()')
 json = GD['pgmind_json']
 if inputs is None:
     return []
@@ -208,11 +208,11 @@ begin
     if model is null or input is null then
         return null;
     end if;
-    return (select e.embedding from ai._embed_batch(model, array[input], input_type, current_user) e);
+    return (select e.embedding from ai_internal._embed_batch(model, array[input], input_type, current_user) e);
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
@@ -228,7 +228,7 @@ begin
     if model is null or inputs is null then
         return;
     end if;
-    for e in select b.idx, b.embedding from ai._embed_batch(model, inputs, input_type, current_user) b loop
+    for e in select b.idx, b.embedding from ai_internal._embed_batch(model, inputs, input_type, current_user) b loop
         idx := e.idx;
         embedding := e.embedding;
         return next;
@@ -236,11 +236,11 @@ begin
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 -- Check and normalise chat messages: a JSON array of {"role": ..., "content": ...}.
-create or replace function ai._check_messages(messages jsonb) returns jsonb
+create or replace function ai_internal._check_messages(messages jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     m jsonb;
@@ -268,7 +268,7 @@ begin
     return messages;
 end $$;
 
-create or replace function ai._check_options(options jsonb) returns jsonb
+create or replace function ai_internal._check_options(options jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
     options := coalesce(options, '{}'::jsonb);
@@ -293,11 +293,11 @@ begin
     if model is null or messages is null then
         return null;
     end if;
-    messages := ai._check_messages(messages);
-    options := ai._check_options(options);
+    messages := ai_internal._check_messages(messages);
+    options := ai_internal._check_options(options);
     -- OpenAI's request shape: options (temperature, max_tokens, seed, stop, ...) sit beside the messages
     body := (options - 'timeout') || jsonb_build_object('model', model, 'messages', messages, 'stream', false);
-    resp := ai._server_request('/v1/chat/completions', body::text, current_user,
+    resp := ai_internal._server_request('/v1/chat/completions', body::text, current_user,
                                coalesce((options->>'timeout')::float8, 300))::jsonb;
     return jsonb_build_object('message', resp->'choices'->0->'message',
                               'finish_reason', resp->'choices'->0->'finish_reason',
@@ -305,7 +305,7 @@ begin
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.generate(model text, prompt text, system text default null,
@@ -326,7 +326,7 @@ end $$;
 
 -- call_model: the model's input function builds the request, the model server sends it (adding the
 -- secret), the output function reads the answer.  The transform functions run with the caller's rights.
-create or replace function ai._call_model(model text, input jsonb, input_is_text boolean, raw_input text)
+create or replace function ai_internal._call_model(model text, input jsonb, input_is_text boolean, raw_input text)
 returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     m record;
@@ -340,7 +340,7 @@ declare
     e_detail text;
     e_hint text;
 begin
-    select * into m from ai._model_for_call(model, current_user);
+    select * into m from ai_internal._model_for_call(model, current_user);
     if m.in_fn is not null then
         select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.in_fn;
         if arg_type = 'text'::regtype then
@@ -363,7 +363,7 @@ begin
                 using errcode = '22023', hint = 'make it return jsonb like {"X-Header": "value"}';
         end if;
     end if;
-    response := ai._server_request('/pgmind/v1/call',
+    response := ai_internal._server_request('/pgmind/v1/call',
         jsonb_build_object('model', model, 'body', request, 'headers', headers)::text, current_user,
         coalesce((m.options->>'timeout')::float8, 300))::jsonb;
     if m.out_fn is null then
@@ -375,35 +375,35 @@ begin
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
 create or replace function ai.call_model(model text, input text) returns jsonb
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when model is null or input is null then null
-                else ai._call_model(model, to_jsonb(input), true, input) end
+                else ai_internal._call_model(model, to_jsonb(input), true, input) end
 $$;
 
 create or replace function ai.call_model(model text, input jsonb) returns jsonb
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when model is null or input is null then null
-                else ai._call_model(model, input, false, input::text) end
+                else ai_internal._call_model(model, input, false, input::text) end
 $$;
 
--- ai._server_request stays executable by everyone: the public functions above run with the caller's
+-- ai_internal._server_request stays executable by everyone: the public functions above run with the caller's
 -- rights and call it; it checks the caller it is told about, and the model server checks that
 -- caller's grant on the model, so calling it directly gains nothing.
 
 -- Relevance scores of documents for a query, from a rerank model (cross-encoder), in document order.
-create or replace function ai._rerank(model text, query text, documents text[])
+create or replace function ai_internal._rerank(model text, query text, documents text[])
 returns table (idx int, score float8)
 language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
 if model is None or query is None or documents is None:
     return []
 if 'pgmind_rerank_plan' not in GD:
     GD['pgmind_rerank_plan'] = plpy.prepare(
-        'select ai._server_request($1, $2, current_user, 300) as r', ['text', 'text'])
-    plpy.execute('select ai._py_client_init()')
+        'select ai_internal._server_request($1, $2, current_user, 300) as r', ['text', 'text'])
+    plpy.execute('select ai_internal._py_client_init()')
 json = GD['pgmind_json']
 todo = [(i, d) for i, d in enumerate(documents) if d is not None]
 if not todo:
@@ -422,9 +422,9 @@ declare
     e_detail text;
     e_hint text;
 begin
-    return query select r.idx, r.score from ai._rerank(model, query, documents) r;
+    return query select r.idx, r.score from ai_internal._rerank(model, query, documents) r;
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai._reraise(e_state, e_message, e_detail, e_hint);
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;

@@ -22,35 +22,35 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
 $$;
 
 -- The schema of the vector extension (types and operators are named with it).
-create or replace function ai._vector_schema() returns name
+create or replace function ai_internal._vector_schema() returns name
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select extnamespace::regnamespace::name from pg_extension where extname = 'vector'
 $$;
 
 -- SQL fragments over a vectorizer's key columns (security definer: the registry is private, but
 -- its key column names and types are in the catalog for everyone anyway).
---   ai._key_json(id, 'n')          jsonb_build_object('id', n.id, ...)
---   ai._key_from_json(id, 'k')     (k->>'id')::integer, ...
---   ai._key_cols(id, 's')          s.id, ...
-create or replace function ai._key_json(vid int, alias text) returns text
+--   ai_internal._key_json(id, 'n')          jsonb_build_object('id', n.id, ...)
+--   ai_internal._key_from_json(id, 'k')     (k->>'id')::integer, ...
+--   ai_internal._key_cols(id, 's')          s.id, ...
+create or replace function ai_internal._key_json(vid int, alias text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ' order by i) || ')'
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
 
-create or replace function ai._key_from_json(vid int, alias text) returns text
+create or replace function ai_internal._key_from_json(vid int, alias text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('(%I->>%L)::%s', alias, c, t), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns, v.key_types) with ordinality as k(c, t, i) where v.id = vid
 $$;
 
-create or replace function ai._key_cols(vid int, alias text) returns text
+create or replace function ai_internal._key_cols(vid int, alias text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('%I.%I', alias, c), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
 
-create or replace function ai._vectorizer_id(p_name text) returns int
+create or replace function ai_internal._vectorizer_id(p_name text) returns int
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
     vid int;
@@ -65,26 +65,26 @@ end $$;
 
 -- May this role change this vectorizer's queue and chunks?  Its source table's owner (and members
 -- of that role) and pgmind administrators.  The row-level security of the queue uses it.
-create or replace function ai._owns_vectorizer(vid int, role_name name) returns boolean
+create or replace function ai_internal._owns_vectorizer(vid int, role_name name) returns boolean
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select coalesce((select ai._is_admin(role_name) or pg_has_role(role_name, v.owner, 'MEMBER')
+    select coalesce((select ai_internal._is_admin(role_name) or pg_has_role(role_name, v.owner, 'MEMBER')
                      from ai.vectorizers v where v.id = vid), false)
 $$;
 
-create or replace function ai._check_vectorizer_owner(vid int) returns void
+create or replace function ai_internal._check_vectorizer_owner(vid int) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
     o name;
 begin
     select owner into o from ai.vectorizers where id = vid;
-    if not (ai._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
+    if not (ai_internal._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
         raise exception 'must own the source table (owner %) to change its vectorizer', o
             using errcode = '42501', hint = 'run it as the table''s owner or a pgmind administrator';
     end if;
 end $$;
 
 -- The versions a change must be queued for (every live one: the active and a building one).
-create or replace function ai._live_versions(vid int) returns int[]
+create or replace function ai_internal._live_versions(vid int) returns int[]
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select coalesce(array_agg(version order by version), '{}') from ai.vectorizer_versions where vectorizer_id = vid
 $$;
@@ -92,11 +92,11 @@ $$;
 -- Queue keys for every live version.  Called by the generated trigger, which runs as the table's
 -- owner; these run with the caller's rights, and the queue's row-level security lets a role touch
 -- only the queue of vectorizers whose table it owns.
-create or replace function ai._enqueue(vid int, keys jsonb[]) returns void
+create or replace function ai_internal._enqueue(vid int, keys jsonb[]) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 begin
     insert into ai.vectorizer_queue (vectorizer_id, version, key)
-    select vid, ver, k from unnest(ai._live_versions(vid)) as ver, unnest(keys) as k
+    select vid, ver, k from unnest(ai_internal._live_versions(vid)) as ver, unnest(keys) as k
     where k is not null
     on conflict (vectorizer_id, version, key) do update
         set seq = nextval('ai.vectorizer_queue_seq'), queued_at = now(), attempts = 0,
@@ -106,18 +106,18 @@ end $$;
 
 -- Queue every row of the source for one version (backfill, re-embedding into a new version):
 -- reads the source with the caller's rights.
-create or replace function ai._enqueue_all(vid int, p_version int) returns bigint
+create or replace function ai_internal._enqueue_all(vid int, p_version int) returns bigint
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     n bigint;
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     execute format('insert into ai.vectorizer_queue (vectorizer_id, version, key)
                     select $1, $2, %s from %s s
                     on conflict (vectorizer_id, version, key) do update
                         set seq = nextval(''ai.vectorizer_queue_seq''), queued_at = now(), attempts = 0,
                             next_attempt_at = now(), last_error = null',
-                   ai._key_json(vid, 's'), (ai._vectorizer_info(vid)).source)
+                   ai_internal._key_json(vid, 's'), (ai_internal._vectorizer_info(vid)).source)
         using vid, p_version;
     get diagnostics n = row_count;
     return n;
@@ -126,28 +126,28 @@ end $$;
 -- Remove the chunks of deleted (or re-keyed) source rows from every version, and their queue
 -- entries.  The queue rows go first: a worker that holds them finishes its write before this
 -- deletes what it wrote.  With the caller's rights (the table owner's, from the trigger).
-create or replace function ai._forget(vid int, keys jsonb[]) returns void
+create or replace function ai_internal._forget(vid int, keys jsonb[]) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     ver record;
 begin
     delete from ai.vectorizer_queue q where q.vectorizer_id = vid and q.key = any (keys);
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid and e.key = any (keys);
-    for ver in select * from ai._vectorizer_stores(vid) loop
+    for ver in select * from ai_internal._vectorizer_stores(vid) loop
         execute format('delete from %I.%I s where (%s) in (select %s from unnest($1) as k)',
-                       ver.dest_schema, ver.store_table, ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k'))
+                       ver.dest_schema, ver.store_table, ai_internal._key_cols(vid, 's'), ai_internal._key_from_json(vid, 'k'))
             using keys;
     end loop;
 end $$;
 
-create or replace function ai._forget_all(vid int) returns void
+create or replace function ai_internal._forget_all(vid int) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     ver record;
 begin
     delete from ai.vectorizer_queue q where q.vectorizer_id = vid;
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid;
-    for ver in select * from ai._vectorizer_stores(vid) loop
+    for ver in select * from ai_internal._vectorizer_stores(vid) loop
         execute format('truncate %I.%I', ver.dest_schema, ver.store_table);
     end loop;
 end $$;
@@ -164,15 +164,15 @@ end $$;
 -- these functions.  PostgreSQL refuses SET ROLE inside a SECURITY DEFINER function, so the worker,
 -- whose session user is an administrator, never runs the owner's code with more than the owner's
 -- rights; it checks each function is still SECURITY DEFINER and the owner's before the call.
-create or replace function ai._owner_functions_sql(vid int) returns text[]
+create or replace function ai_internal._owner_functions_sql(vid int) returns text[]
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 declare
     v ai.vectorizers;
     keys_differ text;
-    vschema name := ai._vector_schema();
+    vschema name := ai_internal._vector_schema();
     store_pattern text;
 begin
-    perform ai._check_vectorizer_owner(vid);   -- (they hold the owner's content expression)
+    perform ai_internal._check_vectorizer_owner(vid);   -- (they hold the owner's content expression)
     select * into v from ai.vectorizers where id = vid;
     select string_agg(format('old.%1$I is distinct from new.%1$I', c), ' or ') into keys_differ
     from unnest(v.key_columns) c;
@@ -183,29 +183,29 @@ begin
                v.dest_schema, v.name || '_vectorizer_trigger', format($b$
         begin
             if tg_op = 'INSERT' then
-                perform ai._enqueue(%1$s, array(select %2$s from new_rows n));
+                perform ai_internal._enqueue(%1$s, array(select %2$s from new_rows n));
             elsif tg_op = 'UPDATE' then
                 if %3$s then
-                    perform ai._forget(%1$s, array[%4$s]);
-                    perform ai._enqueue(%1$s, array[%5$s]);
+                    perform ai_internal._forget(%1$s, array[%4$s]);
+                    perform ai_internal._enqueue(%1$s, array[%5$s]);
                 elsif (select (%6$s)::text from (select old.*) s) is distinct from
                       (select (%6$s)::text from (select new.*) s) then
-                    perform ai._enqueue(%1$s, array[%5$s]);
+                    perform ai_internal._enqueue(%1$s, array[%5$s]);
                 end if;
             elsif tg_op = 'DELETE' then
-                perform ai._forget(%1$s, array[%4$s]);
+                perform ai_internal._forget(%1$s, array[%4$s]);
             elsif tg_op = 'TRUNCATE' then
-                perform ai._forget_all(%1$s);
+                perform ai_internal._forget_all(%1$s);
             end if;
             return null;
-        end $b$, vid, ai._key_json(vid, 'n'), keys_differ, ai._key_json(vid, 'old'), ai._key_json(vid, 'new'),
+        end $b$, vid, ai_internal._key_json(vid, 'n'), keys_differ, ai_internal._key_json(vid, 'old'), ai_internal._key_json(vid, 'new'),
                v.content)),
         -- (language sql: the content expression is checked when the function is created)
         format($f$create or replace function %1$I.%2$I(keys jsonb[]) returns table (key jsonb, content text)
                   language sql stable security definer set search_path = pg_catalog, pg_temp as %3$L$f$,
                v.dest_schema, v.name || '_vectorizer_content', format(
                   'select %s, (%s)::text from %s s where (%s) in (select %s from unnest(keys) as k)',
-                  ai._key_json(vid, 's'), v.content, v.source, ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k'))),
+                  ai_internal._key_json(vid, 's'), v.content, v.source, ai_internal._key_cols(vid, 's'), ai_internal._key_from_json(vid, 'k'))),
         format($f$create or replace function %1$I.%2$I(store name, remove jsonb[], keys jsonb[], seqs int[],
                       chunks text[], embeddings %3$I.vector[]) returns bigint
                   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as %4$L$f$,
@@ -222,10 +222,10 @@ begin
             return n;
         end $b$, store_pattern,
             format('delete from %%I.%%I s where (%s) in (select %s from unnest($1) as k)',
-                   ai._key_cols(vid, 's'), ai._key_from_json(vid, 'k')),
+                   ai_internal._key_cols(vid, 's'), ai_internal._key_from_json(vid, 'k')),
             format('insert into %%I.%%I (%s, chunk_seq, chunk, embedding) select %s, u.seq, u.chunk, u.embedding
                     from unnest($1, $2, $3, $4) as u(k, seq, chunk, embedding)',
-                   (select string_agg(format('%I', c), ', ') from unnest(v.key_columns) c), ai._key_from_json(vid, 'k')),
+                   (select string_agg(format('%I', c), ', ') from unnest(v.key_columns) c), ai_internal._key_from_json(vid, 'k')),
             v.dest_schema)),
         format($f$create or replace function %1$I.%2$I(new_store name, old_store name) returns void
                   language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as %3$L$f$,
@@ -237,7 +237,7 @@ begin
                 raise exception 'not a chunk table of this vectorizer' using errcode = '42501';
             end if;
             execute format('create or replace view %%I.%%I as %%s', %2$L, %3$L,
-                           ai._view_sql(%2$L, new_store, %4$L));
+                           ai_internal._view_sql(%2$L, new_store, %4$L));
             -- whoever could read the old version's chunks can read the new one's
             for g in select grantee, privilege_type from information_schema.role_table_grants
                      where table_schema = %2$L and table_name = old_store and grantee <> current_user loop
@@ -249,19 +249,19 @@ begin
 end $$;
 
 -- The signatures of those functions, for grants and drops.
-create or replace function ai._owner_function_names(vid int) returns text[]
+create or replace function ai_internal._owner_function_names(vid int) returns text[]
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select array[format('%I.%I()', v.dest_schema, v.name || '_vectorizer_trigger'),
                  format('%I.%I(jsonb[])', v.dest_schema, v.name || '_vectorizer_content'),
                  format('%I.%I(name, jsonb[], jsonb[], int[], text[], %I.vector[])', v.dest_schema,
-                        v.name || '_vectorizer_write', ai._vector_schema()),
+                        v.name || '_vectorizer_write', ai_internal._vector_schema()),
                  format('%I.%I(name, name)', v.dest_schema, v.name || '_vectorizer_activate')]
     from ai.vectorizers v where v.id = vid
 $$;
 
 -- Creates (or re-creates, on upgrade) a vectorizer's owner functions and triggers.  Runs with the
 -- caller's rights; the functions end up owned by the table's owner.
-create or replace function ai._install_owner_functions(vid int) returns void
+create or replace function ai_internal._install_owner_functions(vid int) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     stmt text;
@@ -269,11 +269,11 @@ declare
     info record;
     names text[];
 begin
-    select * into info from ai._vectorizer_info(vid);
-    foreach stmt in array ai._owner_functions_sql(vid) loop
+    select * into info from ai_internal._vectorizer_info(vid);
+    foreach stmt in array ai_internal._owner_functions_sql(vid) loop
         execute stmt;
     end loop;
-    names := ai._owner_function_names(vid);
+    names := ai_internal._owner_function_names(vid);
     foreach fn in array names loop
         execute format('revoke all on function %s from public', fn);
         if (select proowner::regrole::name from pg_proc where oid = fn::regprocedure) <> info.owner then
@@ -290,9 +290,7 @@ end $$;
 
 -- Records a new vectorizer.  Everything but the caller's choices (name, content, model, chunking,
 -- index) is read from the catalog here, not taken from the caller.
-drop function if exists ai._register_vectorizer(text, regclass, name[], text[], text, name, name, text, text,
-                                                jsonb, jsonb, int, name, name);
-create or replace function ai._register_vectorizer(
+create or replace function ai_internal._register_vectorizer(
     p_name text, p_source regclass, p_content text, p_model text, p_chunking jsonb, p_index jsonb, p_caller name)
 returns int language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -303,7 +301,7 @@ declare
     key_typs text[];
     m record;
 begin
-    perform ai._check_caller(p_caller);
+    perform ai_internal._check_caller(p_caller);
     select c.relowner::regrole::name, c.relnamespace::regnamespace::name into table_owner, v_schema
     from pg_class c where c.oid = p_source and c.relkind in ('r', 'p');
     if table_owner is null then
@@ -330,28 +328,27 @@ begin
         raise exception 'table % has no primary key', p_source
             using errcode = '42P16', hint = 'add one: alter table ... add primary key (...)';
     end if;
-    select * into m from ai._vectorizer_model(p_model, p_caller);
+    select * into m from ai_internal._vectorizer_model(p_model, p_caller);
     insert into ai.vectorizers (name, source, key_columns, key_types, content, owner, dest_schema, dest_view, trigger_fn)
     values (p_name, p_source, key_cols, key_typs, p_content, table_owner, v_schema, p_name || '_chunks',
             format('%I.%I()', v_schema, p_name || '_vectorizer_trigger'))
     returning id into vid;
     insert into ai.vectorizer_versions (vectorizer_id, version, model, chunking, index_spec, dimensions, store_table,
                                         status, activated_at)
-    values (vid, 1, p_model, ai._check_chunking(p_chunking), ai._check_index(p_index), m.dimensions,
+    values (vid, 1, p_model, ai_internal._check_chunking(p_chunking), ai_internal._check_index(p_index), m.dimensions,
             p_name || '_chunks_v1', 'active', now());
     return vid;
 end $$;
 
 -- Check the model for a vectorizer: an embedding model the caller may use, with a known dimension.
-drop function if exists ai._vectorizer_model(text);
-create or replace function ai._vectorizer_model(p_model text, caller name)
+create or replace function ai_internal._vectorizer_model(p_model text, caller name)
 returns table (model_id text, provider text, model_type text, model_name text, url text,
                header_fn regproc, in_fn regproc, out_fn regproc, options jsonb, dimensions int)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
     m record;
 begin
-    select * into m from ai._model_for_call(p_model, caller);
+    select * into m from ai_internal._model_for_call(p_model, caller);
     if m.model_type <> 'embedding' then
         raise exception 'model "%" is a % model, not an embedding model', p_model, m.model_type
             using errcode = '22023', hint = 'pick an embedding model from select * from ai.models';
@@ -368,7 +365,7 @@ end $$;
 -- ChunkingConfig.from_json accepts exactly what this accepts: tests/test_contracts.py runs one table
 -- of cases through both): a JSON object with only these keys; method one of recursive, markdown,
 -- html, none; max_tokens an integer 8..8192; overlap an integer, 0 <= 2 * overlap < max_tokens.
-create or replace function ai._check_chunking(chunking jsonb) returns jsonb
+create or replace function ai_internal._check_chunking(chunking jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     unknown text;
@@ -407,7 +404,7 @@ end $$;
 
 -- An index spec, completed with the defaults: hnsw (m 2..100, ef_construction 4..1000 and at
 -- least 2 * m), ivfflat (lists 1..32768) or none.
-create or replace function ai._check_index(index_spec jsonb) returns jsonb
+create or replace function ai_internal._check_index(index_spec jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     t text;
@@ -456,14 +453,14 @@ begin
 end $$;
 
 -- Creates the store table of one version (with the caller's rights: it belongs to the table owner).
-create or replace function ai._create_store(vid_source regclass, p_schema name, p_store name,
+create or replace function ai_internal._create_store(vid_source regclass, p_schema name, p_store name,
                                             key_columns name[], key_types text[], dims int, index_spec jsonb,
                                             metric text)
 returns void language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     cols text;
     opclass text;
-    vschema name := ai._vector_schema();
+    vschema name := ai_internal._vector_schema();
 begin
     select string_agg(format('%I %s not null', c, t), ', ' order by i) into cols
     from unnest(key_columns, key_types) with ordinality as k(c, t, i);
@@ -476,7 +473,7 @@ begin
     execute format('create index on %I.%I using gin (fts)', p_schema, p_store);
     execute format('comment on table %I.%I is %L', p_schema, p_store,
                    format('pgmind vectorizer chunks of %s; written by pgmind workers', vid_source));
-    index_spec := ai._check_index(index_spec);
+    index_spec := ai_internal._check_index(index_spec);
     opclass := case coalesce(metric, 'cosine') when 'cosine' then 'vector_cosine_ops'
                                                 when 'l2' then 'vector_l2_ops' when 'ip' then 'vector_ip_ops' end;
     if index_spec->>'type' = 'hnsw' then
@@ -492,15 +489,15 @@ end $$;
 -- The destination view: the active version's table, its embedding column without a dimension, so a
 -- new version of another dimension replaces the view in place (grants on it are kept).  The
 -- index still serves the view: the planner looks through the cast.
-create or replace function ai._view_sql(p_schema name, p_store name, key_columns name[]) returns text
+create or replace function ai_internal._view_sql(p_schema name, p_store name, key_columns name[]) returns text
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select format('select %s, chunk_seq, chunk, embedding::%I.vector as embedding, fts from %I.%I',
                   (select string_agg(format('%I', c), ', ') from unnest(key_columns) c),
-                  ai._vector_schema(), p_schema, p_store)
+                  ai_internal._vector_schema(), p_schema, p_store)
 $$;
 
 -- With the caller's rights: the caller must own the table (or belong to its owner role).  The
--- checks of the arguments live in ai._register_vectorizer, ai._check_chunking and ai._check_index.
+-- checks of the arguments live in ai_internal._register_vectorizer, ai_internal._check_chunking and ai_internal._check_index.
 create or replace function ai.create_vectorizer(
     source regclass, name text default null, content text default null, model text default 'e5-small',
     chunking jsonb default null, index jsonb default null, backfill boolean default true)
@@ -527,36 +524,36 @@ begin
         end if;
         content := format('%I', text_cols[1]);
     end if;
-    vid := ai._register_vectorizer(coalesce(name, v_table), source, content, model, chunking, index, current_user);
-    select * into v from ai._vectorizer_info(vid);
-    select * into ver from ai._vectorizer_stores(vid) limit 1;
-    select * into m from ai._vectorizer_model(model, current_user);
+    vid := ai_internal._register_vectorizer(coalesce(name, v_table), source, content, model, chunking, index, current_user);
+    select * into v from ai_internal._vectorizer_info(vid);
+    select * into ver from ai_internal._vectorizer_stores(vid) limit 1;
+    select * into m from ai_internal._vectorizer_model(model, current_user);
     if to_regclass(format('%I.%I', v.dest_schema, v.dest_view)) is not null
        or to_regclass(format('%I.%I', v.dest_schema, ver.store_table)) is not null then
         raise exception 'relation %.% already exists', v.dest_schema, v.dest_view
             using errcode = '42P07', hint = 'pick another name => for the vectorizer';
     end if;
     begin
-        perform ai._install_owner_functions(vid);
+        perform ai_internal._install_owner_functions(vid);
     exception when syntax_error or undefined_column or undefined_function or datatype_mismatch
                    or undefined_table or ambiguous_column or grouping_error or feature_not_supported then
         raise exception 'content % is not a valid expression over %: %', content, source, sqlerrm
             using errcode = '42601', hint = 'use the table''s column names, e.g. title || E''\n\n'' || body';
     end;
-    perform ai._create_store(source, v.dest_schema, ver.store_table, v.key_columns, v.key_types, m.dimensions,
+    perform ai_internal._create_store(source, v.dest_schema, ver.store_table, v.key_columns, v.key_types, m.dimensions,
                              index, coalesce(m.options->>'metric', 'cosine'));
     execute format('create view %I.%I as %s', v.dest_schema, v.dest_view,
-                   ai._view_sql(v.dest_schema, ver.store_table, v.key_columns));
+                   ai_internal._view_sql(v.dest_schema, ver.store_table, v.key_columns));
     if backfill then
-        perform ai._enqueue_all(vid, 1);
+        perform ai_internal._enqueue_all(vid, 1);
     end if;
     return vid;
 end $$;
 
-create or replace function ai._unregister_vectorizer(vid int) returns void
+create or replace function ai_internal._unregister_vectorizer(vid int) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     delete from ai.vectorizer_progress where vectorizer_id = vid;
     delete from ai.vectorizers where id = vid;
 end $$;
@@ -564,44 +561,44 @@ end $$;
 create or replace function ai.drop_vectorizer(name text, drop_chunks boolean default true) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    vid int := ai._vectorizer_id(name);
+    vid int := ai_internal._vectorizer_id(name);
     v record;
     ver record;
     fn text;
 begin
-    perform ai._check_vectorizer_owner(vid);
-    select * into v from ai._vectorizer_info(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
+    select * into v from ai_internal._vectorizer_info(vid);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_insert', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_change', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_truncate', v.source);
-    foreach fn in array ai._owner_function_names(vid) loop
+    foreach fn in array ai_internal._owner_function_names(vid) loop
         if to_regprocedure(fn) is not null then
             execute format('drop function %s', fn);
         end if;
     end loop;
     if drop_chunks then
         execute format('drop view if exists %I.%I', v.dest_schema, v.dest_view);
-        for ver in select * from ai._vectorizer_stores(vid) loop
+        for ver in select * from ai_internal._vectorizer_stores(vid) loop
             execute format('drop table if exists %I.%I', v.dest_schema, ver.store_table);
         end loop;
     end if;
-    perform ai._unregister_vectorizer(vid);
+    perform ai_internal._unregister_vectorizer(vid);
 end $$;
 
 -- What a table owner may read about its vectorizer (the registry itself is private).
-select ai._drop_if_result_differs('ai._vectorizer_info(int)', 'TABLE(name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[], key_types text[], content text)');
-create or replace function ai._vectorizer_info(vid int)
+select ai_internal._drop_if_result_differs('ai_internal._vectorizer_info(int)', 'TABLE(name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[], key_types text[], content text)');
+create or replace function ai_internal._vectorizer_info(vid int)
 returns table (name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[],
                key_types text[], content text)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     return query select v.name, v.source, v.owner, v.dest_schema, v.dest_view, v.key_columns, v.key_types, v.content
                  from ai.vectorizers v where v.id = vid;
 end $$;
 
-select ai._drop_if_result_differs('ai._vectorizer_stores(int)', 'TABLE(version integer, dest_schema name, store_table name, status text, model text)');
-create or replace function ai._vectorizer_stores(vid int)
+select ai_internal._drop_if_result_differs('ai_internal._vectorizer_stores(int)', 'TABLE(version integer, dest_schema name, store_table name, status text, model text)');
+create or replace function ai_internal._vectorizer_stores(vid int)
 returns table (version int, dest_schema name, store_table name, status text, model text)
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select ver.version, v.dest_schema, ver.store_table, ver.status, ver.model
@@ -612,23 +609,22 @@ $$;
 -- Change the model, chunking or index: a new version is embedded in the background while the old
 -- one keeps serving; a worker switches the view over once the new one is complete.  Returns the
 -- new version and its store table's name (derived here, never taken from the caller).
-drop function if exists ai._add_version(int, text, jsonb, jsonb, int, name);
-create or replace function ai._add_version(vid int, p_model text, p_chunking jsonb, p_index jsonb,
+create or replace function ai_internal._add_version(vid int, p_model text, p_chunking jsonb, p_index jsonb,
                                            out version int, out store_table name)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     m record;
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     if exists (select 1 from ai.vectorizer_versions where vectorizer_id = vid and status = 'building') then
         raise exception 'a new version of this vectorizer is already being built'
             using errcode = '55006', hint = 'wait for it (select * from ai.vectorizer_status), then alter again';
     end if;
-    select * into m from ai._vectorizer_model(p_model, session_user);
+    select * into m from ai_internal._vectorizer_model(p_model, session_user);
     select max(ver.version) + 1 into version from ai.vectorizer_versions ver where ver.vectorizer_id = vid;
     store_table := (select v.name from ai.vectorizers v where v.id = vid) || '_chunks_v' || version;
     insert into ai.vectorizer_versions (vectorizer_id, version, model, chunking, index_spec, dimensions, store_table, status)
-    values (vid, version, p_model, ai._check_chunking(p_chunking), ai._check_index(p_index), m.dimensions,
+    values (vid, version, p_model, ai_internal._check_chunking(p_chunking), ai_internal._check_index(p_index), m.dimensions,
             store_table, 'building');
 end $$;
 
@@ -636,21 +632,21 @@ create or replace function ai.alter_vectorizer(name text, model text default nul
                                                index jsonb default null) returns int
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    vid int := ai._vectorizer_id(name);
+    vid int := ai_internal._vectorizer_id(name);
     v record;
     cur record;
     m record;
     added record;
 begin
-    perform ai._check_vectorizer_owner(vid);
-    select * into v from ai._vectorizer_info(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
+    select * into v from ai_internal._vectorizer_info(vid);
     select vv.* into cur from ai.vectorizer_status vv where vv.name = alter_vectorizer.name and vv.status = 'active';
-    select * into m from ai._vectorizer_model(coalesce(model, cur.model), current_user);
-    select * into added from ai._add_version(vid, m.model_id, coalesce(chunking, cur.chunking),
+    select * into m from ai_internal._vectorizer_model(coalesce(model, cur.model), current_user);
+    select * into added from ai_internal._add_version(vid, m.model_id, coalesce(chunking, cur.chunking),
                                              coalesce(index, cur.index_spec));
-    perform ai._create_store(v.source, v.dest_schema, added.store_table, v.key_columns, v.key_types, m.dimensions,
+    perform ai_internal._create_store(v.source, v.dest_schema, added.store_table, v.key_columns, v.key_types, m.dimensions,
                              coalesce(index, cur.index_spec), coalesce(m.options->>'metric', 'cosine'));
-    perform ai._enqueue_all(vid, added.version);
+    perform ai_internal._enqueue_all(vid, added.version);
     return added.version;
 end $$;
 
@@ -658,8 +654,8 @@ end $$;
 -- and this returns the store table of the version it replaces, which the worker then has the
 -- owner's <name>_vectorizer_activate point the view away from and drop (same transaction).
 -- Returns null when the version is not ready.  Workers only: not executable by others.
-select ai._drop_if_result_differs('ai._activate_version(int, int)', 'name');
-create or replace function ai._activate_version(vid int, p_version int) returns name
+select ai_internal._drop_if_result_differs('ai_internal._activate_version(int, int)', 'name');
+create or replace function ai_internal._activate_version(vid int, p_version int) returns name
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     old record;
@@ -681,12 +677,12 @@ end $$;
 create or replace function ai.vectorizer_backfill(name text) returns bigint
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
-    vid int := ai._vectorizer_id(name);
+    vid int := ai_internal._vectorizer_id(name);
     n bigint := 0;
     ver record;
 begin
-    for ver in select * from ai._vectorizer_stores(vid) loop
-        n := n + ai._enqueue_all(vid, ver.version);
+    for ver in select * from ai_internal._vectorizer_stores(vid) loop
+        n := n + ai_internal._enqueue_all(vid, ver.version);
     end loop;
     return n;
 end $$;
@@ -695,10 +691,10 @@ end $$;
 create or replace function ai.vectorizer_retry(name text) returns bigint
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    vid int := ai._vectorizer_id(name);
+    vid int := ai_internal._vectorizer_id(name);
     n bigint;
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     with moved as (
         delete from ai._vectorizer_errors e where e.vectorizer_id = vid returning e.version, e.key)
     insert into ai.vectorizer_queue (vectorizer_id, version, key)
@@ -711,8 +707,7 @@ end $$;
 -- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
 -- null where the caller cannot read the chunks, or where the table is not the plain table pgmind
 -- made (a view or row security there would run its owner's code in the caller's session).
-drop function if exists ai._vectorizer_done(int, int) cascade;   -- (the status view is made again below)
-create or replace function ai._vectorizer_done(p_schema name, p_store name) returns bigint
+create or replace function ai_internal._vectorizer_done(p_schema name, p_store name) returns bigint
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
     rel oid := to_regclass(format('%I.%I', p_schema, p_store));
@@ -734,11 +729,11 @@ alter table ai.vectorizer_queue enable row level security;
 alter table ai._vectorizer_errors enable row level security;
 drop policy if exists vectorizer_queue_owner on ai.vectorizer_queue;
 create policy vectorizer_queue_owner on ai.vectorizer_queue
-    using (ai._owns_vectorizer(vectorizer_id, current_user))
-    with check (ai._owns_vectorizer(vectorizer_id, current_user));
+    using (ai_internal._owns_vectorizer(vectorizer_id, current_user))
+    with check (ai_internal._owns_vectorizer(vectorizer_id, current_user));
 drop policy if exists vectorizer_errors_owner on ai._vectorizer_errors;
 create policy vectorizer_errors_owner on ai._vectorizer_errors
-    using (ai._owns_vectorizer(vectorizer_id, current_user));
+    using (ai_internal._owns_vectorizer(vectorizer_id, current_user));
 grant select, insert, update, delete on ai.vectorizer_queue to public;
 grant select, delete on ai._vectorizer_errors to public;
 grant usage on sequence ai.vectorizer_queue_seq to public;
@@ -747,7 +742,7 @@ create or replace view ai.vectorizer_status as
 select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_view) as destination,
        ver.version, ver.status, ver.model, ver.chunking, ver.index_spec, ver.dimensions,
        coalesce(q.pending, 0) as pending, coalesce(q.leased, 0) as leased,
-       ai._vectorizer_done(v.dest_schema, ver.store_table) as done,
+       ai_internal._vectorizer_done(v.dest_schema, ver.store_table) as done,
        coalesce(e.errors, 0) as errors,
        q.oldest_pending as lag,
        coalesce(p.rows_last_minute, 0) / 60.0 as rows_per_second,
@@ -766,17 +761,17 @@ left join lateral (
 left join lateral (
     select sum(rows) as rows_last_minute from ai.vectorizer_progress p
     where p.vectorizer_id = v.id and p.version = ver.version and p.at > now() - interval '1 minute') p on true
-where ai._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
+where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
 
 create or replace view ai.vectorizer_errors as
 select v.name as vectorizer, e.version, e.key, e.error, e.sqlstate, e.attempts, e.failed_at
 from ai._vectorizer_errors e join ai.vectorizers v on v.id = e.vectorizer_id
-where ai._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
+where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
 
 -- (a worker's last error may quote any vectorizer's data: administrators only see it)
 create or replace view ai.vectorizer_worker_status as
 select worker_id, hostname, pid, started_at, heartbeat_at, now() - heartbeat_at as silent_for,
-       rows_done, chunks_done, errors, case when ai._is_admin(current_user) then last_error end as last_error
+       rows_done, chunks_done, errors, case when ai_internal._is_admin(current_user) then last_error end as last_error
 from ai.vectorizer_workers;
 
 grant select on ai.vectorizer_status, ai.vectorizer_errors, ai.vectorizer_worker_status to public;
@@ -787,6 +782,6 @@ declare
     vid int;
 begin
     for vid in select id from ai.vectorizers loop
-        perform ai._install_owner_functions(vid);
+        perform ai_internal._install_owner_functions(vid);
     end loop;
 end $$;

@@ -2,20 +2,22 @@
 -- side (plpython3u); keyword search alone works anywhere.  Runs with the caller's rights: the
 -- caller must be able to read the chunks (and the source table when filtering).
 
--- The active version's table and model, for a vectorizer the caller can see.  The chunk table must
--- still be the plain table pgmind made: a view, rules or row security put there by its owner would
--- run the owner's code in the searcher's session.  (When the OUT columns change, drop it here first.)
-select ai._drop_if_result_differs('ai._search_target(text)', 'record');
-create or replace function ai._search_target(p_name text,
+-- The active version's table and model, for a caller that may read its chunks (``caller`` is the
+-- role the session acts as: the public functions pass current_user).  The chunk table must still be
+-- the plain table pgmind made: a view, rules or row security put there by its owner would run the
+-- owner's code in the searcher's session.  (When the OUT columns change, drop it here first.)
+select ai_internal._drop_if_result_differs('ai_internal._search_target(text, name)', 'record');
+create or replace function ai_internal._search_target(p_name text, caller name,
     out vid int, out store text, out source regclass, out model text, out key_json text, out key_cols text,
     out config jsonb, out model_threshold float8, out source_key_cols text)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    vid := ai._vectorizer_id(p_name);
-    select format('%I.%I', v.dest_schema, ver.store_table), v.source, ver.model, ai._key_json(v.id, 'c'),
-           ai._key_cols(v.id, 'c'), v.config,
+    perform ai_internal._check_caller(caller);
+    vid := ai_internal._vectorizer_id(p_name);
+    select format('%I.%I', v.dest_schema, ver.store_table), v.source, ver.model, ai_internal._key_json(v.id, 'c'),
+           ai_internal._key_cols(v.id, 'c'), v.config,
            (select (r.options->>'rag_threshold')::float8 from ai.model_registry r where r.model_id = ver.model),
-           ai._key_cols(v.id, 's')
+           ai_internal._key_cols(v.id, 's')
       into store, source, model, key_json, key_cols, config, model_threshold, source_key_cols
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
     where v.id = vid;
@@ -23,6 +25,12 @@ begin
                    and not c.relrowsecurity and not c.relhasrules) then
         raise exception 'the chunk table % of vectorizer "%" is not the plain table pgmind made', store, p_name
             using errcode = '55000', hint = 'remove row security or rules from it, or re-create the vectorizer';
+    end if;
+    if not has_table_privilege(caller, store, 'select') then
+        raise exception 'permission denied for knowledge base "%"', p_name
+            using errcode = '42501',
+                  hint = format('its owner can run: grant select on %s to %I (and on the source table, for filters)',
+                                store, caller);
     end if;
 end $$;
 
@@ -35,7 +43,7 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
 $$;
 
 -- The language of a text, as the knowledge-base settings name it: 'zh' when it has Chinese characters.
-create or replace function ai._text_language(t text) returns text
+create or replace function ai_internal._text_language(t text) returns text
 language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 'zh' else 'en' end $$;
 
 -- A question in the knowledge base's language: the question itself, or, when the knowledge base
@@ -49,18 +57,18 @@ begin
     if name is null or question is null then
         return question;
     end if;
-    return ai._translate(ai._kb_settings((ai._search_target(name)).config), question);
+    return ai_internal._translate(ai_internal._kb_settings((ai_internal._search_target(name, current_user)).config), question);
 end $$;
 
 -- ai.translate_query for settings already read (ai.search has them at hand).
-create or replace function ai._translate(settings jsonb, question text) returns text
+create or replace function ai_internal._translate(settings jsonb, question text) returns text
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     target text := settings->>'language';
     reply text;
 begin
     if question is null or target is null or settings->>'translate_model' is null
-       or ai._text_language(question) = target then
+       or ai_internal._text_language(question) = target then
         return question;
     end if;
     if target not in ('en', 'zh') then
@@ -73,7 +81,7 @@ begin
     -- small models sometimes wrap the answer in quotes or add a line: keep the first line
     reply := btrim(split_part(btrim(coalesce(reply, '')), E'\n', 1), E' \t"\'“”「」');
     -- a reply not in the target language is no translation (the 0.5B model sometimes echoes words)
-    if reply = '' or ai._text_language(reply) <> target then
+    if reply = '' or ai_internal._text_language(reply) <> target then
         return question;
     end if;
     return reply;
@@ -132,7 +140,7 @@ begin
         raise exception 'weights must be finite numbers >= 0, got % and %', vector_weight, keyword_weight
             using errcode = '22023', hint = 'e.g. vector_weight => 1.0, keyword_weight => 0.5';
     end if;
-    t := ai._search_target(name);
+    t := ai_internal._search_target(name, current_user);
     n := coalesce(candidates, greatest(k * 4, 40));
     if rerank is not null then
         -- the first stage's best candidates, re-scored by the rerank model (a cross-encoder)
@@ -159,7 +167,7 @@ begin
     -- matches a question to passages best in their own language (e5-small: MRR 0.30 → 0.70 for
     -- Chinese questions on the English manual), and words only match words of the same language
     if mode <> 'keyword' or keyword_query is null then
-        tr := ai._translate(ai._kb_settings(t.config), query);
+        tr := ai_internal._translate(ai_internal._kb_settings(t.config), query);
     end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
     -- keyword search alone does not need the embedding model (similarity is then null)
@@ -173,7 +181,7 @@ begin
     vector_sql := format('select %1$s as key, c.chunk_seq, c.chunk, 1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
                           from %2$s c where true %4$s
                           order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
-                         t.key_json, t.store, ai._vector_schema(), where_filter);
+                         t.key_json, t.store, ai_internal._vector_schema(), where_filter);
     if mode <> 'vector' then
         -- the question's own words and, for a question in the other language, its translation's:
         -- a knowledge base may hold documents in both languages
@@ -184,7 +192,7 @@ begin
                                   1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
                            from %2$s c where c.fts @@ $2 %4$s
                            order by kscore desc limit $3',
-                          t.key_json, t.store, ai._vector_schema(), where_filter);
+                          t.key_json, t.store, ai_internal._vector_schema(), where_filter);
     if mode = 'vector' then
         return query execute format('select v.key, v.chunk_seq, v.chunk, v.sim, v.sim,
                                             (row_number() over (order by v.sim desc))::int, null::int
@@ -236,7 +244,7 @@ end $$;
 -- answer is not there, the answer from a chat model in the question's language.
 drop function if exists ai._is_chinese(text);
 
-create or replace function ai._estimate_tokens(t text) returns int
+create or replace function ai_internal._estimate_tokens(t text) returns int
 language sql immutable strict as $$
     select length(regexp_replace(t, '[^\u3000-\u9fff\uff00-\uffef]', '', 'g'))
          + (length(regexp_replace(t, '[\u3000-\u9fff\uff00-\uffef]', '', 'g')) + 3) / 4
@@ -262,7 +270,7 @@ language sql immutable as $$ select '{
 }'::jsonb $$;
 
 -- A knowledge base's RAG and translation settings: the defaults, overridden by its own.
-create or replace function ai._kb_settings(config jsonb) returns jsonb
+create or replace function ai_internal._kb_settings(config jsonb) returns jsonb
 language sql immutable set search_path = pg_catalog, pg_temp as $$
     select ai.rag_defaults() || coalesce(config->'rag', '{}')
 $$;
@@ -270,10 +278,10 @@ $$;
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
-    vid int := ai._vectorizer_id(name);
+    vid int := ai_internal._vectorizer_id(name);
     unknown text[];
 begin
-    perform ai._check_vectorizer_owner(vid);
+    perform ai_internal._check_vectorizer_owner(vid);
     if config is null or jsonb_typeof(config) <> 'object' then
         raise exception 'RAG settings must be a JSON object' using errcode = '22023',
             hint = 'e.g. ''{"k": 5, "threshold": 0.4}''; the settings are the keys of ai.rag_defaults()';
@@ -303,7 +311,7 @@ begin
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
      where v.id = vid;
-    return ai._kb_settings((select v.config from ai.vectorizers v where v.id = vid));
+    return ai_internal._kb_settings((select v.config from ai.vectorizers v where v.id = vid));
 end $$;
 
 -- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
@@ -329,22 +337,22 @@ begin
     if btrim(question) = '' then
         raise exception 'the question is empty' using errcode = '22023', hint = 'ask something';
     end if;
-    t := ai._search_target(name);
-    cfg := ai._kb_settings(t.config);
+    t := ai_internal._search_target(name, current_user);
+    cfg := ai_internal._kb_settings(t.config);
     k := coalesce(k, (cfg->>'k')::int);
     model := coalesce(model, cfg->>'model');
     -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
     threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold,
                           (cfg->>'threshold')::float8);
-    zh := ai._text_language(question) = 'zh';
+    zh := ai_internal._text_language(question) = 'zh';
     budget := (cfg->>'context_tokens')::int;
     -- (in the order ai.search ranks them: chunks of the best source rows first)
     for r in select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter) with ordinality
                  s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)
              where s.similarity >= threshold order by s.pos loop
-        exit when used + ai._estimate_tokens(r.chunk) > budget and n > 0;
+        exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
         n := n + 1;
-        used := used + ai._estimate_tokens(r.chunk);
+        used := used + ai_internal._estimate_tokens(r.chunk);
         context := context || format(E'[%s] %s\n\n', n, r.chunk);
         sources := sources || jsonb_build_object('n', n, 'key', r.key, 'chunk_seq', r.chunk_seq, 'chunk', r.chunk,
                                                  'score', r.score, 'similarity', r.similarity);
