@@ -127,7 +127,9 @@ def install(ctx: typer.Context):
         fail(e)
     if result.applied:
         console.print(f"applied migrations: {', '.join(result.applied)}")
-    else:
+    if result.functions:
+        console.print(f"updated functions: {', '.join(result.functions)}")
+    if not result.applied and not result.functions:
         console.print("schema ai is up to date")
     if result.skipped:
         console.print(f"[yellow]skipped (no plpython3u): {', '.join(result.skipped)}[/]")
