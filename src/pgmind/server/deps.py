@@ -82,7 +82,9 @@ async def while_connected(request: Request, work):
                 raise ClientGone()
         return task.result()
     finally:
-        cancel.set() if not task.done() else None
+        if not task.done():        # this request itself was cancelled: stop the work too
+            cancel.set()
+            task.cancel()
 
 
 class ClientGone(Exception):
