@@ -90,3 +90,19 @@ def test_transient_failures_are_retried_never_quarantined(conn, settings, instal
     w.drain(timeout=60)
     assert embedded(conn) == [1, 2]
     assert conn.execute("select count(*) from ai.vectorizer_errors where vectorizer = 'rdocs'").fetchone()[0] == 0
+
+
+def test_a_refused_row_is_chunked_smaller_before_it_is_quarantined(conn, settings, installed, remote):
+    """The model's limit is not known (no options.max_tokens), so chunks follow the vectorizer's 256
+    tokens; the provider refuses texts over 200 characters.  Refused rows are chunked again at half
+    the size until the provider takes them: every row is embedded, none quarantined."""
+    remote.default["/v1/embeddings"] = "refuse-long"
+    conn.execute("select ai.alter_model('remote-emb', options => '{\"dimensions\": 8}')")
+    conn.execute("insert into rdocs values (1, 'short'), (2, %s)",
+                 ("Indexes speed up queries. They cost space and slow down writes. " * 30,))
+    conn.execute("select ai.create_vectorizer('rdocs'::regclass, content => 'body', model => 'remote-emb', "
+                 "chunking => '{\"method\": \"recursive\", \"max_tokens\": 256, \"overlap\": 0}')")
+    worker(settings, installed).drain(timeout=60)
+    assert embedded(conn) == [1, 2]
+    assert conn.execute("select count(*) from ai.vectorizer_errors where vectorizer = 'rdocs'").fetchone()[0] == 0
+    assert conn.execute("select max(length(chunk)) from rdocs_chunks").fetchone()[0] <= 200

@@ -344,13 +344,28 @@ class Worker:
                 raise
             for k, cs in chunked.items():      # find the rows the model refuses; embed the rest
                 try:
-                    vecs = self.embedder.embed_documents(ver.model, [c.text for c in cs]) if cs else []
-                    out[k] = list(zip(cs, vecs))
+                    out[k] = self._embed_row(ver, contents[k][1] or "", cs, config, count)
                 except PgmindError as row_error:
                     if not is_permanent(row_error):
                         raise
                     poison[k] = row_error
         return out, poison
+
+    def _embed_row(self, ver: Version, text: str, chunks: list, config: ChunkingConfig, count) -> list:
+        """One row's chunks.  When the model refuses them, the row is chunked again at half the size,
+        up to three times, before it counts as refused: a remote model's tokenizer can count more
+        tokens than our estimate (code, numbers), and a smaller chunk is better than no chunk."""
+        for attempt in range(4):
+            try:
+                vecs = self.embedder.embed_documents(ver.model, [c.text for c in chunks]) if chunks else []
+                return list(zip(chunks, vecs))
+            except PgmindError as e:
+                if not is_permanent(e) or config.method == "none" or config.max_tokens <= 16 or attempt == 3:
+                    raise
+                size = max(8, config.max_tokens // 2)
+                config = ChunkingConfig(config.method, size, min(config.overlap, (size - 1) // 2))
+                chunks = chunk_text(text, config, count)
+        raise AssertionError("unreachable")
 
     def write(self, ver: Version, claimed, contents, chunks, poison, unread=frozenset()) -> BatchResult:
         """One transaction: keep only the rows still leased to us, replace their chunks (through the
