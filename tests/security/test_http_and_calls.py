@@ -402,3 +402,17 @@ def test_pg_cancel_backend_stops_a_generation(installed, conn, server):
         assert result.get("error") is not None and result["error"].sqlstate == "57014", result
         # the session goes on
         assert victim.execute("select vector_dims(ai.embed('minilm', 'after the cancel'))").fetchone()[0] == 384
+
+
+def test_http_filters_only_on_built_in_types(server, token, kb_http, owner):
+    """A cast of an owner's type to text is the owner's function: not run for HTTP filters."""
+    owner.execute("create domain sec_app.lang_code as text")
+    owner.execute("alter table sec_app.docs alter column lang type sec_app.lang_code")
+    r = HTTP.post(server + "/v1/search", json={"name": kb_http, "query": "pandas", "mode": "keyword",
+                                              "filter": {"lang": "en"}},
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400 and "built-in types" in r.json()["error"]["message"], r.text
+    r = HTTP.post(server + "/v1/search", json={"name": kb_http, "query": "pandas", "mode": "keyword",
+                                              "filter": {"id": 1}},
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text

@@ -266,3 +266,15 @@ def test_killed_workers_leave_the_list(conn, settings, installed, server):
     w.run_once()
     ids = {r[0] for r in conn.execute("select worker_id from ai.vectorizer_worker_status")}
     assert "dead-worker" not in ids and w.worker_id in ids
+
+
+def test_chunk_table_with_owner_types_is_not_read_by_others(kb, owner, conn, settings, installed, server):
+    """A column changed to a type of the owner's own (its casts and operators are the owner's code)
+    would run that code in the reader's session: search refuses the table, the status shows no count."""
+    drain(settings, installed)
+    owner.execute("create domain sec_app.myint as int")
+    owner.execute("drop view sec_app.sec_notes_chunks")          # (the view holds the column's type)
+    owner.execute("alter table sec_app.sec_notes_chunks_v1 alter column chunk_seq type sec_app.myint")
+    err = sql_error(conn, "select * from ai.search('sec_notes', 'pandas', mode => 'keyword')")
+    assert err.sqlstate == "55000" and "plain table" in err.diag.message_primary
+    assert conn.execute("select done from ai.vectorizer_status where name = 'sec_notes'").fetchone()[0] is None

@@ -80,7 +80,7 @@ def filter_sql(spec: dict | None) -> str | None:
     return sql.SQL(" and ").join(parts).as_string(None)
 
 
-async def _query(request: Request, query: str, params, name: str, has_filter: bool) -> list:
+async def _query(request: Request, query: str, params, name: str, filter_columns=()) -> list:
     """Runs as the caller's role (or the operator's, for the server's own token without a caller),
     read-only, with a statement timeout, always rolled back."""
     who = caller(request, "pgmind-api")
@@ -92,15 +92,23 @@ async def _query(request: Request, query: str, params, name: str, has_filter: bo
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
                 if who.role:
                     await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
-                if has_filter:
+                if filter_columns:
                     # a filter reads the source table; row security there is its owner's code, which
                     # must not run in this session (its session user is the server's, not the caller)
-                    rls = await (await conn.execute(
-                        "select c.relrowsecurity from pg_class c "
-                        "where c.oid = (ai_internal._search_target(%s, current_user)).source", (name,))).fetchone()
-                    if rls and rls[0]:
+                    # and a column of a type of the owner's own would run its casts (the owner's functions)
+                    rls, owned_types = await (await conn.execute(
+                        """select c.relrowsecurity,
+                                  exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
+                                          and a.attname = any(%s) and not a.attisdropped)
+                           from pg_class c where c.oid = (ai_internal._search_target(%s, current_user)).source""",
+                        (list(filter_columns), name))).fetchone()
+                    if rls:
                         raise InvalidRequestError("filters over HTTP are not available for a table with row security",
                                                   hint="search without a filter, or call ai.search from SQL")
+                    if owned_types:
+                        raise InvalidRequestError("filters over HTTP work on columns of built-in types only",
+                                                  hint="filter on text, number, boolean or date columns, or call "
+                                                       "ai.search from SQL")
                 return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
         raise from_sql_error(e) from None
@@ -111,7 +119,8 @@ async def search(request: Request, body: SearchRequest):
     _sql_texts(name=body.name, query=body.query, mode=body.mode)
     rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                                   "from ai.search(%s, %s, k => %s, mode => %s, filter => %s)",
-                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name, bool(body.filter))
+                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name,
+                        list(body.filter or ()))
     keys = ("key", "chunk_seq", "chunk", "score", "similarity", "vector_rank", "keyword_rank")
     return json_response({"results": [dict(zip(keys, r)) for r in rows]})
 
@@ -121,7 +130,7 @@ async def ask(request: Request, body: AskRequest):
     _sql_texts(name=body.name, question=body.question, model=body.model)
     (row,) = await _query(request, "select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                           (body.name, body.question, body.k, body.model, body.threshold, filter_sql(body.filter)),
-                          body.name, bool(body.filter))
+                          body.name, list(body.filter or ()))
     prompt = row[0]
     svc, who = service(request), caller(request, "pgmind-api")
     if not prompt["answered"]:

@@ -704,6 +704,22 @@ begin
     return n;
 end $$;
 
+-- Is a chunk table still the plain table pgmind made, safe to read in another role's session?  Its
+-- owner could have put code there that a read would run: a view, rules, row security, or a column
+-- changed to a type of its own (whose casts and operators are the owner's functions).  So: an
+-- ordinary table, no rules or row security, and every column of a built-in type or pgvector's.
+create or replace function ai_internal._store_is_plain(rel regclass) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
+                   and not c.relhasrules)
+       and not exists (select 1 from pg_attribute a
+                       where a.attrelid = rel and a.attnum > 0 and not a.attisdropped and a.atttypid >= 16384
+                         and a.atttypid not in (select t.oid from pg_type t join pg_depend d
+                                                  on d.classid = 'pg_type'::regclass and d.objid = t.oid
+                                                 join pg_extension e on e.oid = d.refobjid
+                                                where e.extname = 'vector'))
+$$;
+
 -- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
 -- null where the caller cannot read the chunks, or where the table is not the plain table pgmind
 -- made (a view or row security there would run its owner's code in the caller's session).
@@ -713,9 +729,7 @@ declare
     rel oid := to_regclass(format('%I.%I', p_schema, p_store));
     n bigint;
 begin
-    if rel is null or not has_table_privilege(rel, 'select')
-       or not exists (select 1 from pg_class where oid = rel and relkind = 'r' and not relrowsecurity
-                      and not relhasrules) then
+    if rel is null or not has_table_privilege(rel, 'select') or not ai_internal._store_is_plain(rel) then
         return null;
     end if;
     execute format('select count(*) from only %I.%I where chunk_seq operator(pg_catalog.=) 0', p_schema, p_store)

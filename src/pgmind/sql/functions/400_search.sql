@@ -21,10 +21,10 @@ begin
       into store, source, model, key_json, key_cols, config, model_threshold, source_key_cols
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
     where v.id = vid;
-    if not exists (select 1 from pg_class c where c.oid = to_regclass(store) and c.relkind = 'r'
-                   and not c.relrowsecurity and not c.relhasrules) then
+    if not ai_internal._store_is_plain(to_regclass(store)) then
         raise exception 'the chunk table % of vectorizer "%" is not the plain table pgmind made', store, p_name
-            using errcode = '55000', hint = 'remove row security or rules from it, or re-create the vectorizer';
+            using errcode = '55000',
+                  hint = 'remove row security, rules or column types of your own from it, or re-create the vectorizer';
     end if;
     if not has_table_privilege(caller, store, 'select') then
         raise exception 'permission denied for knowledge base "%"', p_name
