@@ -278,3 +278,22 @@ def test_chunk_table_with_owner_types_is_not_read_by_others(kb, owner, conn, set
     err = sql_error(conn, "select * from ai.search('sec_notes', 'pandas', mode => 'keyword')")
     assert err.sqlstate == "55000" and "plain table" in err.diag.message_primary
     assert conn.execute("select done from ai.vectorizer_status where name = 'sec_notes'").fetchone()[0] is None
+
+
+def test_non_superuser_owner_alters_backfills_and_retries(kb, owner, nobody, conn, settings, installed, server):
+    """The whole life of a vectorizer as a table owner who is not a superuser; grants on the chunk
+    table follow a new version."""
+    drain(settings, installed)
+    owner.execute("grant usage on schema sec_app to sec_nobody")
+    owner.execute("grant select on sec_app.sec_notes_chunks_v1, sec_app.sec_notes_chunks to sec_nobody")
+    assert owner.execute("select ai.alter_vectorizer('sec_notes', model => 'e5-small')").fetchone()[0] == 2
+    drain(settings, installed)
+    assert owner.execute("select version, status, model from ai.vectorizer_status where name = 'sec_notes'"
+                         ).fetchall() == [(2, "active", "e5-small")]
+    assert nobody.execute("select count(distinct id) from sec_app.sec_notes_chunks_v2").fetchone()[0] == 3
+    assert nobody.execute("select count(*) from ai.search('sec_notes', 'bamboo', mode => 'keyword')").fetchone()[0] >= 1
+    assert owner.execute("select ai.vectorizer_backfill('sec_notes')").fetchone()[0] == 3
+    drain(settings, installed)
+    assert owner.execute("select ai.vectorizer_retry('sec_notes')").fetchone()[0] == 0
+    owner.execute("select ai.drop_vectorizer('sec_notes')")
+    assert conn.execute("select count(*) from pg_proc where proname like 'sec_notes_vectorizer_%'").fetchone()[0] == 0
