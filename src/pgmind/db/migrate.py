@@ -158,7 +158,8 @@ CALLABLE_INTERNALS = (
     "_key_json", "_key_from_json", "_key_cols", "_vectorizer_id", "_owns_vectorizer", "_check_vectorizer_owner",
     "_live_versions", "_enqueue", "_enqueue_all", "_forget", "_forget_all", "_owner_functions_sql",
     "_owner_function_names", "_install_owner_functions", "_register_vectorizer", "_vector_schema",
-    "_vectorizer_model", "_check_chunking", "_check_index", "_create_store", "_view_sql", "_unregister_vectorizer",
+    "_vectorizer_model", "_check_chunking", "_check_index", "_spec_object", "_create_store", "_view_sql",
+    "_unregister_vectorizer",
     "_vectorizer_info", "_vectorizer_stores", "_add_version", "_vectorizer_done", "_search_target", "_store_is_plain",
     "_text_language", "_translate", "_kb_settings", "_estimate_tokens")
 

@@ -69,16 +69,12 @@ def _is_public(addr: Address) -> bool:
 
 
 class OutboundPolicy:
-    """``load()`` returns the entries (from the database); they are cached for ``ttl`` seconds and
-    dropped on every registry change (``forget``)."""
+    """``load()`` returns the entries (from the database); they are cached for ``ttl`` seconds."""
 
     def __init__(self, load: Callable[[], Awaitable[list[str]]], ttl: float = 30.0):
         self._load, self.ttl = load, ttl
         self._entries: list[Entry] | None = None
         self._at = 0.0
-
-    def forget(self) -> None:
-        self._entries = None
 
     async def entries(self) -> list[Entry]:
         if self._entries is None or time.monotonic() - self._at > self.ttl:

@@ -26,7 +26,6 @@ class Registry:
         self._specs: dict[str, tuple[float, ModelSpec | None]] = {}
         self._grants: dict[tuple[str, str], tuple[float, bool]] = {}
         self._keys: dict[str, tuple[float, str | None]] = {}
-        self.on_change: list = []          # more caches to drop on every registry change
 
     async def get(self, model_id: str) -> ModelSpec:
         if not isinstance(model_id, str) or not model_id:
@@ -85,8 +84,6 @@ class Registry:
         self._specs.clear()
         self._grants.clear()
         self._keys.clear()
-        for forget in self.on_change:
-            forget()
 
     async def listen(self, dsn: str) -> None:
         """Drops the cache on every registry change; reconnects if the connection is lost."""

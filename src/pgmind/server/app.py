@@ -89,7 +89,6 @@ def create_app(settings: Settings, token: str) -> FastAPI:
                 return [r[0] for r in await (await conn.execute("select pattern from ai.outbound_allow")).fetchall()]
         # read on every outbound request (one small query beside a remote call): a change applies at once
         hub.transport.policy = OutboundPolicy(allowed_hosts, ttl=0)
-        registry.on_change.append(hub.transport.policy.forget)
         listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
         app.state.pool = pool
@@ -137,9 +136,8 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         """Unknown routes and wrong methods in the protocols' error shape, not FastAPI's."""
-        cls = InvalidRequestError
-        err = cls(f"{request.method} {request.url.path}: {exc.detail}",
-                  hint="see docs/http.md for the routes the model server has")
+        err = InvalidRequestError(f"{request.method} {request.url.path}: {exc.detail}",
+                                  hint="see docs/http.md for the routes the model server has")
         return await pgmind_error(request, err) if exc.status_code == 400 else JSONResponse(
             {"error": {**err.to_dict()["error"], "type": "invalid_request_error",
                        "code": "not_found" if exc.status_code == 404 else str(exc.status_code)}},

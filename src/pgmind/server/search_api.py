@@ -43,13 +43,12 @@ class AskRequest(BaseModel):
     stream: bool = False
 
 
-def _sql_texts(**values) -> None:
-    """Texts bound for PostgreSQL: valid Unicode and no NUL (which PostgreSQL text cannot hold)."""
-    for where, v in values.items():
-        if isinstance(v, str):
-            check_text(v, where, 10000)
-            if "\x00" in v:
-                raise InvalidRequestError(f"{where} holds a NUL character", hint="PostgreSQL text cannot hold one")
+def _sql_text(value, where: str) -> None:
+    """A text bound for PostgreSQL: valid Unicode and no NUL (which PostgreSQL text cannot hold)."""
+    if isinstance(value, str):
+        check_text(value, where, 10000)
+        if "\x00" in value:
+            raise InvalidRequestError(f"{where} holds a NUL character", hint="PostgreSQL text cannot hold one")
 
 
 def filter_sql(spec: dict | None) -> str | None:
@@ -59,14 +58,11 @@ def filter_sql(spec: dict | None) -> str | None:
         return None
     parts = []
     for column, value in spec.items():
-        if not column or len(column) > 63 or "\x00" in column:
+        if not column or len(column) > 63:
             raise InvalidRequestError(f"invalid filter column {column!r}", hint="use the source table's column names")
-        check_text(column, "a filter column")
+        _sql_text(column, "a filter column")
         for v in value if isinstance(value, list) else [value]:
-            if isinstance(v, str):
-                check_text(v.replace("\x00", ""), "a filter value", 10000)
-                if "\x00" in v:
-                    raise InvalidRequestError("a filter value holds a NUL character", hint="PostgreSQL text cannot")
+            _sql_text(v, "a filter value")
         col = sql.Identifier("s", column)
         if value is None:
             parts.append(sql.SQL("{} is null").format(col))
@@ -116,7 +112,8 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
 
 @router.post("/v1/search")
 async def search(request: Request, body: SearchRequest):
-    _sql_texts(name=body.name, query=body.query, mode=body.mode)
+    for where, text in (("name", body.name), ("query", body.query), ("mode", body.mode)):
+        _sql_text(text, where)
     rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                                   "from ai.search(%s, %s, k => %s, mode => %s, filter => %s)",
                         (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name,
@@ -127,7 +124,8 @@ async def search(request: Request, body: SearchRequest):
 
 @router.post("/v1/ask")
 async def ask(request: Request, body: AskRequest):
-    _sql_texts(name=body.name, question=body.question, model=body.model)
+    for where, text in (("name", body.name), ("question", body.question), ("model", body.model)):
+        _sql_text(text, where)
     (row,) = await _query(request, "select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                           (body.name, body.question, body.k, body.model, body.threshold, filter_sql(body.filter)),
                           body.name, list(body.filter or ()))

@@ -30,7 +30,6 @@ class ModelService:
     def __init__(self, registry: Registry, hub: ModelHub, call_log: CallLog, log_payloads: bool = False):
         self.registry, self.hub, self.call_log = registry, hub, call_log
         self.log_payloads = log_payloads
-        self.limits = hub.settings
 
     async def resolve(self, model_id: str, caller: Caller) -> ModelSpec:
         spec = await self.registry.get(model_id)
@@ -73,11 +72,12 @@ class ModelService:
                     truncate: bool = False) -> tuple[ModelSpec, Embeddings]:
         if not isinstance(texts, list) or not texts:
             raise InvalidRequestError("input must be a text or a non-empty list of texts")
-        if len(texts) > self.limits.max_inputs:
-            raise InvalidRequestError(f"{len(texts)} inputs in one request; the limit is {self.limits.max_inputs}",
+        limits = self.hub.settings
+        if len(texts) > limits.max_inputs:
+            raise InvalidRequestError(f"{len(texts)} inputs in one request; the limit is {limits.max_inputs}",
                                       hint="send them in several requests (PGMIND_MAX_INPUTS sets the limit)")
         for i, t in enumerate(texts):
-            check_text(t, f"input {i}", self.limits.max_input_chars)
+            check_text(t, f"input {i}", limits.max_input_chars)
         input_type = normalize_input_type(input_type)
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "embed", caller, len(texts), {"input": texts}) as usage:

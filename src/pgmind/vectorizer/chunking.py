@@ -64,8 +64,9 @@ class ChunkingConfig:
 
     @classmethod
     def from_json(cls, spec) -> "ChunkingConfig":
-        """The one rule SQL's ai_internal._check_chunking also applies (tests/test_contracts.py runs one table of
-        cases through both): an object with only method, max_tokens, overlap; method one of METHODS;
+        """The one rule SQL's ai_internal._check_chunking also applies (one table of cases runs through
+        both: tests/security/test_vectorizer_isolation.py): an object with only method, max_tokens,
+        overlap; method one of METHODS;
         max_tokens an integer 8..8192; overlap an integer with 0 <= 2 * overlap < max_tokens."""
         hint = 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}'
         if spec is None:

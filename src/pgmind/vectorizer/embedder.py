@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import threading
 import time
 
@@ -93,9 +92,10 @@ class Embedder:
         spec = self.spec(model_id)
         if spec.provider not in ("openai", "dashscope"):
             return None
-        if spec.auth.get("author_type") == "env" and (spec.auth.get("env") not in self.settings.secret_env_names
-                                                       or not os.environ.get(spec.auth.get("env", ""))):
-            return None
+        try:
+            spec.auth_headers(self.settings.secret_env_names)
+        except PgmindError:
+            return None   # its key is not this process's to use: the model server's environment has it
         if self._transport is None:
             self._loop = asyncio.new_event_loop()
             self._transport = Transport(policy=OutboundPolicy(self._allowed_hosts),

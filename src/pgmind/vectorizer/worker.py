@@ -32,15 +32,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Version:
+    """What the worker needs of a vectorizer version: the source, keys and content expression are
+    the owner functions' business (ai_internal._owner_functions_sql)."""
     vid: int
     version: int
     name: str
-    source: str
-    key_columns: tuple[str, ...]
-    key_types: tuple[str, ...]
-    content: str
     owner: str
-    dest_schema: str
     store_table: str
     model: str
     chunking: dict
@@ -51,12 +48,10 @@ class Version:
 
 
 VERSIONS = """
-    select v.id, ver.version, v.name,
-           (select format('%%I.%%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
-            where c.oid = v.source),
-           v.key_columns, v.key_types, v.content, v.owner,
-           v.dest_schema, ver.store_table, ver.model, ver.chunking, ver.status, f.names[2], f.names[3], f.names[4]
-    from ai.vectorizers v cross join lateral (select ai_internal._owner_function_names(v.id) as names) f join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
+    select v.id, ver.version, v.name, v.owner, ver.store_table, ver.model, ver.chunking, ver.status,
+           f.names[2], f.names[3], f.names[4]
+    from ai.vectorizers v cross join lateral (select ai_internal._owner_function_names(v.id) as names) f
+    join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
     where %(names)s::text[] is null or v.name = any(%(names)s)
     order by v.id, ver.version
 """
@@ -119,7 +114,7 @@ class Worker:
     def versions(self) -> list[Version]:
         with self.conn.transaction():
             rows = self.conn.execute(VERSIONS, {"names": self.names}).fetchall()
-        return [Version(r[0], r[1], r[2], r[3], tuple(r[4]), tuple(r[5]), *r[6:]) for r in rows]
+        return [Version(*r) for r in rows]
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None) -> None:
@@ -188,7 +183,7 @@ class Worker:
         try:
             return self.conn.execute(sql.SQL(query).format(fn=sql.SQL(fn.split("(", 1)[0])), params).fetchall()
         finally:
-            if not self.conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
                 self.conn.execute("reset all")
                 self.conn.execute("set local search_path = pg_catalog, pg_temp")
 
@@ -240,15 +235,15 @@ class Worker:
                 {"vid": ver.vid, "version": ver.version, "n": self.batch_rows, "me": self.worker_id,
                  "lease": self.lease_seconds}).fetchall()]
 
-    def read_content(self, ver: Version, keys: list[dict]) -> dict[str, tuple[tuple, str | None]]:
-        """canonical key → (key values, content), read by the owner's content function (so the
-        content expression runs with the owner's rights, and never more)."""
+    def read_content(self, ver: Version, keys: list[dict]) -> dict[str, str | None]:
+        """canonical key → content, read by the owner's content function (so the content expression
+        runs with the owner's rights, and never more)."""
         with self.conn.transaction():
             self.conn.execute("set local search_path = pg_catalog, pg_temp")
             self.conn.execute("set local statement_timeout = %s" % int(self.content_timeout * 1000))
             rows = self._owner_call(ver, ver.content_fn, "select key, content from {fn}(%s::jsonb[])",
                                     ([Jsonb(k) for k in keys],))
-        return {canon(k): (tuple(k[c] for c in ver.key_columns), text) for k, text in rows}
+        return {canon(k): text for k, text in rows}
 
     def read_content_isolated(self, ver: Version, keys: list[dict]) -> tuple[dict, dict[str, PgmindError]]:
         """Like read_content; when the batch fails in SQL (a content expression that fails for some
@@ -329,7 +324,7 @@ class Worker:
         if model_max and config.method != "none" and config.max_tokens > model_max - 2:
             config = ChunkingConfig(config.method, model_max - 2, min(config.overlap, (model_max - 2) // 2 - 1))
         count = self.embedder.token_counter(ver.model)
-        chunked = {k: chunk_text(text or "", config, count) for k, (_, text) in contents.items()}
+        chunked = {k: chunk_text(text or "", config, count) for k, text in contents.items()}
         texts = [c.text for cs in chunked.values() for c in cs]
         out: dict[str, list] = {}
         poison: dict[str, PgmindError] = {}
@@ -344,7 +339,7 @@ class Worker:
                 raise
             for k, cs in chunked.items():      # find the rows the model refuses; embed the rest
                 try:
-                    out[k] = self._embed_row(ver, contents[k][1] or "", cs, config, count)
+                    out[k] = self._embed_row(ver, contents[k] or "", cs, config, count)
                 except PgmindError as row_error:
                     if not is_permanent(row_error):
                         raise

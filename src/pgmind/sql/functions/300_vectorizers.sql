@@ -111,7 +111,7 @@ language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     n bigint;
 begin
-    perform ai_internal._check_vectorizer_owner(vid);
+    -- (ai_internal._vectorizer_info checks the caller owns the vectorizer)
     execute format('insert into ai.vectorizer_queue (vectorizer_id, version, key)
                     select $1, $2, %s from %s s
                     on conflict (vectorizer_id, version, key) do update
@@ -361,28 +361,36 @@ begin
                         m.options, m.dimensions;
 end $$;
 
--- A chunking spec, completed with the defaults.  The one rule for SQL and the worker (whose
--- ChunkingConfig.from_json accepts exactly what this accepts: tests/test_contracts.py runs one table
--- of cases through both): a JSON object with only these keys; method one of recursive, markdown,
--- html, none; max_tokens an integer 8..8192; overlap an integer, 0 <= 2 * overlap < max_tokens.
-create or replace function ai_internal._check_chunking(chunking jsonb) returns jsonb
+-- A JSON object spec (null is {}), with only the allowed keys (when given): what chunking and index
+-- specs share.  ``what`` names it in the messages.
+create or replace function ai_internal._spec_object(spec jsonb, what text, allowed text[], hint text) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     unknown text;
-    hint text := 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}';
 begin
-    if chunking is null or jsonb_typeof(chunking) = 'null' then
-        chunking := '{}';
+    if spec is null or jsonb_typeof(spec) = 'null' then
+        spec := '{}';
     end if;
-    if jsonb_typeof(chunking) <> 'object' then
-        raise exception 'chunking must be a JSON object, got %', jsonb_typeof(chunking)
-            using errcode = '22023', hint = hint;
+    if jsonb_typeof(spec) <> 'object' then
+        raise exception '% must be a JSON object, got %', what, jsonb_typeof(spec) using errcode = '22023', hint = hint;
     end if;
-    select string_agg(k, ', ' order by k) into unknown from jsonb_object_keys(chunking) k
-    where k not in ('method', 'max_tokens', 'overlap');
+    select string_agg(k, ', ' order by k) into unknown from jsonb_object_keys(spec) k where k <> all (allowed);
     if unknown is not null then
-        raise exception 'unknown chunking settings: %', unknown using errcode = '22023', hint = hint;
+        raise exception 'unknown % settings: %', what, unknown using errcode = '22023', hint = hint;
     end if;
+    return spec;
+end $$;
+
+-- A chunking spec, completed with the defaults.  The one rule for SQL and the worker, whose
+-- ChunkingConfig.from_json accepts exactly what this accepts (one table of cases runs through both:
+-- tests/security/test_vectorizer_isolation.py): a JSON object with only these keys; method one of
+-- recursive, markdown, html, none; max_tokens an integer 8..8192; overlap an integer,
+-- 0 <= 2 * overlap < max_tokens.
+create or replace function ai_internal._check_chunking(chunking jsonb) returns jsonb
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+    chunking := ai_internal._spec_object(chunking, 'chunking', array['method', 'max_tokens', 'overlap'],
+                                         'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}');
     chunking := '{"method": "recursive", "max_tokens": 256, "overlap": 32}'::jsonb || chunking;
     if jsonb_typeof(chunking->'method') is distinct from 'string'
        or chunking->>'method' not in ('recursive', 'markdown', 'html', 'none') then
@@ -409,25 +417,16 @@ language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 declare
     t text;
     allowed text[];
-    unknown text;
     hint text := 'e.g. {"type": "hnsw", "m": 16, "ef_construction": 64} or {"type": "ivfflat", "lists": 100}';
 begin
-    if index_spec is null or jsonb_typeof(index_spec) = 'null' then
-        index_spec := '{}';
-    end if;
-    if jsonb_typeof(index_spec) <> 'object' then
-        raise exception 'index must be a JSON object, got %', jsonb_typeof(index_spec) using errcode = '22023', hint = hint;
-    end if;
+    index_spec := ai_internal._spec_object(index_spec, 'index', null, hint);
     t := coalesce(index_spec->>'type', 'hnsw');
     allowed := case t when 'hnsw' then array['type', 'm', 'ef_construction'] when 'ivfflat' then array['type', 'lists']
                       when 'none' then array['type'] end;
     if allowed is null then
         raise exception 'unknown index type "%"', t using errcode = '22023', hint = 'index type is one of hnsw, ivfflat, none';
     end if;
-    select string_agg(k, ', ' order by k) into unknown from jsonb_object_keys(index_spec) k where k <> all (allowed);
-    if unknown is not null then
-        raise exception 'unknown % index settings: %', t, unknown using errcode = '22023', hint = hint;
-    end if;
+    perform ai_internal._spec_object(index_spec, t || ' index', allowed, hint);
     if t = 'hnsw' then
         index_spec := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || index_spec;
         if jsonb_typeof(index_spec->'m') is distinct from 'number' or jsonb_typeof(index_spec->'ef_construction') is distinct from 'number'
@@ -566,8 +565,7 @@ declare
     ver record;
     fn text;
 begin
-    perform ai_internal._check_vectorizer_owner(vid);
-    select * into v from ai_internal._vectorizer_info(vid);
+    select * into v from ai_internal._vectorizer_info(vid);   -- (only for its owner: it checks)
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_insert', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_change', v.source);
     execute format('drop trigger if exists %I on %s', name || '_vectorizer_truncate', v.source);
@@ -638,8 +636,7 @@ declare
     m record;
     added record;
 begin
-    perform ai_internal._check_vectorizer_owner(vid);
-    select * into v from ai_internal._vectorizer_info(vid);
+    select * into v from ai_internal._vectorizer_info(vid);   -- (only for its owner: it checks)
     select vv.* into cur from ai.vectorizer_status vv where vv.name = alter_vectorizer.name and vv.status = 'active';
     select * into m from ai_internal._vectorizer_model(coalesce(model, cur.model), current_user);
     select * into added from ai_internal._add_version(vid, m.model_id, coalesce(chunking, cur.chunking),
