@@ -122,6 +122,13 @@ def test_auth_is_required(server):
     assert httpx.get(server + "/v1/models").status_code == 401
 
 
+def test_models_report_their_input_limit(server, token):
+    """What a client (or another pgmind's vectorizer) sizes its chunks by."""
+    models = httpx.get(server + "/v1/models", headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    by_id = {m["id"]: m for m in models}
+    assert by_id["e5-small"]["max_tokens"] == 512 and by_id["minilm"]["max_tokens"] == 256
+
+
 def test_bad_json_body(server, token):
     r = httpx.post(server + "/v1/embeddings", content=b"{not json", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 400
