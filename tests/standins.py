@@ -71,6 +71,8 @@ class StandIn:
                            "/v1/chat/completions": owner.openai_chat,
                            "/api/v1/services/embeddings/text-embedding/text-embedding": owner.dashscope_embedding,
                            "/api/v1/services/aigc/text-generation/generation": owner.dashscope_generation,
+                           "/api/v1/services/embeddings/multimodal-embedding/multimodal-embedding":
+                               owner.dashscope_multimodal,
                            "/post": owner.clip_post}.get(self.path)
                 if handler is None:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -158,5 +160,16 @@ class StandIn:
         """clip-as-service: {"data": [{"text": ...} | {"uri": ...}], "execEndpoint": "/"}."""
         return {"header": {"requestId": "abc", "status": None, "execEndpoint": "/"},
                 "data": [{"id": f"doc{i}", "text": d.get("text"),
-                          "embedding": fake_vector(d.get("text") or d.get("uri") or "", self.dim)}
+                          "embedding": [3 * x for x in fake_vector(d.get("text") or d.get("uri") or d.get("blob") or "",
+                                                                   self.dim)]}   # not normalised, like the real one
                          for i, d in enumerate(body.get("data") or [])]}
+
+    def dashscope_multimodal(self, body):
+        """DashScope multimodal-embedding: input.contents [{"text"} | {"image": URL or data URI}]."""
+        contents = body["input"]["contents"]
+        return {"output": {"embeddings": [{"index": i, "type": "image" if "image" in c else "text",
+                                           "embedding": [2 * x for x in fake_vector(c.get("text") or c.get("image"),
+                                                                                    self.dim)]}
+                                          for i, c in enumerate(contents)]},
+                "usage": {"input_tokens": 10, "image_count": sum("image" in c for c in contents)},
+                "request_id": "mm-0000"}

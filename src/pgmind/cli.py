@@ -163,24 +163,9 @@ def serve(ctx: typer.Context,
         err_console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the model server "
                           "(it still requires the token)")
     logging.getLogger().setLevel(logging.INFO)
-    stop = None
-    if worker:
-        stop = _start_worker_thread(settings)
     # database backends keep their connection to the model server open between calls
-    uvicorn.run(create_app(settings, token), host=host, port=port, log_level="warning", access_log=False,
-                timeout_keep_alive=300)
-    if stop is not None:
-        stop.set()
-
-
-def _start_worker_thread(settings: Settings):
-    import threading
-    from .db import resolve_dsn
-    from .vectorizer.worker import Worker
-    stop = threading.Event()
-    w = Worker(settings, resolve_dsn(settings))
-    threading.Thread(target=w.run, args=(stop,), name="vectorizer-worker", daemon=True).start()
-    return stop
+    uvicorn.run(create_app(settings, token, worker=worker), host=host, port=port, log_level="warning",
+                access_log=False, timeout_keep_alive=300)
 
 
 # -- vectorizer worker -------------------------------------------------------------------------

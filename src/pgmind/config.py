@@ -33,6 +33,8 @@ class Settings:
     max_body_mb: float = 16.0            # the largest request body the model server reads
     max_inputs: int = 2048               # texts in one embedding request
     max_input_chars: int = 200_000       # characters in one text
+    max_image_mb: float = 20.0           # the largest image file ai.load_file and the image helpers read
+    max_image_pixels: int = 50_000_000   # width × height an image may decode to (decompression bombs)
     public_metrics: bool = False         # /metrics without a credential (for a Prometheus on loopback)
     # environment variables a model registered with {"author_type": "env"} may read (comma-separated)
     secret_env: str = "OPENAI_API_KEY,DASHSCOPE_API_KEY"
@@ -90,6 +92,7 @@ _ENV = {
     "log_payloads": "PGMIND_LOG_PAYLOADS", "request_timeout": "PGMIND_REQUEST_TIMEOUT",
     "max_retries": "PGMIND_MAX_RETRIES", "search_timeout": "PGMIND_SEARCH_TIMEOUT",
     "max_body_mb": "PGMIND_MAX_BODY_MB", "max_inputs": "PGMIND_MAX_INPUTS", "max_input_chars": "PGMIND_MAX_INPUT_CHARS",
+    "max_image_mb": "PGMIND_MAX_IMAGE_MB", "max_image_pixels": "PGMIND_MAX_IMAGE_PIXELS",
     "public_metrics": "PGMIND_PUBLIC_METRICS", "secret_env": "PGMIND_SECRET_ENV",
 }
 

@@ -6,7 +6,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -170,23 +170,6 @@ class LocalChatModel(ABC):
                           last.output_tokens or 0)
 
 
-class RemoteEmbeddingModel(ABC):
-    @abstractmethod
-    async def embed(self, texts: list[str], input_type: str = "query", truncate: bool = False) -> Embeddings:
-        ...
-
-
-class RemoteChatModel(ABC):
-    @abstractmethod
-    async def chat(self, messages: list[dict], options: dict) -> ChatResult:
-        ...
-
-    async def stream(self, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
-        """Providers that cannot stream give the whole answer as one piece."""
-        result = await self.chat(messages, options)
-        yield ChatDelta(result.content, result.finish_reason, result.input_tokens, result.output_tokens)
-
-
 CHAT_OPTIONS = {"temperature": float, "top_p": float, "max_tokens": int, "seed": int, "stop": (str, list),
                 "presence_penalty": float, "frequency_penalty": float, "repeat_penalty": float, "top_k": int}
 
@@ -234,3 +217,27 @@ def check_messages(messages) -> list[dict]:
         check_text(content, f"message {i}")
         out.append({"role": m["role"], "content": content})
     return out
+
+
+class LocalImageModel(ABC):
+    """An image model in this process. Implement ``embed_images`` (PIL images → L2-normalised
+    float32 (n, dimensions)); a model with a text tower (CLIP) also implements ``embed_texts``
+    into the same space; an image classifier implements ``classify``."""
+
+    dimensions: int = 0
+    batch_size: int = 16
+    labels: list[str] | None = None
+
+    @abstractmethod
+    def embed_images(self, images: list) -> np.ndarray:
+        ...
+
+    has_text_tower = False
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        raise InvalidRequestError("this image model has no text tower: it cannot place texts among its images",
+                                  hint="search its images by their labels and text (ai.search_images does), "
+                                       "or register a CLIP-family model")
+
+    def classify(self, images: list, k: int = 5) -> list[list[tuple[str, float]]]:
+        return [[] for _ in images]

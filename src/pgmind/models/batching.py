@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import InvalidRequestError, PgmindError
-from .base import Embeddings, LocalEmbeddingModel
+from .base import Embeddings, LocalEmbeddingModel  # (or any model with check and embed: local.ImageBatchModel)
 
 
 @dataclass
@@ -109,6 +109,10 @@ class EmbeddingBatcher:
                 results[i] = Embeddings(emb.vectors[start:start + n], tokens)
                 start += n
         return results
+
+    async def run(self, fn, *args):
+        """Runs fn in the model's own thread (after the batches queued before it)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def close(self) -> None:
         if self._task is not None:

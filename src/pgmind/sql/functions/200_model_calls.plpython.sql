@@ -326,7 +326,11 @@ end $$;
 
 -- call_model: the model's input function builds the request, the model server sends it (adding the
 -- secret), the output function reads the answer.  The transform functions run with the caller's rights.
-create or replace function ai_internal._call_model(model text, input jsonb, input_is_text boolean, raw_input text)
+-- (caller_path: the caller's search_path, under which their transform functions run, as they would
+-- if they called them themselves: POLAR_AI's tutorial calls ai_loadfile unqualified in one)
+drop function if exists ai_internal._call_model(text, jsonb, boolean, text);
+create or replace function ai_internal._call_model(model text, input jsonb, input_is_text boolean, raw_input text,
+                                                   caller_path text)
 returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     m record;
@@ -341,12 +345,13 @@ declare
     e_hint text;
 begin
     select * into m from ai_internal._model_for_call(model, current_user);
+    perform set_config('search_path', coalesce(caller_path, 'pg_catalog, pg_temp'), true);
     if m.in_fn is not null then
         select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.in_fn;
         if arg_type = 'text'::regtype then
-            execute format('select to_jsonb(%s($1, $2))', m.in_fn) into request using model, raw_input;
+            execute format('select pg_catalog.to_jsonb(%s($1, $2))', m.in_fn) into request using model, raw_input;
         else
-            execute format('select to_jsonb(%s($1, $2::%s))', m.in_fn, arg_type) into request using model, input;
+            execute format('select pg_catalog.to_jsonb(%s($1, $2::%s))', m.in_fn, arg_type) into request using model, input;
         end if;
     else
         request := case when input_is_text then jsonb_build_object('input', raw_input) else input end;
@@ -354,23 +359,25 @@ begin
     if m.header_fn is not null then
         select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.header_fn;
         if arg_type = 'text'::regtype then
-            execute format('select to_jsonb(%s($1, $2))', m.header_fn) into headers using model, raw_input;
+            execute format('select pg_catalog.to_jsonb(%s($1, $2))', m.header_fn) into headers using model, raw_input;
         else
-            execute format('select to_jsonb(%s($1, $2::%s))', m.header_fn, arg_type) into headers using model, input;
+            execute format('select pg_catalog.to_jsonb(%s($1, $2::%s))', m.header_fn, arg_type) into headers using model, input;
         end if;
         if jsonb_typeof(headers) is distinct from 'object' then
             raise exception 'header function % returned %, not a JSON object', m.header_fn, jsonb_typeof(headers)
                 using errcode = '22023', hint = 'make it return jsonb like {"X-Header": "value"}';
         end if;
     end if;
+    perform set_config('search_path', 'pg_catalog, pg_temp', true);
     response := ai_internal._server_request('/pgmind/v1/call',
         jsonb_build_object('model', model, 'body', request, 'headers', headers)::text, current_user,
         coalesce((m.options->>'timeout')::float8, 300))::jsonb;
     if m.out_fn is null then
         return response;
     end if;
+    perform set_config('search_path', coalesce(caller_path, 'pg_catalog, pg_temp'), true);
     select proargtypes[1]::regtype into arg_type from pg_proc where oid = m.out_fn;
-    execute format('select to_jsonb(%s($1, $2::%s))', m.out_fn, arg_type) into result using model, response;
+    execute format('select pg_catalog.to_jsonb(%s($1, $2::%s))', m.out_fn, arg_type) into result using model, response;
     return result;
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
@@ -378,16 +385,19 @@ exception when others then
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
+-- (no SET search_path here: these pass on the caller's; every name in them is qualified)
 create or replace function ai.call_model(model text, input text) returns jsonb
-language sql volatile set search_path = pg_catalog, pg_temp as $$
+language sql volatile as $$
     select case when model is null or input is null then null
-                else ai_internal._call_model(model, to_jsonb(input), true, input) end
+                else ai_internal._call_model(model, pg_catalog.to_jsonb(input), true, input,
+                                             pg_catalog.current_setting('search_path')) end
 $$;
 
 create or replace function ai.call_model(model text, input jsonb) returns jsonb
-language sql volatile set search_path = pg_catalog, pg_temp as $$
+language sql volatile as $$
     select case when model is null or input is null then null
-                else ai_internal._call_model(model, input, false, input::text) end
+                else ai_internal._call_model(model, input, false, input::text,
+                                             pg_catalog.current_setting('search_path')) end
 $$;
 
 -- ai_internal._server_request stays executable by everyone: the public functions above run with the caller's

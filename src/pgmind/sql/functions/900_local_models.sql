@@ -11,7 +11,11 @@ values
     ('minilm',    null, 'pgmind', 'embedding', 'sentence-transformers/all-MiniLM-L6-v2',
      '{"backend": "sentence-transformers", "max_tokens": 256, "languages": "en", "rag_threshold": 0.40}', 384, current_user),
     ('qwen-0.5b', null, 'pgmind', 'chat', 'Qwen2.5-Coder-0.5B-Instruct-Q4_K_M',
-     '{"backend": "llama.cpp", "context": 4096}', null, current_user)
+     '{"backend": "llama.cpp", "context": 4096}', null, current_user),
+    -- ImageNet features (EfficientNet-Lite0), not an image–text model: image → image, and words
+    -- through its ImageNet labels (docs/images.md)
+    ('image-features', null, 'pgmind', 'image_embedding', 'efficientnet-lite0-imagenet',
+     '{"backend": "efficientnet-lite0", "image_size": 224}', 1280, current_user)
 -- an existing registration keeps what the operator set; settings new in this release are added
 on conflict (model_id) do update set options = excluded.options || ai.model_registry.options;
 
@@ -20,3 +24,9 @@ select m, 'public', current_user from unnest(array['e5-small', 'use-m3', 'minilm
 where not exists (select 1 from ai._settings where key = 'local_models_registered')
 on conflict do nothing;
 insert into ai._settings (key, value) values ('local_models_registered', now()::text) on conflict do nothing;
+-- models added by later releases: granted to public once, when they first appear
+insert into ai.model_grants (model_id, grantee, granted_by)
+select 'image-features', 'public', current_user
+where not exists (select 1 from ai._settings where key = 'image_models_registered')
+on conflict do nothing;
+insert into ai._settings (key, value) values ('image_models_registered', now()::text) on conflict do nothing;

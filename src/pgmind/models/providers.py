@@ -1,0 +1,28 @@
+"""The providers pgmind knows, in one place: the model hub picks a class from here by the
+registration's provider name, and `pgmind install` writes this list into ai.providers, which
+create_model checks against (so SQL and Python never keep two lists)."""
+from __future__ import annotations
+
+from ..errors import InvalidRequestError
+from .local import LocalProvider
+from .provider import Provider
+from .remote_clip import ClipAsServiceProvider
+from .remote_dashscope import DashScopeProvider
+from .remote_http import HttpProvider
+from .remote_openai import OpenAIProvider
+
+PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in (
+    LocalProvider, OpenAIProvider, DashScopeProvider, ClipAsServiceProvider, HttpProvider)}
+
+
+def provider_class(name: str) -> type[Provider]:
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise InvalidRequestError(f'unknown provider "{name}"',
+                                  hint="provider is one of " + ", ".join(PROVIDERS)) from None
+
+
+def catalog_rows() -> list[tuple]:
+    """(name, default_url, probe, description) for ai.providers."""
+    return [(c.name, c.default_url, c.probe, c.description) for c in PROVIDERS.values()]
