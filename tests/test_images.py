@@ -305,3 +305,86 @@ def test_polar_ai_multimodal_tutorial(conn, installed, server, token, photos, cl
         conn.execute("drop table if exists images")
         for m in ("embedding/clip_text", "embedding/clip_image"):
             conn.execute("select ai.drop_model(%s, if_exists => true)", (m,))
+
+
+# -- image vectorizers and ai.search_images ---------------------------------------------------------
+def _worker(settings, installed, name):
+    from pgmind.vectorizer.worker import Worker
+    return Worker(settings, installed, names=[name], poll_interval=0.1)
+
+
+@pytest.fixture
+def pics(conn, server, photos):
+    (photos / "sign.png").write_bytes(text_image(["欢迎光临 北京饭店", "Exit 3 Subway Station"]))
+    (photos / "broken.jpg").write_bytes(picture(fmt="JPEG")[:300])
+    conn.execute("drop table if exists pics cascade")
+    conn.execute("create table pics (id int primary key, path text, kind text)")
+    conn.execute("insert into pics values (1, %s, 'a'), (2, %s, 'b'), (3, %s, 'a'), (4, %s, 'a'), (5, '/etc/passwd', 'a')",
+                 (str(photos / "red.png"), str(photos / "blue.jpg"), str(photos / "sign.png"), str(photos / "broken.jpg")))
+    yield "pics"
+    conn.execute("select ai.drop_vectorizer('pics')") if conn.execute(
+        "select 1 from ai.vectorizer_status where name = 'pics'").fetchone() else None
+    conn.execute("drop table if exists pics cascade")
+
+
+def test_image_vectorizer_and_search_both_ways(conn, settings, installed, pics, photos):
+    conn.execute("select ai.create_vectorizer('pics'::regclass, name => 'pics', content => 'path', modality => 'image', ocr => true)")
+    w = _worker(settings, installed, "pics")
+    w.drain()
+    keys = {r[0]["id"] for r in conn.execute("select distinct key from ai.search_images('pics', %s, k => 10)",
+                                            (picture(),)).fetchall()}
+    assert keys == {1, 2, 3}
+    errors = dict(conn.execute("select key->>'id', sqlstate from ai.vectorizer_errors where vectorizer = 'pics'").fetchall())
+    assert errors == {"4": "22023", "5": "42501"}          # the broken image, the refused path: poison rows
+    # image → image: the same picture, smaller, finds its row first
+    first = conn.execute("select key->>'id' from ai.search_images('pics', %s, k => 1)",
+                         (picture(size=(60, 40)),)).fetchone()[0]
+    assert first == "1"
+    # a selective filter still gives k rows (iterative index scan)
+    hits = conn.execute("select key->>'id' from ai.search_images('pics', %s, k => 1, filter => 'kind = ''b''')",
+                        (picture(),)).fetchall()
+    assert hits == [("2",)]
+    # words: the text in the image (OCR), in English and Chinese
+    for q in ("subway station", "北京饭店"):
+        top = conn.execute("select key->>'id', chunk from ai.search_images('pics', %s, k => 3)", (q,)).fetchall()
+        assert top and top[0][0] == "3", (q, top)
+    # update and delete propagate
+    conn.execute("update pics set path = %s where id = 2", (str(photos / "red.png"),))
+    conn.execute("delete from pics where id = 3")
+    w.drain()
+    keys = [r[0] for r in conn.execute("select key->>'id' from ai.search_images('pics', %s, k => 10)",
+                                       (picture((220, 40, 40)),)).fetchall()]
+    assert sorted(keys[:2]) == ["1", "2"] and "3" not in keys
+    e = sql_error(conn, "select * from ai.search_images('pics', 'red', mode => 'vector')")
+    assert e.sqlstate == "22023" and "text tower" in e.diag.message_primary
+    assert sql_error(conn, "select * from ai.search('pics', 'red')").sqlstate == "22023"
+
+
+def test_bytea_image_vectorizer_with_clip(conn, settings, installed, clip_model):
+    conn.execute("drop table if exists shots cascade")
+    conn.execute("create table shots (id int primary key, img bytea)")
+    conn.execute("insert into shots values (1, %s), (2, %s), (3, %s)",
+                 (picture((220, 40, 40)), picture((30, 60, 220), shape="square"), b"not an image"))
+    try:
+        conn.execute("select ai.create_vectorizer('shots'::regclass, name => 'shots', content => 'img', model => 'clip-tiny')")
+        e = sql_error(conn, "select ai.alter_vectorizer('shots', model => 'e5-small')")
+        assert e.sqlstate == "22023"
+        _worker(settings, installed, "shots").drain()
+        rows = conn.execute("select key->>'id', similarity from ai.search_images('shots', 'black car in the night', k => 5)").fetchall()
+        assert {r[0] for r in rows} == {"1", "2"} and all(r[1] is not None for r in rows)   # the text tower
+        assert conn.execute("select count(*) from ai.vectorizer_errors where vectorizer = 'shots'").fetchone()[0] == 1
+    finally:
+        conn.execute("select ai.drop_vectorizer('shots')")
+        conn.execute("drop table shots cascade")
+
+
+def test_image_vectorizer_needs_an_image_model(conn, server):
+    conn.execute("drop table if exists t_img cascade")
+    conn.execute("create table t_img (id int primary key, path text)")
+    try:
+        e = sql_error(conn, "select ai.create_vectorizer('t_img'::regclass, content => 'path', modality => 'image', model => 'e5-small')")
+        assert e.sqlstate == "22023" and "image model" in e.diag.message_hint
+        e = sql_error(conn, "select ai.create_vectorizer('t_img'::regclass, modality => 'image')")
+        assert e.sqlstate == "22023" and "content is required" in e.diag.message_primary
+    finally:
+        conn.execute("drop table t_img cascade")

@@ -30,6 +30,7 @@ class ModelHub:
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
         self.chat_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chat")
         self._on_batch = on_batch
+        self._label_vectors: dict[tuple, object] = {}
         from ..images import codec
         codec.configure(settings.max_image_mb * 1024 * 1024, settings.max_image_pixels)
 
@@ -86,6 +87,25 @@ class ModelHub:
     async def classify_images(self, spec: ModelSpec, images: list[bytes], k: int = 5):
         self._need(spec, ("image_embedding",), "an image model")
         return await self.provider(spec).classify_images(images, k)
+
+    async def capabilities(self, spec: ModelSpec) -> dict:
+        self._need(spec, ("image_embedding",), "an image model")
+        return await self.provider(spec).capabilities()
+
+    async def nearest_labels(self, spec: ModelSpec, text_spec: ModelSpec, query: str, k: int = 3,
+                             min_similarity: float = 0.3) -> list[tuple[str, float]]:
+        """The image model's labels closest in meaning to the query, by a text model (multilingual:
+        a Chinese query finds English labels).  The labels' vectors are made once per process."""
+        labels = await self.provider(spec).label_names()
+        if not labels:
+            return []
+        key = (self._key(spec), text_spec.model_id)
+        if key not in self._label_vectors:
+            self._label_vectors[key] = (await self.embed(text_spec, list(labels), "document")).vectors
+        q = (await self.embed(text_spec, [query], "query")).vectors[0]
+        sims = self._label_vectors[key] @ q
+        top = sims.argsort()[::-1][:k]
+        return [(labels[i], float(sims[i])) for i in top if sims[i] >= min_similarity]
 
     @staticmethod
     def _check_dims(spec: ModelSpec, result: Embeddings) -> Embeddings:

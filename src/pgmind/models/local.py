@@ -122,6 +122,17 @@ class LocalProvider(Provider):
         batcher = await self.hub.local(self.spec)
         return await batcher.embed(images, "image", False)
 
+    async def capabilities(self) -> dict:
+        if self.spec.model_type != "image_embedding":
+            return await super().capabilities()
+        model: LocalImageModel = (await self.hub.local(self.spec)).model.model
+        return {"text_tower": model.has_text_tower, "labels": bool(model.labels)}
+
+    async def label_names(self) -> list[str]:
+        if self.spec.model_type != "image_embedding":
+            return []
+        return list((await self.hub.local(self.spec)).model.model.labels or [])
+
     async def classify_images(self, images, k) -> list[list[tuple[str, float]]]:
         batcher = await self.hub.local(self.spec)
         model: LocalImageModel = batcher.model.model

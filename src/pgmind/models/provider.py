@@ -52,6 +52,15 @@ class Provider:
         """Image files (the bytes of a JPEG, PNG, …) into vectors."""
         raise self._cannot("embed images")
 
+    async def capabilities(self) -> dict:
+        """What an image model can do besides embedding images: place texts among them (a text
+        tower) and name what it sees (labels)."""
+        return {"text_tower": False, "labels": False}
+
+    async def label_names(self) -> list[str]:
+        """The names an image classifier gives (empty for models that do not label)."""
+        return []
+
     async def classify_images(self, images: list[bytes], k: int) -> list[list[tuple[str, float]]]:
         raise self._cannot("label images")
 

@@ -50,6 +50,9 @@ class DashScopeProvider(Provider):
                                                        "parameters": params})
         return self._vectors(ep, data, len(texts), "text_index")
 
+    async def capabilities(self) -> dict:
+        return {"text_tower": self.spec.model_type == "image_embedding", "labels": False}
+
     async def embed_images(self, images) -> Embeddings:
         return await self._multimodal([{"image": data_uri(img)} for img in images])
 

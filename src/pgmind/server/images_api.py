@@ -90,6 +90,14 @@ async def labels(request: Request):
     return json_response({"labels": [{"label": label, "score": p} for label, p in top[0]]})
 
 
+@internal.post("/pgmind/v1/images/query", tags=["pgmind"])
+async def query(request: Request):
+    body = await json_body(request)
+    return json_response(await service(request).image_query(body.get("model"), body.get("query"),
+                                                            body.get("text_model") or "use-m3",
+                                                            body.get("mode") or "hybrid", caller(request, "sql")))
+
+
 @internal.post("/pgmind/v1/images/ocr", tags=["pgmind"])
 async def ocr(request: Request):
     body = await json_body(request)

@@ -145,6 +145,22 @@ class ModelService:
             raise InvalidRequestError("loading files is not set up in this process")
         return await self.loader.load(url)
 
+    async def image_query(self, model_id: str, query, text_model: str, mode: str, caller: Caller) -> dict:
+        """For ai.search_images: the query in the images' space (if the model has a text tower) and
+        the image model's labels nearest to it in meaning (if it labels images)."""
+        check_text(query, "the query", 2000)
+        spec = await self.resolve(model_id, caller)
+        caps = await self.hub.capabilities(spec)
+        vector = None
+        if caps["text_tower"] and mode != "keyword":
+            vector = (await self.embed(model_id, [query], caller))[1].vectors[0].tolist()
+        labels = []
+        if caps["labels"] and mode != "vector":
+            text_spec = await self.resolve(text_model, caller)
+            async with self._record(text_spec, "embed", caller, 1):
+                labels = await self.hub.nearest_labels(spec, text_spec, query)
+        return {"vector": vector, "labels": [{"label": lab, "similarity": s} for lab, s in labels]}
+
     async def classify_images(self, model_id: str, images: list[bytes], k: int, caller: Caller):
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "classify_image", caller, len(images)):

@@ -31,6 +31,7 @@ class Embedder:
         self.settings, self.dsn = settings, dsn
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._http: httpx.Client | None = None
+        self._loader = None
         self._shared = hub is not None
         if hub is None:
             loop = asyncio.new_event_loop()
@@ -110,6 +111,20 @@ class Embedder:
     def classify_images(self, model_id: str, images: list[bytes], k: int = 5):
         return self._run(self.hub.classify_images(self.spec(model_id), images, k))
 
+    def capabilities(self, model_id: str) -> dict:
+        return self._run(self.hub.capabilities(self.spec(model_id)))
+
+    def load_file(self, location: str) -> bytes:
+        """An image file of a row, under the administrators' allow-list (the same rule as ai.load_file)."""
+        if self._loader is None:
+            from ..images.loader import LOAD_ALLOW_QUERY, Allowed, Loader
+
+            async def allowed():
+                with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
+                    return [Allowed(p, o or {}, a or {}, s) for p, o, a, s in conn.execute(LOAD_ALLOW_QUERY)]
+            self._loader = Loader(allowed, self.settings.secret_env_names)
+        return self._run(self._loader.load(location))
+
     async def _allowed_hosts(self) -> list[str]:
         with connect(self.dsn, register_vector=False, application_name="pgmind worker") as conn:
             return [r[0] for r in conn.execute("select pattern from ai.outbound_allow")]
@@ -140,6 +155,8 @@ class Embedder:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
+        if self._loader is not None:
+            self._run(self._loader.aclose())
         if not self._shared:
             self._loop.run_until_complete(self.hub.aclose())
             self._loop.close()

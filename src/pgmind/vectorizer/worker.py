@@ -45,11 +45,16 @@ class Version:
     content_fn: str       # the owner's functions (regprocedure text), see ai_internal._owner_functions_sql
     write_fn: str
     activate_fn: str
+    config: dict          # the vectorizer's settings: {"modality": "image", "ocr": …, "labels": …} for images
+
+    @property
+    def modality(self) -> str:
+        return (self.config or {}).get("modality", "text")
 
 
 VERSIONS = """
     select v.id, ver.version, v.name, v.owner, ver.store_table, ver.model, ver.chunking, ver.status,
-           f.names[2], f.names[3], f.names[4]
+           f.names[2], f.names[3], f.names[4], v.config
     from ai.vectorizers v cross join lateral (select ai_internal._owner_function_names(v.id) as names) f
     join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
     where %(names)s::text[] is null or v.name = any(%(names)s)
@@ -76,6 +81,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.embedder = embedder or Embedder(settings, dsn)
+        from .images import ImageEmbedding
+        self.images = ImageEmbedding(self.embedder)
         self._conn: psycopg.Connection | None = None
         self._last_heartbeat = 0.0
         self.totals = BatchResult()
@@ -241,6 +248,7 @@ class Worker:
         with self.conn.transaction():
             self.conn.execute("set local search_path = pg_catalog, pg_temp")
             self.conn.execute("set local statement_timeout = %s" % int(self.content_timeout * 1000))
+            self.conn.execute("set local bytea_output = hex")     # image (bytea) columns arrive as hex text
             rows = self._owner_call(ver, ver.content_fn, "select key, content from {fn}(%s::jsonb[])",
                                     ([Jsonb(k) for k in keys],))
         return {canon(k): text for k, text in rows}
@@ -320,6 +328,8 @@ class Worker:
 
     def embed(self, ver: Version, contents: dict, config: ChunkingConfig) -> tuple[dict, dict]:
         """Chunks and embeddings per key; keys whose text the model refuses go to ``poison``."""
+        if ver.modality == "image":
+            return self.images.embed(ver, contents)
         model_max = self.embedder.max_tokens(ver.model)
         if model_max and config.method != "none" and config.max_tokens > model_max - 2:
             config = ChunkingConfig(config.method, model_max - 2, min(config.overlap, (model_max - 2) // 2 - 1))

@@ -349,9 +349,9 @@ declare
     m record;
 begin
     select * into m from ai_internal._model_for_call(p_model, caller);
-    if m.model_type <> 'embedding' then
+    if m.model_type not in ('embedding', 'image_embedding') then
         raise exception 'model "%" is a % model, not an embedding model', p_model, m.model_type
-            using errcode = '22023', hint = 'pick an embedding model from select * from ai.models';
+            using errcode = '22023', hint = 'pick an embedding or image model from select * from ai.models';
     end if;
     if m.dimensions is null then
         raise exception 'model "%" has no known dimension', p_model
@@ -497,9 +497,28 @@ $$;
 
 -- With the caller's rights: the caller must own the table (or belong to its owner role).  The
 -- checks of the arguments live in ai_internal._register_vectorizer, ai_internal._check_chunking and ai_internal._check_index.
+-- (the signature grew modality, ocr and labels: the old one goes first)
+drop function if exists ai.create_vectorizer(regclass, text, text, text, jsonb, jsonb, boolean);
+-- An image model makes an image vectorizer: content is a bytea column, or a path or URL that is
+-- loaded under ai.load_file's allow-list; each row's "chunk" is a description of its image (name,
+-- labels, and with ocr => true the text in it) with the image's vector.
+create or replace function ai_internal._set_image_config(vid int, ocr boolean, labels int) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai_internal._check_vectorizer_owner(vid);
+    if labels is null or labels < 0 or labels > 20 then
+        raise exception 'labels must be between 0 and 20, got %', labels using errcode = '22023',
+            hint = 'how many of the image model''s labels describe each image; 0 for none';
+    end if;
+    update ai.vectorizers set config = config || jsonb_build_object('modality', 'image', 'ocr', coalesce(ocr, false),
+                                                                    'labels', labels)
+    where id = vid;
+end $$;
+
 create or replace function ai.create_vectorizer(
-    source regclass, name text default null, content text default null, model text default 'e5-small',
-    chunking jsonb default null, index jsonb default null, backfill boolean default true)
+    source regclass, name text default null, content text default null, model text default null,
+    chunking jsonb default null, index jsonb default null, backfill boolean default true,
+    modality text default null, ocr boolean default false, labels int default 5)
 returns int language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     v_table name;
@@ -511,6 +530,20 @@ declare
 begin
     if source is null then
         raise exception 'source table is required' using errcode = '22023', hint = 'pass it as ''public.docs''::regclass';
+    end if;
+    if modality is not null and modality not in ('text', 'image') then
+        raise exception 'unknown modality "%"', modality using errcode = '22023', hint = 'modality is text or image';
+    end if;
+    model := coalesce(model, case when modality = 'image' then 'image-features' else 'e5-small' end);
+    select * into m from ai_internal._vectorizer_model(model, current_user);
+    if modality is not null and (modality = 'image') <> (m.model_type = 'image_embedding') then
+        raise exception 'model "%" is a % model, not for modality %', model, m.model_type, modality
+            using errcode = '22023', hint = case when modality = 'image' then 'pick an image model, e.g. image-features'
+                                                 else 'pick a text embedding model, e.g. e5-small' end;
+    end if;
+    if m.model_type = 'image_embedding' and content is null then
+        raise exception 'content is required for an image vectorizer'
+            using errcode = '22023', hint = 'name the bytea column with the image, or the column with its path or URL';
     end if;
     select c.relname into v_table from pg_class c where c.oid = source;
     if content is null then
@@ -524,9 +557,11 @@ begin
         content := format('%I', text_cols[1]);
     end if;
     vid := ai_internal._register_vectorizer(coalesce(name, v_table), source, content, model, chunking, index, current_user);
+    if m.model_type = 'image_embedding' then
+        perform ai_internal._set_image_config(vid, ocr, labels);
+    end if;
     select * into v from ai_internal._vectorizer_info(vid);
     select * into ver from ai_internal._vectorizer_stores(vid) limit 1;
-    select * into m from ai_internal._vectorizer_model(model, current_user);
     if to_regclass(format('%I.%I', v.dest_schema, v.dest_view)) is not null
        or to_regclass(format('%I.%I', v.dest_schema, ver.store_table)) is not null then
         raise exception 'relation %.% already exists', v.dest_schema, v.dest_view
@@ -619,6 +654,11 @@ begin
             using errcode = '55006', hint = 'wait for it (select * from ai.vectorizer_status), then alter again';
     end if;
     select * into m from ai_internal._vectorizer_model(p_model, session_user);
+    if ((select v.config->>'modality' from ai.vectorizers v where v.id = vid) = 'image') <> (m.model_type = 'image_embedding') then
+        raise exception 'model "%" is a % model; this vectorizer embeds %', p_model, m.model_type,
+                        case when m.model_type = 'image_embedding' then 'texts' else 'images' end
+            using errcode = '22023', hint = 'pick a model of the same kind, or create another vectorizer';
+    end if;
     select max(ver.version) + 1 into version from ai.vectorizer_versions ver where ver.vectorizer_id = vid;
     store_table := (select v.name from ai.vectorizers v where v.id = vid) || '_chunks_v' || version;
     insert into ai.vectorizer_versions (vectorizer_id, version, model, chunking, index_spec, dimensions, store_table, status)

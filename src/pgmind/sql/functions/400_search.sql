@@ -90,6 +90,84 @@ end $$;
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
+-- The retrieval itself, for ai.search and ai.search_images: the vector list (qv, in the HNSW index,
+-- iterative scans so a selective filter still gives k rows), the keyword list (tq), or both fused
+-- by reciprocal rank.  Runs with the caller's rights (the filter is the caller's SQL).
+create or replace function ai_internal._search_run(
+    store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
+    qv text, tq tsquery, mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text)
+returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
+               vector_rank int, keyword_rank int)
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    where_filter text := '';
+    vector_sql text;
+    keyword_sql text;
+begin
+    if filter is not null then
+        -- a SQL condition on the source table's columns, written by the caller and run with their rights
+        where_filter := format(' and (%s) in (select %s from %s s where %s)',
+                               _search_run.key_cols, _search_run.source_key_cols, _search_run.source, filter);
+    end if;
+    -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
+    perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
+    perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
+    -- (the operator is schema-qualified: this function's search_path holds only pg_catalog)
+    vector_sql := format('select %1$s as key, c.chunk_seq, c.chunk, 1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
+                          from %2$s c where true %4$s
+                          order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
+                         _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
+    keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
+                                  1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
+                           from %2$s c where c.fts @@ $2 %4$s
+                           order by kscore desc limit $3',
+                          _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
+    if mode = 'vector' then
+        return query execute format('select v.key, v.chunk_seq, v.chunk, v.sim, v.sim,
+                                            (row_number() over (order by v.sim desc))::int, null::int
+                                     from (%s) v order by v.sim desc limit $4', vector_sql)
+            using qv, tq, n, k;
+    elsif mode = 'keyword' then
+        if tq is null then
+            return;
+        end if;
+        return query execute format('select w.key, w.chunk_seq, w.chunk, w.kscore::float8, w.sim,
+                                            null::int, (row_number() over (order by w.kscore desc))::int
+                                     from (%s) w order by w.kscore desc limit $4', keyword_sql)
+            using qv, tq, n, k;
+    else
+        -- reciprocal rank fusion of the two lists.  By document (default): each source row ranks in
+        -- a list by its best chunk there, rows are fused, and their chunks follow in order of their
+        -- own fused score.  The two retrievers often pick different chunks of the right document,
+        -- which chunk-level fusion scores as two half-hits (see docs/benchmarks.md).
+        return query execute format('
+            with v as (select x.*, row_number() over (order by x.sim desc) as r from (%s) x),
+                 w as (select y.*, row_number() over (order by y.kscore desc) as r from (%s) y where $2 is not null),
+                 hits as (
+                     select coalesce(v.key, w.key) as key, coalesce(v.chunk_seq, w.chunk_seq) as chunk_seq,
+                            coalesce(v.chunk, w.chunk) as chunk, coalesce(v.sim, w.sim) as sim, v.r as vr, w.r as wr,
+                            coalesce($5 / ($7 + v.r), 0) + coalesce($6 / ($7 + w.r), 0) as chunk_score
+                     from v full join w on v.key = w.key and v.chunk_seq = w.chunk_seq),
+                 docs as (
+                     select h.key, min(h.vr) as best_vr, min(h.wr) as best_wr from hits h group by h.key),
+                 doc_ranks as (
+                     select d.key,
+                            case when d.best_vr is not null then rank() over (order by d.best_vr) end as dvr,
+                            case when d.best_wr is not null then rank() over (order by d.best_wr) end as dwr
+                     from docs d),
+                 doc_scores as (
+                     select r.key, coalesce($5 / ($7 + r.dvr), 0) + coalesce($6 / ($7 + r.dwr), 0) as doc_score
+                     from doc_ranks r)
+            select h.key, h.chunk_seq, h.chunk,
+                   case when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
+                   h.sim, h.vr::int, h.wr::int
+            from hits h join doc_scores d on d.key = h.key
+            order by score desc, h.chunk_score desc
+            limit $4', vector_sql, keyword_sql)
+            using qv, tq, n, k, vector_weight, keyword_weight, rrf_k::float8, fusion;
+    end if;
+end $$;
+
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
@@ -105,9 +183,6 @@ declare
     kq text;
     tq tsquery;
     n int;
-    where_filter text := '';
-    vector_sql text;
-    keyword_sql text;
 begin
     if name is null or query is null then
         return;
@@ -158,11 +233,6 @@ begin
             order by sc.score desc limit k;
         return;
     end if;
-    if filter is not null then
-        -- a SQL condition on the source table's columns, written by the caller and run with their rights
-        where_filter := format(' and (%s) in (select %s from %s s where %s)',
-                               t.key_cols, t.source_key_cols, t.source, filter);
-    end if;
     -- the question in the knowledge base's language (itself unless translation applies): a model
     -- matches a question to passages best in their own language (e5-small: MRR 0.30 → 0.70 for
     -- Chinese questions on the English manual), and words only match words of the same language
@@ -174,69 +244,15 @@ begin
     if mode <> 'keyword' then
         qv := ai.embed(t.model, tr, 'query')::text;
     end if;
-    -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
-    perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
-    perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
-    -- (the operator is schema-qualified: this function's search_path holds only pg_catalog)
-    vector_sql := format('select %1$s as key, c.chunk_seq, c.chunk, 1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
-                          from %2$s c where true %4$s
-                          order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
-                         t.key_json, t.store, ai_internal._vector_schema(), where_filter);
     if mode <> 'vector' then
         -- the question's own words and, for a question in the other language, its translation's:
         -- a knowledge base may hold documents in both languages
         kq := coalesce(keyword_query, case when tr = query then query else query || ' ' || tr end);
         tq := ai.keyword_query(kq);
     end if;
-    keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
-                                  1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
-                           from %2$s c where c.fts @@ $2 %4$s
-                           order by kscore desc limit $3',
-                          t.key_json, t.store, ai_internal._vector_schema(), where_filter);
-    if mode = 'vector' then
-        return query execute format('select v.key, v.chunk_seq, v.chunk, v.sim, v.sim,
-                                            (row_number() over (order by v.sim desc))::int, null::int
-                                     from (%s) v order by v.sim desc limit $4', vector_sql)
-            using qv, tq, n, k;
-    elsif mode = 'keyword' then
-        if tq is null then
-            return;
-        end if;
-        return query execute format('select w.key, w.chunk_seq, w.chunk, w.kscore::float8, w.sim,
-                                            null::int, (row_number() over (order by w.kscore desc))::int
-                                     from (%s) w order by w.kscore desc limit $4', keyword_sql)
-            using qv, tq, n, k;
-    else
-        -- reciprocal rank fusion of the two lists.  By document (default): each source row ranks in
-        -- a list by its best chunk there, rows are fused, and their chunks follow in order of their
-        -- own fused score.  The two retrievers often pick different chunks of the right document,
-        -- which chunk-level fusion scores as two half-hits (see docs/benchmarks.md).
-        return query execute format('
-            with v as (select x.*, row_number() over (order by x.sim desc) as r from (%s) x),
-                 w as (select y.*, row_number() over (order by y.kscore desc) as r from (%s) y where $2 is not null),
-                 hits as (
-                     select coalesce(v.key, w.key) as key, coalesce(v.chunk_seq, w.chunk_seq) as chunk_seq,
-                            coalesce(v.chunk, w.chunk) as chunk, coalesce(v.sim, w.sim) as sim, v.r as vr, w.r as wr,
-                            coalesce($5 / ($7 + v.r), 0) + coalesce($6 / ($7 + w.r), 0) as chunk_score
-                     from v full join w on v.key = w.key and v.chunk_seq = w.chunk_seq),
-                 docs as (
-                     select h.key, min(h.vr) as best_vr, min(h.wr) as best_wr from hits h group by h.key),
-                 doc_ranks as (
-                     select d.key,
-                            case when d.best_vr is not null then rank() over (order by d.best_vr) end as dvr,
-                            case when d.best_wr is not null then rank() over (order by d.best_wr) end as dwr
-                     from docs d),
-                 doc_scores as (
-                     select r.key, coalesce($5 / ($7 + r.dvr), 0) + coalesce($6 / ($7 + r.dwr), 0) as doc_score
-                     from doc_ranks r)
-            select h.key, h.chunk_seq, h.chunk,
-                   case when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
-                   h.sim, h.vr::int, h.wr::int
-            from hits h join doc_scores d on d.key = h.key
-            order by score desc, h.chunk_score desc
-            limit $4', vector_sql, keyword_sql)
-            using qv, tq, n, k, vector_weight, keyword_weight, rrf_k::float8, fusion;
-    end if;
+    return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
+                                                      filter, qv, tq, mode, n, k, vector_weight, keyword_weight,
+                                                      rrf_k, fusion);
 end $$;
 
 -- RAG: the question's best chunks (hybrid search), those above the similarity threshold as
@@ -388,4 +404,83 @@ begin
     reply := ai.chat(p->>'model', p->'messages', (p->'options') || coalesce(options, '{}'));
     return jsonb_build_object('answer', reply->'message'->>'content', 'sources', p->'sources', 'answered', true,
                               'usage', reply->'usage', 'model', p->>'model');
+end $$;
+
+-- Image knowledge bases (vectorizers of an image model).  By words: the image model's text tower
+-- where it has one (CLIP), and the images' descriptions (file name, labels, text in the image) by
+-- their words and by the words of the labels closest in meaning to the query (the model server
+-- finds those with the knowledge base's text model, "text_model" in its settings, default use-m3).
+-- By picture: the image's vector.  Same columns as ai.search; similarity is the cosine similarity
+-- (vectors are unit length, so <-> ranks the same).
+create or replace function ai_internal._require_image_kb(p_name text, config jsonb) returns void
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+    if config->>'modality' is distinct from 'image' then
+        raise exception '"%" is not an image knowledge base', p_name
+            using errcode = '22023', hint = 'search texts with ai.search; image vectorizers use an image model';
+    end if;
+end $$;
+
+create or replace function ai.search_images(name text, query text, k int default 10, filter text default null,
+                                            mode text default 'hybrid')
+returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
+               vector_rank int, keyword_rank int)
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    t record;
+    found jsonb;
+    kq text;
+    tq tsquery;
+begin
+    if name is null or query is null then
+        return;
+    end if;
+    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
+        raise exception 'unknown search mode "%"', mode using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
+    end if;
+    if length(query) > 2000 then
+        raise exception 'the query has % characters; an image search takes at most 2000', length(query)
+            using errcode = '22023', hint = 'describe the picture in a sentence or two';
+    end if;
+    select * into t from ai_internal._search_target(name, current_user);
+    perform ai_internal._require_image_kb(name, t.config);
+    -- one call: the query in the images' space (text tower) and the labels nearest in meaning
+    found := ai_internal._image_request('/pgmind/v1/images/query',
+                 jsonb_build_object('model', t.model, 'query', query,
+                                    'text_model', coalesce(t.config->>'text_model', 'use-m3'),
+                                    'mode', mode));
+    if found->'vector' = 'null'::jsonb and mode = 'vector' then
+        raise exception 'model "%" has no text tower: it cannot place words among its images', t.model
+            using errcode = '22023', hint = 'use mode => ''hybrid'' or ''keyword'' (descriptions and labels), or a CLIP model';
+    end if;
+    if mode <> 'vector' then
+        kq := query || coalesce(' ' || (select string_agg(l->>'label', ' ') from jsonb_array_elements(found->'labels') l), '');
+        tq := ai.keyword_query(kq);
+    end if;
+    return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
+        filter, nullif(found->>'vector', ''), tq,
+        case when found->'vector' = 'null'::jsonb then 'keyword' else mode end,
+        greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
+end $$;
+
+create or replace function ai.search_images(name text, image bytea, k int default 10, filter text default null)
+returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
+               vector_rank int, keyword_rank int)
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    t record;
+begin
+    if name is null or image is null then
+        return;
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
+    end if;
+    select * into t from ai_internal._search_target(name, current_user);
+    perform ai_internal._require_image_kb(name, t.config);
+    return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
+        filter, ai.embed_image(t.model, image)::text, null, 'vector', greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
 end $$;
