@@ -11,8 +11,10 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 PG_BIN=/usr/lib/postgresql/15/bin
 
 # 1. Debian packages -----------------------------------------------------------
+# (darknet: its sample photos for the demo; fonts-wqy-zenhei: Chinese text rendered for the OCR tests;
+#  dataset-fashion-mnist: labelled images for the image benchmarks)
 pkgs=(postgresql-15 postgresql-client-15 postgresql-plpython3-15 postgresql-server-dev-15
-      dpkg-dev postgresql-doc-15 python3-venv)
+      dpkg-dev postgresql-doc-15 python3-venv darknet fonts-wqy-zenhei dataset-fashion-mnist)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -31,6 +31,7 @@ class StandIn:
         self.requests: list[dict] = []
         self.script: dict[str, list[str]] = {}
         self.default: dict[str, str] = {}      # the behaviour when the script for a path is used up
+        self.clip_scale = 1.0                  # clip-as-service's vectors are not unit length: >1 to show it
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -160,8 +161,9 @@ class StandIn:
         """clip-as-service: {"data": [{"text": ...} | {"uri": ...}], "execEndpoint": "/"}."""
         return {"header": {"requestId": "abc", "status": None, "execEndpoint": "/"},
                 "data": [{"id": f"doc{i}", "text": d.get("text"),
-                          "embedding": [3 * x for x in fake_vector(d.get("text") or d.get("uri") or d.get("blob") or "",
-                                                                   self.dim)]}   # not normalised, like the real one
+                          "embedding": [self.clip_scale * x
+                                        for x in fake_vector(d.get("text") or d.get("uri") or d.get("blob") or "",
+                                                             self.dim)]}
                          for i, d in enumerate(body.get("data") or [])]}
 
     def dashscope_multimodal(self, body):

@@ -227,6 +227,7 @@ def test_clip_as_service_protocol_served(server, token, clip_model):
 @pytest.fixture(scope="module")
 def standin():
     s = StandIn(dim=16)
+    s.clip_scale = 3.0
     yield s
     s.close()
 
@@ -388,3 +389,39 @@ def test_image_vectorizer_needs_an_image_model(conn, server):
         assert e.sqlstate == "22023" and "content is required" in e.diag.message_primary
     finally:
         conn.execute("drop table t_img cascade")
+
+
+@pytest.fixture(scope="module")
+def s3(installed):
+    """moto's S3 server: a local stand-in for an S3-compatible store (Alibaba OSS speaks the same protocol)."""
+    import socket
+    import boto3
+    from moto.server import ThreadedMotoServer
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDTEST",
+                          aws_secret_access_key="secret-test")
+    client.create_bucket(Bucket="shop")
+    client.put_object(Bucket="shop", Key="photos/red.png", Body=picture())
+    client.put_object(Bucket="shop", Key="private/x.png", Body=picture())
+    yield url
+    srv.stop()
+
+
+def test_s3_loading(conn, server, s3, nobody):
+    conn.execute("select ai.allow_load_from('s3://shop/photos', %s::jsonb, %s::jsonb)",
+                 ('{"endpoint_url": "%s"}' % s3, '{"access_key_id": "AKIDTEST", "secret_access_key": "secret-test"}'))
+    try:
+        assert conn.execute("select ai.load_file('s3://shop/photos/red.png')").fetchone()[0] == picture()
+        assert sql_error(conn, "select ai.load_file('s3://shop/private/x.png')").sqlstate == "42501"
+        assert sql_error(conn, "select ai.load_file('s3://shop/photos/nope.png')").sqlstate == "22023"
+        listed = conn.execute("select prefix, credentials from ai.load_allow_list where prefix like 's3:%'").fetchall()
+        assert listed == [("s3://shop/photos/", "token")]
+        # the secret is nowhere a role granted nothing can read
+        assert "secret-test" not in str(nobody.execute("select * from ai.load_allow_list").fetchall())
+    finally:
+        conn.execute("select ai.disallow_load_from('s3://shop/photos/')")

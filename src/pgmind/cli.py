@@ -195,6 +195,8 @@ def worker(ctx: typer.Context,
         w.run(stop)
     except PgmindError as e:
         fail(e)
+    finally:
+        w.close()
 
 
 def _show_rows(rows, keys: tuple[str, ...], as_json: bool, headers: tuple[str, ...] | None = None) -> None:
@@ -358,6 +360,70 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
         _fail_sql(e)
 
 
+@app.command("ingest-images")
+def ingest_images(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of pictures (JPEG, PNG, WebP, GIF, BMP, TIFF)."),
+                  into: str = typer.Option(..., "--into", help="The table (and image vectorizer) name, e.g. photos."),
+                  model: str = typer.Option("image-features", help="The image model of a new vectorizer."),
+                  store_bytes: bool = typer.Option(False, "--bytes", help="Store the files in the table "
+                                                                          "(else their paths, loaded when embedded)."),
+                  ocr: bool = typer.Option(False, "--ocr", help="Also read the text in the pictures (about 1 s each)."),
+                  embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the new pictures now."),
+                  batch: int = typer.Option(16, help="Pictures per embedding batch.")):
+    """Load a folder of pictures into a table with an image vectorizer (re-running updates it)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from .images.collection import ingest_images as do_ingest
+    settings = _settings(ctx)
+    try:
+        with _connect(settings) as conn, Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                                  MofNCompleteColumn(), console=console) as bar:
+            task = bar.add_task("reading pictures", total=None)
+            result = do_ingest(conn, folder, into, model=model, store_bytes=store_bytes, ocr=ocr,
+                               progress=lambda i, n: bar.update(task, completed=i, total=n))
+        console.print(f"{result.files} pictures: {result.changed} new or changed, {result.unchanged} unchanged, "
+                      f"{result.removed} removed, {len(result.failed)} unreadable")
+        if result.allowed:
+            console.print(f"allowed loading from {result.allowed} (select * from ai.load_allow_list)")
+        for path, why in result.failed:
+            err_console.print(f"[yellow]skipped {path}: {why}[/yellow]")
+        if embed:
+            _embed_pending(settings, into, batch, "embedding pictures")
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+
+
+@app.command("search-images")
+def search_images(ctx: typer.Context,
+                  query: str = typer.Argument(..., help="Words (any language), or the path of a picture to find alike."),
+                  into: str = typer.Option(..., "--in", help="The image knowledge base (see ingest-images)."),
+                  k: int = typer.Option(10, "-k", help="How many results."),
+                  filter: Optional[str] = typer.Option(None, help="A SQL condition on the table, e.g. \"width > 500\"."),
+                  sheet: Optional[str] = typer.Option(None, "--open", help="Write a contact sheet PNG of the hits here."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Find pictures by words or by a picture; prints paths and scores."""
+    from pathlib import Path
+    from .images.collection import contact_sheet, search_images as do_search
+    settings = _settings(ctx)
+    q: str | bytes = Path(query).read_bytes() if Path(query).is_file() else query
+    try:
+        with _connect(settings) as conn:
+            hits = do_search(conn, into, q, k=k, filter=filter)
+            if sheet and hits:
+                console.print(f"contact sheet: {contact_sheet(conn, into, hits, sheet)}")
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    if as_json:
+        print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
+        return
+    for i, h in enumerate(hits, 1):
+        sim = f"  similarity {h.similarity:.3f}" if h.similarity is not None else ""
+        console.print(f"[bold]{i}. {h.path}[/]  score {h.score:.4f}{sim}", markup=True, highlight=False)
+        console.print("   " + " ".join(h.description.split())[:200], markup=False)
+
+
 def _embed_pending(settings: Settings, name: str, batch: int, label: str):
     """Run a worker here until the vectorizer's queue is empty, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -375,7 +441,10 @@ def _embed_pending(settings: Settings, name: str, batch: int, label: str):
         def progress(rows: int) -> None:
             elapsed = max(time.monotonic() - start, 1e-6)
             bar.update(task, advance=rows, rate=f"{w.totals.chunks / elapsed:.1f} chunks/s")
-        w.drain(timeout=None, on_batch=progress)
+        try:
+            w.drain(timeout=None, on_batch=progress)
+        finally:
+            w.close()
     console.print(f"{w.totals.rows} rows, {w.totals.chunks} chunks, {w.totals.quarantined} quarantined")
     return w
 

@@ -114,7 +114,11 @@ class EmbeddingBatcher:
         """Runs fn in the model's own thread (after the batches queued before it)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def close(self) -> None:
-        if self._task is not None:
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
             self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -139,7 +139,7 @@ class ModelHub:
     async def aclose(self) -> None:
         for obj in self._local.values():
             if isinstance(obj, EmbeddingBatcher):
-                obj.close()
+                await obj.aclose()
         await self.transport.aclose()
         self.chat_executor.shutdown(wait=False, cancel_futures=True)
         self._loader.shutdown(wait=False, cancel_futures=True)

@@ -124,6 +124,12 @@ class Worker:
         return [Version(*r) for r in rows]
 
     # -- the loop ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Lets go of the models and connections (a worker with its own hub: its event loop too)."""
+        self.embedder.close()
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         log.info("worker %s started", self.worker_id)
