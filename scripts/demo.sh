@@ -5,6 +5,7 @@
 #   2. start the model server (local models; nothing leaves the machine)
 #   3. ingest the PostgreSQL 15 manual (Debian postgresql-doc-15) into pg_docs and embed it
 #   4. ask three questions: English, Chinese, and one the manual cannot answer
+#   5. a small photo collection: find pictures by words (English, Chinese) and by a picture
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGMIND=.venv/bin/pgmind
@@ -39,6 +40,20 @@ for q in "How do I create an index without locking the table?" \
     say "ask: $q"
     $PGMIND ask "$q" --in pg_docs
 done
+
+say "pictures: Debian darknet's sample photos and scikit-learn's two, with the text in them read (OCR)"
+PHOTOS=.pgmind/demo-photos
+mkdir -p "$PHOTOS"
+cp /usr/share/darknet/data/{dog,eagle,giraffe,horses,person,kite,scream}.jpg "$PHOTOS"/
+cp "$(.venv/bin/python -c 'import sklearn, os; print(os.path.dirname(sklearn.__file__))')"/datasets/images/{china,flower}.jpg "$PHOTOS"/
+$PGMIND ingest-images "$PHOTOS" --into photos --ocr
+say "text → image (ImageNet labels and file names; no CLIP weights ship offline)"
+$PGMIND search-images "an eagle" --in photos -k 3
+$PGMIND search-images "一只狗" --in photos -k 3
+say "image → image (and a contact sheet of the hits: .pgmind/photo-hits.png)"
+$PGMIND search-images "$PHOTOS/horses.jpg" --in photos -k 3 --open .pgmind/photo-hits.png
+$PGMIND db psql -X -c "select key->>'path' as path, round(similarity::numeric, 3) as similarity
+                       from ai.search_images('photos', ai.load_file('$(realpath "$PHOTOS")/dog.jpg'), k => 3)"
 
 say "the same from SQL"
 $PGMIND db psql -X -v ON_ERROR_STOP=1 -c "select jsonb_pretty(ai.rag('pg_docs', 'json 和 jsonb 类型有什么区别?') - 'usage')"

@@ -115,3 +115,24 @@ def test_fuzz_http_search_filters(server, token, spec):
 def _close():
     yield
     HTTP.close()
+
+
+@FUZZ
+@given(st.binary(max_size=3000), TEXT, st.integers(min_value=-5, max_value=70000), st.integers(-5, 70000))
+def test_fuzz_image_functions(conn, server, data, location, w, h):
+    """Any bytes as an image, any text as a location: a clear error or a result, never a crash, and
+    nothing read outside the load allow-list (which is empty here)."""
+    from images_fixture import picture
+    location = pg_text(location)
+    for img in (data, picture()[: len(data) % 600 + 1], picture() + data):
+        call(conn, "select ai.image_info(%s)", (img,))
+        call(conn, "select ai.resize_image(%s, %s, %s)", (img, w % 4000 if w > 0 else w, h % 4000 if h > 0 else h))
+        call(conn, "select ai.image_as_base64(%s, true)", (img,))
+        call(conn, "select ai.embed_image('image-features', %s)", (img,))
+    if location is not None:
+        try:
+            conn.execute("select ai.load_file(%s)", (location,))
+            raise AssertionError(f"{location!r} was read with an empty allow-list")
+        except psycopg.Error as e:
+            assert e.sqlstate in ("42501", "22023"), (location, e.sqlstate, e)
+        call(conn, "select * from ai.search_images(%s, %s)", (location, location))

@@ -1,16 +1,19 @@
 -- Where ai.load_file may read (administrators): a directory, an http(s) URL prefix, or an S3 bucket
 -- prefix.  The model server resolves paths and checks every file and redirect against this list
 -- (src/pgmind/images/loader.py); here a prefix is only checked for its form.
+-- A directory is written as a path or a file:// URL; the list keeps the URL.
+create or replace function ai_internal._load_prefix(prefix text) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select case when btrim(prefix) like '/%' then 'file://' || btrim(prefix) else btrim(prefix) end
+$$;
+
 create or replace function ai.allow_load_from(prefix text, options jsonb default '{}', credentials jsonb default null)
 returns text language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     auth jsonb := '{}';
 begin
     perform ai_internal._require_admin('change where ai.load_file may read');
-    prefix := btrim(prefix);
-    if prefix like '/%' then
-        prefix := 'file://' || prefix;
-    end if;
+    prefix := ai_internal._load_prefix(prefix);
     if prefix is null or length(prefix) > 2000 or prefix !~ '^(file:///.|https?://[^/@\s]+|s3://[a-z0-9][a-z0-9.-]{1,62})'
        or prefix ~ '\s' or prefix ~ '/\.\.?(/|$)' or prefix ~ '^[a-z0-9]+://[^/]*@' then
         raise exception 'invalid load prefix "%"', prefix
@@ -61,10 +64,7 @@ declare
     n int;
 begin
     perform ai_internal._require_admin('change where ai.load_file may read');
-    prefix := btrim(prefix);
-    if prefix like '/%' then
-        prefix := 'file://' || prefix;
-    end if;
+    prefix := ai_internal._load_prefix(prefix);
     delete from ai.load_allow a where a.prefix in (disallow_load_from.prefix, disallow_load_from.prefix || '/');
     get diagnostics n = row_count;
     return n > 0;

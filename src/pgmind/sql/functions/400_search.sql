@@ -93,6 +93,19 @@ drop function if exists ai.search(text, text, int, text, text, int, float8, floa
 -- The retrieval itself, for ai.search and ai.search_images: the vector list (qv, in the HNSW index,
 -- iterative scans so a selective filter still gives k rows), the keyword list (tq), or both fused
 -- by reciprocal rank.  Runs with the caller's rights (the filter is the caller's SQL).
+-- The arguments every search takes, checked once.
+create or replace function ai_internal._check_search_args(mode text, k int) returns void
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+begin
+    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
+        raise exception 'unknown search mode "%"', mode
+            using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
+    end if;
+    if k is null or k < 1 or k > 1000 then
+        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
+    end if;
+end $$;
+
 create or replace function ai_internal._search_run(
     store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
     qv text, tq tsquery, mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text)
@@ -187,16 +200,10 @@ begin
     if name is null or query is null then
         return;
     end if;
-    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
-        raise exception 'unknown search mode "%"', mode
-            using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
-    end if;
+    perform ai_internal._check_search_args(mode, k);
     if fusion is null or fusion not in ('document', 'chunk') then
         raise exception 'unknown fusion "%"', fusion
             using errcode = '22023', hint = 'fusion is document (rank source rows by their best chunk in each list) or chunk';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
     end if;
     if length(query) > 10000 or length(keyword_query) > 10000 then
         raise exception 'the query has % characters; a search takes at most 10000',
@@ -435,12 +442,7 @@ begin
     if name is null or query is null then
         return;
     end if;
-    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
-        raise exception 'unknown search mode "%"', mode using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
-    end if;
+    perform ai_internal._check_search_args(mode, k);
     if length(query) > 2000 then
         raise exception 'the query has % characters; an image search takes at most 2000', length(query)
             using errcode = '22023', hint = 'describe the picture in a sentence or two';
@@ -476,9 +478,7 @@ begin
     if name is null or image is null then
         return;
     end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
-    end if;
+    perform ai_internal._check_search_args('vector', k);
     select * into t from ai_internal._search_target(name, current_user);
     perform ai_internal._require_image_kb(name, t.config);
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
