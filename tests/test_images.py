@@ -425,3 +425,24 @@ def test_s3_loading(conn, server, s3, nobody):
         assert "secret-test" not in str(nobody.execute("select * from ai.load_allow_list").fetchall())
     finally:
         conn.execute("select ai.disallow_load_from('s3://shop/photos/')")
+
+
+def test_scanned_pdf_pages_are_read_by_ocr():
+    """A PDF page without a text layer (a scan) gets its text from OCR when ingested."""
+    from PIL import Image
+    from pgmind.documents import pdf_to_text
+    scan = Image.open(io.BytesIO(text_image(["第三章 备份与恢复", "Chapter 3 Backup and Restore"])))
+    out = io.BytesIO()
+    scan.convert("RGB").save(out, "PDF", resolution=100)
+    doc = pdf_to_text(out.getvalue())
+    assert "备份与恢复" in doc.text.replace(" ", "") and "Backup" in doc.text
+
+
+def test_a_bytea_column_with_a_text_model_is_refused(conn, server):
+    conn.execute("drop table if exists t_bytes cascade")
+    conn.execute("create table t_bytes (id int primary key, img bytea)")
+    try:
+        e = sql_error(conn, "select ai.create_vectorizer('t_bytes'::regclass, content => 'img')")
+        assert e.sqlstate == "22023" and "modality" in e.diag.message_hint
+    finally:
+        conn.execute("drop table t_bytes cascade")

@@ -368,3 +368,28 @@ def test_serve_runs_a_worker(conn, docs, settings, installed):
     finally:
         stop_server(proc)
     assert set(chunks_of(conn)) == {1}
+
+
+def test_worker_in_the_server_process_shares_its_models(conn, docs, settings, installed):
+    """The in-process worker embeds through the model server's hub: one copy of each local model,
+    and its batches go through the same batcher the HTTP routes use."""
+    import asyncio
+    import threading
+    from pgmind.models.hub import ModelHub
+    from pgmind.vectorizer.embedder import Embedder
+    batches = []
+    hub = ModelHub(settings, on_batch=lambda model, n: batches.append((model, n)))
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    try:
+        create(conn)
+        conn.execute("insert into docs (id, title, body) values (1, 't', 'shared models'), (2, 't', 'one copy')")
+        w = Worker(settings, installed, poll_interval=0.1, embedder=Embedder(settings, installed, hub=hub, loop=loop))
+        w.drain()
+        assert len(chunks_of(conn)) == 2
+        w.embedder.embed_documents("e5-small", ["again"])
+        assert len(hub._local) == 1 and {m for m, _ in batches} == {"e5-small"}
+        w.close()
+    finally:
+        asyncio.run_coroutine_threadsafe(hub.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)

@@ -104,6 +104,23 @@ def html_to_text(html: str) -> Document:
     return Document(title, text)
 
 
+def _ocr_page(page) -> str:
+    """A page without a text layer (a scan): the text of its images, by OCR (Chinese and English).
+    Without the OCR engine installed, the page stays empty, as before."""
+    try:
+        from .images.ocr import read_text
+        images = list(page.images)
+    except Exception:  # noqa: BLE001 - an image pypdf cannot decode leaves the page without text
+        return ""
+    texts = []
+    for img in images:
+        try:
+            texts.append(read_text(img.data)["text"])
+        except Exception:  # noqa: BLE001 - one unreadable image does not lose the page's others
+            continue
+    return "\n".join(t for t in texts if t).strip()
+
+
 def pdf_to_text(raw: bytes) -> Document:
     """The text of a PDF's pages (pypdf, pure Python), pages separated by blank lines; the title
     from the document's metadata, else its first line.  Raises ValueError for a PDF that cannot be
@@ -119,7 +136,7 @@ def pdf_to_text(raw: bytes) -> Document:
         reader = PdfReader(BytesIO(raw))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ValueError("the PDF is encrypted with a password")
-        pages = [(page.extract_text() or "").strip() for page in reader.pages]
+        pages = [(page.extract_text() or "").strip() or _ocr_page(page) for page in reader.pages]
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except (PyPdfError, OSError, KeyError, TypeError, AttributeError) as e:
         # pypdf reports damaged files with several exception types

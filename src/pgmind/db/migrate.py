@@ -152,9 +152,10 @@ def _sync_providers(conn: psycopg.Connection) -> None:
         return    # (an upgrade test stopped before the migration that makes it)
     from ..models.providers import catalog_rows
     for row in catalog_rows():
-        conn.execute("""insert into ai.providers (name, default_url, probe, description) values (%s, %s, %s, %s)
+        conn.execute("""insert into ai.providers (name, default_url, probe, in_process, description)
+                        values (%s, %s, %s, %s, %s)
                         on conflict (name) do update set default_url = excluded.default_url, probe = excluded.probe,
-                                                         description = excluded.description""", row)
+                            in_process = excluded.in_process, description = excluded.description""", row)
 
 
 # Who may call what.  Every function in the ai and ai_internal schemas is first revoked from PUBLIC;

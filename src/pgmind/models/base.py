@@ -52,6 +52,8 @@ def normalize_input_type(value: str | None) -> str:
 class Embeddings:
     vectors: np.ndarray           # (n, dim) float32, in input order
     input_tokens: int = 0
+    # an image classifier's top labels per image, when they came from the same forward pass
+    labels: list[list[tuple[str, float]]] | None = None
 
 
 @dataclass
@@ -241,3 +243,7 @@ class LocalImageModel(ABC):
 
     def classify(self, images: list, k: int = 5) -> list[list[tuple[str, float]]]:
         return [[] for _ in images]
+
+    def embed_and_label(self, images: list, k: int = 5) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
+        """Vectors and top-k labels; a classifier overrides it to do both in one forward pass."""
+        return self.embed_images(images), self.classify(images, k)

@@ -106,7 +106,8 @@ class EmbeddingBatcher:
                 self.on_batch(len(texts))
             start = 0
             for i, n, tokens in good:
-                results[i] = Embeddings(emb.vectors[start:start + n], tokens)
+                results[i] = Embeddings(emb.vectors[start:start + n], tokens,
+                                        emb.labels[start:start + n] if emb.labels else None)
                 start += n
         return results
 

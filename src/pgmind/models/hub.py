@@ -74,10 +74,9 @@ class ModelHub:
     async def embed(self, spec: ModelSpec, texts: list[str], input_type: str = "query",
                     truncate: bool = False) -> Embeddings:
         self._need(spec, EMBEDDING_TYPES, "an embedding model")
-        if spec.provider != "pgmind":
-            for i, t in enumerate(texts):
-                if not isinstance(t, str) or not t.strip():
-                    raise InvalidRequestError(f"input {i} is empty", hint="pass NULL to get NULL, or filter out empty texts")
+        for i, t in enumerate(texts):
+            if isinstance(t, str) and not t.strip():
+                raise InvalidRequestError(f"input {i} is empty", hint="pass NULL to get NULL, or filter out empty texts")
         return self._check_dims(spec, await self.provider(spec).embed(texts, input_type, truncate))
 
     async def embed_images(self, spec: ModelSpec, images: list[bytes]) -> Embeddings:

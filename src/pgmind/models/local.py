@@ -16,6 +16,7 @@ from .provider import Provider
 from .spec import ModelSpec
 
 QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
+LABELS_K = 20      # labels kept per embedded image (an image vectorizer takes up to 20)
 
 
 def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
@@ -100,14 +101,23 @@ class ImageBatchModel:
         if not validated:
             items, _ = self.check(items)
         step = max(1, self.model.batch_size)
-        fn = self.model.embed_images if input_type == "image" else self.model.embed_texts
-        parts = [fn(items[i:i + step]) for i in range(0, len(items), step)]
-        return Embeddings(np.concatenate(parts).astype(np.float32) if parts else
-                          np.zeros((0, self.dimensions), np.float32))
+        vectors, labels = [], []
+        for i in range(0, len(items), step):
+            if input_type != "image":
+                vectors.append(self.model.embed_texts(items[i:i + step]))
+            elif self.model.labels:        # a classifier: its labels come from the same forward pass
+                v, lab = self.model.embed_and_label(items[i:i + step], LABELS_K)
+                vectors.append(v)
+                labels.extend(lab)
+            else:
+                vectors.append(self.model.embed_images(items[i:i + step]))
+        return Embeddings(np.concatenate(vectors).astype(np.float32) if vectors else
+                          np.zeros((0, self.dimensions), np.float32), labels=labels or None)
 
 
 class LocalProvider(Provider):
     name = "pgmind"
+    in_process = True
     description = "models in the model server's own process: embeddings, chat (llama.cpp), rerank, images"
 
     async def embed(self, texts, input_type="query", truncate=False) -> Embeddings:

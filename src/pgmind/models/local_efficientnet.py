@@ -113,13 +113,17 @@ class EfficientNetLite0(LocalImageModel):
             return self._net(self._tensor(images))
 
     def embed_images(self, images) -> np.ndarray:
-        feat, _ = self._forward(images)
-        feat = self._torch.nn.functional.normalize(feat.float(), dim=1)
-        return feat.numpy().astype(np.float32)
+        return self.embed_and_label(images, 0)[0]
 
     def classify(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        _, logits = self._forward(images)
+        return self.embed_and_label(images, k)[1]
+
+    def embed_and_label(self, images, k: int = 5):
+        feat, logits = self._forward(images)
+        vectors = self._torch.nn.functional.normalize(feat.float(), dim=1).numpy().astype(np.float32)
+        if k <= 0:
+            return vectors, [[] for _ in images]
         probs = self._torch.softmax(logits.float(), dim=1)
         top = probs.topk(k, dim=1)
-        return [[(self.labels[int(i)], float(p)) for p, i in zip(ps, idx)]
-                for ps, idx in zip(top.values.tolist(), top.indices.tolist())]
+        return vectors, [[(self.labels[int(i)], float(p)) for p, i in zip(ps, idx)]
+                         for ps, idx in zip(top.values.tolist(), top.indices.tolist())]

@@ -23,6 +23,8 @@ class Provider:
     call_paths: ClassVar[dict[str, str]] = {}
     # whether create_model asks the model for its dimension before it registers it
     probe: ClassVar[bool] = True
+    # whether its models run in this process (no URL, no key; the worker embeds with them itself)
+    in_process: ClassVar[bool] = False
 
     def __init__(self, spec: ModelSpec, hub: "ModelHub"):
         self.spec, self.hub = spec, hub

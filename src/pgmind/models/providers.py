@@ -24,5 +24,9 @@ def provider_class(name: str) -> type[Provider]:
 
 
 def catalog_rows() -> list[tuple]:
-    """(name, default_url, probe, description) for ai.providers."""
-    return [(c.name, c.default_url, c.probe, c.description) for c in PROVIDERS.values()]
+    """(name, default_url, probe, in_process, description) for ai.providers."""
+    return [(c.name, c.default_url, c.probe, c.in_process, c.description) for c in PROVIDERS.values()]
+
+
+def in_process(name: str) -> bool:
+    return provider_class(name).in_process

@@ -39,7 +39,7 @@ def _b64(data: bytes) -> str:
 @internal.post("/pgmind/v1/images/load", tags=["pgmind"])
 async def load(request: Request):
     body = await json_body(request)
-    data = await service(request).load_file(body.get("url"), caller(request, "sql"))
+    data = await service(request).load_file(body.get("url"))
     return json_response({"data": _b64(data)})
 
 
@@ -129,7 +129,7 @@ async def clip_post(request: Request):
             if d["uri"].startswith("data:"):
                 images.append((i, _bytes(d["uri"], f"document {i} uri")))
             else:
-                images.append((i, await svc.load_file(d["uri"], who)))
+                images.append((i, await svc.load_file(d["uri"])))
         else:
             raise InvalidRequestError(f"document {i} has no text, blob or uri")
     vectors: list = [None] * len(docs)

@@ -124,9 +124,9 @@ class ModelService:
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "call", caller, None, {"body": body}) as usage:
             result = await self.hub.call(spec, body, headers)
-            if spec.provider == "pgmind":
-                usage["in"] = result["usage"].get("prompt_tokens")
-                usage["out"] = result["usage"].get("completion_tokens")
+            counted = result.get("usage") if isinstance(result, dict) else None    # (OpenAI's shape, if any)
+            if isinstance(counted, dict):
+                usage["in"], usage["out"] = counted.get("prompt_tokens"), counted.get("completion_tokens")
             return result
 
     async def embed_images(self, model_id: str, images: list[bytes], caller: Caller) -> tuple[ModelSpec, Embeddings]:
@@ -139,8 +139,9 @@ class ModelService:
         async with self._record(spec, "embed_image", caller, len(images)):
             return spec, await self.hub.embed_images(spec, images)
 
-    async def load_file(self, url, caller: Caller) -> bytes:
-        """ai.load_file: bytes from a location an administrator allowed (images.loader)."""
+    async def load_file(self, url) -> bytes:
+        """ai.load_file: bytes from a location an administrator allowed (images.loader); the same
+        for every caller, by design: the allow-list is what all of them may read."""
         if self.loader is None:
             raise InvalidRequestError("loading files is not set up in this process")
         return await self.loader.load(url)

@@ -18,8 +18,10 @@ from ..config import Settings
 from ..db import connect
 from ..errors import (REFUSED_INPUT, InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
                       UnknownModelError)
+from ..models.base import Embeddings
 from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
+from ..models.providers import in_process
 from ..models.spec import SPEC_QUERY, ModelSpec, spec_from_row
 from .chunking import conservative_tokens
 
@@ -59,7 +61,7 @@ class Embedder:
     def local(self, model_id: str):
         """The local text model (for its tokenizer), or None for a remote one."""
         spec = self.spec(model_id)
-        if spec.provider != "pgmind" or spec.model_type != "embedding":
+        if not in_process(spec.provider) or spec.model_type != "embedding":
             return None
         return self.hub.local_model(spec).model
 
@@ -87,8 +89,6 @@ class Embedder:
 
     def _mine(self, spec: ModelSpec) -> bool:
         """Whether this process may call the model itself (local, or a key it holds)."""
-        if spec.provider == "pgmind":
-            return True
         try:
             spec.auth_headers(self.settings.secret_env_names)
             return True
@@ -101,18 +101,13 @@ class Embedder:
             return self._run(self.hub.embed(spec, texts, "document")).vectors
         return self._remote(model_id, texts)
 
-    def embed_images(self, model_id: str, images: list[bytes]) -> np.ndarray:
+    def embed_images(self, model_id: str, images: list[bytes]) -> Embeddings:
+        """Vectors, and the labels of a classifier (from the same pass) when it gives them."""
         spec = self.spec(model_id)
         if self._mine(spec):
-            return self._run(self.hub.embed_images(spec, images)).vectors
+            return self._run(self.hub.embed_images(spec, images))
         raise InvalidRequestError(f"model {model_id} takes its key from the model server's environment",
                                   hint="image vectorizers call their model themselves: store its key with the model")
-
-    def classify_images(self, model_id: str, images: list[bytes], k: int = 5):
-        return self._run(self.hub.classify_images(self.spec(model_id), images, k))
-
-    def capabilities(self, model_id: str) -> dict:
-        return self._run(self.hub.capabilities(self.spec(model_id)))
 
     def load_file(self, location: str) -> bytes:
         """An image file of a row, under the administrators' allow-list (the same rule as ai.load_file)."""

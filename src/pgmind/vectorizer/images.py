@@ -61,17 +61,20 @@ class ImageEmbedding:
             return out, poison
         keys = list(images)
         try:
-            vectors = self.embedder.embed_images(ver.model, [images[k][0] for k in keys])
+            batch = self.embedder.embed_images(ver.model, [images[k][0] for k in keys])
         except PgmindError as e:
             if not _permanent(e):
                 raise
-            vectors = None
+            batch = None          # one of them is refused: embed them one by one
+        n_labels = int(config.get("labels", 5))
         for i, k in enumerate(keys):
             data, location = images[k]
             try:
-                vec = vectors[i] if vectors is not None else self.embedder.embed_images(ver.model, [data])[0]
-                labels = self._labels(ver, data, int(config.get("labels", 5)))
+                one = batch if batch is not None else self.embedder.embed_images(ver.model, [data])
+                j = i if batch is not None else 0
+                labels = [(lab, p) for lab, p in (one.labels[j] if one.labels else [])[:n_labels] if p >= 0.02]
                 text = self._ocr(data) if config.get("ocr") else ""
+                vec = one.vectors[j]
             except PgmindError as e:
                 if not _permanent(e):
                     raise
@@ -80,11 +83,6 @@ class ImageEmbedding:
             desc = describe(location, labels, text)
             out[k] = [(Chunk(0, 0, len(desc), desc), vec)]
         return out, poison
-
-    def _labels(self, ver, data: bytes, k: int) -> list[tuple[str, float]]:
-        if k <= 0 or not self.embedder.capabilities(ver.model)["labels"]:
-            return []
-        return [(label, p) for label, p in self.embedder.classify_images(ver.model, [data], k)[0] if p >= 0.02]
 
     @staticmethod
     def _ocr(data: bytes) -> str:

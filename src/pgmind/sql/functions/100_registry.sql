@@ -141,7 +141,8 @@ begin
         raise exception 'model name is empty'
             using errcode = '22023', hint = 'pass the provider''s own name for the model, e.g. text-embedding-v3';
     end if;
-    if url is null and provider <> 'pgmind' and ai_internal._default_url(provider) is null then
+    if url is null and ai_internal._default_url(provider) is null
+       and not (select p.in_process from ai.providers p where p.name = provider) then
         raise exception 'a model of provider "%" needs a URL', provider
             using errcode = '22023', hint = 'pass the HTTP endpoint, e.g. http://127.0.0.1:51000/post';
     end if;

@@ -556,6 +556,12 @@ begin
         end if;
         content := format('%I', text_cols[1]);
     end if;
+    if m.model_type = 'embedding' and exists (
+            select 1 from pg_attribute a where a.attrelid = source and not a.attisdropped and a.attnum > 0
+               and format('%I', a.attname) = btrim(content) and a.atttypid = 'bytea'::regtype) then
+        raise exception 'column % holds bytes: text model "%" would embed their hex digits', content, model
+            using errcode = '22023', hint = 'for pictures use an image model: modality => ''image''';
+    end if;
     vid := ai_internal._register_vectorizer(coalesce(name, v_table), source, content, model, chunking, index, current_user);
     if m.model_type = 'image_embedding' then
         perform ai_internal._set_image_config(vid, ocr, labels);

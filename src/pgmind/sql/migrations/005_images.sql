@@ -5,6 +5,7 @@ create table ai.providers (
     name        text primary key,
     default_url text,
     probe       boolean not null default true,   -- create_model asks an embedding model its dimension
+    in_process  boolean not null default false,  -- its models run in the model server (no URL)
     description text not null default ''
 );
 grant select on ai.providers to public;
