@@ -123,3 +123,23 @@ class EmbeddingBatcher:
             except asyncio.CancelledError:
                 pass
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class Unbatched:
+    """The batcher's interface without its background task, for a hub with one caller (a worker's
+    private hub): nothing is left pending on an event loop that may be dropped without closing."""
+
+    def __init__(self, model):
+        self.model = model
+
+    async def embed(self, texts: list, input_type: str = "query", truncate: bool = False) -> Embeddings:
+        checked, tokens = self.model.check(texts, truncate)
+        result = self.model.embed(checked, input_type, validated=True)
+        result.input_tokens = tokens
+        return result
+
+    async def run(self, fn, *args):
+        return fn(*args)
+
+    async def aclose(self) -> None:
+        pass

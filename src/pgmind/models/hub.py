@@ -12,7 +12,7 @@ from typing import AsyncIterator
 from ..config import Settings
 from ..errors import DimensionMismatchError, InvalidRequestError
 from .base import ChatDelta, ChatResult, Embeddings
-from .batching import EmbeddingBatcher
+from .batching import EmbeddingBatcher, Unbatched
 from .provider import Provider
 from .providers import provider_class
 from .spec import ModelSpec
@@ -22,8 +22,12 @@ EMBEDDING_TYPES = ("embedding", "image_embedding")
 
 
 class ModelHub:
-    def __init__(self, settings: Settings, transport: Transport | None = None, on_batch=None):
+    def __init__(self, settings: Settings, transport: Transport | None = None, on_batch=None,
+                 batching: bool = True):
+        """``batching``: concurrent callers share forward passes (the model server); a hub with one
+        caller (a standalone worker's) runs each call directly."""
         self.settings = settings
+        self.batching = batching
         self.transport = transport or Transport(secret_env=settings.secret_env_names)
         self._local: dict[tuple, object] = {}
         self._load_lock = threading.Lock()
@@ -51,7 +55,9 @@ class ModelHub:
             if key not in self._local:
                 from .local import load
                 model = load(spec, self.settings)
-                if spec.model_type in EMBEDDING_TYPES:
+                if spec.model_type in EMBEDDING_TYPES and not self.batching:
+                    model = Unbatched(model)
+                elif spec.model_type in EMBEDDING_TYPES:
                     model = EmbeddingBatcher(
                         model, max_batch=self.settings.max_batch_size, wait_ms=self.settings.batch_wait_ms,
                         on_batch=(lambda n, m=spec.model_id: self._on_batch(m, n)) if self._on_batch else None)
@@ -137,7 +143,7 @@ class ModelHub:
 
     async def aclose(self) -> None:
         for obj in self._local.values():
-            if isinstance(obj, EmbeddingBatcher):
+            if isinstance(obj, (EmbeddingBatcher, Unbatched)):
                 await obj.aclose()
         await self.transport.aclose()
         self.chat_executor.shutdown(wait=False, cancel_futures=True)

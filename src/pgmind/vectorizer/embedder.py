@@ -37,7 +37,7 @@ class Embedder:
         self._shared = hub is not None
         if hub is None:
             loop = asyncio.new_event_loop()
-            hub = ModelHub(settings)
+            hub = ModelHub(settings, batching=False)      # one caller: nothing to batch
             hub.transport.policy = OutboundPolicy(self._allowed_hosts)
         self.hub, self._loop = hub, loop
 
