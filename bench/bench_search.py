@@ -1,11 +1,11 @@
 """Search and RAG figures on an ingested knowledge base (run `make demo` first, or
 `pgmind ingest /usr/share/doc/postgresql-doc-15/html --into pg_docs --model use-m3`):
 
-- retrieval quality per mode and language (the eval harness on eval/pg_manual.jsonl);
+- retrieval quality per mode and language (the eval harness on eval/dev.jsonl);
 - HNSW vs exact search on the same chunks: recall@10 of the index, and the query-time ratio;
 - latency of ai.search per mode (p50/p95), and of RAG to the first token.
 
-    .venv/bin/python bench/bench_search.py [--name pg_docs] [--questions eval/pg_manual.jsonl]
+    .venv/bin/python bench/bench_search.py [--name pg_docs] [--questions eval/dev.jsonl]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def hnsw_vs_exact(db: Pgmind, name: str, questions) -> tuple[float, float, float
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", default="pg_docs")
-    ap.add_argument("--questions", default="eval/pg_manual.jsonl")
+    ap.add_argument("--questions", default="eval/dev.jsonl")
     ap.add_argument("--answers", action="store_true", help="also score RAG answers (slow: one LLM call each)")
     args = ap.parse_args()
     qs = load_questions(args.questions)

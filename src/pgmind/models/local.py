@@ -15,7 +15,6 @@ from .base import (ChatDelta, ChatResult, Embeddings, LocalChatModel, LocalEmbed
 from .provider import Provider
 from .spec import ModelSpec
 
-QWEN_NAME = "Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"
 LABELS_K = 20      # labels kept per embedded image (an image vectorizer takes up to 20)
 
 
@@ -41,9 +40,10 @@ def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
 def load_local_chat(spec: ModelSpec, settings: Settings) -> LocalChatModel:
     from .local_llama import LlamaCppChat
     path = spec.options.get("path")
-    if not path and spec.model_name == QWEN_NAME:
-        from .assets import qwen_gguf_path
-        path = str(qwen_gguf_path(settings.models_dir))
+    if not path:
+        from .assets import MODELS, gguf_path
+        if spec.model_name in MODELS:
+            path = str(gguf_path(MODELS[spec.model_name], settings.models_dir))
     if not path:
         raise ModelLoadError(f"model {spec.model_id} names no GGUF file", hint='set options {"path": "/…/model.gguf"}')
     return LlamaCppChat(path, context=int(spec.options.get("context", 4096)))
@@ -61,6 +61,10 @@ def load_local_image(spec: ModelSpec) -> LocalImageModel:
                          hint="options.backend is one of efficientnet-lite0, clip (transformers), open_clip")
 
 
+# the options that decide what is loaded: two registrations that agree on these share one instance
+LOAD_OPTIONS = ("backend", "path", "engine", "context", "image_size", "query_prefix", "document_prefix", "arch")
+
+
 def load(spec: ModelSpec, settings: Settings):
     if spec.model_type == "embedding":
         return load_local_embedding(spec)
@@ -69,6 +73,7 @@ def load(spec: ModelSpec, settings: Settings):
     if spec.model_type == "rerank":
         from .local_rerank import CrossEncoderReranker
         return CrossEncoderReranker(spec.options.get("path") or spec.model_name)
+    # (a rerank model of backend llama.cpp is a chat model judging: LocalProvider.rerank loads the chat model)
     if spec.model_type == "image_embedding":
         return ImageBatchModel(load_local_image(spec))
     raise ModelLoadError(f"no local backend for {spec.model_type} models")
@@ -184,6 +189,13 @@ class LocalProvider(Provider):
             cancel.set()
 
     async def rerank(self, query, documents) -> list[float]:
+        if self.spec.options.get("backend") == "llama.cpp":
+            # a chat model judging relevance from its next-token logits; the same loaded model as the
+            # chat model of that GGUF (the hub keys local models by what loads them)
+            judge = await self.hub.local(ModelSpec(self.spec.model_id, self.spec.provider, "chat",
+                                                   self.spec.model_name, options=self.spec.options))
+            return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, judge.relevance,
+                                                                    query, documents)
         model = await self.hub.local(self.spec)
         return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, model.score, query, documents)
 

@@ -1,5 +1,5 @@
 -- The local models this project ships, registered on every install.  rag_threshold: the cosine
--- similarity under which a chunk does not count as an answer (calibrated on eval/pg_manual.jsonl:
+-- similarity under which a chunk does not count as an answer (calibrated on eval/dev.jsonl:
 -- see docs/benchmarks.md).  They run inside the model server; every role may use them until an
 -- administrator revokes that with select ai.revoke_model('<model>', 'public').
 insert into ai.model_registry (model_id, url, provider, model_type, model_name, options, dimensions, owner)
@@ -15,7 +15,13 @@ values
     -- ImageNet features (EfficientNet-Lite0), not an image–text model: image → image, and words
     -- through its ImageNet labels (docs/images.md)
     ('image-features', null, 'pgmind', 'image_embedding', 'efficientnet-lite0-imagenet',
-     '{"backend": "efficientnet-lite0", "image_size": 224}', 1280, current_user)
+     '{"backend": "efficientnet-lite0", "image_size": 224}', 1280, current_user),
+    ('qwen-1.5b', null, 'pgmind', 'chat', 'Qwen2.5-Coder-1.5B-Instruct-Q4_K_M',
+     '{"backend": "llama.cpp", "context": 4096}', null, current_user),
+    -- the 1.5B chat model judging relevance (yes/no next-token logits): the offline reranker; it
+    -- shares the loaded model with qwen-1.5b
+    ('rerank-qwen-1.5b', null, 'pgmind', 'rerank', 'Qwen2.5-Coder-1.5B-Instruct-Q4_K_M',
+     '{"backend": "llama.cpp", "context": 4096}', null, current_user)
 -- an existing registration keeps what the operator set; settings new in this release are added
 on conflict (model_id) do update set options = excluded.options || ai.model_registry.options;
 
@@ -30,3 +36,8 @@ select 'image-features', 'public', current_user
 where not exists (select 1 from ai._settings where key = 'image_models_registered')
 on conflict do nothing;
 insert into ai._settings (key, value) values ('image_models_registered', now()::text) on conflict do nothing;
+insert into ai.model_grants (model_id, grantee, granted_by)
+select m, 'public', current_user from unnest(array['qwen-1.5b', 'rerank-qwen-1.5b']) m
+where not exists (select 1 from ai._settings where key = 'qwen_1_5b_registered')
+on conflict do nothing;
+insert into ai._settings (key, value) values ('qwen_1_5b_registered', now()::text) on conflict do nothing;
