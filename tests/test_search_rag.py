@@ -427,3 +427,49 @@ def test_cli_search_ask_eval(settings, kb, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pgmind.cli", "search", "x", "--in", "nope"],
                          env=settings_env(settings), capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and 'vectorizer "nope" does not exist' in bad.stderr
+
+
+def test_chat_model_reranker_and_declines_by_relevance(conn, server):
+    """rerank-qwen-1.5b: the 1.5B chat model's yes/no judgement ranks the passage that answers first;
+    ai.rag with a reranker in its settings declines when nothing is relevant enough."""
+    docs = ["VACUUM reclaims storage occupied by dead tuples.",
+            "CREATE INDEX CONCURRENTLY builds an index without locking out writes to the table.",
+            "The default port of the server is 5432."]
+    for q in ("How do I build an index without blocking writes?", "如何在不阻塞写入的情况下创建索引?"):
+        scores = conn.execute("select idx, score from ai.rerank('rerank-qwen-1.5b', %s, %s) order by score desc",
+                              (q, docs)).fetchall()
+        assert scores[0][0] == 2 and 0 <= scores[-1][1] <= scores[0][1] <= 1, (q, scores)
+
+
+def test_rag_with_a_reranker_declines_by_relevance(db, conn):
+    conn.execute("""select ai.configure_rag('kb', '{"rerank": "rerank-qwen-1.5b", "rerank_candidates": 4,
+                                                   "rerank_threshold": 0.5}')""")
+    try:
+        off = db.ask("kb", "Who won the 2018 FIFA World Cup?")
+        assert not off.answered
+        on = conn.execute("select ai.rag_prompt('kb', 'How do I create an index without locking the table?')").fetchone()[0]
+        assert on["answered"] and all(s["score"] >= 0.5 for s in on["sources"])
+        assert sql_error(conn, """select ai.configure_rag('kb', '{"rerank_candidates": 0}')""").sqlstate == "22023"
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"rerank": null}')""")
+
+
+def test_split_model_assembly_is_checked(tmp_path, monkeypatch):
+    """A model assembled from parts that do not add up (size or sha256) is refused, never loaded."""
+    import sys
+    from pgmind.errors import ModelLoadError
+    from pgmind.models.assets import SplitModel, gguf_path
+    for i, data in enumerate((b"abc", b"def"), 1):
+        (tmp_path / f"fake_part{i}.py").write_text(f"def get_part_path():\n    return {str(tmp_path / f'p{i}.bin')!r}\n")
+        (tmp_path / f"p{i}.bin").write_bytes(data)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import hashlib
+    good = SplitModel("fake", "fake.gguf", 6, hashlib.sha256(b"abcdef").hexdigest(), ("fake_part1", "fake_part2"), "x")
+    assert gguf_path(good, tmp_path / "models").read_bytes() == b"abcdef"
+    bad = SplitModel("fake", "bad.gguf", 6, "0" * 64, ("fake_part1", "fake_part2"), "x")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        gguf_path(bad, tmp_path / "models")
+    assert not (tmp_path / "models" / "bad.gguf").exists()
+    missing = SplitModel("fake", "m.gguf", 6, "0" * 64, ("no_such_part_module",), "x")
+    with pytest.raises(ModelLoadError, match="not installed"):
+        gguf_path(missing, tmp_path / "models")

@@ -533,11 +533,18 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
     table = Table("mode", "lang", "n", "recall@1", "recall@5", "recall@10", "MRR", "nDCG@10")
+    rerank_cut = report["retrieval"].pop("rerank_threshold", None)
     for m, per in report["retrieval"].items():
         for lang, sc in per.items():
             table.add_row(m, lang, str(sc["n"]), *(str(sc[k]) for k in ("recall@1", "recall@5", "recall@10",
                                                                          "mrr", "ndcg@10")))
     console.print(table)
+    if rerank_cut:
+        c = rerank_cut
+        console.print(f"best rerank threshold: {c['threshold']} ({c['answerable_declined']} of {c['answerable']} "
+                      f"answerable declined, {c['unanswerable_answered']} of {c['unanswerable']} unanswerable "
+                      f"answered); use it with ai.configure_rag('{name}', '{{\"rerank\": \"{rerank}\", "
+                      f"\"rerank_threshold\": {c['threshold']}}}')")
     if answers:
         t2 = Table("lang", "answers with the facts", "unanswerable declined")
         for lang, sc in report["answers"]["summary"].items():

@@ -88,20 +88,35 @@ class RetrievalScores:
                 "mrr": round(self.rr / self.n, 3), "ndcg@10": round(self.ndcg / self.n, 3)}
 
 
+RERANK_CANDIDATES = 10     # hybrid results a reranker re-scores (its cost grows with them)
+
+
 def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, rerank: str | None = None) -> dict:
     """{mode: {lang: scores, "all": scores}} for the answerable questions; with a rerank model,
-    also "hybrid+rerank"."""
+    also "hybrid+rerank" (its top RERANK_CANDIDATES hybrid chunks re-scored), and from the same
+    pass the relevance threshold that best separates answerable from unanswerable questions."""
     results: dict = {}
-    runs = [(m, None) for m in modes] + ([("hybrid", rerank)] if rerank else [])
-    for mode, reranker in runs:
+    for mode in modes:
         per: dict[str, RetrievalScores] = {}
         for q in questions:
             if not q.gold:
                 continue
-            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode, rerank=reranker))[:10]
+            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode))[:10]
             for lang in (q.lang, "all"):
                 per.setdefault(lang, RetrievalScores()).add(ranked, set(q.gold))
-        results[mode + ("+rerank" if reranker else "")] = {lang: s.summary() for lang, s in sorted(per.items())}
+        results[mode] = {lang: s.summary() for lang, s in sorted(per.items())}
+    if rerank:
+        per, seen = {}, []
+        for q in questions:
+            hits = db.search(name, q.question, k=RERANK_CANDIDATES, mode="hybrid", rerank=rerank,
+                             candidates=RERANK_CANDIDATES)
+            seen.append((max((h.score for h in hits), default=0.0), bool(q.gold)))
+            if q.gold:
+                for lang in (q.lang, "all"):
+                    per.setdefault(lang, RetrievalScores()).add(ranked_sources(hits)[:10], set(q.gold))
+        results["hybrid+rerank"] = {lang: s.summary() for lang, s in sorted(per.items())}
+        if any(a for _, a in seen) and not all(a for _, a in seen):
+            results["rerank_threshold"] = best_cut(seen)
     return results
 
 
@@ -136,6 +151,11 @@ def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5) ->
     for q in questions:
         hits = db.search(name, q.question, k=k, mode="hybrid")
         seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
+    return best_cut(seen)
+
+
+def best_cut(seen: list[tuple[float, bool]]) -> dict:
+    """The cut on a score (answer at or above it) with the fewest mistakes; seen: (score, answerable)."""
     if not any(a for _, a in seen) or all(a for _, a in seen):
         raise InvalidRequestError("calibrating needs answerable and unanswerable questions",
                                   hint='add questions with "gold": [] (answers not in the corpus)')

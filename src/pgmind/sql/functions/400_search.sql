@@ -278,6 +278,9 @@ language sql immutable as $$ select '{
     "model": "qwen-0.5b",
     "k": 5,
     "threshold": 0.5,
+    "rerank": null,
+    "rerank_candidates": 10,
+    "rerank_threshold": 0.5,
     "context_tokens": 2400,
     "max_tokens": 512,
     "system_en": "",
@@ -323,13 +326,17 @@ begin
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
-        when key in ('translate_model') then jsonb_typeof(value) in ('null', 'string')
+        when key in ('translate_model', 'rerank') then jsonb_typeof(value) in ('null', 'string')
+        when key = 'rerank_candidates' then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
+                               and value::text::numeric = trunc(value::text::numeric)
+        when key = 'rerank_threshold' then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
         else jsonb_typeof(value) = 'string' end;
     if unknown is not null then
         raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023',
                   hint = 'k is 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
-                         'language en, zh or null; the others texts (see ai.rag_defaults())';
+                         'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
+                         'rerank_threshold a number; the others texts (see ai.rag_defaults())';
     end if;
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
@@ -369,10 +376,17 @@ begin
                           (cfg->>'threshold')::float8);
     zh := ai_internal._text_language(question) = 'zh';
     budget := (cfg->>'context_tokens')::int;
-    -- (in the order ai.search ranks them: chunks of the best source rows first)
-    for r in select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter) with ordinality
+    -- (in the order ai.search ranks them: chunks of the best source rows first).  With a reranker in
+    -- the settings, its relevance decides what counts as an answer (rerank_threshold, calibrated by
+    -- `pgmind eval --rerank`); else the similarity threshold does.
+    for r in select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
+                                       rerank => cfg->>'rerank',
+                                       candidates => case when cfg->>'rerank' is not null
+                                                          then (cfg->>'rerank_candidates')::int end) with ordinality
                  s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)
-             where s.similarity >= threshold order by s.pos loop
+             where case when cfg->>'rerank' is null then s.similarity >= threshold
+                        else s.score >= (cfg->>'rerank_threshold')::float8 end
+             order by s.pos loop
         exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
         n := n + 1;
         used := used + ai_internal._estimate_tokens(r.chunk);
