@@ -134,3 +134,16 @@ def test_embedding_batches_are_packed_by_count_and_tokens():
     assert all(len(b) <= 4 for b in m.seen)
     assert all(max(len(t) // 4 for t in b) * len(b) <= 100 or len(b) == 1 for b in m.seen)
     assert [len(t) for t in m.seen[0]] == [200, 160]                  # longest first, stopped by tokens
+
+
+def test_title_on_every_chunk():
+    from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text
+    text = "# CREATE INDEX\n\n" + "\n\n".join(f"Paragraph {i} says it builds something. " * 6 for i in range(8))
+    plain = chunk_text(text, ChunkingConfig("markdown", 64, 8))
+    titled = chunk_text(text, ChunkingConfig("markdown", 64, 8, title=True))
+    assert len(plain) > 2 and all(c.text.startswith("# CREATE INDEX") for c in titled)
+    assert sum(1 for c in plain if c.text.startswith("# CREATE INDEX")) == 1
+    assert all(len(c.text.split()) <= 64 + 8 for c in titled)
+    # no title line: nothing added
+    assert chunk_text("just text " * 50, ChunkingConfig("recursive", 32, 4, title=True)) == \
+        chunk_text("just text " * 50, ChunkingConfig("recursive", 32, 4))

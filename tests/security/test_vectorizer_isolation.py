@@ -162,9 +162,10 @@ def test_worker_refuses_an_owner_function_made_unsafe(kb, owner, conn, settings,
 
 BAD_CHUNKING = ['[]', '"x"', '{"max_token": 100}', '{"max_tokens": 9, "overlap": 5}', '{"method": null}',
                 '{"method": "words"}', '{"max_tokens": 7}', '{"max_tokens": 100.5}', '{"max_tokens": "100"}',
-                '{"overlap": -1}', '{"max_tokens": 100000}', '{"max_tokens": true}']
+                '{"overlap": -1}', '{"max_tokens": 100000}', '{"max_tokens": true}', '{"title": "yes"}', '{"title": 1}']
 GOOD_CHUNKING = ['{}', 'null', '{"method": "none"}', '{"max_tokens": 9, "overlap": 4}', '{"max_tokens": 8, "overlap": 0}',
-                 '{"method": "markdown", "max_tokens": 8192, "overlap": 100}', '{"max_tokens": 64.0, "overlap": 8}']
+                 '{"method": "markdown", "max_tokens": 8192, "overlap": 100}', '{"max_tokens": 64.0, "overlap": 8}',
+                 '{"method": "markdown", "title": true}', '{"title": false}']
 
 
 @pytest.mark.parametrize("spec", BAD_CHUNKING + GOOD_CHUNKING)

@@ -61,19 +61,20 @@ class ChunkingConfig:
     method: str = "recursive"
     max_tokens: int = 256
     overlap: int = 32
+    title: bool = False      # every chunk starts with the document's title (its first "# " heading)
 
     @classmethod
     def from_json(cls, spec) -> "ChunkingConfig":
         """The one rule SQL's ai_internal._check_chunking also applies (one table of cases runs through
         both: tests/security/test_vectorizer_isolation.py): an object with only method, max_tokens,
-        overlap; method one of METHODS;
-        max_tokens an integer 8..8192; overlap an integer with 0 <= 2 * overlap < max_tokens."""
+        overlap, title; method one of METHODS;
+        max_tokens an integer 8..8192; overlap an integer with 0 <= 2 * overlap < max_tokens; title a boolean."""
         hint = 'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}'
         if spec is None:
             spec = {}
         if not isinstance(spec, dict):
             raise InvalidRequestError(f"chunking must be a JSON object, got {type(spec).__name__}", hint=hint)
-        unknown = sorted(set(spec) - {"method", "max_tokens", "overlap"})
+        unknown = sorted(set(spec) - {"method", "max_tokens", "overlap", "title"})
         if unknown:
             raise InvalidRequestError(f"unknown chunking settings: {', '.join(unknown)}", hint=hint)
         method = spec.get("method", "recursive")
@@ -86,7 +87,10 @@ class ChunkingConfig:
         if not sizes_ok or not 8 <= max_tokens <= 8192 or overlap < 0 or overlap * 2 >= max_tokens:
             raise InvalidRequestError(f"invalid chunk sizes: max_tokens {max_tokens!r} and overlap {overlap!r}",
                                       hint="max_tokens is an integer from 8 to 8192, overlap an integer under half of it")
-        return cls(method, int(max_tokens), int(overlap))
+        title = spec.get("title", False)
+        if not isinstance(title, bool):
+            raise InvalidRequestError(f"chunking title must be true or false, got {title!r}", hint=hint)
+        return cls(method, int(max_tokens), int(overlap), title)
 
 
 def _split_at(text: str, start: int, end: int, pattern: re.Pattern) -> list[tuple[int, int]]:
@@ -184,8 +188,21 @@ def _sections(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in zip(starts, starts[1:] + [len(text)]) if e > s]
 
 
+_TITLE = re.compile(r"\A\s*#\s+([^\n]{1,200})\n")
+
+
 def chunk_text(text: str, config: ChunkingConfig, count: TokenCounter = estimate_tokens) -> list[Chunk]:
-    """Chunks of ``text`` (see the module docstring). An empty or blank text has no chunks."""
+    """Chunks of ``text`` (see the module docstring). An empty or blank text has no chunks.  With
+    ``config.title``, a chunk that does not begin with the document's title gets it as its first
+    line (a passage that says "it" then says what "it" is), within the size limit."""
+    if config.title and config.method != "none":
+        m = _TITLE.match(text if config.method != "html" else "")
+        if m:
+            head = f"# {m.group(1).strip()}\n"
+            room = max(8, config.max_tokens - count(head))
+            inner = ChunkingConfig(config.method, room, min(config.overlap, (room - 1) // 2))
+            return [c if c.text.lstrip().startswith(head.strip()) else Chunk(c.seq, c.start, c.end, head + c.text)
+                    for c in chunk_text(text, inner, count)]
     if config.method == "html":
         from ..documents import html_to_text
         text = html_to_text(text).text

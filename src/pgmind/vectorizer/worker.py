@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 from psycopg import sql
@@ -338,7 +338,7 @@ class Worker:
             return self.images.embed(ver, contents)
         model_max = self.embedder.max_tokens(ver.model)
         if model_max and config.method != "none" and config.max_tokens > model_max - 2:
-            config = ChunkingConfig(config.method, model_max - 2, min(config.overlap, (model_max - 2) // 2 - 1))
+            config = replace(config, max_tokens=model_max - 2, overlap=min(config.overlap, (model_max - 2) // 2 - 1))
         count = self.embedder.token_counter(ver.model)
         chunked = {k: chunk_text(text or "", config, count) for k, text in contents.items()}
         texts = [c.text for cs in chunked.values() for c in cs]
@@ -374,7 +374,7 @@ class Worker:
                 if not is_permanent(e) or config.method == "none" or config.max_tokens <= 16 or attempt == 3:
                     raise
                 size = max(8, config.max_tokens // 2)
-                config = ChunkingConfig(config.method, size, min(config.overlap, (size - 1) // 2))
+                config = replace(config, max_tokens=size, overlap=min(config.overlap, (size - 1) // 2))
                 chunks = chunk_text(text, config, count)
         raise AssertionError("unreachable")
 

@@ -389,7 +389,7 @@ end $$;
 create or replace function ai_internal._check_chunking(chunking jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
-    chunking := ai_internal._spec_object(chunking, 'chunking', array['method', 'max_tokens', 'overlap'],
+    chunking := ai_internal._spec_object(chunking, 'chunking', array['method', 'max_tokens', 'overlap', 'title'],
                                          'e.g. {"method": "recursive", "max_tokens": 256, "overlap": 32}');
     chunking := '{"method": "recursive", "max_tokens": 256, "overlap": 32}'::jsonb || chunking;
     if jsonb_typeof(chunking->'method') is distinct from 'string'
@@ -406,6 +406,10 @@ begin
        or (chunking->>'overlap')::numeric * 2 >= (chunking->>'max_tokens')::numeric then
         raise exception 'invalid chunk sizes: max_tokens % and overlap %', chunking->'max_tokens', chunking->'overlap'
             using errcode = '22023', hint = 'max_tokens is an integer from 8 to 8192, overlap an integer under half of it';
+    end if;
+    if chunking ? 'title' and jsonb_typeof(chunking->'title') is distinct from 'boolean' then
+        raise exception 'chunking title must be true or false, got %', chunking->'title'
+            using errcode = '22023', hint = 'e.g. {"method": "markdown", "title": true}';
     end if;
     return chunking;
 end $$;
