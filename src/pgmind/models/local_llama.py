@@ -29,7 +29,7 @@ class LlamaCppChat(LocalChatModel):
     JUDGE_SYSTEM = "You judge search results. Answer only yes or no."
     JUDGE_PROMPT = "Question: {query}\n\nPassage: {passage}\n\nDoes the passage answer the question?"
 
-    def relevance(self, query: str, passages: list[str], max_passage_tokens: int = 384) -> list[float]:
+    def relevance(self, query: str, passages: list[str], max_passage_tokens: int = 256) -> list[float]:
         """How likely each passage answers the query, by the model's own judgement: the probability
         of "yes" against "no" as its next token (no text is generated).  Chinese and English."""
         import numpy as np

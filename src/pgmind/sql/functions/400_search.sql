@@ -279,7 +279,7 @@ language sql immutable as $$ select '{
     "k": 5,
     "threshold": 0.5,
     "rerank": null,
-    "rerank_candidates": 10,
+    "rerank_candidates": 5,
     "rerank_threshold": 0.5,
     "context_tokens": 2400,
     "max_tokens": 512,
