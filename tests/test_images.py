@@ -11,7 +11,6 @@ import os
 import threading
 
 import httpx
-import psycopg
 import pytest
 
 from conftest import sql_error
