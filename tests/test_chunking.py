@@ -144,6 +144,8 @@ def test_title_on_every_chunk():
     assert len(plain) > 2 and all(c.text.startswith("# CREATE INDEX") for c in titled)
     assert sum(1 for c in plain if c.text.startswith("# CREATE INDEX")) == 1
     assert all(len(c.text.split()) <= 64 + 8 for c in titled)
+    deeper = chunk_text(text.replace("# CREATE", "## CREATE", 1), ChunkingConfig("markdown", 64, 8, title=True))
+    assert all(c.text.startswith("## CREATE INDEX") for c in deeper)
     # no title line: nothing added
     assert chunk_text("just text " * 50, ChunkingConfig("recursive", 32, 4, title=True)) == \
         chunk_text("just text " * 50, ChunkingConfig("recursive", 32, 4))

@@ -443,12 +443,12 @@ def test_chat_model_reranker_and_declines_by_relevance(conn, server):
 
 def test_rag_with_a_reranker_declines_by_relevance(db, conn):
     conn.execute("""select ai.configure_rag('kb', '{"rerank": "rerank-qwen-1.5b", "rerank_candidates": 4,
-                                                   "rerank_threshold": 0.5}')""")
+                                                   "rerank_threshold": 0.72}')""")
     try:
         off = db.ask("kb", "Who won the 2018 FIFA World Cup?")
         assert not off.answered
         on = conn.execute("select ai.rag_prompt('kb', 'How do I create an index without locking the table?')").fetchone()[0]
-        assert on["answered"] and all(s["score"] >= 0.5 for s in on["sources"])
+        assert on["answered"] and all(s["score"] >= 0.72 for s in on["sources"])
         assert sql_error(conn, """select ai.configure_rag('kb', '{"rerank_candidates": 0}')""").sqlstate == "22023"
     finally:
         conn.execute("""select ai.configure_rag('kb', '{"rerank": null}')""")

@@ -95,7 +95,7 @@ def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str)
 
 
 def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: str = "e5-small",
-           chunking: str = '{"method": "markdown", "max_tokens": 256, "overlap": 32}',
+           chunking: str = '{"method": "markdown", "max_tokens": 256, "overlap": 32, "title": true}',
            progress: Callable[[int, int], None] | None = None) -> IngestResult:
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():

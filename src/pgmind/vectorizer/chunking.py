@@ -61,7 +61,7 @@ class ChunkingConfig:
     method: str = "recursive"
     max_tokens: int = 256
     overlap: int = 32
-    title: bool = False      # every chunk starts with the document's title (its first "# " heading)
+    title: bool = False      # every chunk starts with the document's title (its first line, a heading)
 
     @classmethod
     def from_json(cls, spec) -> "ChunkingConfig":
@@ -188,17 +188,17 @@ def _sections(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in zip(starts, starts[1:] + [len(text)]) if e > s]
 
 
-_TITLE = re.compile(r"\A\s*#\s+([^\n]{1,200})\n")
+_TITLE = re.compile(r"\A\s*(#{1,6})\s+([^\n]{1,200})\n")
 
 
 def chunk_text(text: str, config: ChunkingConfig, count: TokenCounter = estimate_tokens) -> list[Chunk]:
     """Chunks of ``text`` (see the module docstring). An empty or blank text has no chunks.  With
-    ``config.title``, a chunk that does not begin with the document's title gets it as its first
-    line (a passage that says "it" then says what "it" is), within the size limit."""
+    ``config.title``, a chunk that does not begin with the document's title (its first line, when
+    that is a markdown heading) gets it as its first line (a passage that says "it" then says what "it" is), within the size limit."""
     if config.title and config.method != "none":
         m = _TITLE.match(text if config.method != "html" else "")
         if m:
-            head = f"# {m.group(1).strip()}\n"
+            head = f"{m.group(1)} {m.group(2).strip()}\n"
             room = max(8, config.max_tokens - count(head))
             inner = ChunkingConfig(config.method, room, min(config.overlap, (room - 1) // 2))
             return [c if c.text.lstrip().startswith(head.strip()) else Chunk(c.seq, c.start, c.end, head + c.text)
