@@ -5,9 +5,11 @@ checked against the same list; sizes are capped while reading."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import posixpath
 import stat
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Collection
@@ -17,6 +19,7 @@ import httpx
 from ..errors import ConfigError, InvalidRequestError, PermissionDeniedError, ProviderError
 from . import codec
 
+log = logging.getLogger(__name__)
 SCHEMES = ("file", "http", "https", "s3")
 MAX_REDIRECTS = 5
 
@@ -69,18 +72,35 @@ def canonical(url: str) -> str:
 
 
 class Loader:
-    def __init__(self, allowed: Callable[[], Awaitable[list[Allowed]]], secret_env: Collection[str] = ()):
-        self._allowed = allowed
+    def __init__(self, allowed: Callable[[], Awaitable[list[Allowed]]], secret_env: Collection[str] = (),
+                 ttl: float = 30.0):
+        """``allowed()`` reads the list (from the database); it is kept ``ttl`` seconds (the model
+        server uses 0: a change applies at once; a worker re-reads it at most every ``ttl``)."""
+        self._allowed, self.ttl = allowed, ttl
+        self._entries: list[Allowed] | None = None
+        self._at = 0.0
         self.secret_env = frozenset(secret_env)
         self._http: httpx.AsyncClient | None = None
 
+    async def entries(self) -> list[Allowed]:
+        """The allowed prefixes, canonical: a directory as its real path (/data may be a symlink)."""
+        if self._entries is None or time.monotonic() - self._at > self.ttl:
+            entries = []
+            for entry in await self._allowed():
+                try:
+                    prefix = canonical(entry.prefix)
+                except InvalidRequestError:   # (ai.allow_load_from refuses these; a hand-made row is skipped)
+                    log.warning("load allow-list entry %r is not a location; ignored", entry.prefix)
+                    continue
+                entries.append(Allowed(prefix if prefix.endswith("/") else prefix + "/", entry.options,
+                                       entry.auth, entry.secret))
+            self._entries, self._at = entries, time.monotonic()
+        return self._entries
+
     async def _match(self, url: str) -> Allowed:
-        for entry in await self._allowed():
-            prefix = canonical(entry.prefix)      # (a directory's real path: /data may be a symlink)
-            if not prefix.endswith("/"):
-                prefix += "/"
-            if url.startswith(prefix) or url + "/" == prefix:
-                return Allowed(prefix, entry.options, entry.auth, entry.secret)
+        for entry in await self.entries():
+            if url.startswith(entry.prefix) or url + "/" == entry.prefix:
+                return entry
         raise _refused(url if not url.startswith("file://") else url[len("file://"):])
 
     async def load(self, location: str) -> bytes:
@@ -107,7 +127,8 @@ class Loader:
                                         hint="make the file readable by the user `pgmind serve` runs as") from None
         except OSError as e:
             raise InvalidRequestError(f"cannot open {path}: {e.strerror}") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise InvalidRequestError(f"{path} is a directory or a device, not a file",
                                       hint="name an image file in the directory")
@@ -117,8 +138,10 @@ class Loader:
             real = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else path
             if not ("file://" + real).startswith(entry.prefix):
                 raise _refused(path)
-            codec.check_size(os.fstat(fd).st_size, path)
-            return f.read(codec.MAX_BYTES + 1)
+            codec.check_size(st.st_size, path)
+            data = f.read(codec.MAX_BYTES + 1)
+        codec.check_size(len(data), path)         # (it may have grown since fstat)
+        return data
 
     # -- http(s) --------------------------------------------------------------------------------
     async def _read_http(self, url: str) -> bytes:
@@ -188,8 +211,9 @@ class Loader:
         try:
             head = client.head_object(Bucket=bucket, Key=key)
             codec.check_size(int(head.get("ContentLength") or 0), url)
-            body = client.get_object(Bucket=bucket, Key=key)["Body"]
-            return body.read(codec.MAX_BYTES + 1)
+            data = client.get_object(Bucket=bucket, Key=key)["Body"].read(codec.MAX_BYTES + 1)
+            codec.check_size(len(data), url)
+            return data
         except ClientError as e:
             code = str(e.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -211,7 +235,6 @@ LOAD_ALLOW_QUERY = """select a.prefix, a.options, a.auth, s.secret
 
 
 async def load_allow_list(pool) -> list[Allowed]:
-    """Read on every load (one small query): a change by an administrator applies at once."""
     async with pool.connection() as conn:
         rows = await (await conn.execute(LOAD_ALLOW_QUERY)).fetchall()
     return [Allowed(p, o or {}, a or {}, s) for p, o, a, s in rows]

@@ -95,15 +95,19 @@ class ModelHub:
         self._need(spec, ("image_embedding",), "an image model")
         return await self.provider(spec).classify_images(images, k)
 
-    async def capabilities(self, spec: ModelSpec) -> dict:
+    async def has_text_tower(self, spec: ModelSpec) -> bool:
         self._need(spec, ("image_embedding",), "an image model")
-        return await self.provider(spec).capabilities()
+        return await self.provider(spec).has_text_tower()
+
+    async def label_names(self, spec: ModelSpec) -> list[str]:
+        self._need(spec, ("image_embedding",), "an image model")
+        return await self.provider(spec).label_names()
 
     async def nearest_labels(self, spec: ModelSpec, text_spec: ModelSpec, query: str, k: int = 3,
                              min_similarity: float = 0.3) -> list[tuple[str, float]]:
         """The image model's labels closest in meaning to the query, by a text model (multilingual:
         a Chinese query finds English labels).  The labels' vectors are made once per process."""
-        labels = await self.provider(spec).label_names()
+        labels = await self.label_names(spec)
         if not labels:
             return []
         key = (self._key(spec), text_spec.model_id)

@@ -125,11 +125,14 @@ class LocalProvider(Provider):
     in_process = True
     description = "models in the model server's own process: embeddings, chat (llama.cpp), rerank, images"
 
+    async def _image_model(self) -> LocalImageModel:
+        return (await self.hub.local(self.spec)).model.model     # (batcher → ImageBatchModel → model)
+
     async def embed(self, texts, input_type="query", truncate=False) -> Embeddings:
         batcher = await self.hub.local(self.spec)
         if self.spec.model_type == "image_embedding":
-            if not batcher.model.model.has_text_tower:
-                batcher.model.model.embed_texts([])     # raises the clear error
+            if not await self.has_text_tower():
+                batcher.model.model.embed_texts([])     # raises the model's own clear error
             return await batcher.embed(texts, "text", False)
         return await batcher.embed(texts, input_type, truncate)
 
@@ -137,22 +140,18 @@ class LocalProvider(Provider):
         batcher = await self.hub.local(self.spec)
         return await batcher.embed(images, "image", False)
 
-    async def capabilities(self) -> dict:
-        if self.spec.model_type != "image_embedding":
-            return await super().capabilities()
-        model: LocalImageModel = (await self.hub.local(self.spec)).model.model
-        return {"text_tower": model.has_text_tower, "labels": bool(model.labels)}
+    async def has_text_tower(self) -> bool:
+        return self.spec.model_type == "image_embedding" and (await self._image_model()).has_text_tower
 
     async def label_names(self) -> list[str]:
         if self.spec.model_type != "image_embedding":
             return []
-        return list((await self.hub.local(self.spec)).model.model.labels or [])
+        return list((await self._image_model()).labels or [])
 
     async def classify_images(self, images, k) -> list[list[tuple[str, float]]]:
         batcher = await self.hub.local(self.spec)
-        model: LocalImageModel = batcher.model.model
         decoded, _ = batcher.model.check(images)
-        return await batcher.run(model.classify, decoded, k)
+        return await batcher.run(batcher.model.model.classify, decoded, k)
 
     async def chat(self, messages, options, cancel=None) -> ChatResult:
         model: LocalChatModel = await self.hub.local(self.spec)

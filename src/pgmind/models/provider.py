@@ -54,10 +54,9 @@ class Provider:
         """Image files (the bytes of a JPEG, PNG, …) into vectors."""
         raise self._cannot("embed images")
 
-    async def capabilities(self) -> dict:
-        """What an image model can do besides embedding images: place texts among them (a text
-        tower) and name what it sees (labels)."""
-        return {"text_tower": False, "labels": False}
+    async def has_text_tower(self) -> bool:
+        """Whether the image model places texts among its images (CLIP-like)."""
+        return False
 
     async def label_names(self) -> list[str]:
         """The names an image classifier gives (empty for models that do not label)."""

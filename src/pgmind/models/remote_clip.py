@@ -40,8 +40,8 @@ class ClipAsServiceProvider(Provider):
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return Embeddings(vectors / np.where(norms == 0, 1, norms))
 
-    async def capabilities(self) -> dict:
-        return {"text_tower": True, "labels": False}
+    async def has_text_tower(self) -> bool:
+        return True
 
     async def embed(self, texts, input_type="query", truncate=False) -> Embeddings:
         return await self._post([{"text": t} for t in texts])

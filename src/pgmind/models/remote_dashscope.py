@@ -50,8 +50,8 @@ class DashScopeProvider(Provider):
                                                        "parameters": params})
         return self._vectors(ep, data, len(texts), "text_index")
 
-    async def capabilities(self) -> dict:
-        return {"text_tower": self.spec.model_type == "image_embedding", "labels": False}
+    async def has_text_tower(self) -> bool:
+        return self.spec.model_type == "image_embedding"
 
     async def embed_images(self, images) -> Embeddings:
         return await self._multimodal([{"image": data_uri(img)} for img in images])

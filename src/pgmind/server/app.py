@@ -105,7 +105,8 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
         hub.transport.policy = OutboundPolicy(allowed_hosts, ttl=0)
         listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
-        app.state.service.loader = Loader(lambda: load_allow_list(pool), settings.secret_env_names)
+        # read on every load (one small query): a change by an administrator applies at once
+        app.state.service.loader = Loader(lambda: load_allow_list(pool), settings.secret_env_names, ttl=0)
         app.state.pool = pool
         app.state.hub = hub
         background = _start_worker(settings, hub) if worker else None

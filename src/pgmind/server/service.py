@@ -151,12 +151,11 @@ class ModelService:
         the image model's labels nearest to it in meaning (if it labels images)."""
         check_text(query, "the query", 2000)
         spec = await self.resolve(model_id, caller)
-        caps = await self.hub.capabilities(spec)
         vector = None
-        if caps["text_tower"] and mode != "keyword":
+        if mode != "keyword" and await self.hub.has_text_tower(spec):
             vector = (await self.embed(model_id, [query], caller))[1].vectors[0].tolist()
         labels = []
-        if caps["labels"] and mode != "vector":
+        if mode != "vector" and await self.hub.label_names(spec):
             text_spec = await self.resolve(text_model, caller)
             async with self._record(text_spec, "embed", caller, 1):
                 labels = await self.hub.nearest_labels(spec, text_spec, query)
