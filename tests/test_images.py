@@ -445,3 +445,17 @@ def test_a_bytea_column_with_a_text_model_is_refused(conn, server):
         assert e.sqlstate == "22023" and "modality" in e.diag.message_hint
     finally:
         conn.execute("drop table t_bytes cascade")
+
+
+def test_a_role_granted_nothing_cannot_search_anothers_pictures(owner, nobody, server):
+    owner.execute("create table sec_app.pics (id int primary key, img bytea)")
+    owner.execute("select ai.create_vectorizer('sec_app.pics'::regclass, name => 'sec_pics', content => 'img', "
+                  "modality => 'image')")
+    try:
+        for q in ("select * from ai.search_images('sec_pics', 'a dog')",
+                  "select * from ai.search_images('sec_pics', %s::bytea)"):
+            e = sql_error(nobody, q, (picture(),) if "%s" in q else None)
+            assert e.sqlstate == "42501", (q, e.sqlstate, e)
+    finally:
+        owner.execute("select ai.drop_vectorizer('sec_pics')")
+        owner.execute("drop table sec_app.pics")
