@@ -11,7 +11,7 @@ from typing import AsyncIterator
 
 from ..config import Settings
 from ..errors import DimensionMismatchError, InvalidRequestError
-from .base import ChatDelta, ChatResult, Embeddings
+from .base import FEATURE_OPTIONS, ChatDelta, ChatResult, Embeddings
 from .batching import EmbeddingBatcher, Unbatched
 from .provider import Provider
 from .providers import provider_class
@@ -131,16 +131,28 @@ class ModelHub:
         self._need(spec, ("rerank",), "a rerank model")
         return await self.provider(spec).rerank(query, documents)
 
-    def check_chat(self, spec: ModelSpec) -> None:
+    def check_chat(self, spec: ModelSpec, messages: list[dict], options: dict) -> None:
+        """A chat model, asked only for what its provider can do (an option it would drop is a 400)."""
         self._need(spec, ("chat",), "a chat model")
+        features = self.provider(spec).chat_features
+        for key, feature in FEATURE_OPTIONS.items():
+            if key in options and feature not in features:
+                raise InvalidRequestError(
+                    f"model {spec.model_id} (provider {spec.provider}) does not support {key}",
+                    hint="leave it out" + (" (logit_bias names OpenAI's token ids, which a local model does "
+                                           "not have)" if key == "logit_bias" else ""))
+        if "images" not in features and any(isinstance(m.get("content"), list) for m in messages):
+            raise InvalidRequestError(f"model {spec.model_id} reads text only: it cannot see images or hear audio",
+                                      hint="send text parts only; to ask about an image, put its text in "
+                                           "(ai.image_text reads it, ai.image_labels names what it shows)")
 
     async def chat(self, spec: ModelSpec, messages: list[dict], options: dict,
                    cancel: threading.Event | None = None) -> ChatResult:
-        self.check_chat(spec)
+        self.check_chat(spec, messages, options)
         return await self.provider(spec).chat(messages, options, cancel)
 
     async def chat_stream(self, spec: ModelSpec, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
-        self.check_chat(spec)
+        self.check_chat(spec, messages, options)
         async for delta in self.provider(spec).stream(messages, options):
             yield delta
 

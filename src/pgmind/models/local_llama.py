@@ -2,11 +2,13 @@
 the messages. llama.cpp is not thread-safe: one generation at a time per model."""
 from __future__ import annotations
 
+import json
 import os
 import threading
+import uuid
 from typing import Iterator
 
-from ..errors import InputTooLongError, ModelLoadError
+from ..errors import InputTooLongError, InvalidRequestError, ModelLoadError
 from .base import ChatDelta, LocalChatModel
 
 
@@ -57,45 +59,319 @@ class LlamaCppChat(LocalChatModel):
         ids = self._llm.tokenize(word.encode("utf-8"), add_bos=False, special=False)
         return ids[0]
 
-    def _format(self, messages: list[dict]) -> str:
-        """The prompt as the model's own chat template writes it (ending where the answer starts)."""
+    def _format(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        """The prompt as the model's own chat template writes it (ending where the answer starts);
+        the template also says how to call the tools (Qwen2.5: <tool_call> JSON </tool_call>)."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
         if self._formatter is None:
             meta = self._llm.metadata
             template = meta.get("tokenizer.chat_template")
             if not template:
-                raise ModelLoadError("this GGUF has no chat template: it cannot judge relevance")
+                raise ModelLoadError("this GGUF has no chat template")
             eos = self._llm.detokenize([self._llm.token_eos()]).decode("utf-8", "ignore")
             bos = self._llm.detokenize([self._llm.token_bos()]).decode("utf-8", "ignore")
             self._formatter = Jinja2ChatFormatter(template, eos_token=eos, bos_token=bos, add_generation_prompt=True)
-        return self._formatter(messages=messages).prompt
+        try:
+            return self._formatter(messages=messages, tools=tools).prompt
+        except Exception as e:     # the template's raise_exception, or a shape it cannot render
+            raise InvalidRequestError(f"the model's chat template cannot format these messages: {e}"[:300],
+                                      hint="check the roles' order and the tool calls") from None
 
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
+    def _generate(self, tokens: list[int], max_tokens: int, stop: list[str], grammar, sampling: dict,
+                  top_logprobs: int | None) -> Iterator[tuple[str, list[dict] | None, str | None]]:
+        """(text, logprobs, finish_reason) per token, the last with its finish_reason.  Our own loop
+        over llama.cpp's token generator, so each token's logprobs can be read from the logits that
+        chose it (llama-cpp-python's completion API would need logits for every prompt position).
+        Text that may be the start of a stop string is held back until it is not."""
+        import codecs
+        import llama_cpp
+        import numpy as np
+        llm = self._llm
+        # evaluate every prompt from scratch: reusing the cached prefix of the previous prompt
+        # changes the floating-point path, and with it greedy (temperature 0) answers
+        llm.reset()
+        seed = sampling.get("seed")
+        llm.set_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        text, sent, pending, n = "", 0, [], 0
+        vocab = llm._model.vocab
+        for token in llm.generate(tokens, temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
+                                  top_k=sampling.get("top_k", 40), min_p=0.05,
+                                  repeat_penalty=sampling.get("repeat_penalty", 1.0),
+                                  frequency_penalty=sampling.get("frequency_penalty", 0.0),
+                                  presence_penalty=sampling.get("presence_penalty", 0.0), grammar=grammar):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                break
+            n += 1
+            raw = llm.detokenize([token])
+            if top_logprobs is not None:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                               shape=(llm.n_vocab(),)).astype(np.float64)
+                logp = logits - np.logaddexp.reduce(logits)
+                best = np.argsort(-logp)[:top_logprobs] if top_logprobs else []
+                piece_text = raw.decode("utf-8", "replace")
+                pending.append({"token": piece_text, "logprob": float(logp[token]), "bytes": list(raw),
+                                "top_logprobs": [{"token": (b := llm.detokenize([int(i)])).decode("utf-8", "replace"),
+                                                  "logprob": float(logp[i]), "bytes": list(b)} for i in best]})
+            text += decoder.decode(raw)
+            cut = min((k for k in (text.find(s_, max(0, sent - len(s_))) for s_ in stop) if k >= 0), default=-1)
+            if cut >= 0:
+                yield text[sent:cut], pending or None, "stop"
+                return
+            if n >= max_tokens:
+                break
+            hold = max((_partial(text, s_) for s_ in stop), default=0)
+            if len(text) - hold > sent:
+                yield text[sent:len(text) - hold], pending or None, None
+                sent, pending = len(text) - hold, []
+        text += decoder.decode(b"", final=True)
+        yield text[sent:], pending or None, "length" if n >= max_tokens else "stop"
+
     def stream(self, messages: list[dict], options: dict) -> Iterator[ChatDelta]:
-        prompt_tokens = sum(self.count_tokens(m["content"]) + 4 for m in messages) + 3
-        max_tokens = options.get("max_tokens") or 512
-        if prompt_tokens >= self.context:
-            raise InputTooLongError(f"the messages have about {prompt_tokens} tokens; the model's window is {self.context}",
+        """Generation with what OpenAI's clients ask of it: tools (the template's tool-call format,
+        parsed back into OpenAI's tool_calls; a required or named tool is forced by a grammar),
+        response_format (a JSON grammar, from the schema when there is one), logprobs."""
+        choice = options.get("tool_choice", "auto")
+        tools = options.get("tools") if choice != "none" else None
+        forced = None
+        if tools and choice == "required":
+            forced = tools
+        elif tools and isinstance(choice, dict):
+            forced = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
+        fmt = None if forced else options.get("response_format")
+        prompt = self._format(_template_messages(messages, fmt), tools)
+        grammar = None
+        if forced:        # the answer starts inside the call: the grammar allows only a call of these tools
+            prompt += TOOL_OPEN + "\n"
+            grammar = _grammar(_call_schema(forced), "tool parameters")
+        elif fmt is not None:
+            grammar = _grammar(fmt.get("schema"), "response_format schema")
+        tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        if len(tokens) >= self.context:
+            raise InputTooLongError(f"the messages have {len(tokens)} tokens; the model's window is {self.context}",
                                     hint="shorten the messages or the retrieved context")
-        max_tokens = min(max_tokens, self.context - prompt_tokens)
-        kwargs = {k: options[k] for k in ("temperature", "top_p", "top_k", "seed", "stop", "presence_penalty",
+        max_tokens = min(options.get("max_tokens") or 512, self.context - len(tokens))
+        kwargs = {k: options[k] for k in ("temperature", "top_p", "top_k", "seed", "presence_penalty",
                                           "frequency_penalty", "repeat_penalty") if k in options}
         kwargs.setdefault("temperature", 0.2)
+        stop = options.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        top = options.get("top_logprobs") or 0
+        want_logprobs = bool(options.get("logprobs"))
+        parser = _ToolCallParser([t["function"]["name"] for t in tools] if tools and not forced else None)
         with self._lock:
-            # evaluate every prompt from scratch: reusing the cached prefix of the previous prompt
-            # changes the floating-point path, and with it greedy (temperature 0) answers
-            self._llm.reset()
-            pieces: list[str] = []
-            finish = "stop"
-            for chunk in self._llm.create_chat_completion(messages=messages, max_tokens=max_tokens,
-                                                          stream=True, **kwargs):
-                choice = chunk["choices"][0]
-                piece = choice.get("delta", {}).get("content") or ""
-                if piece:
-                    pieces.append(piece)
-                    yield ChatDelta(piece)
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-            yield ChatDelta("", finish, prompt_tokens, self.count_tokens("".join(pieces)))
+            finish, text = "length", ""
+            for piece, logprobs, done in self._generate(tokens, max_tokens, stop, grammar, kwargs,
+                                                        top if want_logprobs else None):
+                text += piece
+                if forced:
+                    parser.hold(logprobs)
+                else:
+                    out = parser.feed(piece, logprobs)
+                    if out is not None:
+                        yield out
+                if done:
+                    finish = done
+            calls, rest, logprobs = parser.finish(text if forced else None)
+            after_tool = messages[-1]["role"] == "tool"
+            again = not forced and ((calls and all(_answered(c, messages) for c in calls))
+                                    or (after_tool and not calls and parser.held))
+        if again:
+            # a small model that asks again for a call answered just before (or writes a broken
+            # call right after a tool's result) would loop an agent forever: it answers from the
+            # tool's result instead, without the tools (nothing of the first answer was sent: it
+            # was held as a possible call)
+            yield from self.stream(messages, {**options, "tool_choice": "none"})
+            return
+        if rest or logprobs:
+            yield ChatDelta(rest, logprobs=logprobs)
+        if calls:
+            yield ChatDelta(tool_calls=calls)
+            if finish == "stop":
+                finish = "tool_calls"
+        yield ChatDelta("", finish, len(tokens), self.count_tokens(text))
+
+
+TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+
+
+def _template_messages(messages: list[dict], fmt: dict | None) -> list[dict]:
+    """Messages as the chat template reads them: a replayed tool call's arguments as an object (the
+    template writes them with tojson); with a response_format, the system message asks for JSON
+    (the grammar makes it JSON; the words make it the right JSON)."""
+    out = []
+    for m in messages:
+        m = dict(m)
+        if m.get("tool_calls"):
+            calls = []
+            for c in m["tool_calls"]:
+                try:
+                    args = json.loads(c["function"]["arguments"] or "{}")
+                except ValueError:
+                    args = c["function"]["arguments"]
+                calls.append({"type": "function", "function": {"name": c["function"]["name"], "arguments": args}})
+            m["tool_calls"] = calls
+        out.append(m)
+    if fmt is not None:
+        ask = "Answer with one JSON object and nothing else."
+        if fmt.get("schema"):
+            ask += " It must follow this JSON schema:\n" + json.dumps(fmt["schema"], ensure_ascii=False)
+        if out and out[0]["role"] == "system":
+            out[0] = {**out[0], "content": out[0]["content"] + "\n\n" + ask}
+        else:
+            out.insert(0, {"role": "system", "content": ask})
+    return out
+
+
+def _call_schema(tools: list[dict]) -> dict:
+    """The JSON schema of one call of one of ``tools``, in the template's shape {name, arguments};
+    each tool's own $defs are lifted to the top, where their $refs point."""
+    defs: dict = {}
+    variants = []
+    for t in tools:
+        params = dict(t["function"]["parameters"])
+        for key in ("$defs", "definitions"):
+            defs.update(params.pop(key, None) or {})
+        variants.append({"type": "object", "properties": {"name": {"const": t["function"]["name"]},
+                                                          "arguments": params},
+                         "required": ["name", "arguments"]})
+    schema = variants[0] if len(variants) == 1 else {"anyOf": variants}
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def _grammar(schema: dict | None, what: str):
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    try:
+        if schema is None:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+    except Exception as e:
+        raise InvalidRequestError(f"the {what} cannot be turned into a grammar: {e}"[:300],
+                                  hint="use plain JSON schema: types, properties, required, enum, "
+                                       "arrays, $defs") from None
+
+
+def _chat_logprobs(lp: dict | None, top: int) -> list[dict] | None:
+    """llama.cpp's completion logprobs in the chat API's shape."""
+    if not lp or not lp.get("tokens"):
+        return None
+    out = []
+    for token, logprob, alts in zip(lp["tokens"], lp["token_logprobs"], lp.get("top_logprobs") or []):
+        ranked = sorted((alts or {}).items(), key=lambda kv: -kv[1])[:top]
+        out.append({"token": token, "logprob": float(logprob), "bytes": list(token.encode("utf-8")),
+                    "top_logprobs": [{"token": t, "logprob": float(v), "bytes": list(t.encode("utf-8"))}
+                                     for t, v in ranked]})
+    return out
+
+
+class _ToolCallParser:
+    """Streams the answer's text until a tool call starts (holding back what may be the start of
+    the tag), keeps the calls, and turns them into OpenAI's tool_calls at the end.  Small models
+    often write the call as bare or fenced JSON instead of the template's <tool_call> tags: an
+    answer that starts with "{" or "```" is held to the end and read as calls if it is one.  Text
+    that does not parse as a call of one of the tools is given back as text, not dropped."""
+
+    def __init__(self, tool_names: list[str] | None):
+        self.names = set(tool_names or ())
+        self.text = ""
+        self.sent = 0
+        self.calls_at: int | None = None
+        self.logprobs: list[dict] = []
+
+    def hold(self, logprobs) -> None:
+        self.logprobs += logprobs or []
+
+    @property
+    def held(self) -> bool:
+        """Whether the whole answer was held back as a possible call written as JSON."""
+        return bool(self.names) and self.sent == 0 and self.text.lstrip().startswith(("{", "```"))
+
+    def feed(self, piece: str, logprobs) -> ChatDelta | None:
+        self.text += piece
+        self.logprobs += logprobs or []
+        if not self.names:
+            limit = len(self.text)
+        else:
+            head = self.text.lstrip()
+            if self.sent == 0 and (head.startswith(("{", "```")) or "```".startswith(head)):
+                return None                      # maybe a call written as JSON: decide at the end
+            if self.calls_at is None and (k := self.text.find(TOOL_OPEN, max(0, self.sent - len(TOOL_OPEN)))) >= 0:
+                self.calls_at = k
+            limit = self.calls_at if self.calls_at is not None else len(self.text) - _partial(self.text, TOOL_OPEN)
+        if limit <= self.sent:
+            return None
+        delta = ChatDelta(self.text[self.sent:limit], logprobs=self.logprobs or None)
+        self.sent, self.logprobs = limit, []
+        return delta
+
+    def finish(self, forced_text: str | None) -> tuple[list[dict], str, list[dict] | None]:
+        """(tool calls, text not yet sent, its logprobs)."""
+        logprobs = self.logprobs or None
+        if forced_text is not None:
+            call = _parse_call(forced_text)
+            return ([call], "", logprobs) if call else ([], forced_text, logprobs)
+        rest = self.text[self.sent:]
+        if not self.names:
+            return [], rest, logprobs
+        if self.calls_at is None:
+            calls = self._json_calls(rest) if self.sent == 0 else []
+            return (calls, "", logprobs) if calls else ([], rest, logprobs)
+        calls, leftover = [], []
+        for block in rest.split(TOOL_OPEN)[1:]:
+            call = _parse_call(block.split(TOOL_CLOSE)[0])
+            if call and call["function"]["name"] in self.names:
+                calls.append(call)
+            else:
+                leftover.append(TOOL_OPEN + block)
+        head = rest.split(TOOL_OPEN)[0]
+        return calls, (head + "".join(leftover)).strip() if leftover or not calls else head.rstrip(), logprobs
+
+    def _json_calls(self, text: str) -> list[dict]:
+        body = text.strip()
+        if body.startswith("```"):
+            body = body.split("\n", 1)[1] if "\n" in body else ""
+            body = body.rsplit("```", 1)[0]
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            return []
+        calls = [_parse_call(json.dumps(o)) for o in (obj if isinstance(obj, list) else [obj])]
+        return calls if calls and all(c and c["function"]["name"] in self.names for c in calls) else []
+
+
+def _answered(call: dict, messages: list[dict]) -> bool:
+    """Whether the conversation already holds this call (same tool, same arguments) and its result."""
+    answered = {m.get("tool_call_id") for m in messages if m["role"] == "tool"}
+    for m in messages:
+        for c in m.get("tool_calls") or []:
+            if c["function"]["name"] == call["function"]["name"] and (c["id"] in answered or not c["id"]):
+                try:
+                    if json.loads(c["function"]["arguments"] or "{}") == json.loads(call["function"]["arguments"]):
+                        return True
+                except ValueError:
+                    continue
+    return False
+
+
+def _partial(text: str, tag: str) -> int:
+    """How many characters at the end of text may be the start of tag."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if tag.startswith(text[-n:]):
+            return n
+    return 0
+
+
+def _parse_call(body: str) -> dict | None:
+    try:
+        obj = json.loads(body.strip())
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    return {"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+            "function": {"name": obj["name"],
+                         "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}}

@@ -20,13 +20,18 @@ class SentenceTransformerModel(LocalEmbeddingModel):
     batch_size = 32
 
     def __init__(self, name_or_path: str, *, query_prefix: str = "", document_prefix: str = "",
-                 bf16: bool | None = None, device: str = "cpu"):
+                 bf16: bool | None = None, device: str = "cpu", download: bool = False):
         try:
             from sentence_transformers import SentenceTransformer
-            self._model = SentenceTransformer(name_or_path, device=device)
+            # offline unless asked: a name that is not here fails at once, instead of waiting on a
+            # download that cannot happen (the model server usually has no internet)
+            self._model = SentenceTransformer(name_or_path, device=device, local_files_only=not download)
         except (OSError, ValueError) as e:
-            raise ModelLoadError(f"cannot load the sentence-transformers model {name_or_path!r}: {e}",
-                                 hint="pass a local model directory, or a hub id on a machine with internet") from None
+            raise ModelLoadError(f"cannot load the sentence-transformers model {name_or_path!r}: "
+                                 f"{str(e).splitlines()[0][:200]}",
+                                 hint="name a registered local model (select model_id from ai.models), a local "
+                                      "model directory, or a hub id already downloaded (options "
+                                      '{"download": true} lets the server fetch it)') from None
         import torch
         self._torch = torch
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension

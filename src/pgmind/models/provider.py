@@ -25,6 +25,10 @@ class Provider:
     probe: ClassVar[bool] = True
     # whether its models run in this process (no URL, no key; the worker embeds with them itself)
     in_process: ClassVar[bool] = False
+    # chat features beyond plain text generation that its chat models take (models/base.py
+    # FEATURE_OPTIONS): tools, response_format, logprobs, logit_bias, images.  Asking a provider for
+    # one it lacks is a 400, never an option silently dropped.
+    chat_features: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, spec: ModelSpec, hub: "ModelHub"):
         self.spec, self.hub = spec, hub
@@ -71,7 +75,8 @@ class Provider:
     async def stream(self, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
         """Providers that cannot stream give the whole answer as one piece."""
         result = await self.chat(messages, options)
-        yield ChatDelta(result.content, result.finish_reason, result.input_tokens, result.output_tokens)
+        yield ChatDelta(result.content, result.finish_reason, result.input_tokens, result.output_tokens,
+                        result.tool_calls, result.logprobs)
 
     async def rerank(self, query: str, documents: list[str]) -> list[float]:
         raise self._cannot("rerank")

@@ -13,6 +13,7 @@ from .transport import field
 
 class OpenAIProvider(Provider):
     name = "openai"
+    chat_features = frozenset({"tools", "response_format", "logprobs", "logit_bias", "images"})  # passed on
     description = "OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp, DashScope compatible mode)"
     default_url = "https://api.openai.com/v1"
     call_paths = {"embedding": "/embeddings", "chat": "/chat/completions", "rerank": "/rerank"}
@@ -43,8 +44,10 @@ class OpenAIProvider(Provider):
         data = await self.hub.transport.post_json(ep, self._body(messages, options, False))
         choice = field(data, "choices", 0, url=ep.url)
         usage = data.get("usage") or {}
-        return ChatResult(field(choice, "message", "content", url=ep.url) or "", choice.get("finish_reason") or "stop",
-                          int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        message = field(choice, "message", url=ep.url)
+        return ChatResult(message.get("content") or "", choice.get("finish_reason") or "stop",
+                          int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                          message.get("tool_calls") or None, (choice.get("logprobs") or {}).get("content"))
 
     async def stream(self, messages, options) -> AsyncIterator[ChatDelta]:
         ep = self.endpoint("/chat/completions")
@@ -53,9 +56,11 @@ class OpenAIProvider(Provider):
             if event.get("usage"):
                 usage = event["usage"]
             for choice in event.get("choices") or []:
-                piece = (choice.get("delta") or {}).get("content")
-                if piece:
-                    yield ChatDelta(piece)
+                delta = choice.get("delta") or {}
+                logprobs = (choice.get("logprobs") or {}).get("content")
+                if delta.get("content") or delta.get("tool_calls") or logprobs:
+                    # (tool-call deltas pass through as the provider streams them, index and all)
+                    yield ChatDelta(delta.get("content") or "", tool_calls=delta.get("tool_calls"), logprobs=logprobs)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
         yield ChatDelta("", finish, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))

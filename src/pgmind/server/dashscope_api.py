@@ -23,12 +23,12 @@ async def text_embedding(request: Request):
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidRequestError("input.texts must be a non-empty list of texts")
     params = _parameters(body)
+    truncate = params.get("truncate", True)     # DashScope cuts over-long texts too
+    if not isinstance(truncate, bool):
+        raise InvalidRequestError("parameters.truncate must be true or false")
     spec, result = await service(request).embed(body.get("model"), texts, caller(request, "dashscope-api"),
-                                                params.get("text_type") or "document")
-    dim = params.get("dimension")
-    if dim is not None and dim != result.vectors.shape[1]:
-        raise InvalidRequestError(f"model {spec.model_id} has {result.vectors.shape[1]} dimensions, not {dim}",
-                                  hint="leave out parameters.dimension")
+                                                params.get("text_type") or "document", truncate,
+                                                params.get("dimension"))
     return json_response({"output": {"embeddings": [{"text_index": i, "embedding": v}
                                                     for i, v in enumerate(result.vectors.tolist())]},
                           "usage": {"total_tokens": result.input_tokens}, "request_id": str(uuid.uuid4())})

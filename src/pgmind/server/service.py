@@ -70,7 +70,11 @@ class ModelService:
                 payload if self.log_payloads else None))
 
     async def embed(self, model_id: str, texts: list[str], caller: Caller, input_type: str | None = "query",
-                    truncate: bool = False) -> tuple[ModelSpec, Embeddings]:
+                    truncate: bool = False, dimensions=None) -> tuple[ModelSpec, Embeddings]:
+        """``dimensions``: keep the first n of each vector and re-normalise them (Matryoshka-style,
+        what OpenAI's ``dimensions`` and DashScope's ``dimension`` give), for every protocol alike."""
+        if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
+            raise InvalidRequestError(f"dimensions must be a whole number, got {dimensions!r}"[:200])
         if not isinstance(texts, list) or not texts:
             raise InvalidRequestError("input must be a text or a non-empty list of texts")
         limits = self.hub.settings
@@ -84,6 +88,14 @@ class ModelService:
         async with self._record(spec, "embed", caller, len(texts), {"input": texts}) as usage:
             result = await self.hub.embed(spec, texts, input_type, truncate)
             usage["in"] = result.input_tokens
+        if dimensions is not None and dimensions != result.vectors.shape[1]:
+            size = result.vectors.shape[1]
+            if not 0 < dimensions < size:
+                raise InvalidRequestError(f"model {spec.model_id} has {size} dimensions; {dimensions} were asked",
+                                          hint=f"ask for 1 to {size} dimensions, or leave dimensions out")
+            cut = result.vectors[:, :dimensions]
+            norms = np.linalg.norm(cut, axis=1, keepdims=True)
+            result.vectors = (cut / np.where(norms > 0, norms, 1.0)).astype(np.float32)
         return spec, result
 
     async def chat(self, model_id: str, messages, options: dict, caller: Caller,
@@ -100,7 +112,7 @@ class ModelService:
         """Checks everything before the first byte is sent, so errors still get a proper status."""
         messages, options = check_messages(messages), check_chat_options(options)
         spec = await self.resolve(model_id, caller)
-        self.hub.check_chat(spec)
+        self.hub.check_chat(spec, messages, options)
 
         async def gen():
             async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
@@ -168,7 +180,12 @@ class ModelService:
 
     async def probe(self, spec: ModelSpec) -> dict:
         """What create_model checks before it commits: an embedding model's dimension, by one call."""
-        if spec.model_type not in ("embedding", "image_embedding") or not self.hub.provider(spec).probe:
+        provider = self.hub.provider(spec)
+        if spec.model_type == "chat" and provider.in_process:
+            from ..models.local import chat_model_path
+            chat_model_path(spec, self.hub.settings)      # (a missing GGUF fails now, not at the first chat)
+            return {"ok": True}
+        if spec.model_type not in ("embedding", "image_embedding") or not provider.probe:
             return {"ok": True}
         if spec.model_type == "image_embedding":
             from ..images.probe import probe_png

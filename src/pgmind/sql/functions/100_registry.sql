@@ -209,6 +209,7 @@ create or replace function ai.create_model(
 returns text language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     a record;
+    t ai.model_registry;
     probe jsonb;
     dims int;
 begin
@@ -221,15 +222,32 @@ begin
             using errcode = '42710', hint = 'change it with ai.alter_model, or remove it with ai.drop_model';
     end if;
     options := coalesce(options, '{}'::jsonb);
+    -- an alias: a local model under another name, e.g. text-embedding-3-small for e5-small, so a
+    -- client's default model name works unchanged.  It loads the same model (the same instance).
+    if provider = 'pgmind' and not (options ? 'backend' or options ? 'path') then
+        select * into t from ai.model_registry r where r.model_id = create_model.name and r.provider = 'pgmind';
+        if found then
+            if t.model_type <> type then
+                raise exception 'model "%" is a % model, not %', t.model_id, t.model_type, type
+                    using errcode = '22023', hint = format('register the alias as type %L', t.model_type);
+            end if;
+            name := t.model_name;
+            options := t.options || options || jsonb_build_object('alias_of', t.model_id);
+            dims := t.dimensions;
+        end if;
+    end if;
     url := coalesce(url, ai_internal._default_url(provider));
     header_fn := nullif(header_fn, 0::oid::regproc);   -- '-' is how regproc writes "no function"
     in_fn := nullif(in_fn, 0::oid::regproc);
     out_fn := nullif(out_fn, 0::oid::regproc);
     perform ai_internal._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
     select * into a from ai_internal._split_auth(auth);
-    dims := (options->>'dimensions')::int;
+    dims := coalesce(dims, (options->>'dimensions')::int);
 
-    if type in ('embedding', 'image_embedding') and (select p.probe from ai.providers p where p.name = provider) then
+    -- (a local chat model is checked too: its GGUF must be there)
+    if (type in ('embedding', 'image_embedding')
+        or (type = 'chat' and (select p.in_process from ai.providers p where p.name = provider)))
+       and not options ? 'alias_of' and (select p.probe from ai.providers p where p.name = provider) then
         probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
         if probe ? 'dimensions' then
             if dims is not null and dims <> (probe->>'dimensions')::int then
