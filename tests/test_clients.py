@@ -178,6 +178,9 @@ def test_openai_sdk_response_format_and_logprobs(server, token):
     ({"frobnicate": 1}, "frobnicate"),
     ({"tool_choice": {"type": "function", "function": {"name": "nope"}}, "tools": [WEATHER]}, "nope"),
     ({"response_format": {"type": "json_schema"}}, "json_schema"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+        "type": "array", "items": {"type": "integer"}, "maxItems": 10 ** 9}}}}, "maxItems"),
+    ({"top_logprobs": 3}, "logprobs"),
 ])
 def test_unsupported_is_an_openai_400(server, token, extra, needle):
     import httpx

@@ -121,3 +121,33 @@ def test_model_server_down(installed, server):
     assert e.sqlstate == "08001"
     assert "cannot reach the model server" in e.diag.message_primary
     assert "pgmind serve" in e.diag.message_hint
+
+
+def test_every_public_function_view_and_table_has_a_comment(conn):
+    """What psql's \\df+ and \\dv+ say: one line for each (990_comments.sql)."""
+    missing = conn.execute("""
+        select p.oid::regprocedure::text from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where (n.nspname in ('ai', 'polar_ai') or (n.nspname = 'public' and p.proname like 'ai\\_%'))
+          and obj_description(p.oid, 'pg_proc') is null""").fetchall()
+    assert missing == []
+    missing = conn.execute("""
+        select c.oid::regclass::text from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname = 'ai' and c.relkind in ('r', 'v') and obj_description(c.oid, 'pg_class') is null""").fetchall()
+    assert missing == []
+    internal = conn.execute("""select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                               where n.nspname = 'ai' and p.proname like '\\_%'""").fetchone()[0]
+    assert internal == 0          # internals live in ai_internal, out of \df ai.*
+
+
+def test_embed_fixed_fills_a_generated_column_and_an_index(conn, server):
+    conn.execute("drop table if exists gen_notes")
+    conn.execute("""create table gen_notes (id int primary key, body text,
+                    embedding vector(384) generated always as (ai.embed_fixed('e5-small', body)) stored)""")
+    conn.execute("insert into gen_notes values (1, '熊猫吃竹子'), (2, null)")
+    rows = conn.execute("""select id, embedding is null, embedding = ai.embed('e5-small', body, 'document')
+                           from gen_notes order by id""").fetchall()
+    assert rows == [(1, False, True), (2, True, None)]
+    conn.execute("create index on gen_notes using hnsw ((ai.embed_fixed('e5-small', body)::vector(384)) vector_cosine_ops)")
+    e = sql_error(conn, "insert into gen_notes values (3, %s)", ("很长的文本 " * 3000,))
+    assert e.sqlstate == "22001" and e.diag.message_hint       # SQL says so rather than embed part of it
+    conn.execute("drop table gen_notes")

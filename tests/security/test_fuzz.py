@@ -89,12 +89,14 @@ def test_fuzz_http_embeddings(server, token, value):
                                        JSON, max_size=6)))
 def test_fuzz_http_bodies_every_route(server, token, body):
     raw = json.dumps(body).encode()
-    for path in ("/v1/embeddings", "/v1/chat/completions", "/v1/rerank", "/v1/search", "/v1/ask",
+    for path in ("/v1/embeddings", "/v1/chat/completions", "/v1/completions", "/v1/rerank", "/v1/search", "/v1/ask",
                  "/api/v1/services/embeddings/text-embedding/text-embedding",
                  "/api/v1/services/aigc/text-generation/generation", "/pgmind/v1/call"):
         if path in ("/v1/chat/completions", "/api/v1/services/aigc/text-generation/generation") \
                 and isinstance(body, dict) and body.get("messages"):
             continue          # a valid chat would run the model: covered by the protocol tests
+        if path == "/v1/completions" and isinstance(body, dict) and body.get("prompt"):
+            continue
         r = HTTP.post(server + path, content=raw, headers={"Authorization": f"Bearer {token}",
                                                           "Content-Type": "application/json"})
         assert r.status_code < 500 or r.status_code in (502, 504), (path, body, r.status_code, r.text)
@@ -136,3 +138,24 @@ def test_fuzz_image_functions(conn, server, data, location, w, h):
         except psycopg.Error as e:
             assert e.sqlstate in ("42501", "22023"), (location, e.sqlstate, e)
         call(conn, "select * from ai.search_images(%s, %s)", (location, location))
+
+
+CHAT_KEYS = st.sampled_from(["tools", "tool_choice", "response_format", "logprobs", "top_logprobs", "logit_bias",
+                             "functions", "function_call", "max_tokens", "stop", "seed", "temperature", "user"])
+TOOLISH = st.one_of(JSON, st.lists(st.fixed_dictionaries({"type": st.just("function"), "function": st.dictionaries(
+    st.sampled_from(["name", "description", "parameters"]), JSON, max_size=3)}), max_size=3))
+
+
+@FUZZ
+@given(st.dictionaries(CHAT_KEYS, TOOLISH, max_size=5), st.lists(st.dictionaries(
+    st.sampled_from(["role", "content", "tool_calls", "tool_call_id", "name"]), TOOLISH, max_size=4), max_size=3))
+def test_fuzz_chat_options_and_messages(options, messages):
+    """Tools, schemas, tool calls and content parts of any shape: accepted in a clean form, or a
+    clear 400 (InvalidRequestError), never another exception."""
+    from pgmind.errors import InvalidRequestError
+    from pgmind.models.base import check_chat_options, check_messages
+    for check, value in ((check_chat_options, options), (check_messages, messages)):
+        try:
+            check(value)
+        except InvalidRequestError as e:
+            assert e.message

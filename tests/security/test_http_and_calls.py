@@ -19,7 +19,8 @@ ROUTES = [("POST", "/v1/embeddings"), ("POST", "/v1/chat/completions"), ("GET", 
           ("POST", "/v1/rerank"), ("POST", "/v1/search"), ("POST", "/v1/ask"),
           ("POST", "/api/v1/services/embeddings/text-embedding/text-embedding"),
           ("POST", "/api/v1/services/aigc/text-generation/generation"),
-          ("POST", "/pgmind/v1/probe"), ("POST", "/pgmind/v1/call"), ("GET", "/metrics"), ("GET", "/openapi.json")]
+          ("POST", "/pgmind/v1/probe"), ("POST", "/pgmind/v1/call"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+          ("POST", "/v1/completions"), ("GET", "/v1/models/e5-small")]
 
 
 @pytest.fixture(scope="module")
@@ -416,3 +417,19 @@ def test_http_filters_only_on_built_in_types(server, token, kb_http, owner):
                                               "filter": {"id": 1}},
                   headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.text
+
+
+def test_an_alias_has_its_own_grants(conn, server, nobody_key, nobody):
+    """An alias of a model granted to public is not granted by being one; nobody cannot make one."""
+    conn.execute("select ai.drop_model('sec-alias', if_exists => true)")
+    conn.execute("select ai.create_model('sec-alias', null, 'pgmind', 'chat', 'qwen-0.5b')")
+    try:
+        for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                           ("/v1/completions", {"prompt": "hi"})):
+            r = HTTP.post(server + path, json={"model": "sec-alias", "max_tokens": 1, **body},
+                          headers={"Authorization": f"Bearer {nobody_key}"})
+            assert r.status_code == 403 and r.json()["error"]["hint"], r.text
+        e = sql_error(nobody, "select ai.create_model('sec-alias-2', null, 'pgmind', 'chat', 'qwen-0.5b')")
+        assert e.sqlstate == "42501"
+    finally:
+        conn.execute("select ai.drop_model('sec-alias')")

@@ -224,6 +224,9 @@ def check_chat_options(options: dict) -> dict:
             raise InvalidRequestError(f"option {key} must be an integer, got {value!r}")
         if typ in (float, int) and not math.isfinite(value):
             raise InvalidRequestError(f"option {key} must be a finite number, got {value!r}")
+        if isinstance(typ, tuple) and not isinstance(value, typ):
+            raise InvalidRequestError(f"option {key} must be " + " or ".join(
+                {str: "a text", list: "a list", dict: "an object"}[t] for t in typ) + f", got {type(value).__name__}")
         if typ in (list, dict) and not isinstance(value, typ):
             raise InvalidRequestError(f"option {key} must be a{'n object' if typ is dict else ' list'}"
                                       f", got {type(value).__name__}")
@@ -265,6 +268,8 @@ def _check_tools(tools: list) -> list[dict]:
                                       hint='e.g. {"type": "function", "function": {"name": "get_weather", '
                                            '"parameters": {"type": "object", "properties": {}}}}')
         check_text(f["name"], f"tool {i}'s name", 256)
+        if f.get("description") is not None and not isinstance(f["description"], str):
+            raise InvalidRequestError(f"tool {f['name']!r}: description must be a text"[:200])
         params = f.get("parameters")
         if params is not None and not isinstance(params, dict):
             raise InvalidRequestError(f"tool {f['name']!r}: parameters must be a JSON schema object"[:200])

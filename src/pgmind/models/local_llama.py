@@ -242,8 +242,32 @@ def _call_schema(tools: list[dict]) -> dict:
     return {**schema, "$defs": defs} if defs else schema
 
 
+GRAMMAR_LIMITS = {"minItems": 256, "maxItems": 256, "minLength": 4096, "maxLength": 4096,
+                  "minProperties": 256, "maxProperties": 256}
+
+
+def _check_schema_size(node, depth: int = 0) -> None:
+    """A schema's counts become grammar repetitions: {"maxItems": 10**9} would be a grammar the
+    size of the count.  Bounded here, so no request can make the server build one."""
+    if depth > 32:
+        raise InvalidRequestError("the JSON schema is nested more than 32 levels", hint="flatten the schema")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            limit = GRAMMAR_LIMITS.get(key)
+            if limit is not None and isinstance(value, (int, float)) and value > limit:
+                raise InvalidRequestError(f"the JSON schema's {key} is {value}; the most a grammar takes is {limit}",
+                                          hint=f"lower {key}, or leave it out and check the answer yourself")
+            _check_schema_size(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            _check_schema_size(value, depth + 1)
+
+
 def _grammar(schema: dict | None, what: str):
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    _check_schema_size(schema)
+    if len(json.dumps(schema)) > 65536:
+        raise InvalidRequestError(f"the {what} is over 64 KB", hint="send a smaller schema")
     try:
         if schema is None:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)

@@ -216,6 +216,15 @@ exception when others then
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
 
+-- ai.embed declared IMMUTABLE: PostgreSQL takes generated columns and expression indexes only over
+-- immutable functions.  It is not truly immutable (another model, or the same id pointed at another
+-- model, gives other vectors): rebuild what was computed with it after such a change (docs/sql.md).
+-- (a SQL function with a SET clause is never inlined: the planner cannot see through to ai.embed)
+create or replace function ai.embed_fixed(model text, input text, input_type text default 'document')
+returns vector language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select ai.embed(model, input, input_type)
+$$;
+
 create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
 returns table (idx int, embedding vector)
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
