@@ -1,6 +1,8 @@
 """ai.embed / ai.generate / ai.chat from SQL, through the real model server and the real local models."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -151,3 +153,15 @@ def test_embed_fixed_fills_a_generated_column_and_an_index(conn, server):
     e = sql_error(conn, "insert into gen_notes values (3, %s)", ("很长的文本 " * 3000,))
     assert e.sqlstate == "22001" and e.diag.message_hint       # SQL says so rather than embed part of it
     conn.execute("drop table gen_notes")
+
+
+def test_chat_with_tools_from_sql(conn, server):
+    out = conn.execute("""select ai.chat('qwen-0.5b', '[{"role":"user","content":"Weather in Paris?"}]',
+        '{"temperature": 0, "tool_choice": "required", "tools": [{"type": "function", "function": {
+          "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+          "required": ["city"]}}}]}')""").fetchone()[0]
+    call = out["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and "city" in json.loads(call["arguments"])
+    assert out["finish_reason"] == "tool_calls"
+    e = sql_error(conn, "select ai.generate('qwen-0.5b', 'hi', options => '{\"frobnicate\": 1}')")
+    assert e.sqlstate == "22023" and "frobnicate" in e.diag.message_primary and e.diag.message_hint
