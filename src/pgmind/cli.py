@@ -427,6 +427,53 @@ def search_images(ctx: typer.Context,
         console.print("   " + " ".join(h.description.split())[:200], markup=False)
 
 
+@app.command()
+def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowledge base (vectorizer) to learn from."),
+             base: str = typer.Option("e5-small", help="The embedding model to start from."),
+             name: Optional[str] = typer.Option(None, help="The new model's id (default <base>-<kb>)."),
+             pairs: Optional[str] = typer.Option(None, "--pairs", help="A SQL query of (question, key) pairs; "
+                                                 "without it the chat model writes questions."),
+             method: str = typer.Option("lora", help="lora or full."),
+             epochs: int = typer.Option(2, help="Passes over the pairs (the best epoch on held-back pairs is kept)."),
+             questions: int = typer.Option(64, help="Without --pairs: how many chunks get a generated question."),
+             force: bool = typer.Option(False, help="Register the model even if it is worse on held-back pairs.")):
+    """Fine-tune an embedding model on a knowledge base; progress bar, then retrieval before and after."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+    from .db import resolve_dsn
+    from .training.jobs import run_next
+    settings = _settings(ctx)
+    options = {"method": method, "epochs": epochs, "questions": questions, "force": force}
+    try:
+        with _connect(settings) as conn:
+            job_id = conn.execute("select ai.finetune(%s, %s, %s, %s, %s)",
+                                  (kb, base, name, pairs, json.dumps(options))).fetchone()[0]
+            conn.commit()
+        with Progress(TextColumn("[bold]training job " + str(job_id)), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("train", total=1.0)
+            job = run_next(settings, resolve_dsn(settings), job_id, progress=lambda f: bar.update(task, completed=f))
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    if job is None:
+        console.print(f"job {job_id} was taken by another worker: select * from ai.training_jobs where id = {job_id}")
+        return
+    metrics = job["metrics"] or {}
+    table = Table("held-back pairs", "before", "after")
+    for key in ("recall@1", "recall@5", "recall@10", "mrr"):
+        b, a = (metrics.get(x, {}).get(key) for x in ("before", "after"))
+        table.add_row(key, f"{b:.3f}" if b is not None else "", f"{a:.3f}" if a is not None else "")
+    console.print(table)
+    console.print(f"pairs: {metrics.get('pairs')}")
+    if job["state"] != "done":
+        console.print(f"[red]job {job_id} {job['state']}[/]: {job['error'] or ''}", markup=True)
+        raise typer.Exit(1)
+    console.print(f"registered [bold]{job['new_model']}[/]: switch with "
+                  f"select ai.alter_vectorizer('{kb}', model => '{job['new_model']}')", markup=True)
+
+
 def _embed_pending(settings: Settings, name: str, batch: int, label: str):
     """Run a worker here until the vectorizer's queue is empty, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

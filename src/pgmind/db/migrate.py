@@ -167,6 +167,7 @@ ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "
 # rights.  Each is safe to call directly: it reads nothing private, or checks the caller itself
 # (docs/security.md).
 CALLABLE_INTERNALS = (
+    "_create_training_job", "_add_training_pairs",
     "_reraise", "_py_client_init", "_server_request", "_embed_batch", "_check_messages", "_check_options",
     "_call_model", "_model_for_call", "_rerank", "_is_admin", "_can_use", "_check_caller",
     "_key_json", "_key_from_json", "_key_cols", "_vectorizer_id", "_owns_vectorizer", "_check_vectorizer_owner",

@@ -31,8 +31,11 @@ class E5Small(LocalEmbeddingModel):
     max_tokens = 512
     batch_size = 16
 
-    def __init__(self, engine: str = "torch"):
-        self._impl = _CEngine() if engine == "c" else _TorchEngine()
+    def __init__(self, engine: str = "torch", weights: str | None = None):
+        if weights and engine == "c":
+            from ..errors import ModelLoadError
+            raise ModelLoadError("fine-tuned e5 weights run on the torch engine", hint='set options {"engine": "torch"}')
+        self._impl = _CEngine() if engine == "c" else _TorchEngine(weights)
         self.engine = engine
 
     def count_tokens(self, text: str) -> int:
@@ -60,7 +63,7 @@ class _CEngine:
 
 
 class _TorchEngine:
-    def __init__(self):
+    def __init__(self, weights: str | None = None):
         import torch
         from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -74,6 +77,8 @@ class _TorchEngine:
         # XLM-R's SentencePiece: words start with "▁", a leading one is always added
         self._tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
         self._encoder = _Encoder(f, torch).eval()
+        if weights:       # a fine-tuned encoder (pgmind.training): the same shapes, other values
+            self._encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self._prefix_tokens = len(self._ids("passage: "))
 
     def _normalize(self, text: str) -> str:
@@ -96,7 +101,8 @@ class _TorchEngine:
             return text
         return norm[: enc.offsets[keep - 1][1]] if keep else ""
 
-    def embed(self, texts: list[str], is_query: bool) -> np.ndarray:
+    def batch(self, texts: list[str], is_query: bool):
+        """Token ids and attention mask of a padded batch, with e5's prefix."""
         torch, f = self._torch, self._f
         prefix = "query: " if is_query else "passage: "
         ids = [[f.bos] + self._ids(prefix + t)[: f.max_positions - 2] + [f.eos] for t in texts]
@@ -106,11 +112,19 @@ class _TorchEngine:
         for i, row in enumerate(ids):
             x[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = True
-        with torch.inference_mode():
-            hidden = self._encoder(x, mask)
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1)                    # e5 uses mean pooling
-            return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+        return x, mask
+
+    def forward(self, encoder, texts: list[str], is_query: bool):
+        """Unit vectors of texts through ``encoder`` (this engine's, or one being trained), with grad."""
+        x, mask = self.batch(texts, is_query)
+        hidden = encoder(x, mask)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1)                        # e5 uses mean pooling
+        return self._torch.nn.functional.normalize(pooled, dim=-1)
+
+    def embed(self, texts: list[str], is_query: bool) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.forward(self._encoder, texts, is_query).numpy()
 
 
 def _Encoder(f, torch):

@@ -87,6 +87,27 @@ def _start_worker(settings: Settings, hub: ModelHub):
     return stop, thread
 
 
+def _start_trainer(settings: Settings):
+    """Runs queued training jobs (ai.finetune) one at a time, in a thread of the server that also
+    runs the vectorizer worker; a job whose worker died is taken over here too (training.jobs)."""
+    import threading
+    from ..training.jobs import run_next
+    stop = threading.Event()
+
+    def loop():
+        dsn = resolve_dsn(settings)
+        while not stop.is_set():
+            try:
+                if run_next(settings, dsn) is not None:
+                    continue
+            except Exception:       # (a job's own errors are in its row: this is the database gone)
+                log.exception("training runner")
+            stop.wait(5.0)
+    thread = threading.Thread(target=loop, name="trainer", daemon=True)
+    thread.start()
+    return stop, thread
+
+
 def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -110,9 +131,12 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
         app.state.pool = pool
         app.state.hub = hub
         background = _start_worker(settings, hub) if worker else None
+        trainer = _start_trainer(settings) if worker else None
         try:
             yield
         finally:
+            if trainer is not None:
+                trainer[0].set()        # (a job in progress is taken over by the next server: checkpoints)
             if background is not None:
                 background[0].set()
                 # the worker may be waiting on this loop (a model call): let it finish off the loop

@@ -45,6 +45,8 @@ begin
         ('ai', 'translate_query', 'A question rewritten into the knowledge base''s language (cross-language retrieval).'),
         ('ai', 'keyword_query', 'The tsquery the keyword search runs for a question (Chinese and English).'),
         ('ai', 'fts_text', 'The text the keyword index holds for a chunk (Chinese split into words).'),
+        ('ai', 'finetune', 'Queues fine-tuning of an embedding model on a knowledge base (your pairs, or questions the chat model writes); returns the job id. Administrators only: 42501. Fewer than 8 pairs: 22023.'),
+        ('ai', 'cancel_training', 'Stops a training job (yours, or any for administrators); a cancelled job registers nothing.'),
         ('polar_ai', 'ai_createmodel', 'POLAR_AI''s name for ai.create_model.'),
         ('polar_ai', 'ai_callmodel', 'POLAR_AI''s name for ai.call_model.'),
         ('polar_ai', 'ai_dropmodel', 'POLAR_AI''s name for ai.drop_model.'),
@@ -62,6 +64,8 @@ begin
     end loop;
 
     for c in select * from (values
+        ('training_jobs', 'Training jobs: state, progress, loss curve, retrieval before/after on held-out pairs, error.'),
+        ('training_pairs', 'The question/row pairs a job trains and evaluates on (given or generated; you may edit question and split before training).'),
         ('models', 'The registered models: id, provider, type, name, dimensions, owner (no secrets).'),
         ('providers', 'The model providers create_model takes, and what each does.'),
         ('model_grants', 'Which role may use which model.'),

@@ -1,0 +1,107 @@
+-- Training on the user's own rows: ai.finetune queues a job (a model server or `pgmind finetune`
+-- runs it); ai.training_jobs shows its state, progress, loss curve and before/after metrics.
+-- Which models can be trained and how is the Python side's rule (pgmind.training): here only what
+-- the caller may do, and the pairs query, which runs with the caller's rights.
+
+drop policy if exists own_jobs on ai.training_jobs;
+create policy own_jobs on ai.training_jobs
+    using (owner = current_user or ai_internal._is_admin(current_user));
+drop policy if exists own_pairs on ai.training_pairs;
+create policy own_pairs on ai.training_pairs
+    using (exists (select 1 from ai.training_jobs j where j.id = job_id));
+
+create or replace function ai_internal._create_training_job(p_kind text, p_source text, p_base text, p_name text,
+                                                            p_options jsonb) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    jid bigint;
+begin
+    if not ai_internal._is_admin(session_user) then
+        raise exception 'only pgmind administrators train models'
+            using errcode = '42501', hint = 'a trained model is registered for everyone to be granted: ask an administrator';
+    end if;
+    if p_name is null or p_name !~ '^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$' then
+        raise exception 'invalid model name "%"', p_name
+            using errcode = '22023', hint = 'a model id is 1-200 letters, digits and _ . : / @ + -';
+    end if;
+    if exists (select 1 from ai.model_registry where model_id = p_name)
+       or exists (select 1 from ai.training_jobs where new_model = p_name and state in ('queued', 'running')) then
+        raise exception 'model "%" already exists (or a job is making it)', p_name
+            using errcode = '42710', hint = 'choose another name, or drop the model first';
+    end if;
+    if not exists (select 1 from ai.model_registry where model_id = p_base) then
+        raise exception 'model "%" is not registered', p_base
+            using errcode = '42704', hint = 'list the models with select * from ai.models';
+    end if;
+    if jsonb_typeof(coalesce(p_options, '{}')) <> 'object' then
+        raise exception 'options must be a JSON object'
+            using errcode = '22023', hint = 'e.g. ''{"method": "lora", "epochs": 2}''';
+    end if;
+    insert into ai.training_jobs (kind, source, base_model, new_model, options, owner)
+    values (p_kind, p_source, p_base, p_name, coalesce(p_options, '{}'), session_user) returning id into jid;
+    perform pg_notify('pgmind_training', jid::text);
+    return jid;
+end $$;
+
+create or replace function ai_internal._add_training_pairs(p_job bigint, pairs jsonb) returns int
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+begin
+    if not exists (select 1 from ai.training_jobs where id = p_job and owner = session_user and state = 'queued') then
+        raise exception 'training job % is not yours, or has started', p_job using errcode = '42501';
+    end if;
+    insert into ai.training_pairs (job_id, seq, question, key)
+    select p_job, (row_number() over ())::int, p->>'question', p->'key' from jsonb_array_elements(pairs) p;
+    get diagnostics n = row_count;
+    return n;
+end $$;
+
+-- pairs: a query of yours returning (question text, key): key is the source row's key (a value,
+-- or a JSON object of the key columns).  It runs with your rights and your search_path (no SET
+-- clause: it is SECURITY INVOKER, so it can do nothing you could not; the names it uses itself
+-- are schema-qualified).
+create or replace function ai.finetune(kb text, base text default 'e5-small', name text default null,
+                                       pairs text default null, options jsonb default '{}')
+returns bigint language plpgsql volatile as $$
+declare
+    vid int;
+    jid bigint;
+    collected jsonb;
+    n int;
+begin
+    vid := ai_internal._vectorizer_id(kb);
+    if not ai_internal._owns_vectorizer(vid, session_user) then
+        raise exception 'must own the table of vectorizer "%" to train on it', kb using errcode = '42501',
+            hint = 'train on a knowledge base you own';
+    end if;
+    jid := ai_internal._create_training_job('embedding', kb, base, coalesce(name, base || '-' || kb), options);
+    if pairs is not null then
+        begin
+            -- (the first two columns, whatever their names: the question and the key)
+            execute pg_catalog.format('select coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(''question'', x.q, ''key'', pg_catalog.to_jsonb(x.k))), ''[]'')
+                            from (%s) as x(q, k)', pairs) into collected;
+        exception when others then
+            raise exception 'the pairs query failed: %', sqlerrm using errcode = sqlstate,
+                hint = 'pairs is a query returning two columns, the question and the row''s key, e.g. select question, id from my_faq';
+        end;
+        n := pg_catalog.jsonb_array_length(collected);
+        if n < 8 then
+            raise exception 'the pairs query returned % pairs; training needs at least 8', n using errcode = '22023',
+                hint = 'give more pairs, or leave pairs out and the chat model writes questions for the knowledge base';
+        end if;
+        perform ai_internal._add_training_pairs(jid, collected);
+    end if;
+    return jid;
+end $$;
+
+create or replace function ai.cancel_training(job_id bigint) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    update ai.training_jobs j set cancel_requested = true,
+           state = case when j.state = 'queued' then 'cancelled' else j.state end,
+           finished_at = case when j.state = 'queued' then now() else j.finished_at end
+    where j.id = job_id and j.state in ('queued', 'running')
+      and (j.owner = session_user or ai_internal._is_admin(session_user));
+    return found;
+end $$;

@@ -1,0 +1,268 @@
+"""Runs the jobs of ai.training_jobs: claims one (a queued job, or a running one whose worker went
+silent: it resumes from its checkpoint), resolves its pairs to the knowledge base's chunks (or has
+the chat model write questions), trains, measures before and after on held-back pairs, and
+registers the model, owned by the job's owner, unless it is worse (options.force overrides).
+Progress, the loss curve and errors go to the job's row; ai.cancel_training stops it."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from ..config import Settings
+from ..errors import InvalidRequestError, PgmindError
+from . import embedder
+
+STALE = "60 seconds"      # a running job whose heartbeat is older is taken over (its worker died)
+MIN_PAIRS = 8
+
+CLAIM = f"""
+update ai.training_jobs set state = 'running', worker_id = %(worker)s, heartbeat_at = now(),
+       started_at = coalesce(started_at, now()), error = null
+where id = (select id from ai.training_jobs
+            where not cancel_requested and (%(job)s::bigint is null or id = %(job)s)
+              and (state = 'queued' or (state = 'running' and heartbeat_at < now() - interval '{STALE}'))
+            order by id limit 1 for update skip locked)
+returning *"""
+
+
+def claim(conn, job_id: int | None = None) -> dict | None:
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(CLAIM, {"worker": worker, "job": job_id}).fetchone()
+
+
+def run_next(settings: Settings, dsn: str, job_id: int | None = None, progress=None) -> dict | None:
+    """Claims and runs one job; returns its final row (None if there was nothing to run)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        job = claim(conn, job_id)
+        if job is None:
+            return None
+        try:
+            Runner(settings, conn, job, progress).run()
+        except _Cancelled:
+            conn.execute("update ai.training_jobs set state = 'cancelled', finished_at = now() where id = %s",
+                         (job["id"],))
+        except Exception as e:      # the job is marked failed with its error; nothing else is lost
+            message = e.message if isinstance(e, PgmindError) else f"{type(e).__name__}: {e}"
+            conn.execute("update ai.training_jobs set state = 'failed', error = %s, finished_at = now() where id = %s",
+                         (message[:2000], job["id"]))
+        with conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute("select * from ai.training_jobs where id = %s", (job["id"],)).fetchone()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, settings: Settings, conn, job: dict, progress=None):
+        self.settings, self.conn, self.job, self.progress = settings, conn, job, progress
+        self.options = job["options"] or {}
+        self.dir = settings.models_dir / "finetuned" / job["new_model"]
+        self.losses: list = list(job["loss"] or [])
+
+    # -- the knowledge base --------------------------------------------------------------------
+    def _vectorizer(self) -> dict:
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            v = cur.execute("select id, dest_schema, dest_view, key_columns from ai.vectorizers where name = %s",
+                            (self.job["source"],)).fetchone()
+        if v is None:
+            raise InvalidRequestError(f'vectorizer "{self.job["source"]}" no longer exists')
+        return v
+
+    def _chunks(self, v: dict, limit: int, seed: int) -> list[tuple[str, str]]:
+        """(chunk, key as JSON text) of a sample of the knowledge base's chunks."""
+        keys = sql.SQL(", ").join(sql.Identifier(c) for c in v["key_columns"])
+        q = sql.SQL("select chunk, jsonb_build_array({keys})::text from {s}.{t} order by md5(chunk || %s) limit %s") \
+            .format(keys=keys, s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["dest_view"]))
+        return [(c, k) for c, k in self.conn.execute(q, (str(seed), limit)).fetchall()]
+
+    def _row_chunks(self, v: dict, key) -> tuple[str, list[str]]:
+        """The chunks of the row a pair names (its key: one value, or an object of the key columns)."""
+        cols = v["key_columns"]
+        if isinstance(key, dict):
+            values = [key.get(c) for c in cols]
+        elif isinstance(key, list) and len(key) == len(cols):
+            values = key
+        else:
+            values = [key] if len(cols) == 1 else [None]
+        if any(x is None for x in values):
+            return "", []
+        where = sql.SQL(" and ").join(sql.SQL("{}::text = %s").format(sql.Identifier(c)) for c in cols)
+        q = sql.SQL("select chunk from {s}.{t} where {w} order by chunk_seq limit 40").format(
+            s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["dest_view"]), w=where)
+        rows = self.conn.execute(q, [json.dumps(x) if isinstance(x, (dict, list)) else str(x) for x in values]).fetchall()
+        return json.dumps(values), [r[0] for r in rows]
+
+    # -- pairs -----------------------------------------------------------------------------------
+    def _given_pairs(self, engine, v: dict) -> tuple[list[embedder.Pair], dict]:
+        rows = self.conn.execute("select seq, question, key from ai.training_pairs where job_id = %s order by seq",
+                                 (self.job["id"],)).fetchall()
+        pairs, seen, unknown, duplicates = [], set(), 0, 0
+        for n, (seq, question, key) in enumerate(rows):
+            if n % 10 == 0:
+                self._check_cancel()
+                self._progress(0.3 * n / len(rows))
+            if not (question or "").strip():
+                unknown += 1
+                continue
+            key_text, chunks = self._row_chunks(v, key)
+            if not chunks:
+                unknown += 1
+                continue
+            if (question.strip(), key_text) in seen:
+                duplicates += 1
+                continue
+            seen.add((question.strip(), key_text))
+            # the row's chunk that answers: the one the base model puts nearest the question
+            import torch
+            with torch.inference_mode():
+                qv = engine.forward(engine._encoder, [question], True)
+                cv = engine.forward(engine._encoder, chunks, False)
+            best = chunks[int((cv @ qv.T).argmax())]
+            self.conn.execute("update ai.training_pairs set passage = %s where job_id = %s and seq = %s",
+                              (best, self.job["id"], seq))
+            pairs.append(embedder.Pair(question, best, key_text))
+        stats = {"given": len(rows), "unknown_keys": unknown, "duplicates": duplicates, "used": len(pairs)}
+        if len(pairs) < MIN_PAIRS:
+            raise InvalidRequestError(f"{len(pairs)} usable pairs of {len(rows)} ({unknown} name no row of "
+                                      f"{self.job['source']}, {duplicates} duplicates); training needs {MIN_PAIRS}",
+                                      hint="check the keys: they are the source table's key values")
+        return pairs, stats
+
+    def _generated_pairs(self, v: dict) -> tuple[list[embedder.Pair], dict]:
+        """Questions the chat model writes for a sample of chunks, half in Chinese, half in English."""
+        import httpx
+        n = int(self.options.get("questions", 64))
+        model = self.options.get("question_model", "qwen-1.5b")
+        chunks = self._chunks(v, n, self.job["id"])
+        url = self.settings.effective_server_url + "/v1/chat/completions"
+        headers = {"Authorization": f"Bearer {self.settings.server_token()}",
+                   "X-Pgmind-Caller": self.job["owner"]}
+        pairs = []
+        for i, (chunk, key) in enumerate(chunks):
+            self._check_cancel()
+            lang = "Chinese (简体中文)" if i % 2 else "English"
+            prompt = (f"Passage:\n{chunk[:1500]}\n\nWrite one short question in {lang} that a user of this "
+                      "documentation would ask and that this passage answers. Write only the question.")
+            r = httpx.post(url, headers=headers, timeout=300, json={
+                "model": model, "temperature": 0.3, "max_tokens": 60, "seed": i,
+                "messages": [{"role": "user", "content": prompt}]})
+            if r.status_code != 200:
+                raise PgmindError(f"the chat model could not write questions: {r.text[:300]}")
+            question = r.json()["choices"][0]["message"]["content"].strip().strip('"').split("\n")[0]
+            if len(question) >= 4:
+                pairs.append(embedder.Pair(question, chunk, key))
+            self._progress(0.3 * (i + 1) / len(chunks))
+        with self.conn.transaction():
+            self.conn.execute("delete from ai.training_pairs where job_id = %s", (self.job["id"],))
+            for seq, p in enumerate(pairs, 1):
+                self.conn.execute("""insert into ai.training_pairs (job_id, seq, question, key, passage, origin)
+                                     values (%s, %s, %s, %s, %s, 'generated')""",
+                                  (self.job["id"], seq, p.question, p.key, p.passage))
+        if len(pairs) < MIN_PAIRS:
+            raise PgmindError(f"the chat model wrote {len(pairs)} usable questions; training needs {MIN_PAIRS}",
+                              hint='ask for more with options {"questions": 200}')
+        return pairs, {"generated": len(pairs), "chunks": len(chunks), "question_model": model}
+
+    # -- the job ---------------------------------------------------------------------------------
+    def _check_cancel(self) -> None:
+        if self.conn.execute("select cancel_requested from ai.training_jobs where id = %s",
+                             (self.job["id"],)).fetchone()[0]:
+            raise _Cancelled()
+
+    def _progress(self, fraction: float, step: int | None = None) -> None:
+        self.conn.execute("""update ai.training_jobs set progress = %s, heartbeat_at = now(),
+                                 step = coalesce(%s, step), loss = %s where id = %s""",
+                          (min(1.0, fraction), step, json.dumps(self.losses), self.job["id"]))
+        if self.progress:
+            self.progress(fraction)
+
+    def run(self) -> None:
+        from ..models.spec import SPEC_QUERY, spec_from_row
+        options = embedder.TrainOptions.from_json(self.options)
+        row = self.conn.execute(SPEC_QUERY, (self.job["base_model"],)).fetchone()
+        if row is None:
+            raise InvalidRequestError(f'model "{self.job["base_model"]}" is not registered')
+        base = spec_from_row(row)
+        engine = embedder.trainable_engine(base)           # refuses what cannot be trained, first
+        v = self._vectorizer()
+        has_given = self.conn.execute("select count(*) from ai.training_pairs where job_id = %s and origin = 'given'",
+                                      (self.job["id"],)).fetchone()[0]
+        pairs, stats = self._given_pairs(engine, v) if has_given else self._generated_pairs(v)
+        # held back: the eval split (never trained on), and a pool of other chunks to rank against
+        rng = random.Random(options.seed)
+        keys = sorted({p.key for p in pairs})
+        rng.shuffle(keys)
+        eval_keys = set(keys[:max(1, int(len(keys) * float(self.options.get("eval_fraction", 0.2))))])
+        train_pairs = [p for p in pairs if p.key not in eval_keys]
+        eval_pairs = [p for p in pairs if p.key in eval_keys]
+        self.conn.execute("""update ai.training_pairs set split = case when passage is null then split
+                             when key::text = any(%s) or jsonb_build_array(key)::text = any(%s) then 'eval' else 'train' end
+                             where job_id = %s""", (list(eval_keys), list(eval_keys), self.job["id"]))
+        pool = [(p.passage, p.key) for p in pairs]
+        pool += [c for c in self._chunks(v, int(self.options.get("eval_pool", 300)), 0)
+                 if c[1] not in {p.key for p in pairs}]
+        hard = embedder.mine(engine, pairs, pool)
+        for p, h in zip(pairs, hard):
+            if h:
+                self.conn.execute("""update ai.training_pairs set hard = true where job_id = %s and question = %s
+                                     and passage = %s""", (self.job["id"], p.question, p.passage))
+        stats["hard"] = sum(hard)
+        before = embedder.rank_metrics(engine, engine._encoder, eval_pairs, pool)
+        self._set_metrics({"pairs": {**stats, "train": len(train_pairs), "eval": len(eval_pairs),
+                                     "pool": len(pool)}, "before": before})
+        self.dir.mkdir(parents=True, exist_ok=True)
+        checkpoint = self.dir / f"checkpoint-{self.job['id']}.pt"
+        self.conn.execute("update ai.training_jobs set checkpoint = %s where id = %s", (str(checkpoint), self.job["id"]))
+        start = time.perf_counter()
+
+        def on_step(step, total, loss):
+            self.losses.append([step, round(loss, 5)])
+            if step % 5 == 0 or step == total:
+                self._check_cancel()
+                self._progress(0.3 + 0.65 * step / total, step)
+            return True
+
+        encoder, after = embedder.train(engine, train_pairs, eval_pairs, pool, options, checkpoint, on_step)
+        seconds = time.perf_counter() - start
+        metrics = {"pairs": {**stats, "train": len(train_pairs), "eval": len(eval_pairs), "pool": len(pool)},
+                   "before": before, "after": after, "train_seconds": round(seconds, 1),
+                   "pairs_per_second": round(len(train_pairs) * options.epochs / max(seconds, 1e-9), 2)}
+        self._set_metrics(metrics)
+        if after.get("mrr", 0) < before.get("mrr", 0) and not self.options.get("force"):
+            raise PgmindError(f"the fine-tuned model is worse on held-back pairs (MRR {after.get('mrr', 0):.3f} < "
+                              f"{before.get('mrr', 0):.3f}): not registered",
+                              hint='more or better pairs, fewer epochs; options {"force": true} registers it anyway')
+        import torch
+        weights = self.dir / "encoder.pt"
+        torch.save(encoder.state_dict(), weights)
+        self._register(base, weights)
+        checkpoint.unlink(missing_ok=True)
+        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
+                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
+        if self.progress:
+            self.progress(1.0)
+
+    def _set_metrics(self, metrics: dict) -> None:
+        self.conn.execute("update ai.training_jobs set metrics = %s where id = %s",
+                          (json.dumps(metrics), self.job["id"]))
+
+    def _register(self, base, weights: Path) -> None:
+        options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
+                   "training_job": self.job["id"]}
+        options.pop("alias_of", None)
+        with self.conn.transaction():
+            self.conn.execute("select ai.create_model(%s, null, 'pgmind', 'embedding', %s, options => %s)",
+                              (self.job["new_model"], base.model_name, json.dumps(options)))
+            # the job's owner owns the model (the worker registered it for them)
+            self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
+                              (self.job["owner"], self.job["new_model"]))

