@@ -133,3 +133,58 @@ def test_bad_input(conn, faq_kb, settings, installed, nobody):
     assert e.sqlstate == "42501"
     assert nobody.execute("select count(*) from ai.training_jobs").fetchone()[0] == 0
     assert nobody.execute("select ai.cancel_training(%s)", (job_id,)).fetchone()[0] is False
+
+
+FMNIST = "/usr/share/datasets/fashion-mnist"
+CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CHINESE = {"Trouser": ["裤子"], "Bag": ["包"], "Sneaker": ["运动鞋"], "Dress": ["连衣裙"], "Coat": ["外套"]}
+
+
+@pytest.fixture
+def fashion_table(conn):
+    import gzip
+    import io
+
+    import numpy as np
+    from PIL import Image
+    x = np.frombuffer(gzip.open(f"{FMNIST}/train-images-idx3-ubyte.gz").read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    y = np.frombuffer(gzip.open(f"{FMNIST}/train-labels-idx1-ubyte.gz").read(), np.uint8, offset=8)
+    conn.execute("drop table if exists fashion_train")
+    conn.execute("create table fashion_train (id int primary key, img bytea, label text)")
+    with conn.cursor().copy("copy fashion_train from stdin") as copy:
+        for i in range(3000):
+            buf = io.BytesIO()
+            Image.fromarray(x[i]).save(buf, "PNG")
+            copy.write_row((i, buf.getvalue(), CLASSES[y[i]]))
+    yield "fashion_train"
+    conn.execute("drop table fashion_train")
+
+
+def test_image_encoder_learns_the_labels(conn, fashion_table, settings, installed, server):
+    conn.execute("select ai.drop_model('clothes-encoder', if_exists => true)")
+    job_id = conn.execute("""select ai.train_image_encoder('clothes', 'select img, label from fashion_train',
+                             'use-m3', 'clothes-encoder', %s)""",
+                          (json.dumps({"epochs": 2, "translate": False, "captions": CHINESE}),)).fetchone()[0]
+    try:
+        job = run_next(settings, installed, job_id)
+        assert job["state"] == "done", job["error"]
+        after = job["metrics"]["after"]
+        # held-out images (never trained on): words find them far above chance (0.1)
+        assert after["text_to_image_p10"] >= 0.6 and after["image_to_image_p10"] >= 0.6, after
+        # served like any image model: images in, labels out; words reach it through use-m3
+        img = conn.execute("select img from fashion_train where label = 'Trouser' limit 1").fetchone()[0]
+        labels = conn.execute("select label from ai.image_labels('clothes-encoder', %s, 1)", (img,)).fetchall()
+        assert labels[0][0] == "Trouser"
+        assert len(conn.execute("select ai.embed_image('clothes-encoder', %s)::real[]", (img,)).fetchone()[0]) == 512
+    finally:
+        conn.execute("select ai.drop_model('clothes-encoder', if_exists => true)")
+        conn.execute("delete from ai.training_jobs where id = %s", (job_id,))
+
+
+def test_image_encoder_bad_input(conn, fashion_table):
+    e = sql_error(conn, "select ai.train_image_encoder('x', 'select img, ''one'' from fashion_train')")
+    assert e.sqlstate == "22023" and "at least 2" in e.diag.message_primary and e.diag.message_hint
+    e = sql_error(conn, "select ai.train_image_encoder('x', 'select img from fashion_train')")
+    assert "images query failed" in e.diag.message_primary
+    e = sql_error(conn, "select ai.train_image_encoder('x', 'select img, label from fashion_train limit 5')")
+    assert "at least 20" in e.diag.message_primary

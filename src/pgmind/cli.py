@@ -474,6 +474,46 @@ def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowled
                   f"select ai.alter_vectorizer('{kb}', model => '{job['new_model']}')", markup=True)
 
 
+@app.command("train-images")
+def train_images(ctx: typer.Context, source: str = typer.Argument(..., help="A name for what the images are (the job's source)."),
+                 query: str = typer.Option(..., "--from", help="A SQL query of (image bytea, label text)."),
+                 text_model: str = typer.Option("use-m3", help="The local text model whose space the images join."),
+                 name: Optional[str] = typer.Option(None, help="The new image model's id (default <source>-encoder)."),
+                 epochs: int = typer.Option(3, help="Passes over the images (the best on held-out images is kept)."),
+                 translate: bool = typer.Option(True, help="Have the chat model name each label in the other language.")):
+    """Train an image encoder on labelled images, so words (English and Chinese) and pictures find them."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from .db import resolve_dsn
+    from .training.jobs import run_next
+    settings = _settings(ctx)
+    try:
+        with _connect(settings) as conn:
+            job_id = conn.execute("select ai.train_image_encoder(%s, %s, %s, %s, %s)",
+                                  (source, query, text_model, name,
+                                   json.dumps({"epochs": epochs, "translate": translate}))).fetchone()[0]
+            conn.commit()
+        with Progress(TextColumn("[bold]training job " + str(job_id)), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("train", total=1.0)
+            job = run_next(settings, resolve_dsn(settings), job_id, progress=lambda f: bar.update(task, completed=f))
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    if job is None:
+        console.print(f"job {job_id} was taken by another worker: select * from ai.training_jobs where id = {job_id}")
+        return
+    after = (job["metrics"] or {}).get("after", {})
+    for key in ("text_to_image_p10", "image_to_image_p10", "label_accuracy", "held_out"):
+        if key in after:
+            console.print(f"{key}: {after[key]:.3f}" if isinstance(after[key], float) else f"{key}: {after[key]}")
+    if job["state"] != "done":
+        console.print(f"[red]job {job_id} {job['state']}[/]: {job['error'] or ''}", markup=True)
+        raise typer.Exit(1)
+    console.print(f"registered [bold]{job['new_model']}[/]: an image vectorizer with model => "
+                  f"'{job['new_model']}' finds these pictures by words", markup=True)
+
+
 def _embed_pending(settings: Settings, name: str, batch: int, label: str):
     """Run a worker here until the vectorizer's queue is empty, with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

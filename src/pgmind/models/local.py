@@ -69,8 +69,12 @@ def load_local_image(spec: ModelSpec) -> LocalImageModel:
     if backend in ("clip", "open_clip"):
         from .local_clip import load_clip
         return load_clip(spec.options.get("path") or spec.model_name, backend, spec.options)
+    if backend == "trained":       # an encoder taught the user's labels (pgmind.training.images)
+        from ..training.images import TrainedImageEncoder
+        return TrainedImageEncoder(spec.options.get("path") or "", lambda m: load_local_embedding(
+            ModelSpec(m["model_id"], "pgmind", "embedding", m["model_name"], options=m["options"])))
     raise ModelLoadError(f"model {spec.model_id} has an unknown local image backend {backend!r}",
-                         hint="options.backend is one of efficientnet-lite0, clip (transformers), open_clip")
+                         hint="options.backend is one of efficientnet-lite0, clip (transformers), open_clip, trained")
 
 
 # the options that decide what is loaded: two registrations that agree on these share one instance

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import uuid
 from typing import Iterator
@@ -94,7 +95,9 @@ class LlamaCppChat(LocalChatModel):
         # changes the floating-point path, and with it greedy (temperature 0) answers
         llm.reset()
         seed = sampling.get("seed")
-        llm.set_seed(seed if seed is not None else int.from_bytes(os.urandom(4), "little"))
+        # without a seed, the one llama-cpp-python's completion API uses (the model's own): the same
+        # prompt gives the same answer, as it did before this loop replaced that API
+        llm.set_seed(seed if seed is not None else random.Random(llm._seed).randint(0, 2 ** 32))
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text, sent, pending, n = "", 0, [], 0
         vocab = llm._model.vocab

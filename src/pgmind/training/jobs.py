@@ -187,6 +187,8 @@ class Runner:
             self.progress(fraction)
 
     def run(self) -> None:
+        if self.job["kind"] == "image_encoder":
+            return self.run_images()
         from ..models.spec import SPEC_QUERY, spec_from_row
         options = embedder.TrainOptions.from_json(self.options)
         row = self.conn.execute(SPEC_QUERY, (self.job["base_model"],)).fetchone()
@@ -266,3 +268,106 @@ class Runner:
             # the job's owner owns the model (the worker registered it for them)
             self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
                               (self.job["owner"], self.job["new_model"]))
+
+    # -- image encoders ----------------------------------------------------------------------------
+    def _embed_texts(self, model: str, texts: list[str]):
+        import httpx
+        import numpy as np
+        r = httpx.post(self.settings.effective_server_url + "/v1/embeddings", timeout=300,
+                       headers={"Authorization": f"Bearer {self.settings.server_token()}",
+                                "X-Pgmind-Caller": self.job["owner"]},
+                       json={"model": model, "input": texts, "encoding_format": "float"})
+        if r.status_code != 200:
+            raise PgmindError(f"the text model {model} could not embed the labels: {r.text[:300]}")
+        return np.asarray([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+
+    def _translations(self, labels: list[str]) -> dict[str, list[str]]:
+        """The labels' names in Chinese (or English), by the chat model: words in either language find them."""
+        import httpx
+        out = {}
+        for label in labels:
+            r = httpx.post(self.settings.effective_server_url + "/v1/chat/completions", timeout=300,
+                           headers={"Authorization": f"Bearer {self.settings.server_token()}",
+                                    "X-Pgmind-Caller": self.job["owner"]},
+                           json={"model": self.options.get("question_model", "qwen-1.5b"), "temperature": 0,
+                                 "max_tokens": 20, "messages": [{"role": "user", "content":
+                                     f"Translate this product category name into Chinese (if it is English) or "
+                                     f"English (if it is Chinese). Write only the translation.\n\n{label}"}]})
+            if r.status_code == 200:
+                text = r.json()["choices"][0]["message"]["content"].strip().split("\n")[0].strip(' "。.')
+                if text and text.lower() != label.lower():
+                    out[label] = [text]
+        return out
+
+    def run_images(self) -> None:
+        import numpy as np
+        from ..images.codec import open_image
+        from ..models.spec import SPEC_QUERY, spec_from_row
+        from . import images as trainer
+        row = self.conn.execute(SPEC_QUERY, (self.job["base_model"],)).fetchone()
+        if row is None:
+            raise InvalidRequestError(f'text model "{self.job["base_model"]}" is not registered')
+        text_spec = spec_from_row(row)
+        if text_spec.provider != "pgmind" or text_spec.model_type != "embedding":
+            raise InvalidRequestError(f"text model {text_spec.model_id} must be a local embedding model",
+                                      hint="the encoder serves its text side in-process: use e.g. use-m3")
+        # the images query runs as the job's owner, with the owner's rights
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("set local role {}").format(sql.Identifier(self.job["owner"])))
+            rows = self.conn.execute(sql.SQL("select x.img, x.label::text from ({}) as x(img, label)").format(
+                sql.SQL(self.options["images"]))).fetchall()
+        images, labels = [], []
+        for i, (img, label) in enumerate(rows):
+            if img is None or not (label or "").strip():
+                continue
+            images.append(open_image(bytes(img), f"image {i + 1}"))
+            labels.append(label.strip())
+            if i % 500 == 0:
+                self._check_cancel()
+                self._progress(0.1 * i / max(len(rows), 1))
+        trainer.check_labels(labels)
+        names = sorted(set(labels))
+        captions = {n: [] for n in names}
+        for label, extra in (self.options.get("captions") or {}).items():
+            if label in captions and isinstance(extra, list):
+                captions[label] += [str(x) for x in extra]
+        if self.options.get("translate", True):
+            for label, extra in self._translations(names).items():
+                captions[label] += extra
+        targets = {}
+        for n in names:
+            v = self._embed_texts(self.job["base_model"], [n] + captions[n])
+            m = v.mean(0)
+            targets[n] = m / np.linalg.norm(m)
+        self._progress(0.15)
+
+        def on_step(step, total, loss):
+            self.losses.append([step, round(loss, 5)])
+            if step % 10 == 0 or step == total:
+                self._check_cancel()
+                self._progress(0.15 + 0.8 * step / total, step)
+            return True
+        import time
+        start = time.perf_counter()
+        net, metrics = trainer.train(images, labels, targets, self.options, on_step)
+        metrics.update(train_seconds=round(time.perf_counter() - start, 1), images=len(images),
+                       captions=captions)
+        self._set_metrics({"after": metrics, "pairs": {"images": len(images), "labels": len(names)}})
+        directory = self.settings.models_dir / "trained" / self.job["new_model"]
+        trainer.save(net, directory, {
+            "dimensions": int(next(iter(targets.values())).shape[0]),
+            "image_size": int(self.options.get("image_size", 28)), "channels": int(self.options.get("channels", 1)),
+            "labels": names, "targets": [targets[n].tolist() for n in names], "captions": captions,
+            "text_model": {"model_id": text_spec.model_id, "model_name": text_spec.model_name,
+                           "options": text_spec.options}})
+        with self.conn.transaction():
+            self.conn.execute("select ai.create_model(%s, null, 'pgmind', 'image_embedding', %s, options => %s)",
+                              (self.job["new_model"], self.job["new_model"],
+                               json.dumps({"backend": "trained", "path": str(directory),
+                                           "text_model": text_spec.model_id, "training_job": self.job["id"]})))
+            self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
+                              (self.job["owner"], self.job["new_model"]))
+        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
+                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
+        if self.progress:
+            self.progress(1.0)

@@ -105,3 +105,36 @@ begin
       and (j.owner = session_user or ai_internal._is_admin(session_user));
     return found;
 end $$;
+
+-- An image encoder taught your labels: images is a query of yours returning (image bytea, label
+-- text); it is checked now with your rights, and read again by the job as you.
+create or replace function ai.train_image_encoder(source text, images text, text_model text default 'use-m3',
+                                                  name text default null, options jsonb default '{}')
+returns bigint language plpgsql volatile as $$
+declare
+    n bigint;
+    labels bigint;
+begin
+    if images is null then
+        raise exception 'images is required' using errcode = '22023',
+            hint = 'a query returning (image bytea, label text), e.g. select img, label from my_photos';
+    end if;
+    begin
+        execute pg_catalog.format('select pg_catalog.count(*), pg_catalog.count(distinct x.label)
+                                   from (%s) as x(img, label) where x.img is not null and x.label is not null', images)
+            into n, labels;
+    exception when others then
+        raise exception 'the images query failed: %', sqlerrm using errcode = sqlstate,
+            hint = 'images is a query returning two columns, the image (bytea) and its label, e.g. select img, label from my_photos';
+    end;
+    if labels < 2 then
+        raise exception 'the images have % label(s); an encoder needs at least 2', labels using errcode = '22023',
+            hint = 'give labelled images of two or more kinds';
+    end if;
+    if n < 20 then
+        raise exception 'the images query returned % labelled images; training needs at least 20', n
+            using errcode = '22023', hint = 'give more images (hundreds per label train well)';
+    end if;
+    return ai_internal._create_training_job('image_encoder', source, text_model, coalesce(name, source || '-encoder'),
+                                            coalesce(options, '{}') || pg_catalog.jsonb_build_object('images', images));
+end $$;

@@ -46,6 +46,7 @@ begin
         ('ai', 'keyword_query', 'The tsquery the keyword search runs for a question (Chinese and English).'),
         ('ai', 'fts_text', 'The text the keyword index holds for a chunk (Chinese split into words).'),
         ('ai', 'finetune', 'Queues fine-tuning of an embedding model on a knowledge base (your pairs, or questions the chat model writes); returns the job id. Administrators only: 42501. Fewer than 8 pairs: 22023.'),
+        ('ai', 'train_image_encoder', 'Queues training of an image encoder on your labelled images (query of image bytea, label), placed in a text model''s space so words find pictures; returns the job id. Administrators only: 42501. One label: 22023.'),
         ('ai', 'cancel_training', 'Stops a training job (yours, or any for administrators); a cancelled job registers nothing.'),
         ('polar_ai', 'ai_createmodel', 'POLAR_AI''s name for ai.create_model.'),
         ('polar_ai', 'ai_callmodel', 'POLAR_AI''s name for ai.call_model.'),
