@@ -433,3 +433,26 @@ def test_an_alias_has_its_own_grants(conn, server, nobody_key, nobody):
         assert e.sqlstate == "42501"
     finally:
         conn.execute("select ai.drop_model('sec-alias')")
+
+
+def test_training_is_for_administrators_and_jobs_are_private(conn, nobody, owner):
+    """A role granted nothing cannot train, see or cancel jobs; an owner who is not an administrator
+    cannot either (a trained model is registered for everyone to be granted)."""
+    for who in (nobody, owner):
+        e = sql_error(who, "select ai.train_image_encoder('x', 'select ''\\x00''::bytea, (i % 2)::text "
+                           "from generate_series(1, 30) i')")
+        assert e.sqlstate == "42501" and "administrators" in e.diag.message_primary
+    conn.execute("delete from ai.training_jobs where source = 'sec-private-job'")
+    conn.execute("""insert into ai.training_jobs (kind, source, base_model, new_model, owner)
+                    values ('embedding', 'sec-private-job', 'e5-small', 'sec-x', current_user)""")
+    try:
+        assert nobody.execute("select count(*) from ai.training_jobs").fetchone()[0] == 0
+        assert nobody.execute("select count(*) from ai.training_pairs").fetchone()[0] == 0
+        job = conn.execute("select id from ai.training_jobs where source = 'sec-private-job'").fetchone()[0]
+        assert nobody.execute("select ai.cancel_training(%s)", (job,)).fetchone()[0] is False
+        e = sql_error(nobody, "update ai.training_jobs set state = 'done'")
+        assert e.sqlstate == "42501"
+        e = sql_error(nobody, "select ai_internal._add_training_pairs(%s, '[]')", (job,))
+        assert e.sqlstate == "42501"
+    finally:
+        conn.execute("delete from ai.training_jobs where source = 'sec-private-job'")
