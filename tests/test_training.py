@@ -70,7 +70,7 @@ def test_finetune_registers_a_model_that_embeds(conn, faq_kb, settings, installe
     m = job["metrics"]
     assert m["pairs"]["used"] == 40 and m["pairs"]["eval"] >= 2
     assert {"recall@5", "mrr"} <= set(m["before"]) and {"recall@5", "mrr"} <= set(m["after"])
-    assert m["after"]["mrr"] >= m["before"]["mrr"] - 1e-9        # the best epoch is kept
+    assert m["after"]["mrr"] > m["before"]["mrr"]                 # better on rows it never trained on
     assert len(job["loss"]) == job["step"] > 0
     # registered, owned by the job's owner, same dimension; the server embeds with the new weights
     owner, dims, opts = conn.execute("select owner, dimensions, options from ai.model_registry where model_id = 'e5-ops'").fetchone()
@@ -101,6 +101,28 @@ def test_cancel_and_take_over(conn, faq_kb, settings, installed):
                  "heartbeat_at = now() - interval '5 minutes' where id = %s", (job_id,))
     job = run_next(settings, installed, job_id)
     assert job["state"] == "done" and job["worker_id"] != "dead:1"
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing in the runner catches it."""
+
+
+def test_crash_resumes_from_the_last_epoch(conn, faq_kb, settings, installed):
+    job_id = finetune(conn, name="e5-ops-crash", options={"epochs": 2, "batch_size": 8, "force": True})
+
+    def crash(fraction):
+        if fraction > 0.3 + 0.65 * 0.5:          # in the second epoch: the first one's checkpoint is saved
+            raise _Killed()
+    with pytest.raises(_Killed):
+        run_next(settings, installed, job_id, progress=crash)
+    state, checkpoint = conn.execute("select state, checkpoint from ai.training_jobs where id = %s", (job_id,)).fetchone()
+    assert state == "running"                            # as a killed worker leaves it
+    import torch
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1
+    conn.execute("update ai.training_jobs set heartbeat_at = now() - interval '5 minutes' where id = %s", (job_id,))
+    job = run_next(settings, installed, job_id)          # another runner takes it over
+    assert job["state"] == "done", job["error"]
+    assert job["step"] == 8                              # 4 steps an epoch: epoch 1 was not trained again
 
 
 def test_bad_input(conn, faq_kb, settings, installed, nobody):
