@@ -92,22 +92,24 @@ def mine(engine, pairs: list[Pair], pool: list[tuple[str, str]], k: int = 10) ->
     return hard
 
 
-def rank_metrics(engine, encoder, questions: list[Pair], pool: list[tuple[str, str]]) -> dict:
-    """recall@1/5/10 and MRR of each question's row among ``pool`` (passage, key)."""
+def rank_metrics(engine, encoder, questions: list[Pair], pool: list[tuple[str, str]], P=None) -> dict:
+    """recall@1/5/10 and MRR of each question's row among ``pool`` (passage, key); ``P``: the
+    pool's vectors, when already computed."""
     if not questions or not pool:
         return {}
-    P = embed_all(engine, encoder, [p for p, _ in pool], False)
+    P = embed_all(engine, encoder, [p for p, _ in pool], False) if P is None else P
     Q = embed_all(engine, encoder, [q.question for q in questions], True)
     keys = np.array([k for _, k in pool])
     ranks = []
     for q, scores in zip(questions, Q @ P.T):
         order = keys[np.argsort(-scores)]
-        seen, rank = [], None
-        for k in order:                  # rank of the row (its best chunk), rows counted once
+        relevant = q.key if isinstance(q.key, frozenset) else {q.key}     # (a question may have several rows)
+        seen, rank = set(), None
+        for k in order:                  # rank of the first relevant row (by its best chunk), rows counted once
             if k in seen:
                 continue
-            seen.append(k)
-            if k == q.key:
+            seen.add(k)
+            if k in relevant:
                 rank = len(seen)
                 break
         ranks.append(rank or len(pool) + 1)
