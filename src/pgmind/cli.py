@@ -427,6 +427,28 @@ def search_images(ctx: typer.Context,
         console.print("   " + " ".join(h.description.split())[:200], markup=False)
 
 
+def _run_training(settings: Settings, query: str, params) -> dict | None:
+    """Queue a training job with one SQL call, then run it here with a progress bar; its final row."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from .db import resolve_dsn
+    from .training.jobs import run_next
+    try:
+        with _connect(settings) as conn:
+            job_id = conn.execute(query, params).fetchone()[0]
+            conn.commit()
+        with Progress(TextColumn("[bold]training job " + str(job_id)), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("train", total=1.0)
+            job = run_next(settings, resolve_dsn(settings), job_id, progress=lambda f: bar.update(task, completed=f))
+    except PgmindError as e:
+        fail(e)
+    except Exception as e:
+        _fail_sql(e)
+    if job is None:   # (a server's trainer claimed it first: it runs there)
+        console.print(f"job {job_id} is run by a model server: select * from ai.training_jobs where id = {job_id}")
+    return job
+
+
 @app.command()
 def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowledge base (vectorizer) to learn from."),
              base: str = typer.Option("e5-small", help="The embedding model to start from."),
@@ -438,27 +460,12 @@ def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowled
              questions: int = typer.Option(64, help="Without --pairs: how many chunks get a generated question."),
              force: bool = typer.Option(False, help="Register the model even if it is worse on held-back pairs.")):
     """Fine-tune an embedding model on a knowledge base; progress bar, then retrieval before and after."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
-    from .db import resolve_dsn
-    from .training.jobs import run_next
     settings = _settings(ctx)
     options = {"method": method, "epochs": epochs, "questions": questions, "force": force}
-    try:
-        with _connect(settings) as conn:
-            job_id = conn.execute("select ai.finetune(%s, %s, %s, %s, %s)",
-                                  (kb, base, name, pairs, json.dumps(options))).fetchone()[0]
-            conn.commit()
-        with Progress(TextColumn("[bold]training job " + str(job_id)), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("train", total=1.0)
-            job = run_next(settings, resolve_dsn(settings), job_id, progress=lambda f: bar.update(task, completed=f))
-    except PgmindError as e:
-        fail(e)
-    except Exception as e:
-        _fail_sql(e)
+    job = _run_training(settings, "select ai.finetune(%s, %s, %s, %s, %s)",
+                        (kb, base, name, pairs, json.dumps(options)))
     if job is None:
-        console.print(f"job {job_id} was taken by another worker: select * from ai.training_jobs where id = {job_id}")
         return
     metrics = job["metrics"] or {}
     table = Table("held-back pairs", "before", "after")
@@ -468,7 +475,7 @@ def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowled
     console.print(table)
     console.print(f"pairs: {metrics.get('pairs')}")
     if job["state"] != "done":
-        console.print(f"[red]job {job_id} {job['state']}[/]: {job['error'] or ''}", markup=True)
+        console.print(f"[red]job {job['id']} {job['state']}[/]: {job['error'] or ''}", markup=True)
         raise typer.Exit(1)
     console.print(f"registered [bold]{job['new_model']}[/]: switch with "
                   f"select ai.alter_vectorizer('{kb}', model => '{job['new_model']}')", markup=True)
@@ -482,33 +489,17 @@ def train_images(ctx: typer.Context, source: str = typer.Argument(..., help="A n
                  epochs: int = typer.Option(3, help="Passes over the images (the best on held-out images is kept)."),
                  translate: bool = typer.Option(True, help="Have the chat model name each label in the other language.")):
     """Train an image encoder on labelled images, so words (English and Chinese) and pictures find them."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from .db import resolve_dsn
-    from .training.jobs import run_next
     settings = _settings(ctx)
-    try:
-        with _connect(settings) as conn:
-            job_id = conn.execute("select ai.train_image_encoder(%s, %s, %s, %s, %s)",
-                                  (source, query, text_model, name,
-                                   json.dumps({"epochs": epochs, "translate": translate}))).fetchone()[0]
-            conn.commit()
-        with Progress(TextColumn("[bold]training job " + str(job_id)), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("train", total=1.0)
-            job = run_next(settings, resolve_dsn(settings), job_id, progress=lambda f: bar.update(task, completed=f))
-    except PgmindError as e:
-        fail(e)
-    except Exception as e:
-        _fail_sql(e)
+    job = _run_training(settings, "select ai.train_image_encoder(%s, %s, %s, %s, %s)",
+                        (source, query, text_model, name, json.dumps({"epochs": epochs, "translate": translate})))
     if job is None:
-        console.print(f"job {job_id} was taken by another worker: select * from ai.training_jobs where id = {job_id}")
         return
     after = (job["metrics"] or {}).get("after", {})
     for key in ("text_to_image_p10", "image_to_image_p10", "label_accuracy", "held_out"):
         if key in after:
             console.print(f"{key}: {after[key]:.3f}" if isinstance(after[key], float) else f"{key}: {after[key]}")
     if job["state"] != "done":
-        console.print(f"[red]job {job_id} {job['state']}[/]: {job['error'] or ''}", markup=True)
+        console.print(f"[red]job {job['id']} {job['state']}[/]: {job['error'] or ''}", markup=True)
         raise typer.Exit(1)
     console.print(f"registered [bold]{job['new_model']}[/]: an image vectorizer with model => "
                   f"'{job['new_model']}' finds these pictures by words", markup=True)
