@@ -98,21 +98,22 @@ def e5(args) -> None:
     torch.set_num_threads(args.threads)
     settings = load_settings()
     dsn = resolve_dsn(settings)
-    name = f"e5-small-pgdocs-{int(time.time())}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        job_id = conn.execute("select ai.finetune('pg_docs', 'e5-small', %s, null, %s)", (name, json.dumps(
-            {"questions": args.questions, "epochs": args.epochs, "force": True}))).fetchone()[0]
-    start = time.perf_counter()
-    job = run_next(settings, dsn, job_id)
-    print(f"job {job_id}: {job['state']} {job['error'] or ''} in {time.perf_counter() - start:.0f} s; "
-          f"metrics {json.dumps(job['metrics'])}")
-    if job["state"] != "done":
-        return
+    name = args.model or f"e5-small-pgdocs-{int(time.time())}"
+    if not args.model:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            job_id = conn.execute("select ai.finetune('pg_docs', 'e5-small', %s, null, %s)", (name, json.dumps(
+                {"questions": args.questions, "epochs": args.epochs, "force": True}))).fetchone()[0]
+        start = time.perf_counter()
+        job = run_next(settings, dsn, job_id)
+        print(f"job {job_id}: {job['state']} {job['error'] or ''} in {time.perf_counter() - start:.0f} s; "
+              f"metrics {json.dumps(job['metrics'])}")
+        if job["state"] != "done":
+            return
     from pgmind.models.local_e5 import E5Small
     base = E5Small("torch")._impl
     tuned = E5Small("torch", weights=str(settings.models_dir / "finetuned" / name / "encoder.pt"))._impl
     with psycopg.connect(dsn) as conn:
-        for split in ("dev", "test"):
+        for split in args.splits.split(","):
             qs = [json.loads(line) for line in (ROOT / "eval" / f"{split}.jsonl").read_text().splitlines() if line.strip()]
             qs = [q for q in qs if q.get("gold")]
             gold = sorted({g for q in qs for g in q["gold"]})
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=96)
     ap.add_argument("--distractors", type=int, default=600)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", help="e5: evaluate this fine-tuned model (already trained) instead of training one")
+    ap.add_argument("--splits", default="dev,test", help="e5: the eval/ splits to measure")
     args = ap.parse_args()
     images(args) if args.what == "images" else e5(args)
 
