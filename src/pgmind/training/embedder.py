@@ -77,11 +77,10 @@ def embed_all(engine, encoder, texts: list[str], is_query: bool) -> np.ndarray:
                                for i in range(0, len(texts), 32)])
 
 
-def mine(engine, pairs: list[Pair], pool: list[tuple[str, str]], k: int = 10) -> list[bool]:
-    """Hard negatives from the base model's own retrieval: each pair gets the best-ranked passage of
+def mine(engine, pairs: list[Pair], pool: list[tuple[str, str]], P: np.ndarray, k: int = 10) -> list[bool]:
+    """Hard negatives from the base model's own retrieval (``P``: its vectors of the pool): each pair gets the best-ranked passage of
     another row.  Returns, per pair, whether its own row is outside the base model's top k (a hard
     example: kept, and marked, never dropped as noise)."""
-    P = embed_all(engine, engine._encoder, [p for p, _ in pool], False)
     Q = embed_all(engine, engine._encoder, [q.question for q in pairs], True)
     keys = [k_ for _, k_ in pool]
     hard = []

@@ -10,7 +10,6 @@ import os
 import random
 import socket
 import time
-from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -140,25 +139,19 @@ class Runner:
 
     def _generated_pairs(self, v: dict) -> tuple[list[embedder.Pair], dict]:
         """Questions the chat model writes for a sample of chunks, half in Chinese, half in English."""
-        import httpx
         n = int(self.options.get("questions", 64))
         model = self.options.get("question_model", "qwen-1.5b")
         chunks = self._chunks(v, n, self.job["id"])
-        url = self.settings.effective_server_url + "/v1/chat/completions"
-        headers = {"Authorization": f"Bearer {self.settings.server_token()}",
-                   "X-Pgmind-Caller": self.job["owner"]}
         pairs = []
         for i, (chunk, key) in enumerate(chunks):
             self._check_cancel()
             lang = "Chinese (简体中文)" if i % 2 else "English"
             prompt = (f"Passage:\n{chunk[:1500]}\n\nWrite one short question in {lang} that a user of this "
                       "documentation would ask and that this passage answers. Write only the question.")
-            r = httpx.post(url, headers=headers, timeout=300, json={
+            answer = self._server("/v1/chat/completions", {
                 "model": model, "temperature": 0.3, "max_tokens": 60, "seed": i,
-                "messages": [{"role": "user", "content": prompt}]})
-            if r.status_code != 200:
-                raise PgmindError(f"the chat model could not write questions: {r.text[:300]}")
-            question = r.json()["choices"][0]["message"]["content"].strip().strip('"').split("\n")[0]
+                "messages": [{"role": "user", "content": prompt}]}, "the chat model could not write questions")
+            question = answer["choices"][0]["message"]["content"].strip().strip('"').split("\n")[0]
             if len(question) >= 4:
                 pairs.append(embedder.Pair(question, chunk, key))
             self._progress(0.3 * (i + 1) / len(chunks))
@@ -174,6 +167,26 @@ class Runner:
         return pairs, {"generated": len(pairs), "chunks": len(chunks), "question_model": model}
 
     # -- the job ---------------------------------------------------------------------------------
+    def _server(self, path: str, body: dict, what: str) -> dict:
+        """A call to the model server as the job's owner (its grants apply)."""
+        import httpx
+        r = httpx.post(self.settings.effective_server_url + path, timeout=300, json=body,
+                       headers={"Authorization": f"Bearer {self.settings.server_token()}",
+                                "X-Pgmind-Caller": self.job["owner"]})
+        if r.status_code != 200:
+            raise PgmindError(f"{what}: {r.text[:300]}")
+        return r.json()
+
+    def _step_callback(self, start: float, span: float, every: int):
+        """Records the loss of each training step; every few steps checks for a cancel and reports progress."""
+        def on_step(step, total, loss):
+            self.losses.append([step, round(loss, 5)])
+            if step % every == 0 or step == total:
+                self._check_cancel()
+                self._progress(start + span * step / total, step)
+            return True
+        return on_step
+
     def _check_cancel(self) -> None:
         if self.conn.execute("select cancel_requested from ai.training_jobs where id = %s",
                              (self.job["id"],)).fetchone()[0]:
@@ -213,13 +226,14 @@ class Runner:
         pool = [(p.passage, p.key) for p in pairs]
         pool += [c for c in self._chunks(v, int(self.options.get("eval_pool", 300)), 0)
                  if c[1] not in {p.key for p in pairs}]
-        hard = embedder.mine(engine, pairs, pool)
+        base_pool = embedder.embed_all(engine, engine._encoder, [p for p, _ in pool], False)
+        hard = embedder.mine(engine, pairs, pool, base_pool)
         for p, h in zip(pairs, hard):
             if h:
                 self.conn.execute("""update ai.training_pairs set hard = true where job_id = %s and question = %s
                                      and passage = %s""", (self.job["id"], p.question, p.passage))
         stats["hard"] = sum(hard)
-        before = embedder.rank_metrics(engine, engine._encoder, eval_pairs, pool)
+        before = embedder.rank_metrics(engine, engine._encoder, eval_pairs, pool, base_pool)
         self._set_metrics({"pairs": {**stats, "train": len(train_pairs), "eval": len(eval_pairs),
                                      "pool": len(pool)}, "before": before})
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -227,14 +241,8 @@ class Runner:
         self.conn.execute("update ai.training_jobs set checkpoint = %s where id = %s", (str(checkpoint), self.job["id"]))
         start = time.perf_counter()
 
-        def on_step(step, total, loss):
-            self.losses.append([step, round(loss, 5)])
-            if step % 5 == 0 or step == total:
-                self._check_cancel()
-                self._progress(0.3 + 0.65 * step / total, step)
-            return True
-
-        encoder, after = embedder.train(engine, train_pairs, eval_pairs, pool, options, checkpoint, on_step)
+        encoder, after = embedder.train(engine, train_pairs, eval_pairs, pool, options, checkpoint,
+                                        self._step_callback(0.3, 0.65, 5))
         seconds = time.perf_counter() - start
         metrics = {"pairs": {**stats, "train": len(train_pairs), "eval": len(eval_pairs), "pool": len(pool)},
                    "before": before, "after": after, "train_seconds": round(seconds, 1),
@@ -247,56 +255,54 @@ class Runner:
         import torch
         weights = self.dir / "encoder.pt"
         torch.save(encoder.state_dict(), weights)
-        self._register(base, weights)
+        options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
+                   "training_job": self.job["id"]}
+        options.pop("alias_of", None)
+        self._register("embedding", base.model_name, options)
         checkpoint.unlink(missing_ok=True)
-        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
-                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
-        if self.progress:
-            self.progress(1.0)
+        self._finish()
 
     def _set_metrics(self, metrics: dict) -> None:
         self.conn.execute("update ai.training_jobs set metrics = %s where id = %s",
                           (json.dumps(metrics), self.job["id"]))
 
-    def _register(self, base, weights: Path) -> None:
-        options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
-                   "training_job": self.job["id"]}
-        options.pop("alias_of", None)
+    def _register(self, model_type: str, name: str, options: dict) -> None:
         with self.conn.transaction():
-            self.conn.execute("select ai.create_model(%s, null, 'pgmind', 'embedding', %s, options => %s)",
-                              (self.job["new_model"], base.model_name, json.dumps(options)))
+            self.conn.execute("select ai.create_model(%s, null, 'pgmind', %s, %s, options => %s)",
+                              (self.job["new_model"], model_type, name, json.dumps(options)))
             # the job's owner owns the model (the worker registered it for them)
             self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
                               (self.job["owner"], self.job["new_model"]))
 
+    def _finish(self) -> None:
+        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
+                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
+        if self.progress:
+            self.progress(1.0)
+
     # -- image encoders ----------------------------------------------------------------------------
     def _embed_texts(self, model: str, texts: list[str]):
-        import httpx
         import numpy as np
-        r = httpx.post(self.settings.effective_server_url + "/v1/embeddings", timeout=300,
-                       headers={"Authorization": f"Bearer {self.settings.server_token()}",
-                                "X-Pgmind-Caller": self.job["owner"]},
-                       json={"model": model, "input": texts, "encoding_format": "float"})
-        if r.status_code != 200:
-            raise PgmindError(f"the text model {model} could not embed the labels: {r.text[:300]}")
-        return np.asarray([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
+        data = self._server("/v1/embeddings", {"model": model, "input": texts, "encoding_format": "float"},
+                            f"the text model {model} could not embed the labels")
+        return np.asarray([d["embedding"] for d in data["data"]], dtype=np.float32)
 
     def _translations(self, labels: list[str]) -> dict[str, list[str]]:
         """The labels' names in Chinese (or English), by the chat model: words in either language find them."""
-        import httpx
         out = {}
         for label in labels:
-            r = httpx.post(self.settings.effective_server_url + "/v1/chat/completions", timeout=300,
-                           headers={"Authorization": f"Bearer {self.settings.server_token()}",
-                                    "X-Pgmind-Caller": self.job["owner"]},
-                           json={"model": self.options.get("question_model", "qwen-1.5b"), "temperature": 0,
-                                 "max_tokens": 20, "messages": [{"role": "user", "content":
-                                     f"Translate this product category name into Chinese (if it is English) or "
-                                     f"English (if it is Chinese). Write only the translation.\n\n{label}"}]})
-            if r.status_code == 200:
-                text = r.json()["choices"][0]["message"]["content"].strip().split("\n")[0].strip(' "。.')
-                if text and text.lower() != label.lower():
-                    out[label] = [text]
+            try:
+                answer = self._server("/v1/chat/completions", {
+                    "model": self.options.get("question_model", "qwen-1.5b"), "temperature": 0, "max_tokens": 20,
+                    "messages": [{"role": "user", "content":
+                                  f"Translate this product category name into Chinese (if it is English) or "
+                                  f"English (if it is Chinese). Write only the translation.\n\n{label}"}]},
+                    "no translation")
+            except PgmindError:          # a label without a translation still trains on its own name
+                continue
+            text = answer["choices"][0]["message"]["content"].strip().split("\n")[0].strip(' "。.')
+            if text and text.lower() != label.lower():
+                out[label] = [text]
         return out
 
     def run_images(self) -> None:
@@ -341,15 +347,8 @@ class Runner:
             targets[n] = m / np.linalg.norm(m)
         self._progress(0.15)
 
-        def on_step(step, total, loss):
-            self.losses.append([step, round(loss, 5)])
-            if step % 10 == 0 or step == total:
-                self._check_cancel()
-                self._progress(0.15 + 0.8 * step / total, step)
-            return True
-        import time
         start = time.perf_counter()
-        net, metrics = trainer.train(images, labels, targets, self.options, on_step)
+        net, metrics = trainer.train(images, labels, targets, self.options, self._step_callback(0.15, 0.8, 10))
         metrics.update(train_seconds=round(time.perf_counter() - start, 1), images=len(images),
                        captions=captions)
         self._set_metrics({"after": metrics, "pairs": {"images": len(images), "labels": len(names)}})
@@ -360,14 +359,7 @@ class Runner:
             "labels": names, "targets": [targets[n].tolist() for n in names], "captions": captions,
             "text_model": {"model_id": text_spec.model_id, "model_name": text_spec.model_name,
                            "options": text_spec.options}})
-        with self.conn.transaction():
-            self.conn.execute("select ai.create_model(%s, null, 'pgmind', 'image_embedding', %s, options => %s)",
-                              (self.job["new_model"], self.job["new_model"],
-                               json.dumps({"backend": "trained", "path": str(directory),
-                                           "text_model": text_spec.model_id, "training_job": self.job["id"]})))
-            self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
-                              (self.job["owner"], self.job["new_model"]))
-        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
-                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
-        if self.progress:
-            self.progress(1.0)
+        self._register("image_embedding", self.job["new_model"],
+                       {"backend": "trained", "path": str(directory), "text_model": text_spec.model_id,
+                        "training_job": self.job["id"]})
+        self._finish()
