@@ -210,3 +210,19 @@ def test_image_encoder_bad_input(conn, fashion_table):
     assert "images query failed" in e.diag.message_primary
     e = sql_error(conn, "select ai.train_image_encoder('x', 'select img, label from fashion_train limit 5')")
     assert "at least 20" in e.diag.message_primary
+
+
+def test_device_option():
+    """options.device: auto picks a GPU only when torch sees one; asking for one that is not there
+    is a clear error, and a device name that is none is refused before any work."""
+    import torch
+    from pgmind.errors import InvalidRequestError
+    from pgmind.training.embedder import TrainOptions, training_device
+    assert training_device(torch, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert training_device(torch, "cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidRequestError, match="no CUDA GPU"):
+            training_device(torch, "cuda")
+    with pytest.raises(InvalidRequestError, match="device"):
+        TrainOptions.from_json({"device": "tpu; drop table x"})
+    assert TrainOptions.from_json({"device": "cuda:1"}).device == "cuda:1"

@@ -115,8 +115,11 @@ class _TorchEngine:
         return x, mask
 
     def forward(self, encoder, texts: list[str], is_query: bool):
-        """Unit vectors of texts through ``encoder`` (this engine's, or one being trained), with grad."""
+        """Unit vectors of texts through ``encoder`` (this engine's, or one being trained, on the
+        device it lives on), with grad."""
         x, mask = self.batch(texts, is_query)
+        device = encoder.emb_norm.weight.device
+        x, mask = x.to(device), mask.to(device)
         hidden = encoder(x, mask)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1)                        # e5 uses mean pooling
@@ -124,7 +127,7 @@ class _TorchEngine:
 
     def embed(self, texts: list[str], is_query: bool) -> np.ndarray:
         with self._torch.inference_mode():
-            return self.forward(self._encoder, texts, is_query).numpy()
+            return self.forward(self._encoder, texts, is_query).cpu().numpy()
 
 
 def _Encoder(f, torch):
@@ -163,9 +166,11 @@ def _Encoder(f, torch):
     class Encoder(nn.Module):
         def __init__(self):
             super().__init__()
-            self.word = torch.from_numpy(f.tensor("emb.word", (f.vocab, H)))
-            self.pos = torch.from_numpy(f.tensor("emb.pos", (f.max_positions, H)))
-            self.type0 = torch.from_numpy(f.tensor("emb.type", (f.type_vocab, H))[0])
+            # buffers, so .to(device) moves them; not persistent: never trained, and fine-tuned
+            # weights files hold only what changes
+            self.register_buffer("word", torch.from_numpy(f.tensor("emb.word", (f.vocab, H))), persistent=False)
+            self.register_buffer("pos", torch.from_numpy(f.tensor("emb.pos", (f.max_positions, H))), persistent=False)
+            self.register_buffer("type0", torch.from_numpy(f.tensor("emb.type", (f.type_vocab, H))[0]), persistent=False)
             self.emb_norm = norm("emb.ln")
             self.layers = nn.ModuleList(Layer(i) for i in range(f.layers))
 

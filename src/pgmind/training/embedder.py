@@ -39,6 +39,7 @@ class TrainOptions:
     lora_r: int = 8
     lora_alpha: int = 32
     lora_dropout: float = 0.1
+    device: str = "auto"      # auto: the first CUDA GPU when torch sees one, else the CPU
 
     @classmethod
     def from_json(cls, options: dict) -> "TrainOptions":
@@ -49,6 +50,8 @@ class TrainOptions:
             raise InvalidRequestError(f"unknown training option {unknown[0]!r}",
                                       hint="options are " + ", ".join(sorted(known | extra)))
         o = cls(**{k: options[k] for k in known if k in options})
+        if o.device not in ("auto", "cpu", "cuda") and not o.device.startswith("cuda:"):
+            raise InvalidRequestError(f"device {o.device!r} is not auto, cpu or cuda[:n]", hint='e.g. {"device": "cpu"}')
         if o.method not in ("lora", "full"):
             raise InvalidRequestError(f"method {o.method!r} is not lora or full")
         if not (1 <= o.epochs <= 50 and 2 <= o.batch_size <= 512 and 0 <= o.lr < 1):
@@ -73,7 +76,7 @@ def trainable_engine(spec) -> object:
 def embed_all(engine, encoder, texts: list[str], is_query: bool) -> np.ndarray:
     import torch
     with torch.inference_mode():
-        return np.concatenate([engine.forward(encoder, texts[i:i + 32], is_query).numpy()
+        return np.concatenate([engine.forward(encoder, texts[i:i + 32], is_query).cpu().numpy()
                                for i in range(0, len(texts), 32)])
 
 
@@ -125,7 +128,8 @@ def train(engine, train_pairs: list[Pair], eval_pairs: list[Pair], pool: list[tu
     import torch
     torch.manual_seed(options.seed)
     random.seed(options.seed)
-    encoder = copy.deepcopy(engine._encoder).train()
+    device = torch.device(training_device(torch, options.device))
+    encoder = copy.deepcopy(engine._encoder).to(device).train()
     if options.method == "lora":
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(encoder, LoraConfig(r=options.lora_r, lora_alpha=options.lora_alpha,
@@ -161,8 +165,9 @@ def train(engine, train_pairs: list[Pair], eval_pairs: list[Pair], pool: list[tu
             # two questions about the same row are not each other's negatives (a mined negative
             # is another row's by construction)
             same = torch.tensor([[a.key == c.key and i != j for j, c in enumerate(batch)] + [False] * len(negatives)
-                                 for i, a in enumerate(batch)])
-            loss = torch.nn.functional.cross_entropy(scores.masked_fill(same, -1e4), torch.arange(len(batch)))
+                                 for i, a in enumerate(batch)], device=device)
+            loss = torch.nn.functional.cross_entropy(scores.masked_fill(same, -1e4),
+                                                     torch.arange(len(batch), device=device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -180,4 +185,14 @@ def train(engine, train_pairs: list[Pair], eval_pairs: list[Pair], pool: list[tu
             on_epoch(epoch + 1, metrics)
     model.load_state_dict(best_state)
     merged = model.merge_and_unload() if options.method == "lora" else model
-    return merged.eval(), best
+    return merged.cpu().eval(), best
+
+
+def training_device(torch, wanted: str = "auto") -> str:
+    """Where a job trains: a GPU when one is there (or asked for), else the CPU."""
+    if wanted == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidRequestError(f"device {wanted!r} was asked for, but torch sees no CUDA GPU here",
+                                  hint='leave "device" out (auto) or set it to "cpu"')
+    return wanted

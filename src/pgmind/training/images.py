@@ -47,19 +47,22 @@ def train(images: list, labels: list[str], targets: dict[str, np.ndarray], optio
     """Returns (the trained net, metrics on held-out images), or (None, {}) when cancelled.
     ``targets``: each label's unit text embedding."""
     import torch
+    from .embedder import training_device
     seed = int(options.get("seed", 42))
     torch.manual_seed(seed)
+    device = torch.device(training_device(torch, str(options.get("device", "auto"))))
     size, channels = int(options.get("image_size", 28)), int(options.get("channels", 1))
     epochs, batch = int(options.get("epochs", 3)), int(options.get("batch_size", 64))
     names = sorted(targets)
-    T = torch.from_numpy(np.stack([targets[n] for n in names]).astype(np.float32))
+    T = torch.from_numpy(np.stack([targets[n] for n in names]).astype(np.float32)).to(device)
     y = np.array([names.index(lab) for lab in labels])
+    y_t = torch.from_numpy(y).to(device)
     order = list(range(len(images)))
     random.Random(seed).shuffle(order)
     held = order[:max(len(names), len(order) // 10)]          # held out: never trained on
     train_idx = order[len(held):]
-    x_all = to_tensor(torch, images, size, channels)
-    net = small_cnn(torch, T.shape[1], channels)
+    x_all = to_tensor(torch, images, size, channels).to(device)
+    net = small_cnn(torch, T.shape[1], channels).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=float(options.get("lr", 3e-3)), weight_decay=1e-4)
     steps_per_epoch = max(1, len(train_idx) // batch)
     total, step = steps_per_epoch * epochs, 0
@@ -74,7 +77,7 @@ def train(images: list, labels: list[str], targets: dict[str, np.ndarray], optio
                 dx, dy = random.randint(-2, 2), random.randint(-2, 2)
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
             emb = torch.nn.functional.normalize(net(xb), dim=-1)
-            loss = torch.nn.functional.cross_entropy(emb @ T.T / TAU, torch.from_numpy(y[idx]))
+            loss = torch.nn.functional.cross_entropy(emb @ T.T / TAU, y_t[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -85,18 +88,19 @@ def train(images: list, labels: list[str], targets: dict[str, np.ndarray], optio
         if best is None or metrics["text_to_image_p10"] > best["text_to_image_p10"]:
             best, best_state = metrics, {k: v.clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
-    return net.eval(), best
+    return net.cpu().eval(), best
 
 
 def evaluate(net, x_held, y_held, T, names, x_base, y_base) -> dict:
     import torch
     with torch.inference_mode():
         net.eval()
-        held = torch.nn.functional.normalize(net(x_held), dim=-1).numpy()
-        base = torch.nn.functional.normalize(net(x_base), dim=-1).numpy()
+        held = torch.nn.functional.normalize(net(x_held), dim=-1).cpu().numpy()
+        base = torch.nn.functional.normalize(net(x_base), dim=-1).cpu().numpy()
+    T = T.cpu().numpy()
     # text → image: each label's text embedding as the query, over the held-out images
-    t2i = precision_at_10(T.numpy() @ held.T, np.arange(len(names)), y_held)
-    accuracy = float(((held @ T.numpy().T).argmax(1) == y_held).mean())
+    t2i = precision_at_10(T @ held.T, np.arange(len(names)), y_held)
+    accuracy = float(((held @ T.T).argmax(1) == y_held).mean())
     i2i = precision_at_10(held @ base.T, y_held, y_base)
     return {"text_to_image_p10": t2i, "label_accuracy": accuracy, "image_to_image_p10": i2i,
             "held_out": int(len(y_held)), "labels": len(names)}
