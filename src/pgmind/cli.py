@@ -579,7 +579,9 @@ def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The questi
 @app.command("eval")
 def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledge base (vectorizer)."),
           questions: str = typer.Argument(..., help="A JSONL file: question, lang, gold, facts."),
-          mode: Optional[list[str]] = typer.Option(None, "--mode", help="vector, keyword, hybrid "
+          mode: Optional[list[str]] = typer.Option(None, "--mode", help="vector, keyword, hybrid, "
+                                                                         "hybrid+expand (what RAG searches: the "
+                                                                         "chat model's expansion too; slow) "
                                                                          "(repeatable; default all)."),
           rerank: Optional[str] = typer.Option(None, "--rerank", help="A rerank model: also measure "
                                                                       "hybrid+rerank."),

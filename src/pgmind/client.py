@@ -62,10 +62,11 @@ class Pgmind:
             raise from_sql_error(e) from None
 
     def search(self, name: str, query: str, *, k: int = 10, mode: str = "hybrid",
-               filter: str | None = None, rerank: str | None = None, candidates: int | None = None) -> list[Hit]:
+               filter: str | None = None, rerank: str | None = None, candidates: int | None = None,
+               expand: bool = False) -> list[Hit]:
         rows = self._query("select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                            "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, rerank => %s, "
-                           "candidates => %s)", (name, query, k, mode, filter, rerank, candidates))
+                           "candidates => %s, expand => %s)", (name, query, k, mode, filter, rerank, candidates, expand))
         return [Hit(*r) for r in rows]
 
     def ask(self, name: str, question: str, *, k: int | None = None, model: str | None = None,

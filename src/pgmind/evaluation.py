@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import InvalidRequestError
 
-MODES = ("vector", "keyword", "hybrid")
+MODES = ("vector", "keyword", "hybrid", "hybrid+expand")   # +expand: the chat model's expansion too, as RAG searches
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, re
         for q in questions:
             if not q.gold:
                 continue
-            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode))[:10]
+            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode.split("+")[0],
+                                              expand=mode.endswith("+expand")))[:10]
             for lang in (q.lang, "all"):
                 per.setdefault(lang, RetrievalScores()).add(ranked, set(q.gold))
         results[mode] = {lang: s.summary() for lang, s in sorted(per.items())}
@@ -109,7 +110,7 @@ def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, re
         per, seen = {}, []
         for q in questions:
             hits = db.search(name, q.question, k=RERANK_CANDIDATES, mode="hybrid", rerank=rerank,
-                             candidates=RERANK_CANDIDATES)
+                             candidates=RERANK_CANDIDATES, expand=True)
             seen.append((max((h.score for h in hits), default=0.0), bool(q.gold)))
             if q.gold:
                 for lang in (q.lang, "all"):

@@ -87,12 +87,35 @@ begin
     return reply;
 end $$;
 
+-- Query expansion (HyDE): a short answer the chat model writes from what it already knows, in the
+-- knowledge base's language, naming the terms the documents would use.  Searched beside the
+-- question it finds pages that share none of the question's words ("kill a query that runs too
+-- long" → pg_cancel_backend); a wrong detail in it costs little, since the question's own lists
+-- are fused with its lists.  Measured in docs/benchmarks.md.  The topic (a knowledge-base setting,
+-- else its name) tells the model what the documents are about.  null when turned off.
+create or replace function ai_internal._expand(settings jsonb, name text, question text) returns text
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    lang text := coalesce(settings->>'language', ai_internal._text_language(question));
+    reply text;
+begin
+    if question is null or settings->>'expand_model' is null then
+        return null;
+    end if;
+    if lang not in ('en', 'zh') then
+        lang := ai_internal._text_language(question);
+    end if;
+    reply := ai.generate(settings->>'expand_model',
+                         replace(replace(settings->>('expand_prompt_' || lang), '{topic}',
+                                         coalesce(settings->>'topic', name)), '{question}', question),
+                         options => '{"max_tokens": 64, "temperature": 0}');
+    return nullif(btrim(coalesce(reply, '')), '');
+end $$;
+
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
--- The retrieval itself, for ai.search and ai.search_images: the vector list (qv, in the HNSW index,
--- iterative scans so a selective filter still gives k rows), the keyword list (tq), or both fused
--- by reciprocal rank.  Runs with the caller's rights (the filter is the caller's SQL).
+drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
 -- The arguments every search takes, checked once.
 create or replace function ai_internal._check_search_args(mode text, k int) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
@@ -106,9 +129,16 @@ begin
     end if;
 end $$;
 
+drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text, tsquery, text, int, int,
+                                                float8, float8, int, text);
+-- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
+-- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
+-- query (tqs); a single list is returned as it ranks, several are fused by reciprocal rank.
+-- similarity is always to qvs[1], the question itself (RAG thresholds on it).  Runs with the
+-- caller's rights (the filter is the caller's SQL).
 create or replace function ai_internal._search_run(
     store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
-    qv text, tq tsquery, mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text)
+    qvs text[], tqs tsquery[], mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -116,7 +146,18 @@ declare
     where_filter text := '';
     vector_sql text;
     keyword_sql text;
+    lists int;
 begin
+    if mode = 'keyword' then
+        qvs := null;       -- (keyword search alone needs no embedding: similarity is then null)
+    end if;
+    tqs := case when mode = 'vector' then null
+                else array(select t from unnest(tqs) t where numnode(t) > 0) end;
+    qvs := array(select v from unnest(qvs) v where v is not null);
+    lists := case when mode = 'keyword' then 0 else cardinality(qvs) end + coalesce(cardinality(tqs), 0);
+    if lists = 0 then
+        return;
+    end if;
     if filter is not null then
         -- a SQL condition on the source table's columns, written by the caller and run with their rights
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
@@ -125,67 +166,58 @@ begin
     -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
     perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
+    -- each list: (list, is_vector, key, chunk_seq, chunk, sim, raw score, rank in the list)
     -- (the operator is schema-qualified: this function's search_path holds only pg_catalog)
-    vector_sql := format('select %1$s as key, c.chunk_seq, c.chunk, 1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
-                          from %2$s c where true %4$s
-                          order by c.embedding operator(%3$I.<=>) $1::%3$I.vector limit $3',
+    vector_sql := format('select q.i as list, true as is_vector, x.*, row_number() over (partition by q.i order by x.raw desc) as r
+                          from unnest($1) with ordinality q(vec, i),
+                          lateral (select %1$s as key, c.chunk_seq, c.chunk,
+                                          1 - (c.embedding operator(%3$I.<=>) $1[1]::%3$I.vector) as sim,
+                                          1 - (c.embedding operator(%3$I.<=>) q.vec::%3$I.vector) as raw
+                                   from %2$s c where true %4$s
+                                   order by c.embedding operator(%3$I.<=>) q.vec::%3$I.vector limit $3) x',
                          _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
-    keyword_sql := format('select %1$s as key, c.chunk_seq, c.chunk, ts_rank(c.fts, $2, 1) as kscore,
-                                  1 - (c.embedding operator(%3$I.<=>) $1::%3$I.vector) as sim
-                           from %2$s c where c.fts @@ $2 %4$s
-                           order by kscore desc limit $3',
+    keyword_sql := format('select -q.i as list, false as is_vector, x.*, row_number() over (partition by q.i order by x.raw desc) as r
+                           from unnest($2) with ordinality q(tq, i),
+                           lateral (select %1$s as key, c.chunk_seq, c.chunk,
+                                           1 - (c.embedding operator(%3$I.<=>) $1[1]::%3$I.vector) as sim,
+                                           ts_rank(c.fts, q.tq, 1)::float8 as raw
+                                    from %2$s c where c.fts @@ q.tq %4$s
+                                    order by raw desc limit $3) x',
                           _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
-    if mode = 'vector' then
-        return query execute format('select v.key, v.chunk_seq, v.chunk, v.sim, v.sim,
-                                            (row_number() over (order by v.sim desc))::int, null::int
-                                     from (%s) v order by v.sim desc limit $4', vector_sql)
-            using qv, tq, n, k;
-    elsif mode = 'keyword' then
-        if tq is null then
-            return;
-        end if;
-        return query execute format('select w.key, w.chunk_seq, w.chunk, w.kscore::float8, w.sim,
-                                            null::int, (row_number() over (order by w.kscore desc))::int
-                                     from (%s) w order by w.kscore desc limit $4', keyword_sql)
-            using qv, tq, n, k;
-    else
-        -- reciprocal rank fusion of the two lists.  By document (default): each source row ranks in
-        -- a list by its best chunk there, rows are fused, and their chunks follow in order of their
-        -- own fused score.  The two retrievers often pick different chunks of the right document,
-        -- which chunk-level fusion scores as two half-hits (see docs/benchmarks.md).
-        return query execute format('
-            with v as (select x.*, row_number() over (order by x.sim desc) as r from (%s) x),
-                 w as (select y.*, row_number() over (order by y.kscore desc) as r from (%s) y where $2 is not null),
-                 hits as (
-                     select coalesce(v.key, w.key) as key, coalesce(v.chunk_seq, w.chunk_seq) as chunk_seq,
-                            coalesce(v.chunk, w.chunk) as chunk, coalesce(v.sim, w.sim) as sim, v.r as vr, w.r as wr,
-                            coalesce($5 / ($7 + v.r), 0) + coalesce($6 / ($7 + w.r), 0) as chunk_score
-                     from v full join w on v.key = w.key and v.chunk_seq = w.chunk_seq),
-                 docs as (
-                     select h.key, min(h.vr) as best_vr, min(h.wr) as best_wr from hits h group by h.key),
-                 doc_ranks as (
-                     select d.key,
-                            case when d.best_vr is not null then rank() over (order by d.best_vr) end as dvr,
-                            case when d.best_wr is not null then rank() over (order by d.best_wr) end as dwr
-                     from docs d),
-                 doc_scores as (
-                     select r.key, coalesce($5 / ($7 + r.dvr), 0) + coalesce($6 / ($7 + r.dwr), 0) as doc_score
-                     from doc_ranks r)
-            select h.key, h.chunk_seq, h.chunk,
-                   case when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
-                   h.sim, h.vr::int, h.wr::int
-            from hits h join doc_scores d on d.key = h.key
-            order by score desc, h.chunk_score desc
-            limit $4', vector_sql, keyword_sql)
-            using qv, tq, n, k, vector_weight, keyword_weight, rrf_k::float8, fusion;
-    end if;
+    -- Reciprocal rank fusion.  By document (default): each source row ranks in a list by its best
+    -- chunk there, rows are fused, and their chunks follow in order of their own fused score.  The
+    -- retrievers often pick different chunks of the right document, which chunk-level fusion
+    -- scores as half-hits (see docs/benchmarks.md).  One list alone keeps its own score (similarity
+    -- or ts_rank).
+    return query execute format('
+        with lists as (%s union all %s),
+             hits as (
+                 select l.key, l.chunk_seq, min(l.chunk) as chunk, max(l.sim) as sim, max(l.raw) as raw,
+                        min(l.r) filter (where l.is_vector) as vr, min(l.r) filter (where not l.is_vector) as wr,
+                        sum(case when l.is_vector then $5 else $6 end / ($7 + l.r)) as chunk_score
+                 from lists l group by l.key, l.chunk_seq),
+             doc_lists as (
+                 select l.key, bool_or(l.is_vector) as is_vector,
+                        rank() over (partition by l.list order by min(l.r)) as dr
+                 from lists l group by l.list, l.key),
+             doc_scores as (
+                 select d.key, sum(case when d.is_vector then $5 else $6 end / ($7 + d.dr)) as doc_score
+                 from doc_lists d group by d.key)
+        select h.key, h.chunk_seq, h.chunk,
+               case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
+               h.sim, h.vr::int, h.wr::int
+        from hits h join doc_scores d on d.key = h.key
+        order by score desc, h.chunk_score desc, h.raw desc
+        limit $4', vector_sql, keyword_sql)
+        using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
+              rrf_k::float8, fusion, lists;
 end $$;
 
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
     candidates int default null, rerank text default null, keyword_query text default null,
-    fusion text default 'document')
+    fusion text default 'document', expand boolean default false)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -194,7 +226,10 @@ declare
     qv text;
     tr text;
     kq text;
-    tq tsquery;
+    ex text;
+    qvs text[];
+    tqs tsquery[];
+    settings jsonb;
     n int;
 begin
     if name is null or query is null then
@@ -230,7 +265,7 @@ begin
             with first as (
                 select s.key, s.chunk_seq, s.chunk, s.similarity, s.vector_rank, s.keyword_rank, s.pos
                 from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates,
-                               keyword_query => keyword_query, fusion => fusion) with ordinality
+                               keyword_query => keyword_query, fusion => fusion, expand => expand) with ordinality
                      s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
             scored as (
                 select r.idx, r.score from ai.rerank(rerank, query,
@@ -243,22 +278,29 @@ begin
     -- the question in the knowledge base's language (itself unless translation applies): a model
     -- matches a question to passages best in their own language (e5-small: MRR 0.30 → 0.70 for
     -- Chinese questions on the English manual), and words only match words of the same language
+    settings := ai_internal._kb_settings(t.config);
     if mode <> 'keyword' or keyword_query is null then
-        tr := ai_internal._translate(ai_internal._kb_settings(t.config), query);
+        tr := ai_internal._translate(settings, query);
+    end if;
+    if expand then
+        ex := ai_internal._expand(settings, name, query);
     end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
     -- keyword search alone does not need the embedding model (similarity is then null)
     if mode <> 'keyword' then
-        qv := ai.embed(t.model, tr, 'query')::text;
+        qvs := array[ai.embed(t.model, tr, 'query')::text];
+        if ex is not null then
+            qvs := qvs || ai.embed(t.model, ex, 'query')::text;
+        end if;
     end if;
     if mode <> 'vector' then
         -- the question's own words and, for a question in the other language, its translation's:
         -- a knowledge base may hold documents in both languages
         kq := coalesce(keyword_query, case when tr = query then query else query || ' ' || tr end);
-        tq := ai.keyword_query(kq);
+        tqs := array[ai.keyword_query(kq), ai.keyword_query(ex)];
     end if;
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
-                                                      filter, qv, tq, mode, n, k, vector_weight, keyword_weight,
+                                                      filter, qvs, tqs, mode, n, k, vector_weight, keyword_weight,
                                                       rrf_k, fusion);
 end $$;
 
@@ -292,7 +334,12 @@ language sql immutable as $$ select '{
     "language": null,
     "translate_model": "qwen-0.5b",
     "translate_prompt_en": "Translate this question into English. Reply with the English question only.\n\n{question}",
-    "translate_prompt_zh": "把这个问题翻译成中文,只回答翻译后的问题。\n\n{question}"
+    "translate_prompt_zh": "把这个问题翻译成中文,只回答翻译后的问题。\n\n{question}",
+    "expand": true,
+    "expand_model": "qwen-1.5b",
+    "topic": null,
+    "expand_prompt_en": "Answer this question about {topic} in one or two short English sentences. Name the exact commands, functions, settings or terms involved.\n\nQuestion: {question}",
+    "expand_prompt_zh": "用一两句简短的中文回答这个关于{topic}的问题,写出涉及的具体命令、函数、设置或术语。\n\n问题: {question}"
 }'::jsonb $$;
 
 -- A knowledge base's RAG and translation settings: the defaults, overridden by its own.
@@ -326,7 +373,8 @@ begin
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
-        when key in ('translate_model', 'rerank') then jsonb_typeof(value) in ('null', 'string')
+        when key in ('translate_model', 'rerank', 'expand_model', 'topic') then jsonb_typeof(value) in ('null', 'string')
+        when key = 'expand' then jsonb_typeof(value) = 'boolean'
         when key = 'rerank_candidates' then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
                                and value::text::numeric = trunc(value::text::numeric)
         when key = 'rerank_threshold' then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
@@ -336,7 +384,7 @@ begin
             using errcode = '22023',
                   hint = 'k is 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
-                         'rerank_threshold a number; the others texts (see ai.rag_defaults())';
+                         'rerank_threshold a number; expand true or false; the others texts (see ai.rag_defaults())';
     end if;
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
@@ -380,7 +428,7 @@ begin
     -- the settings, its relevance decides what counts as an answer (rerank_threshold, calibrated by
     -- `pgmind eval --rerank`); else the similarity threshold does.
     for r in select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
-                                       rerank => cfg->>'rerank',
+                                       rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
                                        candidates => case when cfg->>'rerank' is not null
                                                           then (cfg->>'rerank_candidates')::int end) with ordinality
                  s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)
@@ -477,7 +525,7 @@ begin
         tq := ai.keyword_query(kq);
     end if;
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
-        filter, nullif(found->>'vector', ''), tq,
+        filter, array[nullif(found->>'vector', '')], array[tq],
         case when found->'vector' = 'null'::jsonb then 'keyword' else mode end,
         greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
 end $$;
@@ -496,5 +544,5 @@ begin
     select * into t from ai_internal._search_target(name, current_user);
     perform ai_internal._require_image_kb(name, t.config);
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
-        filter, ai.embed_image(t.model, image)::text, null, 'vector', greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
+        filter, array[ai.embed_image(t.model, image)::text], null, 'vector', greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
 end $$;
