@@ -28,7 +28,7 @@ $PGMIND status
 
 say "ingest the PostgreSQL 15 manual ($(ls $MANUAL/*.html | wc -l) pages) into pg_docs"
 # use-m3: multilingual (a Chinese question finds English pages) and the fastest local model here
-$PGMIND ingest "$MANUAL" --into pg_docs --model use-m3
+$PGMIND ingest "$MANUAL" --into pg_docs --model use-m3 --topic PostgreSQL
 
 say "search: by meaning, by words, and both"
 $PGMIND search "vacuum full locks" --in pg_docs -k 3

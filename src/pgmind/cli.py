@@ -336,7 +336,9 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
            model: str = typer.Option("e5-small", help="The embedding model of a new vectorizer."),
            embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the changed files now "
                                                                        "(else a worker does it)."),
-           batch: int = typer.Option(16, help="Files per embedding batch.")):
+           batch: int = typer.Option(16, help="Files per embedding batch."),
+           topic: Optional[str] = typer.Option(None, help="What the documents are about, e.g. PostgreSQL: "
+                                                          "the chat model expands questions with it.")):
     """Load a folder into a table with a vectorizer; re-running updates changed files and removes deleted ones."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from .ingest import ingest as do_ingest
@@ -346,7 +348,7 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
     try:
         with _connect(settings) as conn, Progress(*columns, console=console) as bar:
             task = bar.add_task("reading files", total=None, rate="")
-            result = do_ingest(conn, folder, into, model=model,
+            result = do_ingest(conn, folder, into, model=model, topic=topic,
                                progress=lambda i, n: bar.update(task, completed=i, total=n))
         console.print(f"{result.files} files: {result.changed} new or changed, {result.unchanged} unchanged, "
                       f"{result.removed} removed, {result.skipped} empty, {len(result.failed)} unreadable")
@@ -537,12 +539,14 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
            mode: str = typer.Option("hybrid", help="vector, keyword or hybrid."),
            filter: Optional[str] = typer.Option(None, help="A SQL condition on the source table, "
                                                            "e.g. \"section = 'sql'\"."),
+           expand: bool = typer.Option(False, "--expand", help="Also search the chat model's short answer "
+                                                               "(better on vague questions; seconds slower)."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Search a knowledge base by meaning, by words, or both."""
     from .client import Pgmind
     try:
         with Pgmind(settings=_settings(ctx)) as db:
-            hits = db.search(into, query, k=k, mode=mode, filter=filter)
+            hits = db.search(into, query, k=k, mode=mode, filter=filter, expand=expand)
     except PgmindError as e:
         fail(e)
     if as_json:

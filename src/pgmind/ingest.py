@@ -96,7 +96,9 @@ def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str)
 
 def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: str = "e5-small",
            chunking: str = '{"method": "markdown", "max_tokens": 256, "overlap": 32, "title": true}',
-           progress: Callable[[int, int], None] | None = None) -> IngestResult:
+           progress: Callable[[int, int], None] | None = None, topic: str | None = None) -> IngestResult:
+    """Loads a folder into table ``name`` with a vectorizer.  ``topic`` (e.g. "PostgreSQL") tells the
+    chat model what the documents are about when it expands questions (RAG setting "topic")."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise InvalidRequestError(f"{root} is not a folder", hint="pass a folder of .html, .md or .txt files")
@@ -152,6 +154,9 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
             conn.execute(sql.SQL("delete from {} where path = any(%s)").format(sql.Identifier(name)), (gone,))
         result.removed = len(gone)
     result.language = _set_language(conn, name, sample)
+    if topic is not None:
+        with conn.transaction():
+            conn.execute("select ai.configure_rag(%s, %s)", (name, Jsonb({"topic": topic})))
     return result
 
 

@@ -29,6 +29,7 @@ class SearchRequest(BaseModel):
     query: str
     k: int = Field(10, ge=1, le=1000)
     mode: str = Field("hybrid", description="vector, keyword or hybrid")
+    expand: bool = Field(False, description="Also search the chat model's short answer (as RAG does).")
     filter: dict[str, str | int | float | bool | list[str | int | float] | None] | None = Field(
         None, description='Source-table columns and the values they must have: {"lang": "zh", "id": [1, 2]}.')
 
@@ -115,8 +116,8 @@ async def search(request: Request, body: SearchRequest):
     for where, text in (("name", body.name), ("query", body.query), ("mode", body.mode)):
         _sql_text(text, where)
     rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
-                                  "from ai.search(%s, %s, k => %s, mode => %s, filter => %s)",
-                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter)), body.name,
+                                  "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, expand => %s)",
+                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter), body.expand), body.name,
                         list(body.filter or ()))
     keys = ("key", "chunk_seq", "chunk", "score", "similarity", "vector_rank", "keyword_rank")
     return json_response({"results": [dict(zip(keys, r)) for r in rows]})
