@@ -630,9 +630,10 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
                       f"answered); use it with ai.configure_rag('{name}', '{{\"rerank\": \"{rerank}\", "
                       f"\"rerank_threshold\": {c['threshold']}}}')")
     if answers:
-        t2 = Table("lang", "answers with the facts", "unanswerable declined")
+        t2 = Table("lang", "answers with the facts", "unanswerable declined", "answerable declined",
+                   "faulty answers (pasted, echo, bare markers)")
         for lang, sc in report["answers"]["summary"].items():
-            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]))
+            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]), str(sc["answerable_declined"]), str(sc["faults"]))
         console.print(t2)
     if calibrate:
         c = report["threshold"]

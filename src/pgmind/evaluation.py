@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from pathlib import Path
 
 from .errors import InvalidRequestError
@@ -121,36 +124,80 @@ def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, re
     return results
 
 
+_MARKER = re.compile(r"\[\d+\]|【\d+】")
+
+
+def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
+    """What a reader would reject at a glance, checked mechanically: "markers" (nothing but citation
+    markers), "echo" (the question repeated as the answer), "pasted" (most of the answer copied
+    from a source: 120 characters or more in one run, making up over half of the answer)."""
+    faults = []
+    words = _MARKER.sub("", answer)
+    if len(re.sub(r"[\W_]+", "", words)) < 4:
+        faults.append("markers")
+    flat = " ".join(answer.split()).lower()
+    q = " ".join(question.split()).lower()
+    if q and (flat.startswith(q) and len(flat) < len(q) + 40 or flat.count(q) > 1):
+        faults.append("echo")
+    if chunks and flat:
+        copied = _longest_copied(flat, [" ".join(c.split()).lower() for c in chunks])
+        if copied >= 120 and copied > len(flat) / 2:
+            faults.append("pasted")
+    return faults
+
+
+def _longest_copied(answer: str, sources: list[str]) -> int:
+    """The longest run of the answer found verbatim in a source (characters)."""
+    best = 0
+    for src in sources:
+        m = SequenceMatcher(None, answer, src, autojunk=False).find_longest_match(0, len(answer), 0, len(src))
+        best = max(best, m.size)
+    return best
+
+
 def evaluate_answers(db, name: str, questions: list[Question], model: str | None = None) -> dict:
-    """Answer every question with RAG; check facts and declines."""
+    """Answer every question with RAG; check facts, declines, and the mechanical faults
+    (answer_faults): an answer with a fault does not count as correct."""
     per: dict[str, dict] = {}
     rows = []
     for q in questions:
+        started = time.monotonic()
         a = db.ask(name, q.question, model=model)
+        seconds = time.monotonic() - started
+        faults = answer_faults(q.question, a.answer, [s.get("chunk", "") for s in a.sources]) if a.answered else []
         if q.gold:
-            ok = a.answered and all(f.lower() in a.answer.lower() for f in q.facts)
+            ok = a.answered and not faults and all(f.lower() in a.answer.lower() for f in q.facts)
             kind = "facts"
         else:
             ok = not a.answered
             kind = "declined"
         for lang in (q.lang, "all"):
-            s = per.setdefault(lang, {"facts": [0, 0], "declined": [0, 0]})
+            s = per.setdefault(lang, {"facts": [0, 0], "declined": [0, 0], "answerable_declined": [0, 0],
+                                      "faults": [0, 0]})
             s[kind][0] += int(ok)
             s[kind][1] += 1
+            if q.gold:
+                s["answerable_declined"][0] += int(not a.answered)
+                s["answerable_declined"][1] += 1
+            if a.answered:
+                s["faults"][0] += int(bool(faults))
+                s["faults"][1] += 1
         rows.append({"question": q.question, "ok": ok, "answered": a.answered, "answer": a.answer,
+                     "faults": faults, "seconds": round(seconds, 1),
                      "sources": [key_text(s["key"]) for s in a.sources]})
     summary = {lang: {k: round(v[0] / v[1], 3) if v[1] else None for k, v in s.items()} for lang, s in per.items()}
     return {"summary": summary, "answers": rows}
 
 
-def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5) -> dict:
+def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5, expand: bool = True) -> dict:
     """The RAG similarity threshold that best separates the answerable questions from the
-    unanswerable ones: RAG answers when a chunk of the hybrid top k reaches it.  Returns the
+    unanswerable ones: RAG answers when a chunk of the hybrid top k reaches it (searched as RAG
+    searches: with query expansion unless the knowledge base turned it off).  Returns the
     threshold (midway between the two observed similarities it falls between), the mistakes on
     each side, and the similarities seen."""
     seen = []
     for q in questions:
-        hits = db.search(name, q.question, k=k, mode="hybrid")
+        hits = db.search(name, q.question, k=k, mode="hybrid", expand=expand)
         seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
     return best_cut(seen)
 

