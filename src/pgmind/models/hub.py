@@ -9,10 +9,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import AsyncIterator
 
+import numpy as np
+
 from ..config import Settings
 from ..errors import DimensionMismatchError, InvalidRequestError
 from .base import FEATURE_OPTIONS, ChatDelta, ChatResult, Embeddings
 from .batching import EmbeddingBatcher, Unbatched
+from .embed_cache import EmbedCache
 from .provider import Provider
 from .providers import provider_class
 from .spec import ModelSpec
@@ -27,6 +30,7 @@ class ModelHub:
         """``batching``: concurrent callers share forward passes (the model server); a hub with one
         caller (a standalone worker's) runs each call directly."""
         self.settings = settings
+        self.embed_cache = EmbedCache(settings.embed_cache)
         self.batching = batching
         self.transport = transport or Transport(secret_env=settings.secret_env_names)
         self._local: dict[tuple, object] = {}
@@ -85,7 +89,21 @@ class ModelHub:
         for i, t in enumerate(texts):
             if isinstance(t, str) and not t.strip():
                 raise InvalidRequestError(f"input {i} is empty", hint="pass NULL to get NULL, or filter out empty texts")
-        return self._check_dims(spec, await self.provider(spec).embed(texts, input_type, truncate))
+        if not EmbedCache.applies(spec):
+            return self._check_dims(spec, await self.provider(spec).embed(texts, input_type, truncate))
+        keys = EmbedCache.keys(spec, texts, input_type, truncate)
+        cached = self.embed_cache.get(keys)
+        todo = [i for i, v in enumerate(cached) if v is None]
+        if not todo:
+            return Embeddings(np.stack(cached).astype(np.float32), 0)
+        fresh = self._check_dims(spec, await self.provider(spec).embed([texts[i] for i in todo], input_type, truncate))
+        self.embed_cache.put([keys[i] for i in todo], fresh.vectors)
+        if len(todo) == len(texts):
+            return fresh
+        for i, v in zip(todo, fresh.vectors):
+            cached[i] = v
+        # (input_tokens: what the model read; cached texts cost nothing)
+        return Embeddings(np.stack(cached).astype(np.float32), fresh.input_tokens)
 
     async def embed_images(self, spec: ModelSpec, images: list[bytes]) -> Embeddings:
         self._need(spec, ("image_embedding",), "an image model")

@@ -330,6 +330,7 @@ create or replace function ai.rag_defaults() returns jsonb
 language sql immutable as $$ select '{
     "model": "qwen-1.5b",
     "k": 5,
+    "chunks_per_source": 2,
     "threshold": 0.5,
     "rerank": null,
     "rerank_candidates": 5,
@@ -377,7 +378,7 @@ begin
     end if;
     -- each value of the type and range ai.rag uses it with: a bad one must fail here, not in every ai.rag
     select array_agg(format('%s = %s', key, value)) into unknown from jsonb_each(config) where not case
-        when key in ('k') then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
+        when key in ('k', 'chunks_per_source') then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
                                and value::text::numeric = trunc(value::text::numeric)
         when key in ('context_tokens', 'max_tokens') then jsonb_typeof(value) = 'number'
                                and value::text::numeric between 1 and 100000 and value::text::numeric = trunc(value::text::numeric)
@@ -393,7 +394,7 @@ begin
     if unknown is not null then
         raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023',
-                  hint = 'k is 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
+                  hint = 'k and chunks_per_source are 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
                          'rerank_threshold a number; expand true or false; the others texts (see ai.rag_defaults())';
     end if;
@@ -440,12 +441,16 @@ begin
     -- the settings its relevance against rerank_threshold (calibrated by `pgmind eval --calibrate`
     -- / `--rerank`).  Then the top k chunks are the sources, in the order ai.search ranks them
     -- (chunks of the best source rows first): rank fusion orders them better than similarity does.
-    for r in with hits as (
-                 select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
+    for r in with found as (
+                 select s.*, row_number() over (partition by s.key order by s.pos) as nth
+                 from ai.search(name, question, k => k * 4, mode => 'hybrid', filter => filter,
                                            rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
                                            candidates => case when cfg->>'rerank' is not null
                                                               then (cfg->>'rerank_candidates')::int end) with ordinality
-                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
+                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
+             -- at most chunks_per_source chunks of one source row: the best rows' chunks come
+             -- first, and without a cap a wrong first row fills every source
+             hits as (select f.* from found f where f.nth <= (cfg->>'chunks_per_source')::int order by f.pos limit k)
              select h.* from hits h
              where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
                    >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end
