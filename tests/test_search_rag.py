@@ -114,6 +114,17 @@ def test_chinese_question_translated_for_keyword_search(db, conn):
         conn.execute("select ai.configure_rag('kb', '{\"translate_model\": \"qwen-0.5b\"}')")
 
 
+def test_chunks_per_source(conn, kb):
+    """chunks_per_source caps the chunks of one source row before k is counted: k rows, more rows."""
+    q = "create index concurrently without locking"
+    plain = conn.execute("select key->>'path' from ai.search('kb', %s, 6)", (q,)).fetchall()
+    capped = conn.execute("select key->>'path' from ai.search('kb', %s, 6, chunks_per_source => 1)", (q,)).fetchall()
+    # one chunk per page, as many pages as the candidate lists hold (up to k)
+    assert len({p for (p,) in capped}) == len(capped) > len({p for (p,) in plain})
+    err = sql_error(conn, "select * from ai.search('kb', 'x', 5, chunks_per_source => 0)")
+    assert err.sqlstate == "22023" and err.diag.message_hint
+
+
 def test_query_expansion(db, conn):
     """expand => true: the chat model writes a short answer naming the terms the documents use, and
     its vector and keyword lists are fused with the question's.  A question sharing no word with

@@ -116,6 +116,7 @@ drop function if exists ai.search(text, text, int, text, text, int, float8, floa
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
+drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean);
 -- The arguments every search takes, checked once.
 create or replace function ai_internal._check_search_args(mode text, k int) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
@@ -131,6 +132,8 @@ end $$;
 
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text, tsquery, text, int, int,
                                                 float8, float8, int, text);
+drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
+                                                float8, float8, int, text);
 -- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
 -- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
 -- query (tqs); a single list is returned as it ranks, several are fused by reciprocal rank.
@@ -139,7 +142,8 @@ drop function if exists ai_internal._search_run(text, text, text, regclass, text
 -- caller's rights (the filter is the caller's SQL).
 create or replace function ai_internal._search_run(
     store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
-    qvs text[], tqs tsquery[], mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text)
+    qvs text[], tqs tsquery[], mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text,
+    per_source int default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -217,18 +221,21 @@ begin
         select h.key, h.chunk_seq, h.chunk,
                case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
                h.sim, h.vr::int, h.wr::int
-        from hits h join doc_scores d on d.key = h.key
+        from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc) as nth
+              from hits x) h
+        join doc_scores d on d.key = h.key
+        where $10 is null or h.nth <= $10
         order by score desc, h.chunk_score desc, h.raw desc
         limit $4', vector_sql, keyword_sql)
         using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
-              rrf_k::float8, fusion, lists;
+              rrf_k::float8, fusion, lists, per_source;
 end $$;
 
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
     candidates int default null, rerank text default null, keyword_query text default null,
-    fusion text default 'document', expand boolean default false)
+    fusion text default 'document', expand boolean default false, chunks_per_source int default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -259,6 +266,10 @@ begin
     if rrf_k is null or rrf_k < 1 or rrf_k > 10000 then
         raise exception 'rrf_k must be between 1 and 10000, got %', rrf_k using errcode = '22023', hint = 'the usual value is 60';
     end if;
+    if chunks_per_source is not null and chunks_per_source < 1 then
+        raise exception 'chunks_per_source must be at least 1, got %', chunks_per_source
+            using errcode = '22023', hint = 'leave it out for no limit, e.g. chunks_per_source => 2';
+    end if;
     if candidates is not null and (candidates < 1 or candidates > 10000) then
         raise exception 'candidates must be between 1 and 10000, got %', candidates
             using errcode = '22023', hint = 'leave it out: it defaults to max(4 k, 40)';
@@ -276,7 +287,8 @@ begin
             with first as (
                 select s.key, s.chunk_seq, s.chunk, s.similarity, s.vector_rank, s.keyword_rank, s.pos
                 from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates,
-                               keyword_query => keyword_query, fusion => fusion, expand => expand) with ordinality
+                               keyword_query => keyword_query, fusion => fusion, expand => expand,
+                               chunks_per_source => chunks_per_source) with ordinality
                      s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
             scored as (
                 select r.idx, r.score from ai.rerank(rerank, query,
@@ -312,7 +324,7 @@ begin
     end if;
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
                                                       filter, qvs, tqs, mode, n, k, vector_weight, keyword_weight,
-                                                      rrf_k, fusion);
+                                                      rrf_k, fusion, chunks_per_source);
 end $$;
 
 -- RAG: the question's best chunks (hybrid search), those above the similarity threshold as
@@ -441,16 +453,15 @@ begin
     -- the settings its relevance against rerank_threshold (calibrated by `pgmind eval --calibrate`
     -- / `--rerank`).  Then the top k chunks are the sources, in the order ai.search ranks them
     -- (chunks of the best source rows first): rank fusion orders them better than similarity does.
-    for r in with found as (
-                 select s.*, row_number() over (partition by s.key order by s.pos) as nth
-                 from ai.search(name, question, k => k * 4, mode => 'hybrid', filter => filter,
+    -- At most chunks_per_source of them from one source row: without a cap a wrong first row
+    -- fills every source.
+    for r in with hits as (
+                 select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
+                                           chunks_per_source => (cfg->>'chunks_per_source')::int,
                                            rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
                                            candidates => case when cfg->>'rerank' is not null
                                                               then (cfg->>'rerank_candidates')::int end) with ordinality
-                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
-             -- at most chunks_per_source chunks of one source row: the best rows' chunks come
-             -- first, and without a cap a wrong first row fills every source
-             hits as (select f.* from found f where f.nth <= (cfg->>'chunks_per_source')::int order by f.pos limit k)
+                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
              select h.* from hits h
              where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
                    >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end
