@@ -514,7 +514,6 @@ def test_rag_with_a_reranker_declines_by_relevance(db, conn):
 
 def test_split_model_assembly_is_checked(tmp_path, monkeypatch):
     """A model assembled from parts that do not add up (size or sha256) is refused, never loaded."""
-    import sys
     from pgmind.errors import ModelLoadError
     from pgmind.models.assets import SplitModel, gguf_path
     for i, data in enumerate((b"abc", b"def"), 1):

@@ -34,9 +34,9 @@ class EmbedCache:
     def keys(spec: ModelSpec, texts: list[str], input_type: str, truncate: bool) -> list[bytes]:
         # the model's identity is what computes the vector: its name and load options (fine-tuned
         # weights, prefixes), not the registration's id (an alias shares its target's entries)
-        model = json.dumps([spec.provider, spec.model_name, spec.options.get("weights"), spec.options.get("backend"),
-                            spec.options.get("engine"), spec.options.get("path"), spec.options.get("query_prefix"),
-                            spec.options.get("document_prefix"), input_type, bool(truncate)], sort_keys=True)
+        from .local import LOAD_OPTIONS
+        model = json.dumps([spec.provider, spec.model_name, [spec.options.get(k) for k in LOAD_OPTIONS],
+                            input_type, bool(truncate)], sort_keys=True)
         prefix = hashlib.sha256(model.encode()).digest()
         return [hashlib.sha256(prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
 

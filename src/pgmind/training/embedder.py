@@ -70,7 +70,7 @@ def trainable_engine(spec) -> object:
                                   hint="train e5-small on its torch engine (the C engine and other backends are "
                                        "inference only)")
     from ..models.local_e5 import E5Small
-    return E5Small(engine="torch", weights=opts.get("weights"))._impl
+    return E5Small(engine="torch", weights=opts.get("weights"), precision="fp32")._impl   # trained in fp32
 
 
 def embed_all(engine, encoder, texts: list[str], is_query: bool) -> np.ndarray:
