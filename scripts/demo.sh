@@ -30,9 +30,12 @@ say "ingest the PostgreSQL 15 manual ($(ls $MANUAL/*.html | wc -l) pages) into p
 # use-m3: multilingual (a Chinese question finds English pages) and the fastest local model here
 $PGMIND ingest "$MANUAL" --into pg_docs --model use-m3 --topic PostgreSQL
 
-say "search: by meaning, by words, and both"
+say "search: by meaning and by words at once (hybrid)"
 $PGMIND search "vacuum full locks" --in pg_docs -k 3
-$PGMIND search "怎样查看表的大小" --in pg_docs -k 3 --mode vector
+# a Chinese question on the English manual names nothing the manual says: the chat model first
+# writes what it knows ("pg_table_size, pg_total_relation_size"), searched beside the question
+say "search a Chinese question on the English manual, with query expansion"
+$PGMIND search "怎样查看表的大小" --in pg_docs -k 3 --expand
 
 for q in "How do I create an index without locking the table?" \
          "如何在不锁表的情况下创建索引?" \
