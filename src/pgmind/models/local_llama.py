@@ -10,7 +10,11 @@ import uuid
 from typing import Iterator
 
 from ..errors import InputTooLongError, InvalidRequestError, ModelLoadError
+from . import llama_build
 from .base import ChatDelta, LocalChatModel
+
+# before anything here imports llama_cpp: the build this CPU runs fastest ("avx512" or "portable")
+LLAMA_BUILD = llama_build.select()
 
 
 class LlamaCppChat(LocalChatModel):
