@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from .local import load_identity
 from .spec import ModelSpec
 
 
@@ -32,11 +33,10 @@ class EmbedCache:
 
     @staticmethod
     def keys(spec: ModelSpec, texts: list[str], input_type: str, truncate: bool) -> list[bytes]:
-        # the model's identity is what computes the vector: its name and load options (fine-tuned
-        # weights, prefixes), not the registration's id (an alias shares its target's entries)
-        from .local import LOAD_OPTIONS
-        model = json.dumps([spec.provider, spec.model_name, [spec.options.get(k) for k in LOAD_OPTIONS],
-                            input_type, bool(truncate)], sort_keys=True)
+        # the model's identity is what computes the vector: the hub's identity of the loaded model
+        # (name and load options: fine-tuned weights, prefixes, precision), not the registration's
+        # id (an alias shares its target's entries)
+        model = json.dumps([*load_identity(spec), input_type, bool(truncate)])
         prefix = hashlib.sha256(model.encode()).digest()
         return [hashlib.sha256(prefix + t.encode("utf-8", "surrogatepass")).digest() for t in texts]
 

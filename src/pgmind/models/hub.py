@@ -16,6 +16,7 @@ from ..errors import DimensionMismatchError, InvalidRequestError
 from .base import FEATURE_OPTIONS, ChatDelta, ChatResult, Embeddings
 from .batching import EmbeddingBatcher, Unbatched
 from .embed_cache import EmbedCache
+from .local import load_identity
 from .provider import Provider
 from .providers import provider_class
 from .spec import ModelSpec
@@ -46,15 +47,9 @@ class ModelHub:
         return provider_class(spec.provider)(spec, self)
 
     # -- local models: loaded once per process ------------------------------------------------
-    @staticmethod
-    def _key(spec: ModelSpec) -> tuple:
-        from .local import LOAD_OPTIONS
-        return (spec.provider, spec.model_type, spec.model_name,
-                str(sorted((k, v) for k, v in spec.options.items() if k in LOAD_OPTIONS)))
-
     def local_model(self, spec: ModelSpec):
         """The loaded model (an embedding or image model behind its batcher); thread-safe."""
-        key = self._key(spec)
+        key = load_identity(spec)
         if key in self._local:
             return self._local[key]
         with self._load_lock:
@@ -71,7 +66,7 @@ class ModelHub:
             return self._local[key]
 
     async def local(self, spec: ModelSpec):
-        key = self._key(spec)
+        key = load_identity(spec)
         if key in self._local:
             return self._local[key]
         return await asyncio.get_running_loop().run_in_executor(self._loader, self.local_model, spec)
@@ -128,7 +123,7 @@ class ModelHub:
         labels = await self.label_names(spec)
         if not labels:
             return []
-        key = (self._key(spec), text_spec.model_id)
+        key = (load_identity(spec), text_spec.model_id)
         if key not in self._label_vectors:
             self._label_vectors[key] = (await self.embed(text_spec, list(labels), "document")).vectors
         q = (await self.embed(text_spec, [query], "query")).vectors[0]

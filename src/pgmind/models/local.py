@@ -83,6 +83,13 @@ LOAD_OPTIONS = ("backend", "path", "engine", "context", "image_size", "query_pre
                 "weights", "precision")
 
 
+def load_identity(spec: ModelSpec) -> tuple:
+    """What a loaded local model is: registrations (aliases too) that agree on this share one
+    instance in the hub and one set of cached embeddings."""
+    return (spec.provider, spec.model_type, spec.model_name,
+            str(sorted((k, v) for k, v in spec.options.items() if k in LOAD_OPTIONS)))
+
+
 def load(spec: ModelSpec, settings: Settings):
     if spec.model_type == "embedding":
         return load_local_embedding(spec)
