@@ -512,6 +512,72 @@ def test_rag_with_a_reranker_declines_by_relevance(db, conn):
         conn.execute("""select ai.configure_rag('kb', '{"rerank": null}')""")
 
 
+def test_rag_declines_questions_off_the_topic(db, conn):
+    """With a topic in its settings RAG first asks the chat model whether the question is about it
+    (log-odds of yes against no, ai.topic_score) and declines one that is not before any search:
+    the default port of MySQL sits as close to a PostgreSQL manual as a real question does."""
+    reply = conn.execute("""select ai.chat('qwen-1.5b', '[{"role": "user", "content": "Say yes."}]',
+                                           '{"max_tokens": 1, "logprobs": true, "top_logprobs": 3}')""").fetchone()[0]
+    assert len(reply["logprobs"]["content"]) == 1 and len(reply["logprobs"]["content"][0]["top_logprobs"]) == 3
+    assert "logprobs" not in conn.execute("""select ai.chat('qwen-0.5b', '[{"role": "user", "content": "hi"}]',
+                                                            '{"max_tokens": 1}')""").fetchone()[0]
+    assert conn.execute("select ai.topic_score('kb', 'How do I create an index?')").fetchone()[0] is None  # no topic
+    conn.execute("""select ai.configure_rag('kb', '{"topic": "PostgreSQL"}')""")
+    try:
+        cut = conn.execute("select (ai.rag_defaults()->>'topic_threshold')::float8").fetchone()[0]
+        on = ["How do I create an index without locking writes to the table?", "json 和 jsonb 有什么区别?"]
+        off = ["How do I configure replication in MySQL?", "MongoDB 怎么建索引", "今天北京天气怎么样?"]
+        scores = {q: conn.execute("select ai.topic_score('kb', %s)", (q,)).fetchone()[0] for q in on + off}
+        assert all(scores[q] >= cut for q in on) and all(scores[q] < cut for q in off), scores
+        conn.execute("select pg_sleep(0.7)")
+        marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
+        declined = conn.execute("select ai.rag('kb', %s)", (off[0],)).fetchone()[0]
+        assert not declined["answered"] and declined["sources"] == [] and declined["topic_score"] < cut
+        assert declined["answer"] == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
+        deadline, ops = time.monotonic() + 5, []
+        while time.monotonic() < deadline and "chat" not in ops:
+            ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
+            time.sleep(0.2)
+        time.sleep(0.5)
+        ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
+        assert ops == ["chat"]                      # the one-token check; no search, no expansion
+        answered = db.ask("kb", on[0])
+        assert answered.answered and "concurrently" in answered.answer.lower()
+        # turned off: no score, and the question is searched as before
+        conn.execute("""select ai.configure_rag('kb', '{"topic_model": null}')""")
+        assert conn.execute("select ai.topic_score('kb', %s)", (off[0],)).fetchone()[0] is None
+        assert conn.execute("select ai.rag_prompt('kb', %s)->'topic_score'", (off[0],)).fetchone()[0] is None
+        for bad in ('{"topic_threshold": "high"}', '{"topic_model": 3}', '{"topic_prompt": null}'):
+            err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
+            assert err.sqlstate == "22023" and "topic_threshold" in err.diag.message_hint, bad
+        # a model without logprobs cannot check: an error that says what to do, not a silent pass
+        conn.execute("""select ai.configure_rag('kb', '{"topic_model": "minilm"}')""")
+        err = sql_error(conn, "select ai.topic_score('kb', 'vacuum')")
+        assert err.sqlstate and err.diag.message_hint
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"topic": null, "topic_model": "qwen-1.5b"}')""")
+
+
+def test_calibration_cuts_the_topic_then_the_similarity(db, conn, tmp_path):
+    from pgmind.evaluation import calibrate_threshold, load_questions
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in [
+        {"question": "How do I create an index without locking writes?", "lang": "en",
+         "gold": ["sql-createindex.html"], "facts": []},
+        {"question": "json 和 jsonb 有什么区别?", "lang": "zh", "gold": ["datatype-json.html"], "facts": []},
+        {"question": "How do I configure replication in MySQL?", "lang": "en", "gold": [], "facts": []},
+    ]), encoding="utf-8")
+    conn.execute("""select ai.configure_rag('kb', '{"topic": "PostgreSQL"}')""")
+    try:
+        c = calibrate_threshold(db, "kb", load_questions(qfile))
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"topic": null}')""")
+    assert (c["topic"]["answerable_declined"], c["topic"]["unanswerable_answered"]) == (0, 0)
+    # the topic check declined the MySQL question: the similarity cut keeps both answerable ones
+    assert c["unanswerable"] == 0 and c["threshold"] < min(c["similarities"]["answerable"])
+    assert c["total"] == {"answerable_declined": 0, "unanswerable_answered": 0, "answerable": 2, "unanswerable": 1}
+
+
 def test_split_model_assembly_is_checked(tmp_path, monkeypatch):
     """A model assembled from parts that do not add up (size or sha256) is refused, never loaded."""
     from pgmind.errors import ModelLoadError

@@ -637,10 +637,18 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
         console.print(t2)
     if calibrate:
         c = report["threshold"]
-        console.print(f"best RAG threshold: {c['threshold']} ({c['answerable_declined']} of {c['answerable']} "
-                      f"answerable questions declined, {c['unanswerable_answered']} of {c['unanswerable']} "
-                      f"unanswerable answered); set it with ai.configure_rag('{name}', "
-                      f"'{{\"threshold\": {c['threshold']}}}')")
+        setting = {"threshold": c["threshold"]}
+        if "topic" in c:
+            t = c["topic"]
+            setting["topic_threshold"] = t["threshold"]
+            console.print(f"best topic threshold: {t['threshold']} ({t['answerable_declined']} of {t['answerable']} "
+                          f"answerable questions declined, {t['unanswerable_answered']} of {t['unanswerable']} "
+                          f"unanswerable answered)")
+        tot = c["total"]
+        console.print(f"best RAG threshold: {c['threshold']} ({tot['answerable_declined']} of {tot['answerable']} "
+                      f"answerable questions declined, {tot['unanswerable_answered']} of {tot['unanswerable']} "
+                      f"unanswerable answered in all); set it with ai.configure_rag('{name}', "
+                      f"'{json.dumps(setting)}')")
 
 
 # -- status ----------------------------------------------------------------------------------

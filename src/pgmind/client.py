@@ -69,6 +69,11 @@ class Pgmind:
                            "candidates => %s, expand => %s)", (name, query, k, mode, filter, rerank, candidates, expand))
         return [Hit(*r) for r in rows]
 
+    def topic_score(self, name: str, question: str) -> float | None:
+        """How surely the question is about the knowledge base's topic (log-odds; None without one)."""
+        (row,) = self._query("select ai.topic_score(%s, %s)", (name, question))
+        return row[0]
+
     def ask(self, name: str, question: str, *, k: int | None = None, model: str | None = None,
             threshold: float | None = None, filter: str | None = None, stream: bool = False):
         """The answer with its sources; with ``stream=True`` an iterator of text pieces whose

@@ -190,16 +190,38 @@ def evaluate_answers(db, name: str, questions: list[Question], model: str | None
 
 
 def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5, expand: bool = True) -> dict:
-    """The RAG similarity threshold that best separates the answerable questions from the
-    unanswerable ones: RAG answers when a chunk of the hybrid top k reaches it (searched as RAG
-    searches: with query expansion unless the knowledge base turned it off).  Returns the
-    threshold (midway between the two observed similarities it falls between), the mistakes on
-    each side, and the similarities seen."""
+    """The RAG thresholds that best separate the answerable questions from the unanswerable ones.
+    RAG declines a question the topic check finds off the knowledge base's topic (when it has a
+    topic), then one whose best chunk of the hybrid top k is less similar than the threshold
+    (searched as RAG searches: with query expansion unless the knowledge base turned it off).  So
+    the topic threshold is cut first, on every question, and the similarity threshold on the
+    questions that pass it.  Returns the similarity cut (threshold, the mistakes on each side, the
+    similarities seen), under "topic" the topic cut, and under "total" the mistakes of both."""
+    topic = [(db.topic_score(name, q.question), bool(q.gold)) for q in questions]
+    out: dict = {}
+    passing = questions
+    if any(t is not None for t, _ in topic):
+        out["topic"] = best_cut([(t, a) for t, a in topic if t is not None])
+        passing = [q for q, (t, _) in zip(questions, topic) if t is None or t >= out["topic"]["threshold"]]
     seen = []
-    for q in questions:
+    for q in passing:
         hits = db.search(name, q.question, k=k, mode="hybrid", expand=expand)
         seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
-    return best_cut(seen)
+    if "topic" in out and all(a for _, a in seen):
+        # the topic check declines every unanswerable question: the similarity threshold only
+        # needs to keep the answerable ones
+        lowest = min(s for s, _ in seen)
+        out.update(threshold=round(lowest - 0.01, 4), answerable_declined=0, unanswerable_answered=0,
+                   answerable=len(seen), unanswerable=0,
+                   similarities={"answerable": sorted(round(s, 4) for s, _ in seen), "unanswerable": []})
+    else:
+        out.update(best_cut(seen))
+    t = out.get("topic", {})
+    out["total"] = {"answerable_declined": out["answerable_declined"] + t.get("answerable_declined", 0),
+                    "unanswerable_answered": out["unanswerable_answered"],
+                    "answerable": sum(1 for q in questions if q.gold),
+                    "unanswerable": sum(1 for q in questions if not q.gold)}
+    return out
 
 
 def best_cut(seen: list[tuple[float, bool]]) -> dict:

@@ -221,12 +221,18 @@ def test_nobody_cannot_read_anothers_knowledge_base_settings(kb, nobody, owner, 
     """ai.search's target (store, source, RAG settings) only for a role that may read the chunks."""
     for stmt in ("select * from ai.search('sec_notes', 'pandas', mode => 'keyword')",
                  "select ai.translate_query('sec_notes', '熊猫')",
-                 "select ai.rag_prompt('sec_notes', 'pandas')"):
+                 "select ai.rag_prompt('sec_notes', 'pandas')",
+                 "select ai.topic_score('sec_notes', 'pandas')"):
         err = sql_error(nobody, stmt)
         assert err.sqlstate == "42501" and "grant select" in err.diag.message_hint, stmt
     err = sql_error(nobody, "select * from ai_internal._search_target('sec_notes', 'sec_owner')")
     assert err.sqlstate == "42501"                 # cannot claim another role
     assert owner.execute("select count(*) from ai.search('sec_notes', 'pandas', mode => 'keyword')").fetchone()[0] >= 0
+    # what RAG runs with the caller's rights: the expansion and the topic check call models as the owner
+    owner.execute("""select ai.configure_rag('sec_notes', '{"topic": "fruit"}')""")
+    assert owner.execute("select count(*) from ai.search('sec_notes', 'pandas', mode => 'keyword', "
+                         "expand => true)").fetchone()[0] >= 0
+    assert isinstance(owner.execute("select ai.topic_score('sec_notes', 'apples')").fetchone()[0], float)
 
 
 def test_models_view_shows_what_a_role_may_use(nobody, conn):

@@ -275,7 +275,8 @@ begin
     return options;
 end $$;
 
--- A chat completion: returns {"message": {...}, "finish_reason", "usage", "model"}.
+-- A chat completion: returns {"message": {...}, "finish_reason", "usage", "model"}, and "logprobs"
+-- when the options ask for them ("logprobs": true, "top_logprobs": n).
 create or replace function ai.chat(model text, messages jsonb, options jsonb default '{}')
 returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
@@ -297,7 +298,10 @@ begin
                                coalesce((options->>'timeout')::float8, 300))::jsonb;
     return jsonb_build_object('message', resp->'choices'->0->'message',
                               'finish_reason', resp->'choices'->0->'finish_reason',
-                              'usage', resp->'usage', 'model', resp->'model');
+                              'usage', resp->'usage', 'model', resp->'model')
+           -- {"content": [{token, logprob, top_logprobs}, ...]} when the options asked for logprobs
+           || case when jsonb_typeof(resp->'choices'->0->'logprobs') = 'object'
+                   then jsonb_build_object('logprobs', resp->'choices'->0->'logprobs') else '{}' end;
 exception when others then
     get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;

@@ -112,6 +112,58 @@ begin
     return nullif(btrim(coalesce(reply, '')), '');
 end $$;
 
+-- Whether a question is about the knowledge base's topic at all: the chat model's log-odds of
+-- "yes" against "no" as its first token (one token generated; ~0.6 s with qwen-1.5b on 2 cores).
+-- Similarity alone cannot decline "the default port of MySQL" or "Redis RDB vs AOF" on a
+-- PostgreSQL manual: their best chunks are as close as a real question's (docs/benchmarks.md,
+-- "Declines").  null when the knowledge base names no topic or turns the check off.
+create or replace function ai_internal._topic_score(settings jsonb, question text) returns float8
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    reply jsonb;
+    top jsonb;
+    y float8;
+    n float8;
+    least_lp float8;
+begin
+    if question is null or settings->>'topic' is null or settings->>'topic_model' is null then
+        return null;
+    end if;
+    reply := ai.chat(settings->>'topic_model',
+                     jsonb_build_array(
+                         jsonb_build_object('role', 'system', 'content', settings->>'topic_system'),
+                         jsonb_build_object('role', 'user', 'content',
+                             replace(replace(settings->>'topic_prompt', '{topic}', settings->>'topic'),
+                                     '{question}', question))),
+                     '{"max_tokens": 1, "temperature": 0, "logprobs": true, "top_logprobs": 10}');
+    top := reply->'logprobs'->'content'->0->'top_logprobs';
+    if jsonb_typeof(top) is distinct from 'array' or jsonb_array_length(top) = 0 then
+        raise exception 'the topic model "%" returned no logprobs', settings->>'topic_model'
+            using errcode = '22023',
+                  hint = 'choose a topic_model that returns logprobs, or turn the check off: '
+                         'ai.configure_rag(name, ''{"topic_model": null}'')';
+    end if;
+    select ln(sum(exp(greatest((e->>'logprob')::float8, -700))) filter (where lower(btrim(e->>'token')) = 'yes')),
+           ln(sum(exp(greatest((e->>'logprob')::float8, -700))) filter (where lower(btrim(e->>'token')) = 'no')),
+           min((e->>'logprob')::float8)
+      into y, n, least_lp
+      from jsonb_array_elements(top) e;
+    -- a word missing from the list is no likelier than the least likely one in it
+    return coalesce(y, least_lp) - coalesce(n, least_lp);
+end $$;
+
+-- ai_internal._topic_score for a knowledge base the caller may search (calibration, and to see why
+-- RAG declined).
+create or replace function ai.topic_score(name text, question text) returns float8
+language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+begin
+    if name is null or question is null then
+        return null;
+    end if;
+    return ai_internal._topic_score(ai_internal._kb_settings((ai_internal._search_target(name, current_user)).config),
+                                    question);
+end $$;
+
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
@@ -362,6 +414,10 @@ language sql immutable as $$ select '{
     "expand": true,
     "expand_model": "qwen-1.5b",
     "topic": null,
+    "topic_model": "qwen-1.5b",
+    "topic_threshold": 2.0,
+    "topic_system": "You sort questions by subject. Answer only yes or no.",
+    "topic_prompt": "A user of {topic} asks: \"{question}\"\n\nIs the question about {topic} itself (not about another product, program or subject)?",
     "expand_prompt_en": "Answer this question about {topic} in one or two short English sentences. Name the exact commands, functions, settings or terms involved.\n\nQuestion: {question}",
     "expand_prompt_zh": "用一两句简短的中文回答这个关于{topic}的问题,写出涉及的具体命令、函数、设置或术语。\n\n问题: {question}"
 }'::jsonb $$;
@@ -397,18 +453,18 @@ begin
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
-        when key in ('translate_model', 'rerank', 'expand_model', 'topic') then jsonb_typeof(value) in ('null', 'string')
+        when key in ('translate_model', 'rerank', 'expand_model', 'topic', 'topic_model') then jsonb_typeof(value) in ('null', 'string')
         when key = 'expand' then jsonb_typeof(value) = 'boolean'
         when key = 'rerank_candidates' then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
                                and value::text::numeric = trunc(value::text::numeric)
-        when key = 'rerank_threshold' then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
+        when key in ('rerank_threshold', 'topic_threshold') then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
         else jsonb_typeof(value) = 'string' end;
     if unknown is not null then
         raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023',
                   hint = 'k and chunks_per_source are 1..100; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
-                         'rerank_threshold a number; expand true or false; the others texts (see ai.rag_defaults())';
+                         'rerank_threshold and topic_threshold numbers; expand true or false; the others texts (see ai.rag_defaults())';
     end if;
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
@@ -432,6 +488,7 @@ declare
     budget int;
     used int := 0;
     n int := 0;
+    topic_score float8;
 begin
     if name is null or question is null then
         return null;
@@ -448,6 +505,9 @@ begin
                           (cfg->>'threshold')::float8);
     zh := ai_internal._text_language(question) = 'zh';
     budget := (cfg->>'context_tokens')::int;
+    -- A question about another subject (another product, the weather) is declined before any
+    -- search: its best chunks can be as close as a real question's.
+    topic_score := ai_internal._topic_score(cfg, question);
     -- Whether the knowledge base holds the answer is decided once, from the best chunk: its
     -- similarity (to the question and its expansion) against the threshold, or with a reranker in
     -- the settings its relevance against rerank_threshold (calibrated by `pgmind eval --calibrate`
@@ -455,28 +515,30 @@ begin
     -- (chunks of the best source rows first): rank fusion orders them better than similarity does.
     -- At most chunks_per_source of them from one source row: without a cap a wrong first row
     -- fills every source.
-    for r in with hits as (
-                 select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
-                                           chunks_per_source => (cfg->>'chunks_per_source')::int,
-                                           rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
-                                           candidates => case when cfg->>'rerank' is not null
-                                                              then (cfg->>'rerank_candidates')::int end) with ordinality
-                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
-             select h.* from hits h
-             where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
-                   >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end
-             order by h.pos loop
-        exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
-        n := n + 1;
-        used := used + ai_internal._estimate_tokens(r.chunk);
-        context := context || format(E'[%s] %s\n\n', n, r.chunk);
-        sources := sources || jsonb_build_object('n', n, 'key', r.key, 'chunk_seq', r.chunk_seq, 'chunk', r.chunk,
-                                                 'score', r.score, 'similarity', r.similarity);
-    end loop;
+    if not coalesce(topic_score < (cfg->>'topic_threshold')::float8, false) then
+        for r in with hits as (
+                     select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
+                                               chunks_per_source => (cfg->>'chunks_per_source')::int,
+                                               rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
+                                               candidates => case when cfg->>'rerank' is not null
+                                                                  then (cfg->>'rerank_candidates')::int end) with ordinality
+                              s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
+                 select h.* from hits h
+                 where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
+                       >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end
+                 order by h.pos loop
+            exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
+            n := n + 1;
+            used := used + ai_internal._estimate_tokens(r.chunk);
+            context := context || format(E'[%s] %s\n\n', n, r.chunk);
+            sources := sources || jsonb_build_object('n', n, 'key', r.key, 'chunk_seq', r.chunk_seq, 'chunk', r.chunk,
+                                                     'score', r.score, 'similarity', r.similarity);
+        end loop;
+    end if;
     return jsonb_build_object(
         'answered', n > 0,
         'answer', case when n = 0 then cfg->>(case when zh then 'decline_zh' else 'decline_en' end) end,
-        'sources', sources, 'model', model,
+        'sources', sources, 'model', model, 'topic_score', topic_score,
         'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::int, 'temperature', 0.1),
         'messages', case when n > 0 then
             -- (small models follow one user message better than a system prompt: both are configurable)
@@ -503,7 +565,7 @@ begin
     end if;
     reply := ai.chat(p->>'model', p->'messages', (p->'options') || coalesce(options, '{}'));
     return jsonb_build_object('answer', reply->'message'->>'content', 'sources', p->'sources', 'answered', true,
-                              'usage', reply->'usage', 'model', p->>'model');
+                              'usage', reply->'usage', 'model', p->>'model', 'topic_score', p->'topic_score');
 end $$;
 
 -- Image knowledge bases (vectorizers of an image model).  By words: the image model's text tower

@@ -40,6 +40,7 @@ begin
         ('ai', 'search_images', 'Search an image vectorizer by text (Chinese or English) or by an image.'),
         ('ai', 'rag', 'An answer to a question from a knowledge base, with its sources, or a decline when the base does not hold it.'),
         ('ai', 'rag_prompt', 'The prompt ai.rag would send (retrieved chunks and all), to see or change it.'),
+        ('ai', 'topic_score', 'How surely a question is about the knowledge base''s topic (a RAG setting): the chat model''s log-odds of yes against no; RAG declines below topic_threshold. null without a topic.'),
         ('ai', 'rag_defaults', 'The RAG settings and their defaults.'),
         ('ai', 'configure_rag', 'Sets a knowledge base''s RAG settings (model, k, threshold, rerank, ...). Unknown setting: 22023.'),
         ('ai', 'translate_query', 'A question rewritten into the knowledge base''s language (cross-language retrieval).'),
