@@ -4,7 +4,8 @@
 #   1. start the embedded PostgreSQL and install the ai schema
 #   2. start the model server (local models; nothing leaves the machine)
 #   3. ingest the PostgreSQL 15 manual (Debian postgresql-doc-15) into pg_docs and embed it
-#   4. ask three questions: English, Chinese, and one the manual cannot answer
+#   4. ask four questions: English, Chinese, and two the manual cannot answer (one off-topic, one about
+#      another database: the topic check declines it before searching)
 #   5. a small photo collection: find pictures by words (English, Chinese) and by a picture
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,8 @@ $PGMIND search "怎样查看表的大小" --in pg_docs -k 3 --expand
 
 for q in "How do I create an index without locking the table?" \
          "如何在不锁表的情况下创建索引?" \
-         "Who won the 2018 FIFA World Cup?"; do
+         "Who won the 2018 FIFA World Cup?" \
+         "What is the default port of MySQL?"; do
     say "ask: $q"
     $PGMIND ask "$q" --in pg_docs
 done

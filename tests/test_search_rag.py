@@ -558,6 +558,37 @@ def test_rag_declines_questions_off_the_topic(db, conn):
         conn.execute("""select ai.configure_rag('kb', '{"topic": null, "topic_model": "qwen-1.5b"}')""")
 
 
+def test_rag_sources_are_their_best_sentences(conn):
+    """source_sentences: the prompt holds each chunk's title and its n sentences most similar to the
+    question, in their order (the result's sources stay whole); null puts whole chunks in."""
+    q = "How do I create an index without locking writes to the table?"
+    conn.execute("""select ai.configure_rag('kb', '{"source_sentences": 2}')""")
+    try:
+        p = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]
+        conn.execute("""select ai.configure_rag('kb', '{"source_sentences": null}')""")
+        whole = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"source_sentences": 3}')""")
+    assert p["sources"] == whole["sources"] and p["answered"]
+    text, full = p["messages"][-1]["content"], whole["messages"][-1]["content"]
+    assert len(text) < len(full) / 2 and all(s["chunk"] in full for s in whole["sources"])
+    import re
+    for src in p["sources"]:
+        part = text.split(f"[{src['n']}] ", 1)[1].split("\n\n[", 1)[0].split("\n\nQuestion:", 1)[0]
+        pieces = [x.strip() for x in part.split(" … ")]
+        title = src["chunk"].split("\n", 1)[0]
+        if title.startswith("#"):
+            assert pieces[0].startswith(title)
+            pieces[0] = pieces[0][len(title):].strip()
+        assert len(pieces) <= 2 or part.strip() == src["chunk"].strip()
+        for piece in pieces:                      # every sentence is the chunk's own, in its order
+            assert re.sub(r"\s+", " ", piece) in re.sub(r"\s+", " ", src["chunk"]), piece
+    assert "concurrently" in text.lower()         # the sentence that answers is kept
+    for bad in ('{"source_sentences": 0}', '{"source_sentences": 1.5}', '{"source_sentences": "3"}'):
+        err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
+        assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad
+
+
 def test_calibration_cuts_the_topic_then_the_similarity(db, conn, tmp_path):
     from pgmind.evaluation import calibrate_threshold, load_questions
     qfile = tmp_path / "q.jsonl"

@@ -179,7 +179,7 @@ CALLABLE_INTERNALS = (
     "_text_language", "_translate", "_kb_settings", "_estimate_tokens", "_image_request", "_b64",
     "_set_image_config", "_search_run", "_require_image_kb", "_check_search_args",
     # they call models as the caller (ai.generate / ai.chat check the caller's grant)
-    "_expand", "_topic_score")
+    "_expand", "_topic_score", "_source_text")
 
 
 def apply_privileges(conn: psycopg.Connection) -> None:
