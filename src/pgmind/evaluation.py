@@ -207,13 +207,15 @@ def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5, ex
     for q in passing:
         hits = db.search(name, q.question, k=k, mode="hybrid", expand=expand)
         seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
-    if "topic" in out and all(a for _, a in seen):
-        # the topic check declines every unanswerable question: the similarity threshold only
-        # needs to keep the answerable ones
-        lowest = min(s for s, _ in seen)
-        out.update(threshold=round(lowest - 0.01, 4), answerable_declined=0, unanswerable_answered=0,
-                   answerable=len(seen), unanswerable=0,
-                   similarities={"answerable": sorted(round(s, 4) for s, _ in seen), "unanswerable": []})
+    answerable = sorted(round(s, 4) for s, a in seen if a)
+    if "topic" in out and (not answerable or all(a for _, a in seen)):
+        # the topic check declined every unanswerable question (or, absurdly, every answerable
+        # one): the similarity threshold only needs to keep the answerable ones that pass
+        out.update(threshold=round(answerable[0] - 0.01, 4) if answerable else None, answerable_declined=0,
+                   unanswerable_answered=sum(1 for _, a in seen if not a), answerable=len(answerable),
+                   unanswerable=len(seen) - len(answerable),
+                   similarities={"answerable": answerable,
+                                 "unanswerable": sorted(round(s, 4) for s, a in seen if not a)})
     else:
         out.update(best_cut(seen))
     t = out.get("topic", {})
