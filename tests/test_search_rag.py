@@ -558,7 +558,7 @@ def test_rag_declines_questions_off_the_topic(db, conn):
         conn.execute("""select ai.configure_rag('kb', '{"topic": null, "topic_model": "qwen-1.5b"}')""")
 
 
-def test_rag_sources_are_their_best_sentences(conn):
+def test_rag_sources_are_their_best_sentences(kb, conn):
     """source_sentences: the prompt holds each chunk's title and its n sentences most similar to the
     question, in their order (the result's sources stay whole); null puts whole chunks in."""
     q = "How do I create an index without locking writes to the table?"
@@ -584,6 +584,11 @@ def test_rag_sources_are_their_best_sentences(conn):
         for piece in pieces:                      # every sentence is the chunk's own, in its order
             assert re.sub(r"\s+", " ", piece) in re.sub(r"\s+", " ", src["chunk"]), piece
     assert "concurrently" in text.lower()         # the sentence that answers is kept
+    # Chinese sentences end without a space; the title stays, the sentence about bamboo is chosen
+    chunk = "# 大熊猫\n大熊猫生活在四川。它们的毛是黑白的。大熊猫主要吃竹子，每天吃十几公斤。幼崽出生时很小。"
+    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', %s, 1)",
+                        (json.dumps([{"n": 1, "chunk": chunk}]),)).fetchone()[0]
+    assert text == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", text
     for bad in ('{"source_sentences": 0}', '{"source_sentences": 1.5}', '{"source_sentences": "3"}'):
         err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
         assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad

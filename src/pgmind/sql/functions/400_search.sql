@@ -113,7 +113,7 @@ begin
 end $$;
 
 -- Whether a question is about the knowledge base's topic at all: the chat model's log-odds of
--- "yes" against "no" as its first token (one token generated; ~0.6 s with qwen-1.5b on 2 cores).
+-- "yes" against "no" as its first token (one token generated; 0.7-0.9 s with qwen-1.5b on 2 cores).
 -- Similarity alone cannot decline "the default port of MySQL" or "Redis RDB vs AOF" on a
 -- PostgreSQL manual: their best chunks are as close as a real question's (docs/benchmarks.md,
 -- "Declines").  null when the knowledge base names no topic or turns the check off.
@@ -477,9 +477,9 @@ end $$;
 
 -- The prompt's text of the sources: each chunk's title line and its per_source sentences most
 -- similar to the question (by the knowledge base's own model, one embedding call for all), in
--- their order; a chunk of no more sentences whole.  Halves what the chat model reads before its
--- first token (~935 → ~420 tokens: 14 → 9 s on 2 cores) for the same facts named on dev2
--- (docs/benchmarks.md).  Each source's "chunk" in the result stays whole.
+-- their order; a chunk of no more sentences whole.  The chat model reads ~40% fewer tokens before
+-- its first (~935 → ~560: first token p50 14.1 → 9.7 s on 2 cores) for the same facts named on
+-- dev2 (docs/benchmarks.md).  Each source's "chunk" in the result stays whole.
 create or replace function ai_internal._source_text(model text, question text, sources jsonb, per_source int)
 returns text language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
@@ -490,7 +490,8 @@ declare
     qv real[];
     result text;
 begin
-    -- Pieces split at sentence ends and line breaks; a piece that does not end a sentence (a
+    -- Pieces split at sentence ends (a Chinese one needs no space after it) and line breaks; a
+    -- piece that does not end a sentence (a
     -- setting's name on its own line, "To build it without locks:") stays with what follows it,
     -- so a description keeps the name it describes and an example its intro (a statement's ";"
     -- ends it).
@@ -502,7 +503,7 @@ begin
         select src.n, x.i, btrim(x.s) as s
           from src, regexp_split_to_table(case when src.title is null then src.chunk
                                                else substr(src.chunk, length(src.title) + 2) end,
-                                          '(?<=[.!?\u3002\uff01\uff1f])\s+|\n+') with ordinality x(s, i)
+                                          '(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*|\n+') with ordinality x(s, i)
          where btrim(x.s) <> ''),
     grouped as (
         select p.*, coalesce(sum(case when p.s ~ '[.!?;\u3002\uff01\uff1f\uff1b]$' then 1 else 0 end)
