@@ -592,9 +592,10 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
           answers: bool = typer.Option(False, "--answers", help="Also answer every question with RAG and "
                                                                  "check facts and declines (slow)."),
           model: Optional[str] = typer.Option(None, help="The chat model for --answers."),
-          calibrate: bool = typer.Option(False, "--calibrate", help="Also find the RAG similarity threshold "
-                                                                     "that best separates answerable from "
-                                                                     "unanswerable questions."),
+          calibrate: bool = typer.Option(False, "--calibrate", help="Also find the RAG thresholds (topic "
+                                                                     "check, then similarity) that best "
+                                                                     "separate answerable from unanswerable "
+                                                                     "questions."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Measure retrieval (recall@1/5/10, MRR, nDCG@10) and answers on a questions file."""
     from .client import Pgmind
