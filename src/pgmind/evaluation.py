@@ -207,17 +207,8 @@ def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5, ex
     for q in passing:
         hits = db.search(name, q.question, k=k, mode="hybrid", expand=expand)
         seen.append((max((h.similarity for h in hits if h.similarity is not None), default=0.0), bool(q.gold)))
-    answerable = sorted(round(s, 4) for s, a in seen if a)
-    if "topic" in out and (not answerable or all(a for _, a in seen)):
-        # the topic check declined every unanswerable question (or, absurdly, every answerable
-        # one): the similarity threshold only needs to keep the answerable ones that pass
-        out.update(threshold=round(answerable[0] - 0.01, 4) if answerable else None, answerable_declined=0,
-                   unanswerable_answered=sum(1 for _, a in seen if not a), answerable=len(answerable),
-                   unanswerable=len(seen) - len(answerable),
-                   similarities={"answerable": answerable,
-                                 "unanswerable": sorted(round(s, 4) for s, a in seen if not a)})
-    else:
-        out.update(best_cut(seen))
+    # (after the topic check every unanswerable question may be gone: a one-sided cut is fine then)
+    out.update(best_cut(seen, require_both="topic" not in out))
     t = out.get("topic", {})
     out["total"] = {"answerable_declined": out["answerable_declined"] + t.get("answerable_declined", 0),
                     "unanswerable_answered": out["unanswerable_answered"],
@@ -226,21 +217,29 @@ def calibrate_threshold(db, name: str, questions: list[Question], k: int = 5, ex
     return out
 
 
-def best_cut(seen: list[tuple[float, bool]]) -> dict:
-    """The cut on a score (answer at or above it) with the fewest mistakes; seen: (score, answerable)."""
-    if not any(a for _, a in seen) or all(a for _, a in seen):
+def best_cut(seen: list[tuple[float, bool]], require_both: bool = True) -> dict:
+    """The cut on a score (answer at or above it) with the fewest mistakes; seen: (score, answerable).
+    With require_both false a set of one side is cut too: just below its lowest answerable score,
+    or, with nothing answerable in it, no cut at all (threshold None)."""
+    has_answerable = any(a for _, a in seen)
+    if require_both and (not has_answerable or all(a for _, a in seen)):
         raise InvalidRequestError("calibrating needs answerable and unanswerable questions",
                                   hint='add questions with "gold": [] (answers not in the corpus)')
-    values = sorted({s for s, _ in seen})
-    cuts = [values[0] - 0.01] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 0.01]
 
     def mistakes(t):
+        if t is None:
+            return 0, sum(1 for _, a in seen if not a)
         return (sum(1 for s, a in seen if a and s < t), sum(1 for s, a in seen if not a and s >= t))
 
-    # fewest mistakes; among equals, the lowest threshold (declining a real question costs more)
-    best = min(cuts, key=lambda t: (sum(mistakes(t)), t))
+    best = None
+    if has_answerable:
+        values = sorted({s for s, _ in seen})
+        cuts = [values[0] - 0.01] + [(a + b) / 2 for a, b in zip(values, values[1:])] + [values[-1] + 0.01]
+        # fewest mistakes; among equals, the lowest threshold (declining a real question costs more)
+        best = min(cuts, key=lambda t: (sum(mistakes(t)), t))
     declined, answered = mistakes(best)
-    return {"threshold": round(best, 4), "answerable_declined": declined, "unanswerable_answered": answered,
+    return {"threshold": round(best, 4) if best is not None else None, "answerable_declined": declined,
+            "unanswerable_answered": answered,
             "answerable": sum(1 for _, a in seen if a), "unanswerable": sum(1 for _, a in seen if not a),
             "similarities": {"answerable": sorted(round(s, 4) for s, a in seen if a),
                              "unanswerable": sorted(round(s, 4) for s, a in seen if not a)}}

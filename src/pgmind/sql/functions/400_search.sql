@@ -475,67 +475,56 @@ begin
     return ai_internal._kb_settings((select v.config from ai.vectorizers v where v.id = vid));
 end $$;
 
--- The prompt's text of the sources: each chunk's title line and its per_source sentences most
--- similar to the question (by the knowledge base's own model, one embedding call for all), in
--- their order; a chunk of no more sentences whole.  The chat model reads ~40% fewer tokens before
--- its first (~935 → ~560: first token p50 14.1 → 9.7 s on 2 cores) for the same facts named on
--- dev2 (docs/benchmarks.md).  Each source's "chunk" in the result stays whole.
+-- The prompt's text of the sources, numbered: each chunk whole, or with per_source set its title
+-- line and its per_source sentences most similar to the question (by the knowledge base's own
+-- model, one embedding call for all), in their order; a chunk of no more sentences whole.  The
+-- chat model reads ~40% fewer tokens before its first (~935 → ~560: first token p50 14.1 → 9.7 s
+-- on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).  Each source's "chunk" in
+-- the result stays whole.  One statement, no temporary table: the HTTP API runs RAG read-only.
 create or replace function ai_internal._source_text(model text, question text, sources jsonb, per_source int)
-returns text language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
-declare
-    -- the sentences of all sources, for one embedding call (no temporary table: the HTTP API
-    -- runs RAG in a read-only transaction): their source's number and their text, in order
-    ns int[];
-    texts text[];
-    qv real[];
-    result text;
-begin
-    -- Pieces split at sentence ends (a Chinese one needs no space after it) and line breaks; a
-    -- piece that does not end a sentence (a
-    -- setting's name on its own line, "To build it without locks:") stays with what follows it,
-    -- so a description keeps the name it describes and an example its intro (a statement's ";"
-    -- ends it).
+returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     with src as (
         select (e->>'n')::int as n, e->>'chunk' as chunk,
                case when e->>'chunk' ~ '^#' then split_part(e->>'chunk', E'\n', 1) end as title
           from jsonb_array_elements(sources) e),
+    -- Pieces split at sentence ends (a Chinese one needs no space after it) and line breaks; a
+    -- piece that does not end a sentence (a setting's name on its own line, "To build it without
+    -- locks:") stays with what follows it, so a description keeps the name it describes and an
+    -- example its intro (a statement's ";" ends it).
     pieces as (
         select src.n, x.i, btrim(x.s) as s
           from src, regexp_split_to_table(case when src.title is null then src.chunk
                                                else substr(src.chunk, length(src.title) + 2) end,
                                           '(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*|\n+') with ordinality x(s, i)
-         where btrim(x.s) <> ''),
+         where per_source is not null and btrim(x.s) <> ''),
     grouped as (
         select p.*, coalesce(sum(case when p.s ~ '[.!?;\u3002\uff01\uff1f\uff1b]$' then 1 else 0 end)
                                  over (partition by p.n order by p.i rows between unbounded preceding and 1 preceding), 0) as g
           from pieces p),
     units as (
-        select gr.n, gr.g, string_agg(gr.s, ' ' order by gr.i) as s
-          from grouped gr group by gr.n, gr.g having length(string_agg(gr.s, ' ')) > 2)
-    select array_agg(u.n order by u.n, u.g), array_agg(u.s order by u.n, u.g) into ns, texts from units u;
-    if texts is not null then
-        select b.embedding into qv from ai_internal._embed_batch(model, array[question], 'query', current_user) b;
-    end if;
-    with u as (select x.n, x.s, x.rn from unnest(ns, texts) with ordinality x(n, s, rn)),
-         vecs as (select b.idx, b.embedding from ai_internal._embed_batch(model, texts, 'document', current_user) b
-                  where texts is not null),
-         cosine as (select v.idx, sum(a * q) / nullif(sqrt(sum(a * a)) * sqrt(sum(q * q)), 0) as sim
-                      from vecs v, unnest(v.embedding, qv) w(a, q) group by v.idx),
-         ranked as (select u.n, u.rn, u.s, row_number() over (partition by u.n order by c.sim desc nulls last) as r
-                      from u join cosine c on c.idx = u.rn),
-         per as (select (e->>'n')::int as n, e->>'chunk' as chunk,
-                        case when e->>'chunk' ~ '^#' then split_part(e->>'chunk', E'\n', 1) end as title,
-                        (select count(*) from u where u.n = (e->>'n')::int) as total
-                   from jsonb_array_elements(sources) e)
-    select string_agg(format(E'[%s] %s\n\n', per.n,
-                             case when per.total <= per_source then per.chunk
-                                  else coalesce(per.title || E'\n', '')
+        select gr.n, string_agg(gr.s, ' ' order by gr.i) as s, row_number() over (order by gr.n, gr.g) as rn
+          from grouped gr group by gr.n, gr.g having length(string_agg(gr.s, ' ')) > 2),
+    batch as (select array_agg(u.s order by u.rn) as texts from units u),
+    -- (the models are called only when there are sentences to choose from)
+    vecs as (select e.idx, e.embedding from batch,
+                    lateral ai_internal._embed_batch(model, batch.texts, 'document', current_user) e
+              where batch.texts is not null),
+    qv as (select e.embedding from batch,
+                  lateral ai_internal._embed_batch(model, array[question], 'query', current_user) e
+            where batch.texts is not null),
+    cosine as (select v.idx, sum(a * q) / nullif(sqrt(sum(a * a)) * sqrt(sum(q * q)), 0) as sim
+                 from vecs v, qv, unnest(v.embedding, qv.embedding) w(a, q) group by v.idx),
+    ranked as (select u.n, u.rn, u.s, row_number() over (partition by u.n order by c.sim desc nulls last) as r
+                 from units u join cosine c on c.idx = u.rn)
+    select string_agg(format(E'[%s] %s\n\n', src.n,
+                             case when per_source is null or (select count(*) from units u where u.n = src.n) <= per_source
+                                  then src.chunk
+                                  else coalesce(src.title || E'\n', '')
                                        || (select string_agg(r.s, ' … ' order by r.rn) from ranked r
-                                            where r.n = per.n and r.r <= per_source) end),
-                      '' order by per.n)
-      into result from per;
-    return result;
-end $$;
+                                            where r.n = src.n and r.r <= per_source) end),
+                      '' order by src.n)
+      from src
+$$;
 
 -- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
 -- decline, when nothing passed the threshold), "model", "options"}.  ai.rag generates from it;
@@ -595,12 +584,11 @@ begin
             exit when used + ai_internal._estimate_tokens(r.chunk) > budget and n > 0;
             n := n + 1;
             used := used + ai_internal._estimate_tokens(r.chunk);
-            context := context || format(E'[%s] %s\n\n', n, r.chunk);
             sources := sources || jsonb_build_object('n', n, 'key', r.key, 'chunk_seq', r.chunk_seq, 'chunk', r.chunk,
                                                      'score', r.score, 'similarity', r.similarity);
         end loop;
     end if;
-    if n > 0 and cfg->>'source_sentences' is not null then
+    if n > 0 then
         context := ai_internal._source_text(t.model, question, sources, (cfg->>'source_sentences')::int);
     end if;
     return jsonb_build_object(
