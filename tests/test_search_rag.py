@@ -594,6 +594,30 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
         assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad
 
 
+def test_prompt_templates_are_filled_once(kb, conn):
+    """A template's {placeholders} are filled in one pass: a question that contains "{sources}" is not
+    filled again; the answer prompt may name the knowledge base's topic (else its name)."""
+    fill = lambda t, v: conn.execute("select ai_internal._fill(%s, %s)", (t, json.dumps(v))).fetchone()[0]
+    assert fill("Q: {question} S: {sources} {other} {", {"question": "why {sources}?", "sources": "[1] x{topic}"}) \
+        == "Q: why {sources}? S: [1] x{topic} {other} {"
+    assert fill("", {"a": "b"}) == "" and fill("{topic}", {"topic": None}) == ""
+    assert fill("第一行\n{question}\n", {"question": "索引?"}) == "第一行\n索引?\n"
+    (saved,) = conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()
+    conn.execute("""select ai.configure_rag('kb', '{"prompt_en": "About {topic}. {sources}Q: {question}",
+                                                     "topic_model": null, "topic": null}')""")
+    try:
+        q = "How do I create an index without locking writes? {sources} {topic}"
+        text = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]["messages"][-1]["content"]
+        assert text.startswith("About kb. [1] ") and text.endswith("Q: " + q) and text.count("[1] ") == 1
+        conn.execute("""select ai.configure_rag('kb', '{"topic": "PostgreSQL"}')""")
+        text = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]["messages"][-1]["content"]
+        assert text.startswith("About PostgreSQL. [1] ")
+    finally:
+        conn.execute("update ai.vectorizers set config = case when %s::jsonb is null then config - 'rag' "
+                     "else jsonb_set(config, '{rag}', %s::jsonb) end where name = 'kb'",
+                     (json.dumps(saved) if saved else None, json.dumps(saved) if saved else None))
+
+
 def test_calibration_cuts_the_topic_then_the_similarity(db, conn, tmp_path):
     from pgmind.evaluation import calibrate_threshold, load_questions
     qfile = tmp_path / "q.jsonl"

@@ -42,6 +42,16 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
     from unnest(tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(query)))) w
 $$;
 
+-- A prompt template with its {placeholders} filled from vals (a JSON object of texts), in one pass:
+-- a question or a source that itself contains "{sources}" or "{topic}" is not filled again.  A
+-- placeholder vals does not name stays as written.
+create or replace function ai_internal._fill(template text, vals jsonb) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select coalesce(string_agg(case when m[2] is not null and vals ? m[2] then coalesce(vals->>m[2], '') else m[1] end,
+                               '' order by i), '')
+    from regexp_matches(template, '(\{([a-z_]+)\}|[^{]+|\{)', 'g') with ordinality x(m, i)
+$$;
+
 -- The language of a text, as the knowledge-base settings name it: 'zh' when it has Chinese characters.
 create or replace function ai_internal._text_language(t text) returns text
 language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 'zh' else 'en' end $$;
@@ -76,7 +86,7 @@ begin
             hint = 'set the knowledge base''s language to en or zh, or turn translation off: ai.configure_rag(name, ''{"translate_model": null}'')';
     end if;
     reply := ai.generate(settings->>'translate_model',
-                         replace(settings->>('translate_prompt_' || target), '{question}', question),
+                         ai_internal._fill(settings->>('translate_prompt_' || target), jsonb_build_object('question', question)),
                          options => '{"max_tokens": 64, "temperature": 0}');
     -- small models sometimes wrap the answer in quotes or add a line: keep the first line
     reply := btrim(split_part(btrim(coalesce(reply, '')), E'\n', 1), E' \t"\'“”「」');
@@ -106,8 +116,8 @@ begin
         lang := ai_internal._text_language(question);
     end if;
     reply := ai.generate(settings->>'expand_model',
-                         replace(replace(settings->>('expand_prompt_' || lang), '{topic}',
-                                         coalesce(settings->>'topic', name)), '{question}', question),
+                         ai_internal._fill(settings->>('expand_prompt_' || lang),
+                                           jsonb_build_object('topic', coalesce(settings->>'topic', name), 'question', question)),
                          options => '{"max_tokens": 64, "temperature": 0}');
     return nullif(btrim(coalesce(reply, '')), '');
 end $$;
@@ -133,8 +143,8 @@ begin
                      jsonb_build_array(
                          jsonb_build_object('role', 'system', 'content', settings->>'topic_system'),
                          jsonb_build_object('role', 'user', 'content',
-                             replace(replace(settings->>'topic_prompt', '{topic}', settings->>'topic'),
-                                     '{question}', question))),
+                             ai_internal._fill(settings->>'topic_prompt',
+                                               jsonb_build_object('topic', settings->>'topic', 'question', question)))),
                      '{"max_tokens": 1, "temperature": 0, "logprobs": true, "top_logprobs": 10}');
     top := reply->'logprobs'->'content'->0->'top_logprobs';
     if jsonb_typeof(top) is distinct from 'array' or jsonb_array_length(top) = 0 then
@@ -404,8 +414,8 @@ language sql immutable as $$ select '{
     "max_tokens": 512,
     "system_en": "",
     "system_zh": "",
-    "prompt_en": "Sources:\n{sources}Question: {question}\nAnswer the question in one to three sentences of your own words, in English, using only the sources. Name the exact command, function or setting, and cite the sources like [1].",
-    "prompt_zh": "资料:\n{sources}问题: {question}\n请只根据以上资料,用一到三句自己的话回答这个问题,写出具体的命令、函数或设置名称,并注明出处编号,如 [1]。",
+    "prompt_en": "Sources from the {topic} documentation:\n{sources}Question: {question}\nUsing only the sources, answer in one to three short sentences of your own words, in English, for {topic}. Start with the exact command, function or setting that does it, and cite the sources like [1].",
+    "prompt_zh": "以下是{topic}文档中的资料:\n{sources}问题: {question}\n请只根据以上资料,针对{topic}用一到三句简短的中文回答。先写出能做到这件事的具体命令、函数或设置名称,并注明出处编号,如 [1]。",
     "decline_en": "The knowledge base does not contain the answer.",
     "decline_zh": "知识库中没有这个问题的答案。",
     "language": null,
@@ -485,7 +495,8 @@ create or replace function ai_internal._source_text(model text, question text, s
 returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     with src as (
         select (e->>'n')::int as n, e->>'chunk' as chunk,
-               case when e->>'chunk' ~ '^#' then split_part(e->>'chunk', E'\n', 1) end as title
+               -- (a title line as the chunker writes one: chunking._TITLE)
+               case when e->>'chunk' ~ '^#{1,6}\s+[^\n]{1,200}\n' then split_part(e->>'chunk', E'\n', 1) end as title
           from jsonb_array_elements(sources) e),
     -- Pieces split at sentence ends (a Chinese one needs no space after it) and line breaks; a
     -- piece that does not end a sentence (a setting's name on its own line, "To build it without
@@ -603,8 +614,9 @@ begin
                           'content', cfg->>(case when zh then 'system_zh' else 'system_en' end)))
                  else '[]'::jsonb end
             || jsonb_build_array(jsonb_build_object('role', 'user', 'content',
-                   replace(replace(cfg->>(case when zh then 'prompt_zh' else 'prompt_en' end),
-                                   '{sources}', context), '{question}', question))) end);
+                   ai_internal._fill(cfg->>(case when zh then 'prompt_zh' else 'prompt_en' end),
+                                     jsonb_build_object('sources', context, 'question', question,
+                                                        'topic', coalesce(cfg->>'topic', name))))) end);
 end $$;
 
 create or replace function ai.rag(name text, question text, k int default null, model text default null,
