@@ -57,11 +57,16 @@ def main() -> None:
     with Pgmind() as db:
         (saved,) = db.conn.execute("select v.config->'rag' from ai.vectorizers v where v.name = %s",
                                    (args.name,)).fetchone()
+        (defaults,) = db.conn.execute("select ai.rag_defaults()").fetchone()
+        # (configure_rag merges: every key a variant sets is set on every turn, to the variant's
+        # value, else the knowledge base's own, else the default)
+        touched = {k for _, settings in variants for k in settings}
+        base = {k: (saved or {}).get(k, defaults.get(k)) for k in touched}
         try:
             for q in chosen:
                 for label, settings in variants:
                     db.conn.execute("select ai.configure_rag(%s, %s)",
-                                    (args.name, json.dumps({**(saved or {}), **settings})))
+                                    (args.name, json.dumps({**(saved or {}), **base, **settings})))
                     t0 = time.monotonic()
                     (prompt,) = db.conn.execute("select ai.rag_prompt(%s, %s)", (args.name, q.question)).fetchone()
                     t_prompt = time.monotonic() - t0
