@@ -158,6 +158,13 @@ def test_query_expansion(db, conn):
     try:
         off = db.search("kb", question, k=10, expand=True)
         assert [(h.key, h.chunk_seq) for h in off] == [(h.key, h.chunk_seq) for h in plain]
+        # the caller's own expansion is searched like the model's, and needs no chat model (none is set here)
+        own = conn.execute("select key->>'path' from ai.search('kb', 'give disk space back after deleting lots of rows',"
+                           " k => 3, expansion => 'VACUUM FULL rewrites the table and returns the space to the "
+                           "operating system.')").fetchall()
+        assert own[0] == ("sql-vacuum.html",), own
+        err = sql_error(conn, "select * from ai.search('kb', 'x', expansion => repeat('x', 10001))")
+        assert err.sqlstate == "22023" and err.diag.message_hint
     finally:
         conn.execute("""select ai.configure_rag('kb', '{"expand_model": "qwen-1.5b", "topic": null}')""")
     for bad in ('{"expand": "yes"}', '{"expand_model": 3}', '{"topic": ["a"]}'):
@@ -586,9 +593,15 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
     assert "concurrently" in text.lower()         # the sentence that answers is kept
     # Chinese sentences end without a space; the title stays, the sentence about bamboo is chosen
     chunk = "# 大熊猫\n大熊猫生活在四川。它们的毛是黑白的。大熊猫主要吃竹子，每天吃十几公斤。幼崽出生时很小。"
-    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', %s, 1)",
+    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, 1)",
                         (json.dumps([{"n": 1, "chunk": chunk}]),)).fetchone()[0]
     assert text == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", text
+    # with an expansion, sentences are taken by turns: the question's best always stays, the
+    # expansion's best comes second (a wrong expansion cannot push the question's best out)
+    pick = lambda n: conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', '大熊猫的毛是黑白两色的', %s, %s)",
+                                  (json.dumps([{"n": 1, "chunk": chunk}]), n)).fetchone()[0]
+    assert pick(1) == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(1)
+    assert pick(2) == "[1] # 大熊猫\n它们的毛是黑白的。 … 大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(2)
     for bad in ('{"source_sentences": 0}', '{"source_sentences": 1.5}', '{"source_sentences": "3"}'):
         err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
         assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad

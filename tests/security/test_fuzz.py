@@ -55,6 +55,7 @@ def test_fuzz_sql_text_functions(conn, server, model, text):
     call(conn, "select ai.keyword_query(%s)", (text,))
     call(conn, "select ai.fts_text(%s)", (text,))
     call(conn, "select * from ai.search(%s, %s, mode => 'keyword')", (model, text))
+    call(conn, "select * from ai.search('no_such_kb', 'x', mode => 'keyword', expansion => %s)", (text,))
     call(conn, "select ai.call_model(%s, %s)", (model, text))
 
 

@@ -115,6 +115,8 @@ begin
     if lang not in ('en', 'zh') then
         lang := ai_internal._text_language(question);
     end if;
+    -- 64 tokens: cut at 32 the pages rank as well (MRR on dev + dev2 0.794 against 0.791) but the
+    -- chunks that hold the facts less often (82 against 85 of 100 prompts; docs/benchmarks.md)
     reply := ai.generate(settings->>'expand_model',
                          ai_internal._fill(settings->>('expand_prompt_' || lang),
                                            jsonb_build_object('topic', coalesce(settings->>'topic', name), 'question', question)),
@@ -179,6 +181,7 @@ drop function if exists ai.search(text, text, int, text, text, int, float8, floa
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean);
+drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean, int);
 -- The arguments every search takes, checked once.
 create or replace function ai_internal._check_search_args(mode text, k int) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
@@ -297,7 +300,8 @@ create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
     candidates int default null, rerank text default null, keyword_query text default null,
-    fusion text default 'document', expand boolean default false, chunks_per_source int default null)
+    fusion text default 'document', expand boolean default false, chunks_per_source int default null,
+    expansion text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -320,9 +324,9 @@ begin
         raise exception 'unknown fusion "%"', fusion
             using errcode = '22023', hint = 'fusion is document (rank source rows by their best chunk in each list) or chunk';
     end if;
-    if length(query) > 10000 or length(keyword_query) > 10000 then
+    if length(query) > 10000 or length(keyword_query) > 10000 or length(expansion) > 10000 then
         raise exception 'the query has % characters; a search takes at most 10000',
-                        greatest(length(query), length(keyword_query))
+                        greatest(length(query), length(keyword_query), length(expansion))
             using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
     end if;
     if rrf_k is null or rrf_k < 1 or rrf_k > 10000 then
@@ -350,7 +354,7 @@ begin
                 select s.key, s.chunk_seq, s.chunk, s.similarity, s.vector_rank, s.keyword_rank, s.pos
                 from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates,
                                keyword_query => keyword_query, fusion => fusion, expand => expand,
-                               chunks_per_source => chunks_per_source) with ordinality
+                               chunks_per_source => chunks_per_source, expansion => expansion) with ordinality
                      s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
             scored as (
                 select r.idx, r.score from ai.rerank(rerank, query,
@@ -367,7 +371,9 @@ begin
     if mode <> 'keyword' or keyword_query is null then
         tr := ai_internal._translate(settings, query);
     end if;
-    if expand then
+    -- the caller's expansion (RAG writes it first, to choose the sources' sentences with it too), else the model's
+    ex := nullif(btrim(expansion), '');
+    if ex is null and expand then
         ex := ai_internal._expand(settings, name, query);
     end if;
     -- similarity: 1 - cosine distance to the question, for every result (RAG thresholds on it);
@@ -486,12 +492,15 @@ begin
 end $$;
 
 -- The prompt's text of the sources, numbered: each chunk whole, or with per_source set its title
--- line and its per_source sentences most similar to the question (by the knowledge base's own
--- model, one embedding call for all), in their order; a chunk of no more sentences whole.  The
--- chat model reads ~40% fewer tokens before its first (~935 → ~560: first token p50 14.1 → 9.7 s
--- on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).  Each source's "chunk" in
--- the result stays whole.  One statement, no temporary table: the HTTP API runs RAG read-only.
-create or replace function ai_internal._source_text(model text, question text, sources jsonb, per_source int)
+-- line and its per_source sentences closest to the question and to its expansion (by the
+-- knowledge base's own model, one embedding call for all), in their order; a chunk of no more
+-- sentences whole.  The chat model reads ~40% fewer tokens before its first (~935 → ~560: first
+-- token p50 14.1 → 9.7 s on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).
+-- Each source's "chunk" in the result stays whole.  One statement, no temporary table: the HTTP
+-- API runs RAG read-only.
+drop function if exists ai_internal._source_text(text, text, jsonb, int);
+create or replace function ai_internal._source_text(model text, question text, expansion text, sources jsonb,
+                                                    per_source int)
 returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     with src as (
         select (e->>'n')::int as n, e->>'chunk' as chunk,
@@ -520,13 +529,24 @@ returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     vecs as (select e.idx, e.embedding from batch,
                     lateral ai_internal._embed_batch(model, batch.texts, 'document', current_user) e
               where batch.texts is not null),
-    qv as (select e.embedding from batch,
-                  lateral ai_internal._embed_batch(model, array[question], 'query', current_user) e
+    qv as (select e.idx as qi, e.embedding from batch,
+                  lateral ai_internal._embed_batch(model, array_remove(array[question, expansion], null), 'query',
+                                                   current_user) e
             where batch.texts is not null),
-    cosine as (select v.idx, sum(a * q) / nullif(sqrt(sum(a * a)) * sqrt(sum(q * q)), 0) as sim
-                 from vecs v, qv, unnest(v.embedding, qv.embedding) w(a, q) group by v.idx),
-    ranked as (select u.n, u.rn, u.s, row_number() over (partition by u.n order by c.sim desc nulls last) as r
-                 from units u join cosine c on c.idx = u.rn)
+    pair as (select v.idx, qv.qi, sum(a * q) / nullif(sqrt(sum(a * a)) * sqrt(sum(q * q)), 0) as sim
+               from vecs v, qv, unnest(v.embedding, qv.embedding) w(a, q) group by v.idx, qv.qi),
+    cosine as (select pair.idx, max(pair.sim) filter (where pair.qi = 1) as sq,
+                      coalesce(max(pair.sim) filter (where pair.qi = 2), max(pair.sim) filter (where pair.qi = 1)) as se
+                 from pair group by pair.idx),
+    -- a chunk's sentences taken by turns: its best by the question, its best by the expansion, its
+    -- second by the question, …  The question's best always stays (an expansion from the model's
+    -- prior may be wrong), and the expansion adds the sentence that names the command where the
+    -- question only describes the task.
+    turns as (select u.n, u.rn, u.s, row_number() over (partition by u.n order by c.sq desc nulls last) as rq,
+                     row_number() over (partition by u.n order by c.se desc nulls last) as re
+                from units u join cosine c on c.idx = u.rn),
+    ranked as (select t.n, t.rn, t.s, row_number() over (partition by t.n order by least(t.rq, t.re), t.rq) as r
+                 from turns t)
     select string_agg(format(E'[%s] %s\n\n', src.n,
                              case when per_source is null or (select count(*) from units u where u.n = src.n) <= per_source
                                   then src.chunk
@@ -554,6 +574,7 @@ declare
     used int := 0;
     n int := 0;
     topic_score float8;
+    ex text;
 begin
     if name is null or question is null then
         return null;
@@ -581,10 +602,14 @@ begin
     -- At most chunks_per_source of them from one source row: without a cap a wrong first row
     -- fills every source.
     if not coalesce(topic_score < (cfg->>'topic_threshold')::float8, false) then
+        -- the expansion is written here, not in ai.search: the sources' sentences are chosen with it too
+        if (cfg->>'expand')::boolean then
+            ex := ai_internal._expand(cfg, name, question);
+        end if;
         for r in with hits as (
                      select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
                                                chunks_per_source => (cfg->>'chunks_per_source')::int,
-                                               rerank => cfg->>'rerank', expand => (cfg->>'expand')::boolean,
+                                               rerank => cfg->>'rerank', expansion => ex,
                                                candidates => case when cfg->>'rerank' is not null
                                                                   then (cfg->>'rerank_candidates')::int end) with ordinality
                               s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
@@ -600,7 +625,7 @@ begin
         end loop;
     end if;
     if n > 0 then
-        context := ai_internal._source_text(t.model, question, sources, (cfg->>'source_sentences')::int);
+        context := ai_internal._source_text(t.model, question, ex, sources, (cfg->>'source_sentences')::int);
     end if;
     return jsonb_build_object(
         'answered', n > 0,
