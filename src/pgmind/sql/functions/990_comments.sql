@@ -36,7 +36,7 @@ begin
         ('ai', 'drop_vectorizer', 'Removes a vectorizer (and its chunks, unless drop_chunks => false).'),
         ('ai', 'vectorizer_backfill', 'Queues every row of a vectorizer''s table again.'),
         ('ai', 'vectorizer_retry', 'Retries a vectorizer''s failed rows (see ai.vectorizer_errors) now.'),
-        ('ai', 'search', 'Search a vectorizer''s chunks by meaning, by words, or both (mode vector | keyword | hybrid), with a filter on the source table; expand => true also searches the chat model''s short answer (as RAG does). Unknown name: 42704.'),
+        ('ai', 'search', 'Search a vectorizer''s chunks by meaning, by words, or both (mode vector | keyword | hybrid), with a filter on the source table; expand => true also searches the chat model''s short answer (as RAG does), expansion => text your own. Unknown name: 42704.'),
         ('ai', 'search_images', 'Search an image vectorizer by text (Chinese or English) or by an image.'),
         ('ai', 'rag', 'An answer to a question from a knowledge base, with its sources, or a decline when the base does not hold it.'),
         ('ai', 'rag_prompt', 'The prompt ai.rag would send (retrieved chunks and all), to see or change it.'),
