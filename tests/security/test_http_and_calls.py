@@ -352,6 +352,9 @@ def test_long_keyword_query_is_refused_quickly(owner, kb_http):
     """Finding 9: a 300 KB keyword query ran into the statement timeout (ai.fts_text was quadratic)."""
     err = sql_error(owner, "select * from ai.search('sec_docs', repeat('熊猫 pandas ', 30000), mode => 'keyword')")
     assert err.sqlstate == "22023"
+    # RAG refuses it first, before its topic check and expansion (model calls that run before its search)
+    err = sql_error(owner, "select ai.rag_prompt('sec_docs', repeat('熊猫 ', 5000))")
+    assert err.sqlstate == "22023" and "15000 characters" in str(err) and err.diag.message_hint
     n = owner.execute("select length(ai.fts_text(repeat('熊猫吃竹子 pandas ', 20000)))").fetchone()[0]
     assert n > 300000
 

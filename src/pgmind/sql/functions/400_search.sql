@@ -182,6 +182,19 @@ drop function if exists ai.search(text, text, int, text, text, int, float8, floa
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean, int);
+-- A question, keyword query or expansion of at most 10,000 characters: checked before any model
+-- reads it (RAG's topic check and expansion run before its search).
+create or replace function ai_internal._check_query_length(texts text[]) returns void
+language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
+declare
+    longest int := (select max(length(t)) from unnest(texts) t);
+begin
+    if longest > 10000 then
+        raise exception 'the query has % characters; a search takes at most 10000', longest
+            using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
+    end if;
+end $$;
+
 -- The arguments every search takes, checked once.
 create or replace function ai_internal._check_search_args(mode text, k int) returns void
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
@@ -324,11 +337,7 @@ begin
         raise exception 'unknown fusion "%"', fusion
             using errcode = '22023', hint = 'fusion is document (rank source rows by their best chunk in each list) or chunk';
     end if;
-    if length(query) > 10000 or length(keyword_query) > 10000 or length(expansion) > 10000 then
-        raise exception 'the query has % characters; a search takes at most 10000',
-                        greatest(length(query), length(keyword_query), length(expansion))
-            using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
-    end if;
+    perform ai_internal._check_query_length(array[query, keyword_query, expansion]);
     if rrf_k is null or rrf_k < 1 or rrf_k > 10000 then
         raise exception 'rrf_k must be between 1 and 10000, got %', rrf_k using errcode = '22023', hint = 'the usual value is 60';
     end if;
@@ -582,6 +591,7 @@ begin
     if btrim(question) = '' then
         raise exception 'the question is empty' using errcode = '22023', hint = 'ask something';
     end if;
+    perform ai_internal._check_query_length(array[question]);
     t := ai_internal._search_target(name, current_user);
     cfg := ai_internal._kb_settings(t.config);
     k := coalesce(k, (cfg->>'k')::int);
