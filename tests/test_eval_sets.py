@@ -1,0 +1,43 @@
+"""The question sets: each loads, answerable questions name pages and facts, and no tuning
+question reappears in the held-out set (figures on test.jsonl count only if nothing was tuned on it)."""
+from pathlib import Path
+
+import pytest
+
+from pgmind.evaluation import load_questions
+
+EVAL = Path(__file__).resolve().parents[1] / "eval"
+SETS = sorted(EVAL.glob("*.jsonl"))
+
+
+def _norm(q: str) -> str:
+    return "".join(ch for ch in q.lower() if ch.isalnum())
+
+
+@pytest.mark.parametrize("path", SETS, ids=[p.name for p in SETS])
+def test_a_set_is_well_formed(path):
+    qs = load_questions(path)
+    assert {q.lang for q in qs} == {"en", "zh"}
+    assert any(not q.gold for q in qs), "no unanswerable question"
+    for q in qs:
+        assert bool(q.gold) == bool(q.facts), q.question          # answerable: pages and facts; else neither
+        assert all(g.endswith(".html") for g in q.gold), q.question
+    assert len({_norm(q.question) for q in qs}) == len(qs), "a question twice"
+
+
+def test_no_tuning_question_is_in_the_held_out_set():
+    held_out = {_norm(q.question) for q in load_questions(EVAL / "test.jsonl")}
+    for path in SETS:
+        if path.name != "test.jsonl":
+            shared = [q.question for q in load_questions(path) if _norm(q.question) in held_out]
+            assert not shared, f"{path.name} shares {shared} with test.jsonl"
+
+
+def test_no_tuning_topic_is_in_the_held_out_set():
+    """Nor the same task in other words: no tuning question's key fact is a held-out question's
+    (dev.jsonl's pg_locks question predates the held-out set)."""
+    held_out = {f.lower() for q in load_questions(EVAL / "test.jsonl") for f in q.facts}
+    for path in SETS:
+        if path.name != "test.jsonl":
+            shared = {f.lower() for q in load_questions(path) for f in q.facts} & held_out
+            assert shared <= ({"pg_locks"} if path.name == "dev.jsonl" else set()), f"{path.name}: {shared}"
