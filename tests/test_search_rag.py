@@ -381,6 +381,9 @@ def test_eval_harness(db, tmp_path):
     report = evaluate_retrieval(db, "kb", qs, ["hybrid"])
     assert report["hybrid"]["all"]["n"] == 2
     assert report["hybrid"]["all"]["recall@10"] == 1.0 and 0 < report["hybrid"]["all"]["mrr"] <= 1
+    # retrieval is scored on source rows (pages): one chunk each, so ten results are ten pages
+    hits = db.search("kb", "How do I load a CSV file into a table?", k=10, chunks_per_source=1)
+    assert len(hits) > 1 and len({json.dumps(h.key, sort_keys=True) for h in hits}) == len(hits)
     answers = evaluate_answers(db, "kb", qs)
     assert answers["summary"]["all"]["declined"] == 1.0
     assert len(answers["answers"]) == 3

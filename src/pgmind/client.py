@@ -63,10 +63,11 @@ class Pgmind:
 
     def search(self, name: str, query: str, *, k: int = 10, mode: str = "hybrid",
                filter: str | None = None, rerank: str | None = None, candidates: int | None = None,
-               expand: bool = False) -> list[Hit]:
+               expand: bool = False, chunks_per_source: int | None = None) -> list[Hit]:
         rows = self._query("select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
                            "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, rerank => %s, "
-                           "candidates => %s, expand => %s)", (name, query, k, mode, filter, rerank, candidates, expand))
+                           "candidates => %s, expand => %s, chunks_per_source => %s)",
+                           (name, query, k, mode, filter, rerank, candidates, expand, chunks_per_source))
         return [Hit(*r) for r in rows]
 
     def topic_score(self, name: str, question: str) -> float | None:

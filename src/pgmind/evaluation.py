@@ -104,8 +104,10 @@ def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, re
         for q in questions:
             if not q.gold:
                 continue
-            ranked = ranked_sources(db.search(name, q.question, k=30, mode=mode.split("+")[0],
-                                              expand=mode.endswith("+expand")))[:10]
+            # one chunk per source row: the first 10 results are 10 pages (30 chunks used to
+            # hold as few as 3 pages when the best ones matched with many chunks each)
+            ranked = ranked_sources(db.search(name, q.question, k=10, mode=mode.split("+")[0],
+                                              expand=mode.endswith("+expand"), chunks_per_source=1))
             for lang in (q.lang, "all"):
                 per.setdefault(lang, RetrievalScores()).add(ranked, set(q.gold))
         results[mode] = {lang: s.summary() for lang, s in sorted(per.items())}
