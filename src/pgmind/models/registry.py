@@ -54,7 +54,10 @@ class Registry:
             ok = (await (await conn.execute(
                 "select exists (select 1 from pg_roles where rolname = %s) and ai_internal._can_use(%s, %s)",
                 (role, role, model_id))).fetchone())[0]
-        self._grants[key] = (now, ok)
+        # only a yes is cached: a grant works on the next request, without waiting for the NOTIFY
+        # to reach the listener (a revoke still waits for it, or for the TTL)
+        if ok:
+            self._grants[key] = (now, ok)
         return ok
 
     async def is_admin(self, role: str) -> bool:
