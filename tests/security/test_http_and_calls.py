@@ -76,6 +76,17 @@ def test_docs_closed_and_unknown_routes_openai_shaped(server, token):
     assert HTTP.get(server + "/metrics", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
+def test_a_grant_works_before_the_server_hears_of_it(server, nobody_key, private_model, conn):
+    """A refusal is not cached: a grant the server has not been told of yet (no NOTIFY: the row is
+    written directly, as if the notice were still on its way) works on the next request."""
+    body = {"model": private_model, "input": "x"}
+    headers = {"Authorization": f"Bearer {nobody_key}"}
+    assert HTTP.post(server + "/v1/embeddings", json=body, headers=headers).status_code == 403
+    conn.execute("insert into ai.model_grants (model_id, grantee, granted_by) values (%s, 'sec_nobody', current_user)",
+                 (private_model,))
+    assert HTTP.post(server + "/v1/embeddings", json=body, headers=headers).status_code == 200
+
+
 def test_api_key_carries_its_roles_grants_whatever_the_headers_say(server, nobody_key, private_model, conn):
     """Finding 10: a token holder who omitted (or forged) X-Pgmind-Caller got models it was not granted."""
     superuser = conn.execute("select current_user").fetchone()[0]
