@@ -1,5 +1,6 @@
 """The question sets: each loads, answerable questions name pages and facts, and no tuning
-question reappears in the held-out set (figures on test.jsonl count only if nothing was tuned on it)."""
+question reappears in the held-out set (figures on test.jsonl count only if nothing was tuned on it);
+and how retrieval is scored on them."""
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,20 @@ def test_no_tuning_topic_is_in_the_held_out_set():
         if path.name != "test.jsonl":
             shared = {f.lower() for q in load_questions(path) for f in q.facts} & held_out
             assert shared <= ({"pg_locks"} if path.name == "dev.jsonl" else set()), f"{path.name}: {shared}"
+
+
+def test_retrieval_is_scored_on_ten_pages():
+    """evaluate_retrieval counts the first ten pages, not the pages of the first chunks: a search
+    stand-in (the scoring is what is tested here) where three long pages fill 30 chunks and the
+    right page is the tenth page."""
+    from pgmind.client import Hit
+    from pgmind.evaluation import Question, evaluate_retrieval
+
+    class Pages:
+        def search(self, name, query, *, k, mode, expand, chunks_per_source=None):
+            if chunks_per_source == 1:
+                return [Hit({"path": f"p{i}.html"}, 0, "", 1.0, 1.0, i, i) for i in range(1, k + 1)]
+            return [Hit({"path": f"p{1 + i // 10}.html"}, i % 10, "", 1.0, 1.0, i, i) for i in range(k)]
+
+    report = evaluate_retrieval(Pages(), "kb", [Question("q", "en", ("p10.html",), ("x",))], ["hybrid"])
+    assert report["hybrid"]["all"]["recall@10"] == 1.0 and report["hybrid"]["all"]["mrr"] == 0.1
