@@ -163,6 +163,12 @@ def test_query_expansion(db, conn):
                            " k => 3, expansion => 'VACUUM FULL rewrites the table and returns the space to the "
                            "operating system.')").fetchall()
         assert own[0] == ("sql-vacuum.html",), own
+        # the expansion's keyword list searches the names it writes as code, not its other words
+        # (which here all point at other pages)
+        named = conn.execute("select key->>'path' from ai.search('kb', 'tell my program', k => 3, mode => 'keyword',"
+                             " expansion => 'Use `NOTIFY` so the app hears of the rows copied into the table, its"
+                             " index types, indexes and the JSON values in the window.')").fetchall()
+        assert named[0] == ("sql-notify.html",), named
         err = sql_error(conn, "select * from ai.search('kb', 'x', expansion => repeat('x', 10001))")
         assert err.sqlstate == "22023" and err.diag.message_hint
     finally:
@@ -170,6 +176,19 @@ def test_query_expansion(db, conn):
     for bad in ('{"expand": "yes"}', '{"expand_model": 3}', '{"topic": ["a"]}'):
         err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
         assert err.sqlstate == "22023" and "expand" in err.diag.message_hint, bad
+
+
+def test_expansion_names(conn):
+    """The expansion's keyword list: its names in backticks, in order, once each; a code block's
+    names are left out (made up); with no name, the whole expansion."""
+    def names(text):
+        return conn.execute("select ai_internal._expansion_names(%s)", (text,)).fetchone()[0]
+    assert names("Use `string_agg` or `array_to_string`; `string_agg` takes a delimiter.") == "string_agg array_to_string"
+    assert names("Run `COMMENT ON`:\n```sql\nCOMMENT ON TABLE `employees` IS 'x';\n```\nthen `\\d+`.") == "COMMENT ON \\d+"
+    assert names("用 `pg_size_pretty` 和 `pg_total_relation_size` 查看") == "pg_size_pretty pg_total_relation_size"
+    assert names("VACUUM FULL returns the space.") == "VACUUM FULL returns the space."
+    assert names("an unclosed ```block with `x`") == "an unclosed ```block with `x`"
+    assert names(None) is None and names("") == ""
 
 
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])

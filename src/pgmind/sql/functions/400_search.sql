@@ -124,6 +124,21 @@ begin
     return nullif(btrim(coalesce(reply, '')), '');
 end $$;
 
+-- What the expansion's keyword list searches: the names it writes as code (`pg_cancel_backend`,
+-- `COMMENT ON`), else all its words.  Its other words ("table", "column", "value", "example")
+-- match most pages and drowned the names: "多行合并成一行 逗号隔开" → `STRING_AGG` named, and
+-- functions-aggregate.html not among the 40 best keyword hits.  Code blocks (```…```) are left
+-- out: their table and column names are made up.  Measured in docs/benchmarks.md (stop 23).
+create or replace function ai_internal._expansion_names(expansion text) returns text
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select coalesce(string_agg(m.name, ' ' order by m.i), expansion)
+    from (select x.m[1] as name, min(x.i) as i
+            from regexp_matches(regexp_replace(expansion, '```.*?(```|$)', ' ', 'g'), '`([^`\n]{1,60})`', 'g')
+                 with ordinality x(m, i)
+           where btrim(x.m[1]) <> ''
+           group by x.m[1]) m
+$$;
+
 -- Whether a question is about the knowledge base's topic at all: the chat model's log-odds of
 -- "yes" against "no" as its first token (one token generated; 0.7-0.9 s with qwen-1.5b on 2 cores).
 -- Similarity alone cannot decline "the default port of MySQL" or "Redis RDB vs AOF" on a
@@ -397,7 +412,7 @@ begin
         -- the question's own words and, for a question in the other language, its translation's:
         -- a knowledge base may hold documents in both languages
         kq := coalesce(keyword_query, case when tr = query then query else query || ' ' || tr end);
-        tqs := array[ai.keyword_query(kq), ai.keyword_query(ex)];
+        tqs := array[ai.keyword_query(kq), ai.keyword_query(ai_internal._expansion_names(ex))];
     end if;
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
                                                       filter, qvs, tqs, mode, n, k, vector_weight, keyword_weight,
