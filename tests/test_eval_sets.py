@@ -59,3 +59,11 @@ def test_retrieval_is_scored_on_ten_pages():
 
     report = evaluate_retrieval(Pages(), "kb", [Question("q", "en", ("p10.html",), ("x",))], ["hybrid"])
     assert report["hybrid"]["all"]["recall@10"] == 1.0 and report["hybrid"]["all"]["mrr"] == 0.1
+
+
+def test_bare_markers_are_a_fault_and_a_terse_answer_is_not():
+    from pgmind.evaluation import answer_faults
+    for bare in ("[1]", "[1] [1]", "[1].", "【1】。", "[1] 是", "  ", ""):
+        assert "markers" in answer_faults("psql 列出所有表", bare, []), bare
+    for terse in ("[1] \\dt", "\\l", "[2] `\\d+ t`", "用 COALESCE [1]"):
+        assert "markers" not in answer_faults("psql 列出所有表", terse, []), terse

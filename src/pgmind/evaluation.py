@@ -131,11 +131,14 @@ _MARKER = re.compile(r"\[\d+\]|【\d+】")
 
 def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     """What a reader would reject at a glance, checked mechanically: "markers" (nothing but citation
-    markers), "echo" (the question repeated as the answer), "pasted" (most of the answer copied
-    from a source: 120 characters or more in one run, making up over half of the answer)."""
+    markers and at most one other character), "echo" (the question repeated as the answer),
+    "pasted" (most of the answer copied from a source: 120 characters or more in one run, making
+    up over half of the answer)."""
     faults = []
-    words = _MARKER.sub("", answer)
-    if len(re.sub(r"[\W_]+", "", words)) < 4:
+    # what is left without the markers: nothing, or one character, or no letter or digit ("[1].",
+    # "[1] [1]", "[1] 是"); a terse answer is not bare markers ("[1] \\dt", "\\l" in psql)
+    left = re.sub(r"\s+", "", _MARKER.sub("", answer))
+    if len(left) < 2 or not re.search(r"[^\W_]", left):
         faults.append("markers")
     flat = " ".join(answer.split()).lower()
     q = " ".join(question.split()).lower()
