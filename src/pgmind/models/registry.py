@@ -24,7 +24,7 @@ class Registry:
         self.pool = pool
         self.ttl = ttl
         self._specs: dict[str, tuple[float, ModelSpec | None]] = {}
-        self._grants: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._grants: dict[tuple[str, str], float] = {}      # (role, model) → when its yes was read
         self._keys: dict[str, tuple[float, str | None]] = {}
 
     async def get(self, model_id: str) -> ModelSpec:
@@ -46,10 +46,10 @@ class Registry:
 
     async def can_use(self, role: str, model_id: str) -> bool:
         key = (role, model_id)
-        hit = self._grants.get(key)
         now = time.monotonic()
-        if hit and now - hit[0] < self.ttl:
-            return hit[1]
+        seen = self._grants.get(key)
+        if seen is not None and now - seen < self.ttl:
+            return True
         async with self.pool.connection() as conn:
             ok = (await (await conn.execute(
                 "select exists (select 1 from pg_roles where rolname = %s) and ai_internal._can_use(%s, %s)",
@@ -57,7 +57,7 @@ class Registry:
         # only a yes is cached: a grant works on the next request, without waiting for the NOTIFY
         # to reach the listener (a revoke still waits for it, or for the TTL)
         if ok:
-            self._grants[key] = (now, ok)
+            self._grants[key] = now
         return ok
 
     async def is_admin(self, role: str) -> bool:
