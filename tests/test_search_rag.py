@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import sql_error
 from pgmind.client import Pgmind
@@ -615,18 +617,67 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
     assert "concurrently" in text.lower()         # the sentence that answers is kept
     # Chinese sentences end without a space; the title stays, the sentence about bamboo is chosen
     chunk = "# 大熊猫\n大熊猫生活在四川。它们的毛是黑白的。大熊猫主要吃竹子，每天吃十几公斤。幼崽出生时很小。"
-    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, 1)",
+    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, array[1])",
                         (json.dumps([{"n": 1, "chunk": chunk}]),)).fetchone()[0]
     assert text == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", text
     # with an expansion, sentences are taken by turns: the question's best always stays, the
     # expansion's best comes second (a wrong expansion cannot push the question's best out)
     pick = lambda n: conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', '大熊猫的毛是黑白两色的', %s, %s)",
-                                  (json.dumps([{"n": 1, "chunk": chunk}]), n)).fetchone()[0]
+                                  (json.dumps([{"n": 1, "chunk": chunk}]), [n])).fetchone()[0]
     assert pick(1) == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(1)
     assert pick(2) == "[1] # 大熊猫\n它们的毛是黑白的。 … 大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(2)
-    for bad in ('{"source_sentences": 0}', '{"source_sentences": 1.5}', '{"source_sentences": "3"}'):
-        err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
+    # an array gives a count per source rank, its last for every later source
+    three = json.dumps([{"n": i, "chunk": chunk} for i in (1, 2, 3)])
+    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, array[2, 1])",
+                        (three,)).fetchone()[0]
+    parts = text.split("\n\n[")
+    assert len(parts) == 3 and parts[0].count(" … ") == 1 and " … " not in parts[1] + parts[2], text
+    assert all("大熊猫主要吃竹子" in x for x in parts), text
+    conn.execute("""select ai.configure_rag('kb', '{"source_sentences": [3, 1]}')""")
+    try:
+        p = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"source_sentences": 3}')""")
+    text = p["messages"][-1]["content"]
+    first, rest = text.split("\n\n[2] ", 1)
+    assert first.count(" … ") <= 2 and " … " not in rest, text
+    for bad in ('0', '1.5', '"3"', '[]', '[0]', '[3, "2"]', '[3, null]', '[[3]]', '[3, 1.5]', '{"n": 3}',
+                json.dumps([1] * 101)):
+        err = sql_error(conn, "select ai.configure_rag('kb', %s)", (f'{{"source_sentences": {bad}}}',))
         assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad
+
+
+COUNT_KEYS = {"k": 100, "chunks_per_source": 100, "rerank_candidates": 100, "context_tokens": 100000,
+              "max_tokens": 100000, "source_sentences": 100}
+JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.sampled_from([1.0, 2.5, -0.0, 1e300]),
+                                 st.text(max_size=4)),
+                       lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=3), inner,
+                                                                                            max_size=2)),
+                       max_leaves=8)
+
+
+def _is_count(v, hi):
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and float(v).is_integer() and 1 <= v <= hi
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(sorted(COUNT_KEYS)), JSONISH)
+def test_rag_count_settings_are_checked(kb, conn, key, value):
+    """A count setting is stored only when ai.rag_prompt can use it (a whole number in range; for
+    source_sentences also null or a list of them, one per source rank); anything else is 22023 with a
+    hint naming it, and the stored settings stay as they were."""
+    hi = COUNT_KEYS[key]
+    ok = _is_count(value, hi) or (key == "source_sentences" and (
+        value is None or (isinstance(value, list) and 1 <= len(value) <= 100 and all(_is_count(x, hi) for x in value))))
+    before = conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()[0]
+    try:
+        conn.execute("select ai.configure_rag('kb', %s)", (json.dumps({key: value}),))
+        assert ok, (key, value)
+    except psycopg.Error as e:
+        assert not ok and e.sqlstate == "22023" and key in e.diag.message_hint, (key, value, e)
+        assert conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()[0] == before
+    finally:
+        conn.execute("select ai.configure_rag('kb', jsonb_build_object(%s::text, ai.rag_defaults()->%s))", (key, key))
 
 
 def test_prompt_templates_are_filled_once(kb, conn):

@@ -469,6 +469,13 @@ language sql immutable set search_path = pg_catalog, pg_temp as $$
     select ai.rag_defaults() || coalesce(config->'rag', '{}')
 $$;
 
+-- A whole JSON number 1..hi (a count setting's value).
+create or replace function ai_internal._json_count(value jsonb, hi int) returns boolean
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select jsonb_typeof(value) = 'number' and value::text::numeric between 1 and hi
+           and value::text::numeric = trunc(value::text::numeric)
+$$;
+
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -487,25 +494,23 @@ begin
     end if;
     -- each value of the type and range ai.rag uses it with: a bad one must fail here, not in every ai.rag
     select array_agg(format('%s = %s', key, value)) into unknown from jsonb_each(config) where not case
-        when key = 'source_sentences' then jsonb_typeof(value) = 'null' or (jsonb_typeof(value) = 'number'
-                               and value::text::numeric between 1 and 100 and value::text::numeric = trunc(value::text::numeric))
-        when key in ('k', 'chunks_per_source') then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
-                               and value::text::numeric = trunc(value::text::numeric)
-        when key in ('context_tokens', 'max_tokens') then jsonb_typeof(value) = 'number'
-                               and value::text::numeric between 1 and 100000 and value::text::numeric = trunc(value::text::numeric)
+        when key = 'source_sentences' then jsonb_typeof(value) = 'null' or ai_internal._json_count(value, 100)
+                               or (jsonb_typeof(value) = 'array' and jsonb_array_length(value) between 1 and 100
+                                   and not exists (select from jsonb_array_elements(value) x
+                                                    where not ai_internal._json_count(x, 100)))
+        when key in ('k', 'chunks_per_source', 'rerank_candidates') then ai_internal._json_count(value, 100)
+        when key in ('context_tokens', 'max_tokens') then ai_internal._json_count(value, 100000)
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
         when key in ('translate_model', 'rerank', 'expand_model', 'topic', 'topic_model') then jsonb_typeof(value) in ('null', 'string')
         when key = 'expand' then jsonb_typeof(value) = 'boolean'
-        when key = 'rerank_candidates' then jsonb_typeof(value) = 'number' and value::text::numeric between 1 and 100
-                               and value::text::numeric = trunc(value::text::numeric)
         when key in ('rerank_threshold', 'topic_threshold') then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
         else jsonb_typeof(value) = 'string' end;
     if unknown is not null then
         raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023',
-                  hint = 'k and chunks_per_source are 1..100, source_sentences 1..100 or null; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
+                  hint = 'k and chunks_per_source are 1..100, source_sentences 1..100, an array of them (one per source rank) or null; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
                          'rerank_threshold and topic_threshold numbers; expand true or false; the others texts (see ai.rag_defaults())';
     end if;
@@ -516,20 +521,22 @@ begin
 end $$;
 
 -- The prompt's text of the sources, numbered: each chunk whole, or with per_source set its title
--- line and its per_source sentences closest to the question and to its expansion (by the
--- knowledge base's own model, one embedding call for all), in their order; a chunk of no more
--- sentences whole.  The chat model reads ~40% fewer tokens before its first (~935 → ~560: first
+-- line and its per_source[n] sentences closest to the question and to its expansion (source n
+-- past the array's end takes its last count; by the knowledge base's own model, one embedding call
+-- for all), in their order; a chunk of no more sentences whole.  The chat model reads ~40% fewer tokens before its first (~935 → ~560: first
 -- token p50 14.1 → 9.7 s on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).
 -- Each source's "chunk" in the result stays whole.  One statement, no temporary table: the HTTP
 -- API runs RAG read-only.
 drop function if exists ai_internal._source_text(text, text, jsonb, int);
+drop function if exists ai_internal._source_text(text, text, text, jsonb, int);
 create or replace function ai_internal._source_text(model text, question text, expansion text, sources jsonb,
-                                                    per_source int)
+                                                    per_source int[])
 returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     with src as (
         select (e->>'n')::int as n, e->>'chunk' as chunk,
                -- (a title line as the chunker writes one: chunking._TITLE)
-               case when e->>'chunk' ~ '^#{1,6}\s+[^\n]{1,200}\n' then split_part(e->>'chunk', E'\n', 1) end as title
+               case when e->>'chunk' ~ '^#{1,6}\s+[^\n]{1,200}\n' then split_part(e->>'chunk', E'\n', 1) end as title,
+               per_source[least((e->>'n')::int, cardinality(per_source))] as want
           from jsonb_array_elements(sources) e),
     -- Pieces split at sentence ends (a Chinese one needs no space after it) and line breaks; a
     -- piece that does not end a sentence (a setting's name on its own line, "To build it without
@@ -540,7 +547,7 @@ returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
           from src, regexp_split_to_table(case when src.title is null then src.chunk
                                                else substr(src.chunk, length(src.title) + 2) end,
                                           '(?<=[.!?])\s+|(?<=[\u3002\uff01\uff1f])\s*|\n+') with ordinality x(s, i)
-         where per_source is not null and btrim(x.s) <> ''),
+         where src.want is not null and btrim(x.s) <> ''),
     grouped as (
         select p.*, coalesce(sum(case when p.s ~ '[.!?;\u3002\uff01\uff1f\uff1b]$' then 1 else 0 end)
                                  over (partition by p.n order by p.i rows between unbounded preceding and 1 preceding), 0) as g
@@ -572,11 +579,11 @@ returns text language sql volatile set search_path = pg_catalog, pg_temp as $$
     ranked as (select t.n, t.rn, t.s, row_number() over (partition by t.n order by least(t.rq, t.re), t.rq) as r
                  from turns t)
     select string_agg(format(E'[%s] %s\n\n', src.n,
-                             case when per_source is null or (select count(*) from units u where u.n = src.n) <= per_source
+                             case when src.want is null or (select count(*) from units u where u.n = src.n) <= src.want
                                   then src.chunk
                                   else coalesce(src.title || E'\n', '')
                                        || (select string_agg(r.s, ' … ' order by r.rn) from ranked r
-                                            where r.n = src.n and r.r <= per_source) end),
+                                            where r.n = src.n and r.r <= src.want) end),
                       '' order by src.n)
       from src
 $$;
@@ -650,7 +657,12 @@ begin
         end loop;
     end if;
     if n > 0 then
-        context := ai_internal._source_text(t.model, question, ex, sources, (cfg->>'source_sentences')::int);
+        -- (a number is every source's count, an array one per rank: configure_rag checked either)
+        context := ai_internal._source_text(t.model, question, ex, sources,
+                       case jsonb_typeof(cfg->'source_sentences')
+                            when 'number' then array[(cfg->>'source_sentences')::int]
+                            when 'array' then array(select x::int from jsonb_array_elements_text(cfg->'source_sentences')
+                                                                        with ordinality a(x, i) order by a.i) end);
     end if;
     return jsonb_build_object(
         'answered', n > 0,
