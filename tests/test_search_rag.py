@@ -599,7 +599,7 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
         conn.execute("""select ai.configure_rag('kb', '{"source_sentences": null}')""")
         whole = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]
     finally:
-        conn.execute("""select ai.configure_rag('kb', '{"source_sentences": 3}')""")
+        conn.execute("select ai.configure_rag('kb', jsonb_build_object('source_sentences', ai.rag_defaults()->'source_sentences'))")
     assert p["sources"] == whole["sources"] and p["answered"]
     text, full = p["messages"][-1]["content"], whole["messages"][-1]["content"]
     assert len(text) < len(full) / 2 and all(s["chunk"] in full for s in whole["sources"])
@@ -637,7 +637,7 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
     try:
         p = conn.execute("select ai.rag_prompt('kb', %s)", (q,)).fetchone()[0]
     finally:
-        conn.execute("""select ai.configure_rag('kb', '{"source_sentences": 3}')""")
+        conn.execute("select ai.configure_rag('kb', jsonb_build_object('source_sentences', ai.rag_defaults()->'source_sentences'))")
     text = p["messages"][-1]["content"]
     first, rest = text.split("\n\n[2] ", 1)
     assert first.count(" … ") <= 2 and " … " not in rest, text
