@@ -67,3 +67,13 @@ def test_bare_markers_are_a_fault_and_a_terse_answer_is_not():
         assert "markers" in answer_faults("psql 列出所有表", bare, []), bare
     for terse in ("[1] \\dt", "\\l", "[2] `\\d+ t`", "用 COALESCE [1]"):
         assert "markers" not in answer_faults("psql 列出所有表", terse, []), terse
+
+
+def test_answers_in_the_questions_language():
+    from pgmind.evaluation import in_language
+    assert in_language("用 `pg_indexes` 视图查看表上的索引 [1]", "zh")
+    for english in ("[1] EXPLAIN — show the execution plan of a statement", "[1] `\\dt`",
+                    "```sql\nselect '表和字段'; -- 表的注释\n```"):
+        assert not in_language(english, "zh"), english
+        assert in_language(english, "en"), english
+    assert not in_language("使用 COALESCE 函数把空值换成零 [1]", "en")

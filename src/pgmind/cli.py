@@ -632,9 +632,10 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
                       f"\"rerank_threshold\": {c['threshold']}}}')")
     if answers:
         t2 = Table("lang", "answers with the facts", "unanswerable declined", "answerable declined",
-                   "faulty answers (pasted, echo, bare markers)")
+                   "faulty answers (pasted, echo, bare markers)", "answers in the question's language")
         for lang, sc in report["answers"]["summary"].items():
-            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]), str(sc["answerable_declined"]), str(sc["faults"]))
+            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]), str(sc["answerable_declined"]), str(sc["faults"]),
+                       str(sc["in_language"]))
         console.print(t2)
     if calibrate:
         c = report["threshold"]

@@ -151,6 +151,18 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     return faults
 
 
+_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.S)
+
+
+def in_language(answer: str, lang: str) -> bool:
+    """Whether an answer is written in its question's language: a Chinese question's has four or
+    more Chinese characters outside its code, an English one's fewer.  A reported measure, not a
+    fault: a bare "[1] \\dt" answers "psql 列出所有表" rightly, but a Chinese reader wants the
+    explanation in Chinese, not a pasted English title line."""
+    han = len(re.findall(r"[\u4e00-\u9fff]", _CODE.sub(" ", answer)))
+    return han >= 4 if lang == "zh" else han < 4
+
+
 def _longest_copied(answer: str, sources: list[str]) -> int:
     """The longest run of the answer found verbatim in a source (characters)."""
     best = 0
@@ -161,8 +173,9 @@ def _longest_copied(answer: str, sources: list[str]) -> int:
 
 
 def evaluate_answers(db, name: str, questions: list[Question], model: str | None = None) -> dict:
-    """Answer every question with RAG; check facts, declines, and the mechanical faults
-    (answer_faults): an answer with a fault does not count as correct."""
+    """Answer every question with RAG; check facts, declines, the mechanical faults (answer_faults:
+    an answer with a fault does not count as correct) and how many answers are in their question's
+    language (in_language)."""
     per: dict[str, dict] = {}
     rows = []
     for q in questions:
@@ -178,7 +191,7 @@ def evaluate_answers(db, name: str, questions: list[Question], model: str | None
             kind = "declined"
         for lang in (q.lang, "all"):
             s = per.setdefault(lang, {"facts": [0, 0], "declined": [0, 0], "answerable_declined": [0, 0],
-                                      "faults": [0, 0]})
+                                      "faults": [0, 0], "in_language": [0, 0]})
             s[kind][0] += int(ok)
             s[kind][1] += 1
             if q.gold:
@@ -187,6 +200,8 @@ def evaluate_answers(db, name: str, questions: list[Question], model: str | None
             if a.answered:
                 s["faults"][0] += int(bool(faults))
                 s["faults"][1] += 1
+                s["in_language"][0] += int(in_language(a.answer, q.lang))
+                s["in_language"][1] += 1
         rows.append({"question": q.question, "ok": ok, "answered": a.answered, "answer": a.answer,
                      "faults": faults, "seconds": round(seconds, 1),
                      "sources": [key_text(s["key"]) for s in a.sources]})
