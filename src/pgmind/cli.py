@@ -590,7 +590,8 @@ def eval_(ctx: typer.Context, name: str = typer.Argument(..., help="The knowledg
           rerank: Optional[str] = typer.Option(None, "--rerank", help="A rerank model: also measure "
                                                                       "hybrid+rerank."),
           answers: bool = typer.Option(False, "--answers", help="Also answer every question with RAG and "
-                                                                 "check facts and declines (slow)."),
+                                                                 "check facts, declines, faults and the "
+                                                                 "answers' language (slow)."),
           model: Optional[str] = typer.Option(None, help="The chat model for --answers."),
           calibrate: bool = typer.Option(False, "--calibrate", help="Also find the RAG thresholds (topic "
                                                                      "check, then similarity) that best "
