@@ -526,8 +526,9 @@ end $$;
 -- The prompt's text of the sources, numbered: each chunk whole, or with per_source set its title
 -- line and its per_source[n] sentences closest to the question and to its expansion (source n
 -- past the array's end takes its last count; by the knowledge base's own model, one embedding call
--- for all), in their order; a chunk of no more sentences whole.  The chat model reads ~40% fewer tokens before its first (~935 → ~560: first
--- token p50 14.1 → 9.7 s on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).
+-- for all), in their order; a chunk of no more sentences whole.  With 3 sentences each the chat
+-- model read ~40% fewer tokens before its first than with whole chunks (~935 → ~560: first token
+-- p50 14.1 → 9.7 s on 2 cores) for the same facts named on dev2 (docs/benchmarks.md).
 -- Each source's "chunk" in the result stays whole.  The default gives lower-ranked sources fewer
 -- sentences (3, 3, 2, 1, 1): ~22% fewer prompt tokens, first token p50 13.4 → 11.2 s, the same facts
 -- in the answers on dev2 + dev3 (docs/benchmarks.md, stop 25).  One statement, no temporary table:
