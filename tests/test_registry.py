@@ -205,6 +205,14 @@ def test_create_model_checks_dimensions_by_calling(conn, server, standin, fresh_
                            options => '{"dimensions": 1536}')""", (standin.url + "/v1",))
     assert e.sqlstate == "22000"
     assert "returns 8 dimensions" in e.diag.message_primary
+    fresh_models.append("remote-emb-3")                    # 8.0 is the whole number 8 (JSON Schema's integer)
+    conn.execute("""select ai.create_model('remote-emb-3', %s, 'openai', 'embedding', 'x',
+                    options => '{"dimensions": 8.0}')""", (standin.url + "/v1",))
+    assert conn.execute("select dimensions from ai.models where model_id = 'remote-emb-3'").fetchone()[0] == 8
+    for bad in ('8.5', '"8"', '0', '16001', 'null', '[8]'):
+        e = sql_error(conn, "select ai.create_model('remote-emb-4', %s, 'openai', 'embedding', 'x', options => %s)",
+                      (standin.url + "/v1", f'{{"dimensions": {bad}}}'))
+        assert e.sqlstate == "22023" and "dimensions" in e.diag.message_primary and e.diag.message_hint, bad
 
 
 def test_alter_and_drop(conn, standin, fresh_models):

@@ -647,6 +647,21 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
         assert err.sqlstate == "22023" and "source_sentences" in err.diag.message_hint, bad
 
 
+def test_rag_counts_written_as_decimals_work(kb, conn):
+    """2.0 is a whole number, as JSON Schema's integer takes it: configure_rag stores it and every
+    ai.rag_prompt after it reads it as 2 (jsonb keeps the "2.0" text, which a plain ::int refuses)."""
+    floats = {"k": 2.0, "chunks_per_source": 1.0, "context_tokens": 2000.0, "max_tokens": 64.0,
+              "source_sentences": [2.0, 1]}
+    before = conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()[0]
+    conn.execute("select ai.configure_rag('kb', %s)", (json.dumps(floats),))
+    try:
+        p = conn.execute("select ai.rag_prompt('kb', 'How do I create an index without locking writes?')").fetchone()[0]
+    finally:
+        conn.execute("""update ai.vectorizers set config = jsonb_set(config, '{rag}', coalesce(%s::jsonb, '{}'))
+                        where name = 'kb'""", (json.dumps(before),))
+    assert p["answered"] and len(p["sources"]) <= 2 and p["options"]["max_tokens"] == 64
+
+
 COUNT_KEYS = {"k": 100, "chunks_per_source": 100, "rerank_candidates": 100, "context_tokens": 100000,
               "max_tokens": 100000, "source_sentences": 100}
 JSONISH = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.sampled_from([1.0, 2.5, -0.0, 1e300]),

@@ -162,7 +162,8 @@ def test_worker_refuses_an_owner_function_made_unsafe(kb, owner, conn, settings,
 
 BAD_CHUNKING = ['[]', '"x"', '{"max_token": 100}', '{"max_tokens": 9, "overlap": 5}', '{"method": null}',
                 '{"method": "words"}', '{"max_tokens": 7}', '{"max_tokens": 100.5}', '{"max_tokens": "100"}',
-                '{"overlap": -1}', '{"max_tokens": 100000}', '{"max_tokens": true}', '{"title": "yes"}', '{"title": 1}']
+                '{"overlap": -1}', '{"overlap": 2.5}', '{"overlap": null}', '{"max_tokens": 100000}', '{"max_tokens": true}',
+                '{"title": "yes"}', '{"title": 1}']
 GOOD_CHUNKING = ['{}', 'null', '{"method": "none"}', '{"max_tokens": 9, "overlap": 4}', '{"max_tokens": 8, "overlap": 0}',
                  '{"method": "markdown", "max_tokens": 8192, "overlap": 100}', '{"max_tokens": 64.0, "overlap": 8}',
                  '{"method": "markdown", "title": true}', '{"title": false}']
@@ -194,7 +195,8 @@ def test_bad_chunking_refused_at_creation(owner, spec, kb):
 
 
 @pytest.mark.parametrize("index", ['{"m": 1000}', '{"type": "hnsw", "lists": 5}', '{"type": "btree"}', '[]',
-                                   '{"m": "abc"}', '{"type": "ivfflat", "lists": 0}'])
+                                   '{"m": "abc"}', '{"type": "ivfflat", "lists": 0}', '{"m": 2.5}',
+                                   '{"type": "ivfflat", "lists": 10.5}', '{"m": 16, "ef_construction": null}'])
 def test_bad_index_refused(owner, index, kb):
     err = sql_error(owner, "select ai.alter_vectorizer('sec_notes', index => %s::jsonb)", (index,))
     assert err.sqlstate == "22023" and err.diag.message_hint

@@ -22,3 +22,15 @@ begin
         execute format('drop function %s cascade', to_regprocedure(sig));
     end if;
 end $$;
+
+-- The one rule for a count setting (dimensions, chunk sizes, RAG counts): a whole JSON number lo..hi
+-- (lo >= 0), 64 or 64.0 alike as JSON Schema's "integer" and the worker's ChunkingConfig take it.
+-- False for anything else (a string "3", 2.5, null, an array), so each caller raises its own
+-- message with its own bounds.  jsonb keeps 64.0 as "64.0", so readers cast (x->>'k')::numeric::int.
+-- Drops the two-argument form of releases before it.
+drop function if exists ai_internal._json_count(jsonb, int);
+create or replace function ai_internal._json_count(value jsonb, lo int, hi int) returns boolean
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select coalesce(jsonb_typeof(value) = 'number' and value::text::numeric between lo and hi
+                    and value::text::numeric = trunc(value::text::numeric), false)
+$$;

@@ -159,9 +159,7 @@ begin
         raise exception 'options must be a JSON object'
             using errcode = '22023', hint = 'pass options like {"dimensions": 1024, "timeout": 30}';
     end if;
-    if options ? 'dimensions' and (jsonb_typeof(options->'dimensions') <> 'number'
-                                   or (options->>'dimensions')::numeric not between 1 and 16000
-                                   or (options->>'dimensions')::numeric <> trunc((options->>'dimensions')::numeric)) then
+    if options ? 'dimensions' and not ai_internal._json_count(options->'dimensions', 1, 16000) then
         raise exception 'options.dimensions must be an integer from 1 to 16000, got %', options->'dimensions'
             using errcode = '22023', hint = 'e.g. options => ''{"dimensions": 1024}''';
     end if;
@@ -242,7 +240,7 @@ begin
     out_fn := nullif(out_fn, 0::oid::regproc);
     perform ai_internal._validate_model(url, provider, type, name, header_fn, in_fn, out_fn, options);
     select * into a from ai_internal._split_auth(auth);
-    dims := coalesce(dims, (options->>'dimensions')::int);
+    dims := coalesce(dims, (options->>'dimensions')::numeric::int);
 
     -- (a local chat model is checked too: its GGUF must be there)
     if (type in ('embedding', 'image_embedding')
@@ -310,7 +308,7 @@ begin
     perform ai_internal._validate_model(r.url, r.provider, r.model_type, r.model_name, r.header_fn, r.in_fn,
                                r.out_fn, r.options);
     if options ? 'dimensions' then
-        r.dimensions := (options->>'dimensions')::int;
+        r.dimensions := (options->>'dimensions')::numeric::int;
     end if;
     update ai.model_registry m
        set url = r.url, header_fn = r.header_fn, in_fn = r.in_fn, out_fn = r.out_fn, options = r.options,

@@ -397,13 +397,10 @@ begin
         raise exception 'unknown chunking method %', chunking->'method'
             using errcode = '22023', hint = 'method is one of recursive, markdown, html, none';
     end if;
-    if jsonb_typeof(chunking->'max_tokens') is distinct from 'number'
-       or jsonb_typeof(chunking->'overlap') is distinct from 'number'
-       or (chunking->>'max_tokens')::numeric <> trunc((chunking->>'max_tokens')::numeric)
-       or (chunking->>'overlap')::numeric <> trunc((chunking->>'overlap')::numeric)
-       or (chunking->>'max_tokens')::numeric not between 8 and 8192
-       or (chunking->>'overlap')::numeric < 0
-       or (chunking->>'overlap')::numeric * 2 >= (chunking->>'max_tokens')::numeric then
+    -- (case, not or: the comparison casts, so it may only run once both are whole numbers)
+    if (case when ai_internal._json_count(chunking->'max_tokens', 8, 8192)
+                  and ai_internal._json_count(chunking->'overlap', 0, 8192)
+             then (chunking->>'overlap')::numeric::int * 2 >= (chunking->>'max_tokens')::numeric::int else true end) then
         raise exception 'invalid chunk sizes: max_tokens % and overlap %', chunking->'max_tokens', chunking->'overlap'
             using errcode = '22023', hint = 'max_tokens is an integer from 8 to 8192, overlap an integer under half of it';
     end if;
@@ -433,20 +430,19 @@ begin
     perform ai_internal._spec_object(index_spec, t || ' index', allowed, hint);
     if t = 'hnsw' then
         index_spec := '{"type": "hnsw", "m": 16, "ef_construction": 64}'::jsonb || index_spec;
-        if jsonb_typeof(index_spec->'m') is distinct from 'number' or jsonb_typeof(index_spec->'ef_construction') is distinct from 'number'
-           or (index_spec->>'m')::numeric not between 2 and 100
-           or (index_spec->>'ef_construction')::numeric not between 4 and 1000
-           or (index_spec->>'ef_construction')::numeric < 2 * (index_spec->>'m')::numeric then
+        if (case when ai_internal._json_count(index_spec->'m', 2, 100)
+                      and ai_internal._json_count(index_spec->'ef_construction', 4, 1000)
+                 then (index_spec->>'ef_construction')::numeric < 2 * (index_spec->>'m')::numeric else true end) then
             raise exception 'invalid hnsw settings: m % and ef_construction %', index_spec->'m', index_spec->'ef_construction'
-                using errcode = '22023', hint = 'm is 2..100, ef_construction 4..1000 and at least twice m';
+                using errcode = '22023', hint = 'm is an integer 2..100, ef_construction an integer 4..1000 and at least twice m';
         end if;
         index_spec := jsonb_build_object('type', 'hnsw', 'm', (index_spec->>'m')::numeric::int,
                                          'ef_construction', (index_spec->>'ef_construction')::numeric::int);
     elsif t = 'ivfflat' then
         index_spec := '{"type": "ivfflat", "lists": 100}'::jsonb || index_spec;
-        if jsonb_typeof(index_spec->'lists') is distinct from 'number' or (index_spec->>'lists')::numeric not between 1 and 32768 then
+        if not ai_internal._json_count(index_spec->'lists', 1, 32768) then
             raise exception 'invalid ivfflat lists %', index_spec->'lists'
-                using errcode = '22023', hint = 'lists is 1..32768 (about rows / 1000)';
+                using errcode = '22023', hint = 'lists is an integer 1..32768 (about rows / 1000)';
         end if;
         index_spec := jsonb_build_object('type', 'ivfflat', 'lists', (index_spec->>'lists')::numeric::int);
     else
@@ -481,11 +477,11 @@ begin
                                                 when 'l2' then 'vector_l2_ops' when 'ip' then 'vector_ip_ops' end;
     if index_spec->>'type' = 'hnsw' then
         execute format('create index on %I.%I using hnsw (embedding %I.%I) with (m = %s, ef_construction = %s)',
-                       p_schema, p_store, vschema, opclass, (index_spec->>'m')::int,
-                       (index_spec->>'ef_construction')::int);
+                       p_schema, p_store, vschema, opclass, (index_spec->>'m')::numeric::int,
+                       (index_spec->>'ef_construction')::numeric::int);
     elsif index_spec->>'type' = 'ivfflat' then
         execute format('create index on %I.%I using ivfflat (embedding %I.%I) with (lists = %s)',
-                       p_schema, p_store, vschema, opclass, (index_spec->>'lists')::int);
+                       p_schema, p_store, vschema, opclass, (index_spec->>'lists')::numeric::int);
     end if;
 end $$;
 

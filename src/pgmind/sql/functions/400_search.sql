@@ -472,13 +472,6 @@ language sql immutable set search_path = pg_catalog, pg_temp as $$
     select ai.rag_defaults() || coalesce(config->'rag', '{}')
 $$;
 
--- A whole JSON number 1..hi (a count setting's value).
-create or replace function ai_internal._json_count(value jsonb, hi int) returns boolean
-language sql immutable set search_path = pg_catalog, pg_temp as $$
-    select jsonb_typeof(value) = 'number' and value::text::numeric between 1 and hi
-           and value::text::numeric = trunc(value::text::numeric)
-$$;
-
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
@@ -497,12 +490,12 @@ begin
     end if;
     -- each value of the type and range ai.rag uses it with: a bad one must fail here, not in every ai.rag
     select array_agg(format('%s = %s', key, value)) into unknown from jsonb_each(config) where not case
-        when key = 'source_sentences' then jsonb_typeof(value) = 'null' or ai_internal._json_count(value, 100)
+        when key = 'source_sentences' then jsonb_typeof(value) = 'null' or ai_internal._json_count(value, 1, 100)
                                or (jsonb_typeof(value) = 'array' and jsonb_array_length(value) between 1 and 100
                                    and not exists (select from jsonb_array_elements(value) x
-                                                    where not ai_internal._json_count(x, 100)))
-        when key in ('k', 'chunks_per_source', 'rerank_candidates') then ai_internal._json_count(value, 100)
-        when key in ('context_tokens', 'max_tokens') then ai_internal._json_count(value, 100000)
+                                                    where not ai_internal._json_count(x, 1, 100)))
+        when key in ('k', 'chunks_per_source', 'rerank_candidates') then ai_internal._json_count(value, 1, 100)
+        when key in ('context_tokens', 'max_tokens') then ai_internal._json_count(value, 1, 100000)
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
@@ -622,13 +615,13 @@ begin
     perform ai_internal._check_query_length(array[question]);
     t := ai_internal._search_target(name, current_user);
     cfg := ai_internal._kb_settings(t.config);
-    k := coalesce(k, (cfg->>'k')::int);
+    k := coalesce(k, (cfg->>'k')::numeric::int);
     model := coalesce(model, cfg->>'model');
     -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
     threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold,
                           (cfg->>'threshold')::float8);
     zh := ai_internal._text_language(question) = 'zh';
-    budget := (cfg->>'context_tokens')::int;
+    budget := (cfg->>'context_tokens')::numeric::int;
     -- A question about another subject (another product, the weather) is declined before any
     -- search: its best chunks can be as close as a real question's.
     topic_score := ai_internal._topic_score(cfg, question);
@@ -646,10 +639,10 @@ begin
         end if;
         for r in with hits as (
                      select s.* from ai.search(name, question, k => k, mode => 'hybrid', filter => filter,
-                                               chunks_per_source => (cfg->>'chunks_per_source')::int,
+                                               chunks_per_source => (cfg->>'chunks_per_source')::numeric::int,
                                                rerank => cfg->>'rerank', expansion => ex,
                                                candidates => case when cfg->>'rerank' is not null
-                                                                  then (cfg->>'rerank_candidates')::int end) with ordinality
+                                                                  then (cfg->>'rerank_candidates')::numeric::int end) with ordinality
                               s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
                  select h.* from hits h
                  where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
@@ -666,15 +659,15 @@ begin
         -- (a number is every source's count, an array one per rank: configure_rag checked either)
         context := ai_internal._source_text(t.model, question, ex, sources,
                        case jsonb_typeof(cfg->'source_sentences')
-                            when 'number' then array[(cfg->>'source_sentences')::int]
-                            when 'array' then array(select x::int from jsonb_array_elements_text(cfg->'source_sentences')
+                            when 'number' then array[(cfg->>'source_sentences')::numeric::int]
+                            when 'array' then array(select x::numeric::int from jsonb_array_elements_text(cfg->'source_sentences')
                                                                         with ordinality a(x, i) order by a.i) end);
     end if;
     return jsonb_build_object(
         'answered', n > 0,
         'answer', case when n = 0 then cfg->>(case when zh then 'decline_zh' else 'decline_en' end) end,
         'sources', sources, 'model', model, 'topic_score', topic_score,
-        'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::int, 'temperature', 0.1),
+        'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::numeric::int, 'temperature', 0.1),
         'messages', case when n > 0 then
             -- (small models follow one user message better than a system prompt: both are configurable)
             case when coalesce(cfg->>(case when zh then 'system_zh' else 'system_en' end), '') <> ''
