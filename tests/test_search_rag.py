@@ -689,7 +689,10 @@ def test_rag_count_settings_are_checked(kb, conn, key, value):
         conn.execute("select ai.configure_rag('kb', %s)", (json.dumps({key: value}),))
         assert ok, (key, value)
     except psycopg.Error as e:
-        assert not ok and e.sqlstate == "22023" and key in e.diag.message_hint, (key, value, e)
+        if "\\u0000" in json.dumps(value):    # jsonb holds no NUL: PostgreSQL refuses the argument itself
+            assert e.sqlstate == "22P05", (key, value, e)
+        else:
+            assert not ok and e.sqlstate == "22023" and key in e.diag.message_hint, (key, value, e)
         assert conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()[0] == before
     finally:
         conn.execute("select ai.configure_rag('kb', jsonb_build_object(%s::text, ai.rag_defaults()->%s))", (key, key))
