@@ -430,9 +430,9 @@ language sql immutable strict as $$
          + (length(regexp_replace(t, '[\u3000-\u9fff\uff00-\uffef]', '', 'g')) + 3) / 4
 $$;
 
--- The answer prompts were chosen on the tuning sets (docs/benchmarks.md).  A Chinese prompt asking
--- for the name explained in Chinese won on the manual (more answers in Chinese) but answered a
--- non-technical knowledge base's question with nothing (tests/test_search_rag.py's panda): not kept.
+-- The answer prompts were chosen on the tuning sets (docs/benchmarks.md).  The Chinese one asks for
+-- the command only when the question asks how: asked for one always, the 1.5B answered a
+-- non-technical knowledge base's question with nothing (tests/test_search_rag.py's panda).
 create or replace function ai.rag_defaults() returns jsonb
 language sql immutable as $$ select '{
     "model": "qwen-1.5b",
@@ -448,7 +448,7 @@ language sql immutable as $$ select '{
     "system_en": "",
     "system_zh": "",
     "prompt_en": "Sources from the {topic} documentation:\n{sources}Question: {question}\nUsing only the sources, answer in one to three short sentences of your own words, in English, for {topic}. Start with the exact command, function or setting that does it, and cite the sources like [1].",
-    "prompt_zh": "以下是{topic}文档中的资料:\n{sources}问题: {question}\n请只根据以上资料,针对{topic}用一到三句简短的中文回答。先写出能做到这件事的具体命令、函数或设置名称,并注明出处编号,如 [1]。",
+    "prompt_zh": "以下是{topic}文档中的资料:\n{sources}问题: {question}\n请只根据以上资料回答,针对{topic}。用一到三句简短的中文:第一句直接回答;问怎么做时,写出能做到这件事的具体命令、函数或设置名称并用中文说明,不要照抄资料。在句末注明出处编号,如 [1]。",
     "decline_en": "The knowledge base does not contain the answer.",
     "decline_zh": "知识库中没有这个问题的答案。",
     "language": null,
