@@ -69,6 +69,16 @@ def test_bare_markers_are_a_fault_and_a_terse_answer_is_not():
         assert "markers" not in answer_faults("psql 列出所有表", terse, []), terse
 
 
+def test_an_echo_is_a_fault_and_a_restating_answer_is_not():
+    from pgmind.evaluation import answer_faults
+    for echo in ("估算表的行数 不用count [1]", "估算表的行数 不用count。", "估算表的行数 不用count\n\n估算表的行数 不用count 用 reltuples"):
+        assert "echo" in answer_faults("估算表的行数 不用count", echo, []), echo
+    for answer in ("估算表的行数 不用count: 查 pg_class.reltuples [1]", "估算表的行数 不用count? 用 `reltuples`"):
+        assert "echo" not in answer_faults("估算表的行数 不用count", answer, []), answer
+    assert "echo" not in answer_faults("获取当前时间的函数", "获取当前时间的函数是 `now()`。", [])
+    assert "echo" not in answer_faults("psql 列出所有表", "psql 列出所有表: \\dt", [])
+
+
 def test_answers_in_the_questions_language():
     from pgmind.evaluation import in_language
     assert in_language("用 `pg_indexes` 视图查看表上的索引 [1]", "zh")

@@ -131,7 +131,8 @@ _MARKER = re.compile(r"\[\d+\]|【\d+】")
 
 def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     """What a reader would reject at a glance, checked mechanically: "markers" (nothing but citation
-    markers and at most one other character), "echo" (the question repeated as the answer),
+    markers and at most one other character), "echo" (the question repeated as the answer, with
+    less than two letters or digits of its own after it, or twice),
     "pasted" (most of the answer copied from a source: 120 characters or more in one run, making
     up over half of the answer)."""
     faults = []
@@ -142,7 +143,10 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
         faults.append("markers")
     flat = " ".join(answer.split()).lower()
     q = " ".join(question.split()).lower()
-    if q and (flat.startswith(q) and len(flat) < len(q) + 40 or flat.count(q) > 1):
+    # the question with nothing of its own after it ("估算表的行数 不用count [1]"); an answer that
+    # begins by restating it is not one ("获取当前时间的函数是 `now()`。", "psql 列出所有表: \\dt")
+    rest = _MARKER.sub("", flat[len(q):]) if q and flat.startswith(q) else None
+    if q and (rest is not None and len(re.findall(r"[^\W_]", rest)) < 2 or flat.count(q) > 1):
         faults.append("echo")
     if chunks and flat:
         copied = _longest_copied(flat, [" ".join(c.split()).lower() for c in chunks])
