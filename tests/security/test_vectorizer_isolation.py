@@ -202,6 +202,14 @@ def test_bad_index_refused(owner, index, kb):
     assert err.sqlstate == "22023" and err.diag.message_hint
 
 
+def test_index_counts_are_stored_whole(conn):
+    """16.0 passes as 16 and is stored as 16, so the index is built from plain integers."""
+    spec = conn.execute("""select ai_internal._check_index('{"type": "hnsw", "m": 16.0, "ef_construction": 64.0}'),
+                                  ai_internal._check_index('{"type": "ivfflat", "lists": 10.0}')""").fetchone()
+    assert spec == ({"type": "hnsw", "m": 16, "ef_construction": 64}, {"type": "ivfflat", "lists": 10})
+    assert all(type(v) is int for s in spec for v in s.values() if v not in ("hnsw", "ivfflat"))
+
+
 def test_functions_callable_by_public_are_the_listed_ones(conn):
     """Least privilege by construction: an ai function is callable by PUBLIC only if it is public API
     or listed as a safe internal; administrators' functions only by pgmind_admin."""

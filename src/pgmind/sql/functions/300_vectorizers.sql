@@ -400,7 +400,7 @@ begin
     -- (case, not or: the comparison casts, so it may only run once both are whole numbers)
     if (case when ai_internal._json_count(chunking->'max_tokens', 8, 8192)
                   and ai_internal._json_count(chunking->'overlap', 0, 8192)
-             then (chunking->>'overlap')::numeric::int * 2 >= (chunking->>'max_tokens')::numeric::int else true end) then
+             then (chunking->>'overlap')::numeric * 2 >= (chunking->>'max_tokens')::numeric else true end) then
         raise exception 'invalid chunk sizes: max_tokens % and overlap %', chunking->'max_tokens', chunking->'overlap'
             using errcode = '22023', hint = 'max_tokens is an integer from 8 to 8192, overlap an integer under half of it';
     end if;
@@ -477,11 +477,11 @@ begin
                                                 when 'l2' then 'vector_l2_ops' when 'ip' then 'vector_ip_ops' end;
     if index_spec->>'type' = 'hnsw' then
         execute format('create index on %I.%I using hnsw (embedding %I.%I) with (m = %s, ef_construction = %s)',
-                       p_schema, p_store, vschema, opclass, (index_spec->>'m')::numeric::int,
-                       (index_spec->>'ef_construction')::numeric::int);
+                       p_schema, p_store, vschema, opclass, (index_spec->>'m')::int,
+                       (index_spec->>'ef_construction')::int);
     elsif index_spec->>'type' = 'ivfflat' then
         execute format('create index on %I.%I using ivfflat (embedding %I.%I) with (lists = %s)',
-                       p_schema, p_store, vschema, opclass, (index_spec->>'lists')::numeric::int);
+                       p_schema, p_store, vschema, opclass, (index_spec->>'lists')::int);
     end if;
 end $$;
 
