@@ -193,6 +193,32 @@ def test_expansion_names(conn):
     assert names(None) is None and names("") == ""
 
 
+def test_expansion_headings(conn):
+    """The headings an expansion's names may be: without arguments, and without the last word."""
+    def heads(text):
+        return conn.execute("select ai_internal._expansion_headings(%s)", (text,)).fetchone()[0]
+    assert heads("Use `COALESCE(x, 0)`, `COMMENT ON` and `\\l`; `coalesce` again.") == [
+        "coalesce", "comment on", "comment", "\\l"]
+    assert heads("用 `pg_size_pretty` 查看") == ["pg_size_pretty"]
+    assert heads("no names here") == [] and heads(None) == []
+
+
+def test_a_heading_the_expansion_names_is_one_more_list(db, conn):
+    """A page whose heading the expansion names ("## NOTIFY") ranks in a list of its own, beside the
+    names' keyword list; a heading in more than 3 pages ("## Description") names no page."""
+    def top(expansion):
+        return conn.execute("select key->>'path', score from ai.search('kb', 'zzzqqq', k => 3, mode => 'keyword', "
+                            "expansion => %s)", (expansion,)).fetchone()
+    path, score = top("Run `NOTIFY` after the change.")
+    assert path == "sql-notify.html" and score == pytest.approx(2 / 61)     # both lists rank it first
+    described = conn.execute("select count(distinct path) from kb_chunks where chunk ~ '\n## Description\n'").fetchone()[0]
+    assert described > 3
+    assert top("See its `Description`.")[1] == pytest.approx(1 / 61)          # the names' list alone
+    # a heading is matched as written: a name's pattern characters are themselves
+    quoted = conn.execute("select ai_internal._regex_quote(%s)", ("a.b(c)[d]\\e|f*",)).fetchone()[0]
+    assert conn.execute("select %s ~ %s, 'axb(c)[d]\\e|f*' ~ %s", ("a.b(c)[d]\\e|f*", quoted, quoted)).fetchone() == (True, False)
+
+
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
 def test_filter_applies_inside_each_retriever(db, mode):
     """A selective filter still returns k results, all matching it."""

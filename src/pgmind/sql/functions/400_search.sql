@@ -36,10 +36,21 @@ end $$;
 
 -- The words of a question as an OR query (a question is not a conjunction of its words; ranking
 -- sorts out which documents have more of them).
+-- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.
+create or replace function ai_internal._fts_words(t text) returns text[]
+language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+    select tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(t)))
+$$;
+
 create or replace function ai.keyword_query(query text) returns tsquery
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-    select to_tsquery('simple', string_agg(quote_literal(w), ' | '))
-    from unnest(tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(query)))) w
+    select to_tsquery('simple', string_agg(quote_literal(w), ' | ')) from unnest(ai_internal._fts_words(query)) w
+$$;
+
+-- All the words of a text as an AND query (null for none).
+create or replace function ai_internal._all_words(t text) returns tsquery
+language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+    select to_tsquery('simple', string_agg(quote_literal(w), ' & ')) from unnest(ai_internal._fts_words(t)) w
 $$;
 
 -- A prompt template with its {placeholders} filled from vals (a JSON object of texts), in one pass:
@@ -124,19 +135,45 @@ begin
     return nullif(btrim(coalesce(reply, '')), '');
 end $$;
 
--- What the expansion's keyword list searches: the names it writes as code (`pg_cancel_backend`,
--- `COMMENT ON`), else all its words.  Its other words ("table", "column", "value", "example")
--- match most pages and drowned the names: "多行合并成一行 逗号隔开" → `STRING_AGG` named, and
--- functions-aggregate.html not among the 40 best keyword hits.  Code blocks (```…```) are left
--- out: their table and column names are made up.  Measured in docs/benchmarks.md (stop 23).
+-- The names the expansion writes as code (`pg_cancel_backend`, `COMMENT ON`), in order, once each.
+-- Code blocks (```…```) are left out: their table and column names are made up.
+create or replace function ai_internal._expansion_name_list(expansion text) returns text[]
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select array(select m.name
+                   from (select x.m[1] as name, min(x.i) as i
+                           from regexp_matches(regexp_replace(expansion, '```.*?(```|$)', ' ', 'g'), '`([^`\n]{1,60})`', 'g')
+                                with ordinality x(m, i)
+                          where btrim(x.m[1]) <> ''
+                          group by x.m[1]) m
+                  order by m.i)
+$$;
+
+-- What the expansion's keyword list searches: its names, else all its words.  Its other words
+-- ("table", "column", "value", "example") match most pages and drowned the names: "多行合并成一行
+-- 逗号隔开" → `STRING_AGG` named, and functions-aggregate.html not among the 40 best keyword hits.
+-- Measured in docs/benchmarks.md (stop 23).
 create or replace function ai_internal._expansion_names(expansion text) returns text
 language sql immutable set search_path = pg_catalog, pg_temp as $$
-    select coalesce(string_agg(m.name, ' ' order by m.i), expansion)
-    from (select x.m[1] as name, min(x.i) as i
-            from regexp_matches(regexp_replace(expansion, '```.*?(```|$)', ' ', 'g'), '`([^`\n]{1,60})`', 'g')
-                 with ordinality x(m, i)
-           where btrim(x.m[1]) <> ''
-           group by x.m[1]) m
+    select coalesce(nullif(array_to_string(ai_internal._expansion_name_list(expansion), ' '), ''), expansion)
+$$;
+
+-- The headings the expansion's names may be (lower case): each name without its arguments
+-- ("COALESCE(x, 0)" → "coalesce") and, of two or more words, also without its last one ("COMMENT ON"
+-- → "comment").  ai.search ranks the pages with such a heading as one more list: a name the model
+-- writes is often exactly the title of the page that documents it (`COMMENT ON`, `pg_indexes`,
+-- `COALESCE`), a page the four ranked lists can leave out — first in the names' keyword list,
+-- absent from the other three, it lost the fusion (docs/benchmarks.md, stop 27).
+create or replace function ai_internal._expansion_headings(expansion text) returns text[]
+language sql immutable set search_path = pg_catalog, pg_temp as $$
+    select array(select h.head
+                   from (select c.head, min(n.i * 2 + c.j) as o
+                           from unnest(ai_internal._expansion_name_list(expansion)) with ordinality n(name, i),
+                                lateral (select lower(btrim(regexp_replace(n.name, '\(.*$', ''))) as base) b,
+                                lateral (values (b.base, 0),
+                                                (case when b.base ~ '\s' then btrim(regexp_replace(b.base, '\s+\S+$', '')) end, 1)) c(head, j)
+                          where length(c.head) >= 2
+                          group by c.head) h
+                  order by h.o)
 $$;
 
 -- Whether a question is about the knowledge base's topic at all: the chat model's log-odds of
@@ -227,16 +264,26 @@ drop function if exists ai_internal._search_run(text, text, text, regclass, text
                                                 float8, float8, int, text);
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
                                                 float8, float8, int, text);
+drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
+                                                float8, float8, int, text, int);
+-- A text as a regular expression that matches it literally.
+create or replace function ai_internal._regex_quote(t text) returns text
+language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
+    select regexp_replace(t, '([!$()*+.:<=>?\[\\\]^{|}-])', '\\\1', 'g')
+$$;
+
 -- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
 -- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
--- query (tqs); a single list is returned as it ranks, several are fused by reciprocal rank.
+-- query (tqs), and one of the pages that have a heading named in heads (an expansion's names:
+-- ai_internal._expansion_headings); a single list is returned as it ranks, several are fused by
+-- reciprocal rank.
 -- similarity is to qvs[1], the question itself, or with its expansion in qvs[2] the mean of
 -- both (RAG thresholds on it).  Runs with the
 -- caller's rights (the filter is the caller's SQL).
 create or replace function ai_internal._search_run(
     store text, key_json text, key_cols text, source regclass, source_key_cols text, filter text,
     qvs text[], tqs tsquery[], mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text,
-    per_source int default null)
+    per_source int default null, heads text[] default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
                vector_rank int, keyword_rank int)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -244,6 +291,7 @@ declare
     where_filter text := '';
     vector_sql text;
     keyword_sql text;
+    heading_sql text;
     sim_sql text;
     lists int;
 begin
@@ -253,7 +301,9 @@ begin
     tqs := case when mode = 'vector' then null
                 else array(select t from unnest(tqs) t where numnode(t) > 0) end;
     qvs := array(select v from unnest(qvs) v where v is not null);
-    lists := case when mode = 'keyword' then 0 else cardinality(qvs) end + coalesce(cardinality(tqs), 0);
+    heads := case when mode = 'vector' then '{}' else coalesce(heads, '{}') end;
+    lists := case when mode = 'keyword' then 0 else cardinality(qvs) end + coalesce(cardinality(tqs), 0)
+             + case when cardinality(heads) > 0 then 1 else 0 end;
     if lists = 0 then
         return;
     end if;
@@ -292,13 +342,33 @@ begin
                                     from %2$s c where c.fts @@ q.tq %4$s
                                     order by raw desc limit $3) x',
                           _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
+    -- The heading list: the source rows with a heading line ("## COMMENT", "### 9.18.2. COALESCE")
+    -- that is one of heads, a heading found in at most 3 of them (one that names a page, not
+    -- "Examples"), in the order of heads; a row's chunks by similarity to the question.  The
+    -- words' index finds the candidates, the pattern the headings.  A word match: keyword_weight.
+    heading_sql := format('with m as (select x.*, h.i
+                                      from unnest($11) with ordinality h(head, i),
+                                      lateral (select %1$s as key, c.chunk_seq, c.chunk, %5$s as sim
+                                               from %2$s c
+                                               where c.fts @@ ai_internal._all_words(h.head)
+                                                 and c.chunk ~* (''(^|\n)#{1,6}[ \t]+([A-Z]?[0-9][0-9.]*[ \t]+)?''
+                                                                 || ai_internal._regex_quote(h.head) || ''[ \t]*(\n|$)'') %4$s) x),
+                                naming as (select m.i from m group by m.i having count(distinct m.key) <= 3),
+                                p as (select m.key, m.chunk_seq, min(m.chunk) as chunk, max(m.sim) as sim,
+                                             min(min(m.i)) over (partition by m.key) as o
+                                      from m join naming using (i) group by m.key, m.chunk_seq),
+                                y as (select p.*, row_number() over (order by p.o, p.sim desc nulls last, p.chunk_seq) as r from p)
+                           select -1000::bigint as list, false as is_vector, y.key, y.chunk_seq, y.chunk, y.sim,
+                                  1.0::float8 / y.r as raw, y.r
+                           from y where y.r <= $3',
+                          _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
     -- Reciprocal rank fusion.  By document (default): each source row ranks in a list by its best
     -- chunk there, rows are fused, and their chunks follow in order of their own fused score.  The
     -- retrievers often pick different chunks of the right document, which chunk-level fusion
     -- scores as half-hits (see docs/benchmarks.md).  One list alone keeps its own score (similarity
     -- or ts_rank).
     return query execute format('
-        with lists as (%s union all %s),
+        with lists as (%s union all %s union all (%s)),
              hits as (
                  select l.key, l.chunk_seq, min(l.chunk) as chunk, max(l.sim) as sim, max(l.raw) as raw,
                         min(l.r) filter (where l.is_vector) as vr, min(l.r) filter (where not l.is_vector) as wr,
@@ -319,9 +389,9 @@ begin
         join doc_scores d on d.key = h.key
         where $10 is null or h.nth <= $10
         order by score desc, h.chunk_score desc, h.raw desc
-        limit $4', vector_sql, keyword_sql)
+        limit $4', vector_sql, keyword_sql, heading_sql)
         using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
-              rrf_k::float8, fusion, lists, per_source;
+              rrf_k::float8, fusion, lists, per_source, heads;
 end $$;
 
 create or replace function ai.search(
@@ -416,7 +486,8 @@ begin
     end if;
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
                                                       filter, qvs, tqs, mode, n, k, vector_weight, keyword_weight,
-                                                      rrf_k, fusion, chunks_per_source);
+                                                      rrf_k, fusion, chunks_per_source,
+                                                      ai_internal._expansion_headings(ex));
 end $$;
 
 -- RAG: the question's best chunks (hybrid search), those above the similarity threshold as
