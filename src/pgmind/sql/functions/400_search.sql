@@ -34,14 +34,14 @@ begin
     end if;
 end $$;
 
--- The words of a question as an OR query (a question is not a conjunction of its words; ranking
--- sorts out which documents have more of them).
 -- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.
 create or replace function ai_internal._fts_words(t text) returns text[]
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(t)))
 $$;
 
+-- The words of a question as an OR query (a question is not a conjunction of its words; ranking
+-- sorts out which documents have more of them).
 create or replace function ai.keyword_query(query text) returns tsquery
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select to_tsquery('simple', string_agg(quote_literal(w), ' | ')) from unnest(ai_internal._fts_words(query)) w
@@ -346,6 +346,8 @@ begin
     -- that is one of heads, a heading found in at most 3 of them (one that names a page, not
     -- "Examples"), in the order of heads; a row's chunks by similarity to the question.  The
     -- words' index finds the candidates, the pattern the headings.  A word match: keyword_weight.
+    -- (No raw score: it fuses by rank only; a heading that matches has words, so the names' keyword
+    -- list is there too and this list is never the only one.)
     heading_sql := format('with m as (select x.*, h.i
                                       from unnest($11) with ordinality h(head, i),
                                       lateral (select %1$s as key, c.chunk_seq, c.chunk, %5$s as sim
@@ -359,7 +361,7 @@ begin
                                       from m join naming using (i) group by m.key, m.chunk_seq),
                                 y as (select p.*, row_number() over (order by p.o, p.sim desc nulls last, p.chunk_seq) as r from p)
                            select -1000::bigint as list, false as is_vector, y.key, y.chunk_seq, y.chunk, y.sim,
-                                  1.0::float8 / y.r as raw, y.r
+                                  null::float8 as raw, y.r
                            from y where y.r <= $3',
                           _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
     -- Reciprocal rank fusion.  By document (default): each source row ranks in a list by its best
@@ -384,11 +386,11 @@ begin
         select h.key, h.chunk_seq, h.chunk,
                case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
                h.sim, h.vr::int, h.wr::int
-        from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc) as nth
+        from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc nulls last) as nth
               from hits x) h
         join doc_scores d on d.key = h.key
         where $10 is null or h.nth <= $10
-        order by score desc, h.chunk_score desc, h.raw desc
+        order by score desc, h.chunk_score desc, h.raw desc nulls last
         limit $4', vector_sql, keyword_sql, heading_sql)
         using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
               rrf_k::float8, fusion, lists, per_source, heads;
