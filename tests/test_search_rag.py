@@ -201,6 +201,7 @@ def test_expansion_headings(conn):
         "coalesce", "comment on", "comment", "\\l"]
     assert heads("用 `pg_size_pretty` 查看") == ["pg_size_pretty"]
     assert heads("no names here") == [] and heads(None) == []
+    assert heads(" ".join(f"`f{i}`" for i in range(40))) == [f"f{i}" for i in range(16)]   # the first 16 names
 
 
 def test_a_heading_the_expansion_names_is_one_more_list(db, conn):

@@ -162,7 +162,9 @@ $$;
 -- → "comment").  ai.search ranks the pages with such a heading as one more list: a name the model
 -- writes is often exactly the title of the page that documents it (`COMMENT ON`, `pg_indexes`,
 -- `COALESCE`), a page the four ranked lists can leave out — first in the names' keyword list,
--- absent from the other three, it lost the fusion (docs/benchmarks.md, stop 27).
+-- absent from the other three, it lost the fusion (docs/benchmarks.md, stop 27).  The first 16
+-- names only (the model writes a handful in its 64 tokens): a caller's 10,000-character expansion
+-- of names would otherwise cost a pattern scan for each.
 create or replace function ai_internal._expansion_headings(expansion text) returns text[]
 language sql immutable set search_path = pg_catalog, pg_temp as $$
     select array(select h.head
@@ -171,7 +173,7 @@ language sql immutable set search_path = pg_catalog, pg_temp as $$
                                 lateral (select lower(btrim(regexp_replace(n.name, '\(.*$', ''))) as base) b,
                                 lateral (values (b.base, 0),
                                                 (case when b.base ~ '\s' then btrim(regexp_replace(b.base, '\s+\S+$', '')) end, 1)) c(head, j)
-                          where length(c.head) >= 2
+                          where length(c.head) >= 2 and n.i <= 16
                           group by c.head) h
                   order by h.o)
 $$;
