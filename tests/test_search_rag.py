@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from psycopg import sql as pgsql
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
@@ -218,6 +219,30 @@ def test_a_heading_the_expansion_names_is_one_more_list(db, conn):
     # a heading is matched as written: a name's pattern characters are themselves
     quoted = conn.execute("select ai_internal._regex_quote(%s)", ("a.b(c)[d]\\e|f*",)).fetchone()[0]
     assert conn.execute("select %s ~ %s, 'axb(c)[d]\\e|f*' ~ %s", ("a.b(c)[d]\\e|f*", quoted, quoted)).fetchone() == (True, False)
+
+
+FTS_TEXTS = ["VACUUM FULL returns the space.", "string_agg(value, ', ') → text", "用 pg_size_pretty 查看表的大小",
+             "CREATE INDEX CONCURRENTLY; don't lock writes", "行转列 crosstab() 函数", "e-mail ＩＤ１２ full‑width",
+             "## 9.18.2. COALESCE", ""]
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.sampled_from(FTS_TEXTS),
+                 st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=80)))
+def test_fts_words_are_the_fts_columns_words(kb, conn, text):
+    """ai_internal._fts_words (what keyword queries and the heading list match) must stem a text as
+    the stores' generated fts column does: the column's own expression, read from the catalog, is
+    run on the same text.  (A stored generated column cannot call the helper without rebuilding
+    every store, so the two are kept equal by hand; this is the check.)"""
+    store = conn.execute("select (ai_internal._search_target('kb', current_user)).store").fetchone()[0]
+    expr = conn.execute("select pg_get_expr(d.adbin, d.adrelid) from pg_attrdef d join pg_attribute a "
+                        "on a.attrelid = d.adrelid and a.attnum = d.adnum "
+                        "where a.attname = 'fts' and d.adrelid = %s::regclass", (store,)).fetchone()[0]
+    # (the expression is the install's own, from the catalog: safe to run as SQL)
+    column = conn.execute(pgsql.SQL("select tsvector_to_array({}) from (select %s::text as chunk) s")
+                          .format(pgsql.SQL(expr)), (text,)).fetchone()[0]
+    helper = conn.execute("select ai_internal._fts_words(%s)", (text,)).fetchone()[0]
+    assert sorted(column) == sorted(helper)
 
 
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])

@@ -34,7 +34,9 @@ begin
     end if;
 end $$;
 
--- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.
+-- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.  The
+-- stored generated column cannot call this without rebuilding every store, so the two expressions
+-- are twins: tests/test_search_rag.py runs the column's own expression against this one.
 create or replace function ai_internal._fts_words(t text) returns text[]
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(t)))
