@@ -77,6 +77,11 @@ def test_an_echo_is_a_fault_and_a_restating_answer_is_not():
         assert "echo" not in answer_faults("估算表的行数 不用count", answer, []), answer
     assert "echo" not in answer_faults("获取当前时间的函数", "获取当前时间的函数是 `now()`。", [])
     assert "echo" not in answer_faults("psql 列出所有表", "psql 列出所有表: \\dt", [])
+    # the question named again later in an explanation is no echo (seen on eval/dev3.jsonl)
+    assert "echo" not in answer_faults("count rows per category", "To count rows per category, use `COUNT(*)` with "
+                                       "`GROUP BY`. The sources [1] show how to count rows per category.", [])
+    assert "echo" not in answer_faults("函数返回多行多列", "函数返回多行多列可以用 `RETURNS TABLE`:声明后函数返回多行多列。", [])
+    assert "echo" in answer_faults("x y", "x y [1] x y [2]", []) and "echo" in answer_faults("x y", "[1] x y [2] x y", [])
 
 
 def test_answers_in_the_questions_language():

@@ -132,7 +132,7 @@ _MARKER = re.compile(r"\[\d+\]|【\d+】")
 def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     """What a reader would reject at a glance, checked mechanically: "markers" (nothing but citation
     markers and at most one other character), "echo" (the question repeated as the answer, with
-    less than two letters or digits of its own after it, or twice),
+    less than two letters or digits of its own after it, or before it comes again),
     "pasted" (most of the answer copied from a source: 120 characters or more in one run, making
     up over half of the answer)."""
     faults = []
@@ -143,11 +143,18 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
         faults.append("markers")
     flat = " ".join(answer.split()).lower()
     q = " ".join(question.split()).lower()
-    # the question with nothing of its own after it ("估算表的行数 不用count [1]"); an answer that
-    # begins by restating it is not one ("获取当前时间的函数是 `now()`。", "psql 列出所有表: \\dt")
-    rest = _MARKER.sub("", flat[len(q):]) if q and flat.startswith(q) else None
-    if q and (rest is not None and len(re.findall(r"[^\W_]", rest)) < 2 or flat.count(q) > 1):
-        faults.append("echo")
+    # the question with nothing of its own after it ("估算表的行数 不用count [1]"), or with nothing
+    # before it comes again ("Q\n\nQ 用 reltuples"); an answer that begins by restating it is not one
+    # ("获取当前时间的函数是 `now()`。", "psql 列出所有表: \\dt"), nor one that names it again later
+    # in its explanation ("To count rows per category, use … GROUP BY … to count rows per category")
+    # (markers left out: "[1] Q [1] Q" is an echo too)
+    bare = " ".join(_MARKER.sub(" ", answer).split()).lower()
+    if q and bare.startswith(q):
+        after = bare[len(q):]
+        before_again = after[:after.index(q)] if q in after else None
+        if len(re.findall(r"[^\W_]", after)) < 2 or (
+                before_again is not None and len(re.findall(r"[^\W_]", before_again)) < 2):
+            faults.append("echo")
     if chunks and flat:
         copied = _longest_copied(flat, [" ".join(c.split()).lower() for c in chunks])
         if copied >= 120 and copied > len(flat) / 2:
