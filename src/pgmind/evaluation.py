@@ -149,12 +149,9 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     # in its explanation ("To count rows per category, use … GROUP BY … to count rows per category")
     # (markers left out: "[1] Q [1] Q" is an echo too)
     bare = " ".join(_MARKER.sub(" ", answer).split()).lower()
-    if q and bare.startswith(q):
-        after = bare[len(q):]
-        before_again = after[:after.index(q)] if q in after else None
-        if len(re.findall(r"[^\W_]", after)) < 2 or (
-                before_again is not None and len(re.findall(r"[^\W_]", before_again)) < 2):
-            faults.append("echo")
+    # (what the answer says of its own: all that follows the question, up to where it comes again)
+    if q and bare.startswith(q) and len(re.findall(r"[^\W_]", bare[len(q):].split(q, 1)[0])) < 2:
+        faults.append("echo")
     if chunks and flat:
         copied = _longest_copied(flat, [" ".join(c.split()).lower() for c in chunks])
         if copied >= 120 and copied > len(flat) / 2:
