@@ -82,6 +82,7 @@ def test_an_echo_is_a_fault_and_a_restating_answer_is_not():
                                        "`GROUP BY`. The sources [1] show how to count rows per category.", [])
     assert "echo" not in answer_faults("函数返回多行多列", "函数返回多行多列可以用 `RETURNS TABLE`:声明后函数返回多行多列。", [])
     assert "echo" in answer_faults("x y", "x y [1] x y [2]", []) and "echo" in answer_faults("x y", "[1] x y [2] x y", [])
+    assert "echo" in answer_faults("x y", "[1] x y", [])          # a marker first hides no echo
 
 
 def test_answers_in_the_questions_language():
