@@ -12,7 +12,7 @@ from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text, estimate_toke
 
 WORDS = st.sampled_from(["PostgreSQL", "index", "vacuum", "表", "数据库", "索引。", "查询！", "the", "a",
                          "HNSW,", "并发；", "lock.", "row?", "熊猫", "吃竹子", "\n", "\n\n", " ", "## Heading\n",
-                         "x" * 40, "长" * 30])
+                         "x" * 40, "长" * 30, "\n| a | b |\n", "| --- | --- |\n", "|", "| 表 | 长行 " * 9 + "|\n"])
 TEXTS = st.lists(WORDS, min_size=0, max_size=400).map(lambda ws: "".join(
     w if w.isspace() or w.startswith("#") else w + " " for w in ws))
 CONFIGS = st.builds(lambda m, mx, ov: ChunkingConfig(m, mx, min(ov, mx // 2 - 1)),
@@ -27,7 +27,10 @@ def check(text: str, config: ChunkingConfig):
     assert not text[:chunks[0].start].strip() and not text[chunks[-1].end:].strip()
     for i, c in enumerate(chunks):
         assert c.seq == i
-        assert c.text == text[c.start:c.end] and c.text.strip()
+        assert c.text.endswith(text[c.start:c.end]) and text[c.start:c.end].strip()
+        added = c.text[:len(c.text) - (c.end - c.start)]    # only a table row's header line
+        assert added == "" or (added.startswith("|") and added.endswith("|\n") and added.count("\n") == 1
+                               and added in text[:c.start])
         assert estimate_tokens(c.text) <= config.max_tokens
     for a, b in zip(chunks, chunks[1:]):
         assert a.start < b.start              # in order, always progressing
@@ -73,6 +76,71 @@ def test_markdown_keeps_headings_with_their_sections():
     assert starts == {"# Intro", "## Install", "## Usage"}
     for c in chunks:   # a chunk never runs past the next heading
         assert not any(line.startswith("#") for line in c.text.split("\n")[1:])
+
+
+def test_table_rows_go_together_with_their_header():
+    rows = [f"| fn_{i} ( x int ) → int | Computes thing {i} of its input. | {'Yes' if i % 2 else 'No'} |" for i in range(6)]
+    text = ("# Functions\n\nSome prose before the table.\n\n| Function | Description | Partial |\n| --- | --- | --- |\n"
+            + "\n".join(rows) + "\n\nProse after it.\n")
+    chunks = check(text, ChunkingConfig("markdown", 40, 8))
+    texts = [c.text for c in chunks]
+    assert texts[0].startswith("# Functions") and "|" not in texts[0]          # prose apart from the table
+    assert texts[1].startswith("| Function | Description | Partial |\n| --- | --- | --- |\n" + rows[0])
+    table = [t for t in texts if "fn_" in t]
+    assert len(table) > 2 and all(t.startswith("| Function | Description | Partial |\n") for t in table)
+    assert all(t.count("| Function") == 1 and not t.rstrip().endswith("Partial |") for t in table)
+    assert sorted(r for t in table for r in t.splitlines() if "fn_" in r) == rows          # every row, each whole
+    assert texts[-1].strip() == "Prose after it."
+    titled = chunk_text(text, ChunkingConfig("markdown", 48, 8, title=True))
+    assert all(t.text.startswith("# Functions\n| Function |") for t in titled if "fn_" in t.text)
+    # a table that fits is one chunk; no header rule: no header; a row over the limit is cut
+    assert [c.text for c in check(text, ChunkingConfig("markdown", 200, 20))][1].count("fn_") == 6
+    assert [c.text for c in check("| a | b |\n| c | d |\n", ChunkingConfig("markdown", 20, 0))] == ["| a | b |\n| c | d |\n"]
+    long = "| H |\n| --- |\n| first |\n| " + "word " * 60 + "|\n"
+    pieces = check(long, ChunkingConfig("markdown", 24, 4))
+    assert len(pieces) > 3 and all(c.text.startswith("| H |\n") for c in pieces)
+    # only markdown (and html) knows tables: recursive chunks are slices, rows merged as any lines
+    assert all(c.text == text[c.start:c.end] for c in check(text, ChunkingConfig("recursive", 200, 20)))
+
+
+def test_html_tables_render_as_rows():
+    from pgmind.documents import html_to_text
+    html = ("<html><body><p>Before.</p><table><caption>Table 1. Things</caption><thead><tr><th>Name<th>What</thead>"
+            "<tbody><tr><td><p>one ( x )</p><p>Does   one\nthing.</p></td><td>Yes</td></tr>"
+            "<tr><td>two<td><table><tr><td>inner</td><td>cells</td></tr></table></tbody></table>"
+            "<table class=\"navigation\"><tr><td>Prev</td></tr></table><p>After.</p>"
+            "<table><tr><td>unclosed row")
+    text = html_to_text(html).text
+    assert text == ("Before.\n\nTable 1. Things\n| Name | What |\n| --- | --- |\n| one ( x ) Does one thing. | Yes |\n"
+                    "| two | | inner | cells | |\n\nAfter.\n\n| unclosed row |")
+    # the manual's function tables: one row a function, the header first
+    page = html_to_text((MANUAL / "functions-aggregate.html").read_text()).text
+    assert "| Function Description | Partial Mode |\n| --- | --- |\n" in page
+    assert any(line.startswith("| string_agg ( value text, delimiter text ) → text") and line.endswith("| No |")
+               for line in page.splitlines())
+
+
+TAG_SOUP = st.lists(st.sampled_from(["<table>", "</table>", "<tr>", "</tr>", "<td>", "</td>", "<th>", "</th>",
+                                      "<thead>", "</thead>", "<tbody>", "</tbody>", "<caption>", "</caption>", "<p>",
+                                      "</p>", "<br>", "<pre>", "</pre>", "<h2>", "</h2>", "<li>", "|", "\n", "W"]),
+                    max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TAG_SOUP)
+def test_html_tables_in_any_nesting_lose_no_text(tokens):
+    """Tables however (un)closed or nested: no error, and every word outside them and in them is kept."""
+    from pgmind.documents import html_to_text
+    n = 0
+    parts = []
+    for t in tokens:
+        if t == "W":
+            n += 1
+            t = f" w{n}词 "
+        parts.append(t)
+    text = html_to_text("<body>" + "".join(parts) + "</body>").text
+    assert all(f"w{i}词" in text for i in range(1, n + 1))
+    check(text, ChunkingConfig("markdown", 24, 4))
 
 
 def test_none_and_empty():

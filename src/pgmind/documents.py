@@ -1,9 +1,10 @@
 """Documents to text: HTML becomes markdown-like text (headings as '#' lines, paragraphs separated
-by blank lines, code kept verbatim), so chunking can keep headings with their sections."""
+by blank lines, code kept verbatim, a table as markdown table rows: one line a row, its header
+row first), so chunking can keep headings with their sections and a table's rows with its header."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 _BLOCK = {"p", "div", "section", "article", "table", "tr", "ul", "ol", "dl", "dt", "dd", "li", "blockquote",
@@ -19,6 +20,40 @@ class Document:
     text: str
 
 
+@dataclass
+class _Table:
+    outer: list[str]                  # where the table's text goes when it ends
+    rows: list[tuple[bool, list[str]]] = field(default_factory=list)   # (a header row?, its cells)
+    stray: list[str] = field(default_factory=list)   # text in the table outside any cell (a caption)
+    cells: list[str] | None = None    # the open row's closed cells
+    header: bool = True               # every cell of the open row so far is a <th> or in <thead>
+    cell_open: bool = False
+    in_head: bool = False
+
+
+def _cell_text(parts: list[str]) -> str:
+    return re.sub(r"\s+", " ", "".join(parts)).strip()
+
+
+def _table_text(t: _Table) -> str:
+    """The table as markdown rows: "| a | b |" a line, the header rows (those before the first body
+    row) followed by the "| --- |" line.  A cell's paragraphs join into one line, so a row is a line
+    and chunking can keep each row whole, with its header (vectorizer/chunking.py)."""
+    lines = []
+    caption = _cell_text(t.stray)
+    if caption:
+        lines.append(caption)
+    rows = [(h, cells) for h, cells in t.rows if any(cells)]
+    n_head = next((i for i, (h, _) in enumerate(rows) if not h), len(rows))
+    if n_head == len(rows):            # only header cells: a table of headings, rows all the same
+        n_head = 0
+    for i, (_, cells) in enumerate(rows):
+        lines.append("| " + " | ".join(cells) + " |")
+        if i == n_head - 1:
+            lines.append("|" + " --- |" * len(cells))
+    return "\n\n" + "\n".join(lines) + "\n\n" if lines else ""
+
+
 class _Renderer(HTMLParser):
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -28,6 +63,33 @@ class _Renderer(HTMLParser):
         self.in_title = False
         self.pre = 0
         self.heading: str | None = None
+        self.tables: list[_Table] = []
+
+    # Tables: a cell's text is collected apart (self.out is the cell's while it is open), a row's
+    # cells when it closes, the whole table when it does.  HTML may leave out </td> and </tr>: a new
+    # cell or row closes the open one.
+    def _close_cell(self, t: _Table) -> None:
+        if t.cell_open:
+            t.cells.append(_cell_text(self.out))
+            self.out = t.stray
+            t.cell_open = False
+
+    def _close_row(self, t: _Table) -> None:
+        self._close_cell(t)
+        if t.cells is not None:
+            t.rows.append((t.header, t.cells))
+            t.cells = None
+
+    def _close_table(self) -> None:
+        t = self.tables.pop()
+        self._close_row(t)
+        self.out = t.outer
+        self.out.append(_table_text(t))
+
+    def close(self):
+        super().close()
+        while self.tables:
+            self._close_table()
 
     @property
     def skipping(self) -> bool:
@@ -43,6 +105,25 @@ class _Renderer(HTMLParser):
             self.in_title = True
         if self.skipping:
             return
+        if tag == "table":
+            self.tables.append(_Table(outer=self.out))
+            self.out = self.tables[-1].stray
+            return
+        if self.tables and tag in ("tr", "td", "th", "thead", "tbody", "tfoot"):
+            t = self.tables[-1]
+            if tag in ("tr", "thead", "tbody", "tfoot"):
+                self._close_row(t)
+                if tag == "tr":
+                    t.cells, t.header = [], True
+                else:
+                    t.in_head = tag == "thead"
+            else:
+                if t.cells is None:
+                    t.cells, t.header = [], True
+                self._close_cell(t)
+                t.cell_open, t.header = True, t.header and (tag == "th" or t.in_head)
+                self.out = []
+            return
         if tag in _BLOCK:
             self.out.append("\n\n" if tag not in ("br", "td", "th", "li", "dt", "dd", "tr") else "\n")
         if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
@@ -52,8 +133,6 @@ class _Renderer(HTMLParser):
             self.out.append("- ")
         elif tag == "pre":
             self.pre += 1
-        elif tag in ("td", "th"):
-            self.out.append(" | ")
 
     def handle_endtag(self, tag):
         if tag == "title":
@@ -70,6 +149,16 @@ class _Renderer(HTMLParser):
             return
         if tag == "pre":
             self.pre = max(0, self.pre - 1)
+        if self.tables and not was_skipping and tag in ("table", "tr", "td", "th", "thead"):
+            t = self.tables[-1]
+            if tag == "table":
+                self._close_table()
+            elif tag in ("td", "th"):
+                self._close_cell(t)
+            else:
+                self._close_row(t)
+                t.in_head = t.in_head and tag != "thead"
+            return
         if tag in _BLOCK and not self.skipping:
             self.out.append("\n\n")
         if tag == self.heading:

@@ -7,8 +7,12 @@ nothing is lost or reordered, and the source position of every chunk is known.
 ``recursive`` splits by paragraph, then line, then sentence (English and Chinese punctuation:
 。！？；.!?;), then clause, then word, then character, until each piece fits, and merges pieces
 greedily up to ``max_tokens``.  ``markdown`` first cuts at headings, so a heading starts the chunk
-of its section; ``html`` renders HTML to that markdown-like text first (see documents.py);
-``none`` keeps the whole text as one chunk.
+of its section, and keeps a markdown table's rows ("| a | b |" lines) together and apart from
+the prose around them, each chunk of them starting with the table's header row; ``html`` renders HTML to that markdown-like text first (see
+documents.py); ``none`` keeps the whole text as one chunk.
+
+The one addition to a slice: a chunk of table rows starts with its table's header line (when its
+slice does not already hold it), and with ``title`` a chunk starts with the document's title.
 """
 from __future__ import annotations
 
@@ -30,6 +34,10 @@ _LEVELS = [
 ]
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _HEADING = re.compile(r"^#{1,6} ", re.M)
+# a markdown table: two or more consecutive "| … |" lines; the header row is the line before a
+# "| --- | --- |" line
+_TABLE = re.compile(r"(?:^[ \t]*\|[^\n]*\|[ \t]*(?:\n|\Z)){2,}", re.M)
+_RULE = re.compile(r"^[ \t]*\|(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*$")
 METHODS = ("recursive", "markdown", "html", "none")
 
 
@@ -211,23 +219,54 @@ def chunk_text(text: str, config: ChunkingConfig, count: TokenCounter = estimate
     if config.method == "none":
         return [Chunk(0, 0, len(text), text)]
     splitter = _Splitter(text, config.max_tokens, config.overlap, count)
+    spans: list[tuple[int, int, str]] = []        # (start, end, the header line that goes before)
     if config.method in ("markdown", "html"):
-        pieces = []
+        # merge within a section only, and a table's rows only with each other: a heading always
+        # starts a chunk, and a table's rows go with their header, not with the prose around them
         for s, e in _sections(text):
-            pieces.extend(splitter.pieces(s, e))
-        # merge within sections only: a heading always starts a chunk
-        spans = []
-        section_ends = {e for _, e in _sections(text)}
-        group: list[tuple[int, int]] = []
-        for p in pieces:
-            group.append(p)
-            if p[1] in section_ends:
-                spans.extend(splitter.merge(group))
-                group = []
-        if group:
-            spans.extend(splitter.merge(group))
+            for a, b, header in _prose_and_tables(text, s, e):
+                if header is None:
+                    spans.extend((x, y, "") for x, y in splitter.merge(splitter.pieces(a, b)))
+                else:
+                    spans.extend(_table_spans(text, a, b, header, config, count))
     else:
-        spans = splitter.merge(splitter.pieces(0, len(text)))
+        spans = [(s, e, "") for s, e in splitter.merge(splitter.pieces(0, len(text)))]
     # a span of whitespace alone (between two sections, say) carries nothing to embed
-    spans = [(s, e) for s, e in spans if text[s:e].strip()]
-    return [Chunk(i, s, e, text[s:e]) for i, (s, e) in enumerate(spans)]
+    spans = [(s, e, h) for s, e, h in spans if text[s:e].strip()]
+    return [Chunk(i, s, e, h + text[s:e]) for i, (s, e, h) in enumerate(spans)]
+
+
+def _prose_and_tables(text: str, start: int, end: int) -> list[tuple[int, int, str | None]]:
+    """[start, end) as prose spans (header None) and markdown tables, each with its header line ("" for
+    a table without one)."""
+    out, pos = [], start
+    for m in _TABLE.finditer(text, start, end):
+        lines = [(m.start() + x.start(), m.start() + x.end())
+                 for x in re.finditer(r"[^\n]*\n?", text[m.start():m.end()]) if x.end() > x.start()]
+        rule = next((i for i, (a, b) in enumerate(lines) if _RULE.match(text[a:b].rstrip("\n"))), None)
+        if rule is not None and rule == len(lines) - 1:      # a header alone is prose
+            continue
+        header = text[lines[rule - 1][0]:lines[rule - 1][1]].rstrip("\n") + "\n" if rule else ""
+        if m.start() > pos:
+            out.append((pos, m.start(), None))
+        out.append((m.start(), m.end(), header))
+        pos = m.end()
+    if end > pos:
+        out.append((pos, end, None))
+    return out
+
+
+def _table_spans(text: str, start: int, end: int, header: str, config: ChunkingConfig,
+                 count: TokenCounter) -> list[tuple[int, int, str]]:
+    """A table's rows packed into chunks (a row is cut only when it alone is over the limit), each
+    chunk after the first starting with the header line, so "| No |" says which column it is in
+    (while the header takes at most half the room)."""
+    if header and count(header) * 2 > config.max_tokens:
+        header = ""
+    splitter = _Splitter(text, config.max_tokens - (count(header) if header else 0), 0, count)
+    pieces = splitter.pieces(start, end, level=1)
+    # the header and rule lines go with the first row (a chunk of the header alone says nothing)
+    if header and text.startswith(header, start) and len(pieces) > 2 \
+            and count(text[pieces[0][0]:pieces[2][1]]) <= config.max_tokens:
+        pieces[:3] = [(pieces[0][0], pieces[2][1])]
+    return [(s, e, "" if text.startswith(header, s) else header) for s, e in splitter.merge(pieces)]
