@@ -12,6 +12,8 @@ _BLOCK = {"p", "div", "section", "article", "table", "tr", "ul", "ol", "dl", "dt
 _SKIP = {"script", "style", "noscript", "template", "head", "nav", "svg"}
 # navigation blocks of generated manuals (DocBook: the PostgreSQL manual's header and footer)
 _SKIP_CLASSES = {"navheader", "navfooter", "navigation", "toc-nav"}
+# a table nested deeper is text of the cell that holds it (each level joins its cells' text again)
+_TABLE_DEPTH = 8
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,38 @@ class _Renderer(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.title: list[str] = []
-        self.stack: list[tuple[str, bool]] = []     # (tag, skipping)
+        # open elements: (tag, skips, kind) — kind "table" for a table rendered as rows, "deep" for
+        # one nested too deep to be (read as its cell's text), else None
+        self.stack: list[tuple[str, bool, str | None]] = []
+        # (counts kept with the stack, so a deeply nested page costs no scan of it per tag)
+        self.skips = 0                               # entries that skip
+        self.deep = 0                                # entries of kind "deep"
+        self.open: dict[str, int] = {}               # entries by tag
         self.in_title = False
         self.pre = 0
         self.heading: str | None = None
-        self.tables: list[_Table] = []
+        self.tables: list[_Table] = []               # the stack's "table" entries, in order
+
+    @property
+    def skipping(self) -> bool:
+        return self.skips > 0
+
+    def _push(self, tag: str, skip: bool, kind: str | None) -> None:
+        self.stack.append((tag, skip, kind))
+        self.skips += skip
+        self.deep += kind == "deep"
+        self.open[tag] = self.open.get(tag, 0) + 1
+
+    def _pop_to(self, i: int) -> None:
+        """Closes the open elements from the i-th on, innermost first: a table closes with its
+        element, whether its own end tag or an enclosing one's closes it."""
+        for tag, skip, kind in reversed(self.stack[i:]):
+            self.skips -= skip
+            self.deep -= kind == "deep"
+            self.open[tag] -= 1
+            if kind == "table":
+                self._close_table()
+        del self.stack[i:]
 
     # Tables: a cell's text is collected apart (self.out is the cell's while it is open), a row's
     # cells when it closes, the whole table when it does.  HTML may leave out </td> and </tr>: a new
@@ -88,41 +117,45 @@ class _Renderer(HTMLParser):
 
     def close(self):
         super().close()
-        while self.tables:
-            self._close_table()
+        self._pop_to(0)
 
-    @property
-    def skipping(self) -> bool:
-        return any(skip for _, skip in self.stack)
+    def _table_tag(self, tag: str) -> bool:
+        """A table's own start tag (row, cell, head, body) handled; False for any other tag."""
+        if tag not in ("tr", "td", "th", "thead", "tbody", "tfoot") or not self.tables or self.deep:
+            return False
+        t = self.tables[-1]
+        if tag in ("td", "th"):
+            if t.cells is None:
+                t.cells, t.header = [], True
+            self._close_cell(t)
+            t.cell_open, t.header = True, t.header and (tag == "th" or t.in_head)
+            self.out = []
+        else:
+            self._close_row(t)
+            if tag == "tr":
+                t.cells, t.header = [], True
+            else:
+                t.in_head = tag == "thead"
+        return True
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         classes = set((attrs.get("class") or "").split())
         skip = tag in _SKIP or bool(classes & _SKIP_CLASSES)
+        kind = None
+        if tag == "table" and not skip and not self.skipping:
+            kind = "table" if len(self.tables) < _TABLE_DEPTH and not self.deep else "deep"
         if tag not in ("br", "hr", "img", "meta", "link", "input"):
-            self.stack.append((tag, skip))
+            self._push(tag, skip, kind)
         if tag == "title":
             self.in_title = True
         if self.skipping:
             return
-        if tag == "table":
+        if kind == "table":
             self.tables.append(_Table(outer=self.out))
             self.out = self.tables[-1].stray
             return
-        if self.tables and tag in ("tr", "td", "th", "thead", "tbody", "tfoot"):
-            t = self.tables[-1]
-            if tag in ("tr", "thead", "tbody", "tfoot"):
-                self._close_row(t)
-                if tag == "tr":
-                    t.cells, t.header = [], True
-                else:
-                    t.in_head = tag == "thead"
-            else:
-                if t.cells is None:
-                    t.cells, t.header = [], True
-                self._close_cell(t)
-                t.cell_open, t.header = True, t.header and (tag == "th" or t.in_head)
-                self.out = []
+        if self._table_tag(tag):
             return
         if tag in _BLOCK:
             self.out.append("\n\n" if tag not in ("br", "td", "th", "li", "dt", "dd", "tr") else "\n")
@@ -137,23 +170,21 @@ class _Renderer(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "title":
             self.in_title = False
+        if not self.open.get(tag):                   # nothing to close
+            return
         # pop to the matching tag (HTML in the wild is not always well nested)
-        for i in range(len(self.stack) - 1, -1, -1):
-            if self.stack[i][0] == tag:
-                was_skipping = self.skipping
-                del self.stack[i:]
-                if was_skipping and self.skipping:
-                    return
-                break
-        else:
+        i = next(i for i in range(len(self.stack) - 1, -1, -1) if self.stack[i][0] == tag)
+        was_skipping, kind = self.skipping, self.stack[i][2]
+        self._pop_to(i)
+        if was_skipping and self.skipping:
             return
         if tag == "pre":
             self.pre = max(0, self.pre - 1)
-        if self.tables and not was_skipping and tag in ("table", "tr", "td", "th", "thead"):
+        if kind == "table" or (was_skipping and tag == "table"):
+            return
+        if self.tables and not self.deep and not was_skipping and tag in ("td", "th", "tr", "thead"):
             t = self.tables[-1]
-            if tag == "table":
-                self._close_table()
-            elif tag in ("td", "th"):
+            if tag in ("td", "th"):
                 self._close_cell(t)
             else:
                 self._close_row(t)
