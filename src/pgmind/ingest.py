@@ -2,8 +2,10 @@
 
 The table: ``path`` (relative to the folder; the primary key), ``title``, ``section``, ``body``
 (text; HTML rendered to markdown-like text, PDF pages as text), ``mtime``, ``sha256``.
-Re-running updates only the files whose content changed and removes the rows of files that are
-gone; the vectorizer's triggers turn that into exactly the re-embedding needed.  A file that cannot be read (a broken or
+Re-running updates only the files whose row would change — their bytes, or how this version
+reads them (an HTML page's rendering; a PDF is read again only when its bytes change: OCR is
+slow) — and removes the rows of files that are gone; the vectorizer's triggers turn that into
+exactly the re-embedding needed.  A file that cannot be read (a broken or
 password-protected PDF) is reported and left out; it does not stop the others.
 """
 from __future__ import annotations
@@ -76,6 +78,12 @@ def read_file(root: Path, file: Path, raw: bytes, sha256: str) -> SourceFile | N
                       datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), sha256)
 
 
+def _row_md5(doc: SourceFile) -> str:
+    """What the table's md5(concat_ws(E'\\x1f', title, section, body)) is for this file's row."""
+    return hashlib.md5("\x1f".join(x for x in (doc.title, doc.section, doc.body) if x is not None)
+                       .encode("utf-8")).hexdigest()
+
+
 def walk(root: Path) -> Iterator[Path]:
     for f in sorted(root.rglob("*")):
         if f.is_file() and f.suffix.lower() in SUFFIXES and not any(p.startswith(".") for p in f.relative_to(root).parts):
@@ -108,7 +116,9 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
     result = IngestResult(files=len(files))
     with conn.transaction():
         ensure_table(conn, name, model, chunking)
-    known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(sql.Identifier(name))).fetchall())
+    known = {path: (sha, row) for path, sha, row in conn.execute(
+        sql.SQL("select path, sha256, md5(concat_ws(E'\\x1f', title, section, body)) from {}").format(
+            sql.Identifier(name))).fetchall()}
     seen = set()
     upsert = sql.SQL("""insert into {t} (path, title, section, body, mtime, sha256) values (%s, %s, %s, %s, %s, %s)
                         on conflict (path) do update set title = excluded.title, section = excluded.section,
@@ -128,7 +138,8 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
         seen.add(rel)
         raw = file.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        if known.get(rel) == digest:
+        same_bytes = known.get(rel, (None,))[0] == digest
+        if same_bytes and file.suffix.lower() == ".pdf":
             result.unchanged += 1
         else:
             try:
@@ -139,6 +150,8 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
             else:
                 if doc is None:
                     result.skipped += 1
+                elif same_bytes and _row_md5(doc) == known[rel][1]:
+                    result.unchanged += 1
                 else:
                     batch.append(doc)
                     sample.append(doc.body[:2000])
