@@ -8,8 +8,9 @@ nothing is lost or reordered, and the source position of every chunk is known.
 。！？；.!?;), then clause, then word, then character, until each piece fits, and merges pieces
 greedily up to ``max_tokens``.  ``markdown`` first cuts at headings, so a heading starts the chunk
 of its section, and keeps a markdown table's rows ("| a | b |" lines) together and apart from
-the prose around them, each chunk of them starting with the table's header row; ``html`` renders HTML to that markdown-like text first (see
-documents.py); ``none`` keeps the whole text as one chunk.
+the prose around them, each chunk of them starting with the table's header row; ``html``
+renders HTML to that markdown-like text first (see documents.py); ``none`` keeps the whole text
+as one chunk.
 
 The one addition to a slice: a chunk of table rows starts with its table's header line (when its
 slice does not already hold it), and with ``title`` a chunk starts with the document's title.
