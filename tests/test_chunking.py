@@ -28,7 +28,7 @@ def check(text: str, config: ChunkingConfig):
     for i, c in enumerate(chunks):
         assert c.seq == i
         assert c.text.endswith(text[c.start:c.end]) and text[c.start:c.end].strip()
-        added = c.text[:len(c.text) - (c.end - c.start)]    # only a table row's header line
+        added = c.text[:len(c.text) - (c.end - c.start)]    # only the header line of a chunk of table rows
         assert added == "" or (added.startswith("|") and added.endswith("|\n") and added.count("\n") == 1
                                and added in text[:c.start])
         assert estimate_tokens(c.text) <= config.max_tokens
