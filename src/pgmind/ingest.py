@@ -78,12 +78,6 @@ def read_file(root: Path, file: Path, raw: bytes, sha256: str) -> SourceFile | N
                       datetime.fromtimestamp(file.stat().st_mtime, timezone.utc), sha256)
 
 
-def _row_md5(doc: SourceFile) -> str:
-    """What the table's md5(concat_ws(E'\\x1f', title, section, body)) is for this file's row."""
-    return hashlib.md5("\x1f".join(x for x in (doc.title, doc.section, doc.body) if x is not None)
-                       .encode("utf-8")).hexdigest()
-
-
 def walk(root: Path) -> Iterator[Path]:
     for f in sorted(root.rglob("*")):
         if f.is_file() and f.suffix.lower() in SUFFIXES and not any(p.startswith(".") for p in f.relative_to(root).parts):
@@ -116,9 +110,8 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
     result = IngestResult(files=len(files))
     with conn.transaction():
         ensure_table(conn, name, model, chunking)
-    known = {path: (sha, row) for path, sha, row in conn.execute(
-        sql.SQL("select path, sha256, md5(concat_ws(E'\\x1f', title, section, body)) from {}").format(
-            sql.Identifier(name))).fetchall()}
+    known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(sql.Identifier(name))).fetchall())
+    stored = sql.SQL("select title, section, body from {} where path = %s").format(sql.Identifier(name))
     seen = set()
     upsert = sql.SQL("""insert into {t} (path, title, section, body, mtime, sha256) values (%s, %s, %s, %s, %s, %s)
                         on conflict (path) do update set title = excluded.title, section = excluded.section,
@@ -138,7 +131,7 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
         seen.add(rel)
         raw = file.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        same_bytes = known.get(rel, (None,))[0] == digest
+        same_bytes = known.get(rel) == digest
         if same_bytes and file.suffix.lower() == ".pdf":
             result.unchanged += 1
         else:
@@ -150,7 +143,7 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
             else:
                 if doc is None:
                     result.skipped += 1
-                elif same_bytes and _row_md5(doc) == known[rel][1]:
+                elif same_bytes and conn.execute(stored, (rel,)).fetchone() == (doc.title, doc.section, doc.body):
                     result.unchanged += 1
                 else:
                     batch.append(doc)
