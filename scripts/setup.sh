@@ -66,6 +66,8 @@ fi
 # (docs/benchmarks.md). Built only on such a CPU; pgmind loads it only where the CPU running has
 # every instruction set below (src/pgmind/models/llama_build.py), else the portable build above.
 # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back the portable wheel.
+# AMX stays off: 0.3.36's ggml AMX kernels died with SIGILL (tilezero in an OpenMP worker) on an AMX
+# Xeon where a plain AMX test ran (docs/benchmarks.md, stop 30; ggml-org/llama.cpp PR 26954).
 fast=.venv/llama-cpp-avx512
 llama_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
 if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ ! -f "$fast/.built-$llama_version" ] \
