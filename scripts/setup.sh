@@ -66,7 +66,7 @@ fi
 .venv/bin/python -m pgmind.models.assets
 
 # 5. llama.cpp once more, for this CPU: with AVX-512 (VNNI, VBMI, BF16) it reads prompts ~1.35x faster,
-# with AMX as well ~1.3x faster again (docs/benchmarks.md).  Only the fastest build this CPU runs
+# with AMX as well ~1.4x faster again (docs/benchmarks.md).  Only the fastest build this CPU runs
 # is compiled; pgmind loads it only where the CPU running has every instruction set it was built
 # for (src/pgmind/models/llama_build.py), else the portable build above.
 # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back the portable wheel.

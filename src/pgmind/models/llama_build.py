@@ -3,7 +3,7 @@
 scripts/setup.sh installs llama-cpp-python built portably (AVX2) and, on a CPU with AVX-512
 (VNNI, VBMI, BF16), builds it a second time for that under ``.venv/llama-cpp-avx512``: there it
 reads prompts ~1.35x faster (docs/benchmarks.md) — or, on a CPU that also has AMX, under
-``.venv/llama-cpp-amx`` with llama.cpp's AMX kernels as well (~1.3x faster again).  The choice is
+``.venv/llama-cpp-amx`` with llama.cpp's AMX kernels as well (~1.4x faster again).  The choice is
 made when pgmind first loads llama.cpp, from the CPU running now — a ``.venv`` can outlive the
 machine it was built on, and an instruction the CPU lacks kills the process ("Illegal
 instruction"), so a faster build is taken only where every instruction set it was compiled for is
