@@ -58,8 +58,7 @@ def main():
     path = str(load_settings().models_dir / args.model)
     sources = " ".join(manual_sentences(60))
     prompt = f"<|im_start|>user\nSources:\n{sources}\nQuestion: what does VACUUM do?<|im_end|>\n<|im_start|>assistant\n"
-    runs = [(name, [], dict(os.environ, PGMIND_LLAMA_BUILD=name)) for name, folder, needs in llama_build.BUILDS
-            if needs <= llama_build.cpu_flags() and (Path(sys.prefix) / folder / "llama_cpp").is_dir()]
+    runs = [(name, [], dict(os.environ, PGMIND_LLAMA_BUILD=name)) for name, _ in llama_build.runnable()]
     runs += [(name, [folder, name], dict(os.environ, PGMIND_LLAMA_BUILD="portable"))
              for name, folder in (e.split("=", 1) for e in args.extra)]
     runs.append(("portable", [], dict(os.environ, PGMIND_LLAMA_BUILD="portable")))

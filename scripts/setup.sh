@@ -88,12 +88,12 @@ build_llama() {   # build_llama NAME CMAKE_ARGS SOURCE: compile llama-cpp-python
 best=$(.venv/bin/python -m pgmind.models.llama_build)
 # (an AMX build that failed once is not tried again for this version: the AVX-512 one serves)
 if [ "$best" = amx ] && [ -f ".venv/.llama-amx-failed-$llama_version" ]; then best=avx512; fi
-gguf=$(.venv/bin/python -c "from pgmind.config import load_settings; print(load_settings().models_dir / 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')")
 if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ "$best" != portable ] \
    && [ ! -f ".venv/llama-cpp-$best/.built-$llama_version" ]; then
     if [ "$best" = amx ]; then
         log "compiling llama.cpp $llama_version a second time, for this CPU's AVX-512 and AMX (5-10 min)"
         src=$(mktemp -d)
+        gguf=$(.venv/bin/python -c "from pgmind.config import load_settings; print(load_settings().models_dir / 'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf')")
         if pipq download -q --no-deps --no-binary :all: -d "$src" "llama-cpp-python==$llama_version" \
            && tar -xzf "$src"/llama_cpp_python-*.tar.gz -C "$src" \
            && .venv/bin/python scripts/patch_llama_amx.py "$src/llama_cpp_python-$llama_version" \

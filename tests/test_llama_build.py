@@ -16,7 +16,6 @@ from pgmind.models import cpu, llama_build
 def fake_env(tmp_path, monkeypatch):
     (tmp_path / llama_build.AVX512_DIR / "llama_cpp").mkdir(parents=True)
     (tmp_path / llama_build.AVX512_DIR / "llama_cpp" / "__init__.py").write_text("")
-    # a CPU with AVX-512 gets that build; the AMX build is only where setup found AMX
     monkeypatch.setattr(sys, "prefix", str(tmp_path))
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)

@@ -30,6 +30,13 @@ AMX_NEEDS = AVX512_NEEDS | {"amx_tile", "amx_int8", "amx_bf16"}
 BUILDS = (("amx", AMX_DIR, AMX_NEEDS), ("avx512", AVX512_DIR, AVX512_NEEDS))
 
 
+def runnable() -> list[tuple[str, Path]]:
+    """The builds besides the portable one that are installed and that this CPU can run, fastest
+    first: (name, folder)."""
+    return [(name, Path(sys.prefix) / folder) for name, folder, needs in BUILDS
+            if (Path(sys.prefix) / folder / "llama_cpp" / "__init__.py").is_file() and needs <= cpu_flags()]
+
+
 def select() -> str:
     """Put the build this CPU can run best first on sys.path, before llama_cpp is imported; the
     name of the build in use ("amx", "avx512" or "portable")."""
@@ -37,10 +44,8 @@ def select() -> str:
         loaded = sys.modules["llama_cpp"].__file__ or ""
         return next((name for name, folder, _ in BUILDS if str(Path(sys.prefix) / folder) in loaded), "portable")
     wanted = os.environ.get("PGMIND_LLAMA_BUILD", "auto")
-    for name, folder, needs in BUILDS:
-        path = Path(sys.prefix) / folder
-        if (wanted in ("auto", name) and (path / "llama_cpp" / "__init__.py").is_file()
-                and needs <= cpu_flags()):
+    for name, path in runnable():
+        if wanted in ("auto", name):
             sys.path.insert(0, str(path))
             return name
     return "portable"
