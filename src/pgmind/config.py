@@ -33,6 +33,7 @@ class Settings:
     max_body_mb: float = 16.0            # the largest request body the model server reads
     max_inputs: int = 2048               # texts in one embedding request
     embed_cache: int = 50_000            # embeddings of local models kept in memory (0: none; models/embed_cache.py)
+    prefix_cache_mb: int = 64            # llama.cpp prompt-prefix states kept per chat model (0: none; models/llama_prefix.py)
     max_input_chars: int = 200_000       # characters in one text
     max_image_mb: float = 20.0           # the largest image file ai.load_file and the image helpers read
     max_image_pixels: int = 50_000_000   # width × height an image may decode to (decompression bombs)
@@ -92,7 +93,8 @@ _ENV = {
     "batch_wait_ms": "PGMIND_BATCH_WAIT_MS", "max_batch_size": "PGMIND_MAX_BATCH_SIZE",
     "log_payloads": "PGMIND_LOG_PAYLOADS", "request_timeout": "PGMIND_REQUEST_TIMEOUT",
     "max_retries": "PGMIND_MAX_RETRIES", "search_timeout": "PGMIND_SEARCH_TIMEOUT",
-    "max_body_mb": "PGMIND_MAX_BODY_MB", "max_inputs": "PGMIND_MAX_INPUTS", "embed_cache": "PGMIND_EMBED_CACHE", "max_input_chars": "PGMIND_MAX_INPUT_CHARS",
+    "max_body_mb": "PGMIND_MAX_BODY_MB", "max_inputs": "PGMIND_MAX_INPUTS", "embed_cache": "PGMIND_EMBED_CACHE", "prefix_cache_mb": "PGMIND_PREFIX_CACHE_MB",
+    "max_input_chars": "PGMIND_MAX_INPUT_CHARS",
     "max_image_mb": "PGMIND_MAX_IMAGE_MB", "max_image_pixels": "PGMIND_MAX_IMAGE_PIXELS",
     "public_metrics": "PGMIND_PUBLIC_METRICS", "secret_env": "PGMIND_SECRET_ENV",
 }

@@ -6,6 +6,7 @@ import math
 import re
 import threading
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -14,6 +15,9 @@ import numpy as np
 from ..errors import InputTooLongError, InvalidRequestError
 
 INPUT_TYPES = ("query", "document")
+# Whom the model call running now is for (the database role, else the front end; the model server sets
+# it per call).  What a cache keeps for one caller, another caller must not find faster by timing.
+CALLER: ContextVar[str] = ContextVar("pgmind_caller", default="")
 _CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
 
 

@@ -4,6 +4,7 @@ batcher, which the model server's routes and the in-process vectorizer worker sh
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import AsyncIterator
 
 import numpy as np
@@ -59,7 +60,8 @@ def chat_model_path(spec: ModelSpec, settings: Settings) -> str:
 
 def load_local_chat(spec: ModelSpec, settings: Settings) -> LocalChatModel:
     from .local_llama import LlamaCppChat
-    return LlamaCppChat(chat_model_path(spec, settings), context=int(spec.options.get("context", 4096)))
+    return LlamaCppChat(chat_model_path(spec, settings), context=int(spec.options.get("context", 4096)),
+                        prefix_cache_mb=settings.prefix_cache_mb)
 
 
 def load_local_image(spec: ModelSpec) -> LocalImageModel:
@@ -181,8 +183,9 @@ class LocalProvider(Provider):
 
     async def chat(self, messages, options, cancel=None) -> ChatResult:
         model: LocalChatModel = await self.hub.local(self.spec)
-        return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, model.chat, messages,
-                                                                options, cancel)
+        # (in the caller's context: the model's prefix cache is kept per caller, base.CALLER)
+        return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, contextvars.copy_context().run,
+                                                                model.chat, messages, options, cancel)
 
     async def stream(self, messages, options) -> AsyncIterator[ChatDelta]:
         model: LocalChatModel = await self.hub.local(self.spec)
@@ -204,7 +207,7 @@ class LocalProvider(Provider):
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        loop.run_in_executor(self.hub.chat_executor, produce)
+        loop.run_in_executor(self.hub.chat_executor, contextvars.copy_context().run, produce)
         try:
             while (item := await queue.get()) is not done:
                 if isinstance(item, BaseException):
@@ -219,8 +222,8 @@ class LocalProvider(Provider):
             # chat model of that GGUF (the hub keys local models by what loads them)
             judge = await self.hub.local(ModelSpec(self.spec.model_id, self.spec.provider, "chat",
                                                    self.spec.model_name, options=self.spec.options))
-            return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, judge.relevance,
-                                                                    query, documents)
+            return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, contextvars.copy_context().run,
+                                                                    judge.relevance, query, documents)
         model = await self.hub.local(self.spec)
         return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, model.score, query, documents)
 

@@ -11,6 +11,7 @@ from typing import Iterator
 
 from ..errors import InputTooLongError, InvalidRequestError, ModelLoadError
 from . import llama_build
+from .llama_prefix import MAX_BYTES, PrefixStates, cut_points
 from .base import ChatDelta, LocalChatModel
 
 # before anything here imports llama_cpp: the build this CPU runs fastest ("avx512" or "portable")
@@ -18,7 +19,8 @@ LLAMA_BUILD = llama_build.select()
 
 
 class LlamaCppChat(LocalChatModel):
-    def __init__(self, gguf_path: str, *, context: int = 4096, threads: int | None = None):
+    def __init__(self, gguf_path: str, *, context: int = 4096, threads: int | None = None,
+                 prefix_cache_mb: int = MAX_BYTES >> 20):
         if not os.path.exists(gguf_path):
             raise ModelLoadError(f"GGUF file {gguf_path} does not exist",
                                  hint="check the model's options.path, or run scripts/setup.sh")
@@ -32,6 +34,7 @@ class LlamaCppChat(LocalChatModel):
                           verbose=False)
         self._lock = threading.Lock()
         self._formatter = None
+        self._prefixes = PrefixStates(prefix_cache_mb << 20)     # prompt prefixes read once (0: none)
 
     JUDGE_SYSTEM = "You judge search results. Answer only yes or no."
     JUDGE_PROMPT = "Question: {query}\n\nPassage: {passage}\n\nDoes the passage answer the question?"
@@ -49,13 +52,17 @@ class LlamaCppChat(LocalChatModel):
                 ids = self._llm.tokenize(passage.encode("utf-8"), add_bos=False, special=False)
                 if len(ids) > max_passage_tokens:   # the start of a chunk says what it is about
                     passage = self._llm.detokenize(ids[:max_passage_tokens]).decode("utf-8", "ignore")
+                ask = self.JUDGE_PROMPT.format(query=query, passage=passage)
                 prompt = self._format([{"role": "system", "content": self.JUDGE_SYSTEM},
-                                       {"role": "user", "content": self.JUDGE_PROMPT.format(query=query, passage=passage)}])
-                tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-                self._llm.reset()
-                self._llm.eval(tokens)
+                                       {"role": "user", "content": ask}])
+                tokens = self._tokenize(prompt)
+                # (the question's line is read once for all its passages)
+                cuts = cut_points(self._tokenize, prompt, tokens, ask)
+                done = self._prefixes.restore(self._llm, tokens, cuts)
+                self._llm.eval(tokens[done:])
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._llm.ctx, -1),
                                                shape=(self._llm.n_vocab(),)).astype(np.float64)
+                self._prefixes.keep(self._llm, tokens, cuts, done)
                 y, n = np.logaddexp.reduce(logits[yes]), np.logaddexp.reduce(logits[no])
                 out.append(float(1.0 / (1.0 + np.exp(n - y))))
         return out
@@ -82,22 +89,23 @@ class LlamaCppChat(LocalChatModel):
             raise InvalidRequestError(f"the model's chat template cannot format these messages: {e}"[:300],
                                       hint="check the roles' order and the tool calls") from None
 
-    def count_tokens(self, text: str) -> int:
-        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+    def _tokenize(self, text: str) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def _generate(self, tokens: list[int], max_tokens: int, stop: list[str], grammar, sampling: dict,
-                  top_logprobs: int | None) -> Iterator[tuple[str, list[dict] | None, str | None]]:
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize(text))
+
+    def _generate(self, tokens: list[int], done: int, max_tokens: int, stop: list[str], grammar,
+                  sampling: dict, top_logprobs: int | None) -> Iterator[tuple[str, list[dict] | None, str | None]]:
         """(text, logprobs, finish_reason) per token, the last with its finish_reason.  Our own loop
         over llama.cpp's token generator, so each token's logprobs can be read from the logits that
         chose it (llama-cpp-python's completion API would need logits for every prompt position).
-        Text that may be the start of a stop string is held back until it is not."""
+        Text that may be the start of a stop string is held back until it is not.  The model holds
+        tokens[:done] already (a prefix restored by PrefixStates)."""
         import codecs
         import llama_cpp
         import numpy as np
         llm = self._llm
-        # evaluate every prompt from scratch: reusing the cached prefix of the previous prompt
-        # changes the floating-point path, and with it greedy (temperature 0) answers
-        llm.reset()
         seed = sampling.get("seed")
         # without a seed, the one llama-cpp-python's completion API uses (the model's own): the same
         # prompt gives the same answer, as it did before this loop replaced that API
@@ -105,7 +113,7 @@ class LlamaCppChat(LocalChatModel):
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         text, sent, pending, n = "", 0, [], 0
         vocab = llm._model.vocab
-        for token in llm.generate(tokens, temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
+        for token in llm.generate(tokens[done:], reset=False, temp=sampling.get("temperature", 0.8), top_p=sampling.get("top_p", 0.95),
                                   top_k=sampling.get("top_k", 40), min_p=0.05,
                                   repeat_penalty=sampling.get("repeat_penalty", 1.0),
                                   frequency_penalty=sampling.get("frequency_penalty", 0.0),
@@ -149,14 +157,17 @@ class LlamaCppChat(LocalChatModel):
         elif tools and isinstance(choice, dict):
             forced = [t for t in tools if t["function"]["name"] == choice["function"]["name"]]
         fmt = None if forced else options.get("response_format")
-        prompt = self._format(_template_messages(messages, fmt), tools)
+        templated = _template_messages(messages, fmt)
+        prompt = self._format(templated, tools)
         grammar = None
         if forced:        # the answer starts inside the call: the grammar allows only a call of these tools
             prompt += TOOL_OPEN + "\n"
             grammar = _grammar(_call_schema(forced), "tool parameters")
         elif fmt is not None:
             grammar = _grammar(fmt.get("schema"), "response_format schema")
-        tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        tokens = self._tokenize(prompt)
+        last = templated[-1].get("content") if templated else None
+        cuts = cut_points(self._tokenize, prompt, tokens, last if isinstance(last, str) else None)
         if len(tokens) >= self.context:
             raise InputTooLongError(f"the messages have {len(tokens)} tokens; the model's window is {self.context}",
                                     hint="shorten the messages or the retrieved context")
@@ -171,17 +182,21 @@ class LlamaCppChat(LocalChatModel):
         parser = _ToolCallParser([t["function"]["name"] for t in tools] if tools and not forced else None)
         with self._lock:
             finish, text = "length", ""
-            for piece, logprobs, done in self._generate(tokens, max_tokens, stop, grammar, kwargs,
-                                                        top if want_logprobs else None):
-                text += piece
-                if forced:
-                    parser.hold(logprobs)
-                else:
-                    out = parser.feed(piece, logprobs)
-                    if out is not None:
-                        yield out
-                if done:
-                    finish = done
+            restored = self._prefixes.restore(self._llm, tokens, cuts)
+            try:
+                for piece, logprobs, done in self._generate(tokens, restored, max_tokens, stop, grammar, kwargs,
+                                                            top if want_logprobs else None):
+                    text += piece
+                    if forced:
+                        parser.hold(logprobs)
+                    else:
+                        out = parser.feed(piece, logprobs)
+                        if out is not None:
+                            yield out
+                    if done:
+                        finish = done
+            finally:      # (also when the caller went away mid-answer)
+                self._prefixes.keep(self._llm, tokens, cuts, restored)
             calls, rest, logprobs = parser.finish(text if forced else None)
             after_tool = messages[-1]["role"] == "tool"
             again = not forced and ((calls and all(_answered(c, messages) for c in calls))

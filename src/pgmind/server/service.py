@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
-from ..models.base import (ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, check_text,
+from ..models.base import (CALLER, ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, check_text,
                            normalize_input_type)
 from ..models.hub import ModelHub
 from ..models.registry import Registry
@@ -42,6 +42,7 @@ class ModelService:
     @asynccontextmanager
     async def _record(self, spec: ModelSpec, operation: str, caller: Caller, items: int | None, payload=None):
         """Times the call and logs it, however it ends. The body fills ``usage``."""
+        CALLER.set(caller.role or caller.client)    # (for this request's task: caches kept per caller)
         usage = {"in": None, "out": None}
         start = time.perf_counter()
         status, http_status, error = "ok", 200, None
