@@ -9,9 +9,11 @@ Two points of a prompt are kept: where its last message's text starts, and the e
 first line.  A prompt is read in one go (after the longest point kept earlier, if any), and its
 state at each point is kept afterwards, by cutting the KV back to it: reading in pieces to keep them
 cost ~0.3 s a piece on 2 cores.  Each caller (database role) has prefixes of its own: a prompt
-another role sent must not come back faster for one that guesses it.  That a restored prefix gives the same bits as reading the whole
-prompt relies on llama.cpp's CPU kernels computing a token's row the same whatever else is in its
-batch; the tests check it, answers and logprobs bit for bit, for the build this machine loads.
+another role sent must not come back faster for one that guesses it.
+
+That a restored prefix gives the same bits as reading the whole prompt relies on llama.cpp's CPU
+kernels computing a token's row the same whatever else is in its batch; the tests check it, answers
+and logprobs bit for bit, for the build this machine loads.
 """
 from __future__ import annotations
 

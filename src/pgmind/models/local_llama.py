@@ -14,7 +14,7 @@ from . import llama_build
 from .llama_prefix import MAX_BYTES, PrefixStates, cut_points
 from .base import ChatDelta, LocalChatModel
 
-# before anything here imports llama_cpp: the build this CPU runs fastest ("avx512" or "portable")
+# before anything here imports llama_cpp: the build this CPU runs fastest ("amx", "avx512" or "portable")
 LLAMA_BUILD = llama_build.select()
 
 
