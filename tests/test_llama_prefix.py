@@ -141,3 +141,24 @@ def test_local_models_run_in_their_callers_context():
         streamed = [d.content async for d in provider.stream([], {})]
         return whole.content, streamed
     assert asyncio.run(main()) == ("alice", ["alice"])
+
+
+def test_the_model_server_names_the_caller_of_each_call():
+    """What keeps prefixes per caller: every model call the server makes runs as its caller's role
+    (else its front end)."""
+    import asyncio
+    from pgmind.models.base import CALLER
+    from pgmind.models.spec import ModelSpec
+    from pgmind.server.service import Caller, ModelService
+
+    class Log:
+        def record(self, rec):
+            pass
+    service = ModelService(None, None, Log())
+    spec = ModelSpec("m", "pgmind", "chat", "x")
+
+    async def seen(caller):
+        async with service._record(spec, "chat", caller, 1):
+            return CALLER.get()
+    assert asyncio.run(seen(Caller("alice", "sql"))) == "alice"
+    assert asyncio.run(seen(Caller(None, "openai-api"))) == "openai-api"
