@@ -157,6 +157,20 @@ def test_query_expansion(db, conn):
     # each mode takes it; keyword-only needs no embedding (similarity null)
     assert all(h.similarity is None for h in db.search("kb", question, k=3, mode="keyword", expand=True))
     assert db.search("kb", question, k=3, mode="vector", expand=True)
+    # expand_tokens caps what the expansion writes (a logged call's output tokens)
+    conn.execute("""select ai.configure_rag('kb', '{"expand_tokens": 5}')""")
+    try:
+        marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
+        assert db.search("kb", "a question not asked before in this test", k=3, expand=True)
+        # (the log is written after each call returns, so the earlier searches' calls may come after the marker)
+        deadline, written = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not any(0 < n <= 5 for (n,) in written):
+            written = conn.execute("select output_tokens from ai.call_log where id > %s and operation = 'chat'"
+                                   " and model_id = 'qwen-1.5b'", (marker,)).fetchall()
+            time.sleep(0.2)
+        assert any(0 < n <= 5 for (n,) in written), written
+    finally:
+        conn.execute("""select ai.configure_rag('kb', '{"expand_tokens": 64}')""")
     conn.execute("""select ai.configure_rag('kb', '{"expand_model": null}')""")
     try:
         off = db.search("kb", question, k=10, expand=True)
@@ -176,7 +190,8 @@ def test_query_expansion(db, conn):
         assert err.sqlstate == "22023" and err.diag.message_hint
     finally:
         conn.execute("""select ai.configure_rag('kb', '{"expand_model": "qwen-1.5b", "topic": null}')""")
-    for bad in ('{"expand": "yes"}', '{"expand_model": 3}', '{"topic": ["a"]}'):
+    for bad in ('{"expand": "yes"}', '{"expand_model": 3}', '{"topic": ["a"]}', '{"expand_tokens": 0}',
+                '{"expand_tokens": 513}', '{"expand_tokens": 2.5}', '{"expand_tokens": null}', '{"expand_tokens": "64"}'):
         err = sql_error(conn, f"select ai.configure_rag('kb', '{bad}')")
         assert err.sqlstate == "22023" and "expand" in err.diag.message_hint, bad
 

@@ -128,12 +128,14 @@ begin
     if lang not in ('en', 'zh') then
         lang := ai_internal._text_language(question);
     end if;
-    -- 64 tokens: cut at 32 the pages rank as well (MRR on dev + dev2 0.794 against 0.791) but the
-    -- chunks that hold the facts less often (82 against 85 of 100 prompts; docs/benchmarks.md)
+    -- expand_tokens, 64 by default: cut at 32 the pages rank as well (page MRR on dev + dev2 + dev3
+    -- 0.792 against 0.787) and the expansion is written ~2 s sooner on 2 cores, but the prompt
+    -- holds the key facts a little less often (112 against 114 of 144; docs/benchmarks.md, stop 33)
     reply := ai.generate(settings->>'expand_model',
                          ai_internal._fill(settings->>('expand_prompt_' || lang),
                                            jsonb_build_object('topic', coalesce(settings->>'topic', name), 'question', question)),
-                         options => '{"max_tokens": 64, "temperature": 0}');
+                         options => jsonb_build_object('max_tokens', (settings->>'expand_tokens')::numeric::int,
+                                                       'temperature', 0));
     return nullif(btrim(coalesce(reply, '')), '');
 end $$;
 
@@ -534,6 +536,7 @@ language sql immutable as $$ select '{
     "translate_prompt_zh": "把这个问题翻译成中文,只回答翻译后的问题。\n\n{question}",
     "expand": true,
     "expand_model": "qwen-1.5b",
+    "expand_tokens": 64,
     "topic": null,
     "topic_model": "qwen-1.5b",
     "topic_threshold": 2.0,
@@ -573,6 +576,7 @@ begin
                                                     where not ai_internal._json_count(x, 1, 100)))
         when key in ('k', 'chunks_per_source', 'rerank_candidates') then ai_internal._json_count(value, 1, 100)
         when key in ('context_tokens', 'max_tokens') then ai_internal._json_count(value, 1, 100000)
+        when key = 'expand_tokens' then ai_internal._json_count(value, 1, 512)
         when key = 'threshold' then jsonb_typeof(value) = 'null'
                                or (jsonb_typeof(value) = 'number' and value::text::numeric between -1 and 1)
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
@@ -583,7 +587,7 @@ begin
     if unknown is not null then
         raise exception 'invalid RAG settings: %', array_to_string(unknown, ', ')
             using errcode = '22023',
-                  hint = 'k and chunks_per_source are 1..100, source_sentences 1..100, an array of them (one per source rank) or null; context_tokens and max_tokens positive integers; threshold -1..1 or null; '
+                  hint = 'k and chunks_per_source are 1..100, source_sentences 1..100, an array of them (one per source rank) or null; context_tokens and max_tokens positive integers, expand_tokens 1..512; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
                          'rerank_threshold and topic_threshold numbers; expand true or false; the others texts (see ai.rag_defaults())';
     end if;
