@@ -28,6 +28,18 @@ CHINESE = {
 }
 
 
+def logged_since(conn, query: str, marker: int, until, within: float = 5.0) -> list:
+    """The first column of query's ai.call_log rows after marker (query takes marker as its one
+    parameter), read again until until(values) holds or within seconds pass: the server writes a
+    call's log row after the call returns."""
+    deadline = time.monotonic() + within
+    while True:
+        values = [r[0] for r in conn.execute(query, (marker,))]
+        if until(values) or time.monotonic() >= deadline:
+            return values
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def kb(installed, settings, server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("kb")
@@ -102,12 +114,8 @@ def test_chinese_question_translated_for_keyword_search(db, conn):
     for q in ("竹子", "大熊猫吃什么?"):
         reply = conn.execute("select ai.translate_query('kb', %s)", (q,)).fetchone()[0]
         assert reply == q or reply.isascii(), reply
-    deadline, logged = time.monotonic() + 5, []
-    while time.monotonic() < deadline and not logged:
-        logged = conn.execute("select model_id from ai.call_log where id > %s and operation = 'chat'",
-                              (marker,)).fetchall()
-        time.sleep(0.2)
-    assert logged and {m for (m,) in logged} == {"qwen-0.5b"}
+    logged = logged_since(conn, "select model_id from ai.call_log where id > %s and operation = 'chat'", marker, bool)
+    assert logged and set(logged) == {"qwen-0.5b"}
     assert top_sources(db.search("kb", question, k=3, mode="keyword"), 1) == ["datatype-uuid.html"]
     # with translation off, the Chinese words find no English page
     conn.execute("select ai.configure_rag('kb', '{\"translate_model\": null}')")
@@ -148,12 +156,8 @@ def test_query_expansion(db, conn):
     # similarity: the mean of the chunk's similarity to the question and to the expansion
     assert all(-1 <= h.similarity <= 1 for h in expanded)
     assert any(h.vector_rank for h in expanded) and any(h.keyword_rank for h in expanded)
-    deadline, logged = time.monotonic() + 5, []
-    while time.monotonic() < deadline and not logged:
-        logged = conn.execute("select model_id from ai.call_log where id > %s and operation = 'chat'",
-                              (marker,)).fetchall()
-        time.sleep(0.2)
-    assert ("qwen-1.5b",) in logged
+    logged = logged_since(conn, "select model_id from ai.call_log where id > %s and operation = 'chat'", marker, bool)
+    assert "qwen-1.5b" in logged
     # each mode takes it; keyword-only needs no embedding (similarity null)
     assert all(h.similarity is None for h in db.search("kb", question, k=3, mode="keyword", expand=True))
     assert db.search("kb", question, k=3, mode="vector", expand=True)
@@ -162,13 +166,11 @@ def test_query_expansion(db, conn):
     try:
         marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
         assert db.search("kb", "a question not asked before in this test", k=3, expand=True)
-        # (the log is written after each call returns, so the earlier searches' calls may come after the marker)
-        deadline, written = time.monotonic() + 10, []
-        while time.monotonic() < deadline and not any(0 < n <= 5 for (n,) in written):
-            written = conn.execute("select output_tokens from ai.call_log where id > %s and operation = 'chat'"
-                                   " and model_id = 'qwen-1.5b'", (marker,)).fetchall()
-            time.sleep(0.2)
-        assert any(0 < n <= 5 for (n,) in written), written
+        # (the earlier searches' calls may be logged after the marker: look for this one's)
+        written = logged_since(conn, "select output_tokens from ai.call_log where id > %s and operation = 'chat'"
+                                     " and model_id = 'qwen-1.5b'", marker,
+                               lambda ns: any(0 < n <= 5 for n in ns), within=10)
+        assert any(0 < n <= 5 for n in written), written
     finally:
         conn.execute("""select ai.configure_rag('kb', '{"expand_tokens": 64}')""")
     conn.execute("""select ai.configure_rag('kb', '{"expand_model": null}')""")
@@ -339,15 +341,10 @@ def test_rag_streams(db):
 
 
 def test_rag_logged(conn, db):
-    import time
     conn.execute("select pg_sleep(0.7)")
     marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
     assert db.ask("kb", "How do I create an index without locking writes to the table?").answered
-    deadline = time.monotonic() + 5
-    ops = []
-    while time.monotonic() < deadline and "chat" not in ops:
-        ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
-        time.sleep(0.2)
+    ops = logged_since(conn, "select operation from ai.call_log where id > %s", marker, lambda ops: "chat" in ops)
     assert "embed" in ops and "chat" in ops
 
 
@@ -637,10 +634,7 @@ def test_rag_declines_questions_off_the_topic(db, conn):
         declined = conn.execute("select ai.rag('kb', %s)", (off[0],)).fetchone()[0]
         assert not declined["answered"] and declined["sources"] == [] and declined["topic_score"] < cut
         assert declined["answer"] == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
-        deadline, ops = time.monotonic() + 5, []
-        while time.monotonic() < deadline and "chat" not in ops:
-            ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
-            time.sleep(0.2)
+        logged_since(conn, "select operation from ai.call_log where id > %s", marker, lambda ops: "chat" in ops)
         time.sleep(0.5)
         ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
         assert ops == ["chat"]                      # the one-token check; no search, no expansion
