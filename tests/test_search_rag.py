@@ -172,7 +172,7 @@ def test_query_expansion(db, conn):
                                lambda ns: any(0 < n <= 5 for n in ns), within=10)
         assert any(0 < n <= 5 for n in written), written
     finally:
-        conn.execute("""select ai.configure_rag('kb', '{"expand_tokens": 64}')""")
+        conn.execute("select ai.configure_rag('kb', jsonb_build_object('expand_tokens', ai.rag_defaults()->'expand_tokens'))")
     conn.execute("""select ai.configure_rag('kb', '{"expand_model": null}')""")
     try:
         off = db.search("kb", question, k=10, expand=True)
