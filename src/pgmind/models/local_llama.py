@@ -10,7 +10,7 @@ import uuid
 from typing import Iterator
 
 from ..errors import InputTooLongError, InvalidRequestError, ModelLoadError
-from . import llama_build
+from . import grammar_guard, llama_build
 from .llama_prefix import MAX_BYTES, PrefixStates, cut_points
 from .base import ChatDelta, LocalChatModel
 
@@ -264,40 +264,30 @@ def _call_schema(tools: list[dict]) -> dict:
     return {**schema, "$defs": defs} if defs else schema
 
 
-GRAMMAR_LIMITS = {"minItems": 256, "maxItems": 256, "minLength": 4096, "maxLength": 4096,
-                  "minProperties": 256, "maxProperties": 256}
-
-
-def _check_schema_size(node, depth: int = 0) -> None:
-    """A schema's counts become grammar repetitions: {"maxItems": 10**9} would be a grammar the
-    size of the count.  Bounded here, so no request can make the server build one."""
-    if depth > 32:
-        raise InvalidRequestError("the JSON schema is nested more than 32 levels", hint="flatten the schema")
-    if isinstance(node, dict):
-        for key, value in node.items():
-            limit = GRAMMAR_LIMITS.get(key)
-            if limit is not None and isinstance(value, (int, float)) and value > limit:
-                raise InvalidRequestError(f"the JSON schema's {key} is {value}; the most a grammar takes is {limit}",
-                                          hint=f"lower {key}, or leave it out and check the answer yourself")
-            _check_schema_size(value, depth + 1)
-    elif isinstance(node, list):
-        for value in node:
-            _check_schema_size(value, depth + 1)
+# a schema's counts become grammar repetitions, its patterns' {m,n} too: bounded (grammar_guard.py
+# says where llama.cpp's parser breaks, and how far under that these are)
+GRAMMAR_LIMITS = {key: grammar_guard.MAX_COUNT for key in grammar_guard.COUNT_KEYS}
 
 
 def _grammar(schema: dict | None, what: str):
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-    _check_schema_size(schema)
-    if len(json.dumps(schema)) > 65536:
-        raise InvalidRequestError(f"the {what} is over 64 KB", hint="send a smaller schema")
-    try:
-        if schema is None:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except Exception as e:
-        raise InvalidRequestError(f"the {what} cannot be turned into a grammar: {e}"[:300],
-                                  hint="use plain JSON schema: types, properties, required, enum, "
-                                       "arrays, $defs") from None
+    """The llama.cpp grammar of a JSON schema (or of any JSON when there is none).  llama.cpp
+    parses it natively when generation starts, in this process: the schema and the grammar text
+    are bounded first, and the text is built once in a child process (grammar_guard.CHECKER), so
+    a grammar the parser cannot build — or crashes on — is a 400 here, not a dead server."""
+    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+    grammar_guard.check_schema(schema, what)
+    if schema is None:
+        text = JSON_GBNF
+    else:
+        try:
+            text = json_schema_to_gbnf(json.dumps(schema))
+        except Exception as e:      # (RecursionError included: a deep $ref chain)
+            raise InvalidRequestError(f"the {what} cannot be turned into a grammar: {e}"[:300],
+                                      hint="use plain JSON schema: types, properties, required, enum, "
+                                           "arrays, $defs") from None
+    grammar_guard.check_gbnf(text, what)
+    grammar_guard.CHECKER.check(text, what)
+    return LlamaGrammar.from_string(text, verbose=False)
 
 
 def _chat_logprobs(lp: dict | None, top: int) -> list[dict] | None:
