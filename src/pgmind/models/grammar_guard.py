@@ -200,6 +200,8 @@ class GrammarChecker:
         self.built = 0        # grammars sent to the child (the tests read it)
 
     def check(self, text: str, what: str) -> None:
+        """A 400 unless the grammar text is within check_gbnf's bounds and llama.cpp builds it in
+        the child (the verdict kept per text: a repeated grammar costs its sha256)."""
         key = hashlib.sha256(text.encode("utf-8")).hexdigest()
         stack = child_stack(thread_stack_size())
         with self._lock:
@@ -207,6 +209,7 @@ class GrammarChecker:
                 self._results.move_to_end(key)
                 error = self._results[key]
             else:
+                check_gbnf(text, what)
                 error = self._build(text, stack)
                 self._results[key] = error
                 if len(self._results) > CACHE_SIZE:

@@ -285,8 +285,7 @@ def _grammar(schema: dict | None, what: str):
             raise InvalidRequestError(f"the {what} cannot be turned into a grammar: {e}"[:300],
                                       hint="use plain JSON schema: types, properties, required, enum, "
                                            "arrays, $defs") from None
-    grammar_guard.check_gbnf(text, what)
-    grammar_guard.CHECKER.check(text, what)
+    grammar_guard.CHECKER.check(text, what)      # (check_gbnf's bounds, then the child)
     return LlamaGrammar.from_string(text, verbose=False)
 
 
