@@ -156,7 +156,7 @@ def test_crash_schema_through_sql(server, conn, token):
                          (messages, json.dumps({"max_tokens": 1, "response_format": response_format(schema)})))
         assert info.value.sqlstate == "22023" and needle in str(info.value), info.value
     out = conn.execute("select ai.chat('qwen-0.5b', %s::jsonb, '{\"max_tokens\": 1}')", (messages,)).fetchone()[0]
-    assert out["choices"]
+    assert "message" in out, out
 
 
 # schemas of any shape: nesting, types, counts around the bounds and far past them, patterns
