@@ -145,6 +145,16 @@ def test_crash_schemas_are_400s(own_server, token, schema, needle):
     assert_alive(own_server, token)
 
 
+def test_crash_schema_streamed(own_server, token):
+    """With stream=True the grammar is checked in the generating thread too: an error (a 400, or
+    an error event if the stream had started), and the server lives."""
+    url, _ = own_server
+    r = chat(url, token, stream=True, response_format=response_format(LONG_STRING))
+    assert r.status_code == 400 or (r.status_code == 200 and "maxLength" in r.text), (r.status_code, r.text[:300])
+    assert "maxLength" in r.text
+    assert_alive(own_server, token)
+
+
 def test_crash_schema_through_sql(server, conn, token):
     """ai.chat (local chat models are granted to public) reaches the same path, here through the
     session's server: a 22023, and the server answers the next call."""
