@@ -11,6 +11,7 @@ import pytest
 
 from pgmind.config import load_settings
 from pgmind.db import Cluster, connect, install
+from pgmind.db.migrate import SERVICE_ROLES
 from pgmind.devserver import free_port, start_server, stop_server
 
 
@@ -49,7 +50,9 @@ def dsn(settings, cluster):
 @pytest.fixture(scope="session")
 def installed(settings, dsn):
     with connect(dsn, register_vector=False) as conn:
-        install(conn, server_url=settings.effective_server_url, server_token=settings.server_token(create=True))
+        settings.server_token(create=True)
+        install(conn, server_url=settings.effective_server_url,
+                role_passwords={r: settings.role_password(r, create=True) for r in SERVICE_ROLES})
         # the provider stand-ins listen on loopback (tests/security checks what this allows and refuses)
         conn.execute("select ai.allow_outbound('127.0.0.1')")
         conn.commit()

@@ -23,16 +23,18 @@ def scratch_db(installed):
 
 def test_install_twice_is_safe(scratch_db):
     with connect(scratch_db, register_vector=False) as conn:
-        first = install(conn, server_url="http://127.0.0.1:1", server_token="t1")
+        first = install(conn, server_url="http://127.0.0.1:1")
         assert first.applied == [name for name, _ in migrations()]
         assert first.plpython
-        second = install(conn, server_url="http://127.0.0.1:1", server_token="t2")
+        second = install(conn, server_url="http://127.0.0.1:2")
         assert second.applied == []
         assert installed_version(conn) == [name for name, _ in migrations()]
-        # the local models are registered once, and the token was updated in place
+        # the local models are registered once, the URL was updated in place, and the server's token
+        # is not in the database (each role sends its own: ai_internal.role_tokens)
         n = conn.execute("select count(*) from ai.model_registry where provider = 'pgmind'").fetchone()[0]
         assert n == 7      # e5-small, use-m3, minilm, qwen-0.5b, image-features, qwen-1.5b, rerank-qwen-1.5b
-        assert conn.execute("select value from ai._settings where key = 'server_token'").fetchone()[0] == "t2"
+        assert conn.execute("select value from ai._settings where key = 'server_url'").fetchone()[0] == "http://127.0.0.1:2"
+        assert conn.execute("select count(*) from ai._settings where key = 'server_token'").fetchone()[0] == 0
 
 
 def test_upgrade_from_previous_version(scratch_db):
@@ -46,7 +48,7 @@ def test_upgrade_from_previous_version(scratch_db):
         conn.execute("insert into ai.model_registry (model_id, provider, model_type, model_name, url) "
                      "values ('kept', 'openai', 'chat', 'gpt', 'https://example.invalid/v1')")
         conn.commit()
-        new = install(conn, server_url="http://127.0.0.1:1", server_token="t")
+        new = install(conn, server_url="http://127.0.0.1:1")
         assert new.applied == names[-1:]
         assert conn.execute("select count(*) from ai.model_registry where model_id = 'kept'").fetchone()[0] == 1
 

@@ -393,3 +393,30 @@ def test_worker_in_the_server_process_shares_its_models(conn, docs, settings, in
     finally:
         asyncio.run_coroutine_threadsafe(hub.aclose(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
+
+
+def test_a_failing_content_expression_never_blocks_the_users_writes(conn, docs, settings, installed, server):
+    """Issue 38: the trigger evaluated the content on OLD, so every later UPDATE of a quarantined row
+    raised the expression's error, the update that fixes it included; only DELETE worked."""
+    conn.execute("select ai.create_vectorizer('docs'::regclass, content => '''n='' || (body::int)::text', "
+                 "model => 'minilm')")
+    conn.execute("insert into docs values (1, 't', '41'), (2, 't', 'not a number')")
+    make_worker(settings, installed, names=["docs"]).drain(timeout=120)
+    assert [r[0] for r in conn.execute("select sqlstate from ai.vectorizer_errors where vectorizer = 'docs'")] == ["22P02"]
+    conn.execute("update docs set title = 'another column' where id = 2")     # was: 22P02 from the trigger
+    conn.execute("update docs set body = '42' where id = 2")                  # the fix itself
+    make_worker(settings, installed, names=["docs"]).drain(timeout=120)
+    assert dict(conn.execute("select id, chunk from docs_chunks").fetchall()) == {1: "n=41", 2: "n=42"}
+    assert conn.execute("select count(*) from ai.vectorizer_errors where vectorizer = 'docs'").fetchone()[0] == 0
+
+
+def test_a_model_in_use_cannot_be_dropped(conn, docs):
+    """Issue 38: ai.drop_model dropped a model an active vectorizer used; its search then failed and its
+    queue retried forever."""
+    conn.execute("select ai.drop_model('minilm-in-use', if_exists => true)")
+    conn.execute("select ai.create_model('minilm-in-use', null, 'pgmind', 'embedding', 'minilm')")
+    conn.execute("select ai.create_vectorizer('docs'::regclass, content => 'body', model => 'minilm-in-use')")
+    err = sql_error(conn, "select ai.drop_model('minilm-in-use')")
+    assert err.sqlstate == "2BP01" and "docs" in err.diag.message_primary and "alter_vectorizer" in err.diag.message_hint
+    conn.execute("select ai.drop_vectorizer('docs')")
+    assert conn.execute("select ai.drop_model('minilm-in-use')").fetchone()[0] is True

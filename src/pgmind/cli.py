@@ -114,15 +114,22 @@ def db_psql(ctx: typer.Context):
 
 
 # -- install ---------------------------------------------------------------------------------
+def _role_passwords(settings: Settings) -> dict[str, str]:
+    from .db.migrate import SERVICE_ROLES
+    return {role: settings.role_password(role, create=True) for role in SERVICE_ROLES}
+
+
 @app.command()
 def install(ctx: typer.Context):
-    """Create or upgrade the ai schema (safe to re-run) and share the model server's URL and token."""
+    """Create or upgrade the ai schema (safe to re-run), pgmind's service roles, and tell the database
+    where the model server listens."""
     from .db import install as do_install
     settings = _settings(ctx)
     try:
-        token = settings.server_token(create=True)
+        settings.server_token(create=True)      # (the server's own; it is not shared with the database)
         with _connect(settings, register_vector=False) as conn:
-            result = do_install(conn, server_url=settings.effective_server_url, server_token=token)
+            result = do_install(conn, server_url=settings.effective_server_url,
+                                role_passwords=_role_passwords(settings))
     except PgmindError as e:
         fail(e)
     if result.applied:

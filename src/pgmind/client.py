@@ -85,14 +85,23 @@ class Pgmind:
             return Answer(r["answer"], r["sources"], r["answered"], r.get("usage"), r.get("model"))
         (row,) = self._query("select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                              (name, question, k, model, threshold, filter))
-        return AnswerStream(self.settings, row[0])
+        return AnswerStream(self.settings, row[0], self._role_token())
+
+    def _role_token(self) -> str:
+        """This connection's role's own credential for the model server: the answer is written as that
+        role, with its grants, and never as more (not the server's token)."""
+        (row,) = self._query("select ai_internal._role_token()", None)
+        if row[0] is None:
+            self._query("select ai_internal._issue_role_tokens()", None)
+            (row,) = self._query("select ai_internal._role_token()", None)
+        return row[0]
 
 
 class AnswerStream:
     """Iterates over the answer as the model writes it (from the model server, OpenAI protocol)."""
 
-    def __init__(self, settings: Settings, prompt: dict):
-        self.settings, self.prompt = settings, prompt
+    def __init__(self, settings: Settings, prompt: dict, token: str):
+        self.settings, self.prompt, self.token = settings, prompt, token
         self.result: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -106,7 +115,7 @@ class AnswerStream:
         parts, usage = [], None
         try:
             with httpx.stream("POST", self.settings.effective_server_url + "/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {self.settings.server_token()}"},
+                              headers={"Authorization": f"Bearer {self.token}"},
                               timeout=httpx.Timeout(300, connect=5)) as r:
                 if r.status_code >= 400:
                     r.read()

@@ -22,6 +22,8 @@ class Settings:
     server_port: int = 8765
     server_url: str | None = None        # how the database reaches the model server
     token: str | None = None             # the model server's bearer token
+    service_dsn: str | None = None       # how the services connect (default: dsn as pgmind_service)
+    gateway_dsn: str | None = None       # how HTTP search connects to act as API keys' roles (pgmind_gateway)
     cache_dir: Path = field(default_factory=lambda: Path(
         os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pgmind")
     batch_wait_ms: float = 0.0           # extra wait to fill embedding batches (0: batch what queued)
@@ -68,6 +70,21 @@ class Settings:
         host = "127.0.0.1" if self.server_host in ("0.0.0.0", "::", "") else self.server_host
         return f"http://{host}:{self.server_port}"
 
+    def role_password(self, role: str, create: bool = False) -> str | None:
+        """The password of one of pgmind's own roles (pgmind_service, pgmind_gateway), made by
+        `pgmind install` in an owner-only file under the home directory; None before that."""
+        path = self.home / f"{role}.password"
+        if path.exists():
+            return path.read_text().strip()
+        if not create:
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        password = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        return password
+
     def server_token(self, create: bool = False) -> str:
         """The model server's token: PGMIND_TOKEN, else the owner-only file under the home directory."""
         if self.token:
@@ -90,6 +107,7 @@ _ENV = {
     "home": "PGMIND_HOME", "dsn": "PGMIND_DSN", "pg_port": "PGMIND_PG_PORT",
     "server_host": "PGMIND_SERVER_HOST", "server_port": "PGMIND_SERVER_PORT",
     "server_url": "PGMIND_SERVER_URL", "token": "PGMIND_TOKEN", "cache_dir": "PGMIND_CACHE_DIR",
+    "service_dsn": "PGMIND_SERVICE_DSN", "gateway_dsn": "PGMIND_GATEWAY_DSN",
     "batch_wait_ms": "PGMIND_BATCH_WAIT_MS", "max_batch_size": "PGMIND_MAX_BATCH_SIZE",
     "log_payloads": "PGMIND_LOG_PAYLOADS", "request_timeout": "PGMIND_REQUEST_TIMEOUT",
     "max_retries": "PGMIND_MAX_RETRIES", "search_timeout": "PGMIND_SEARCH_TIMEOUT",

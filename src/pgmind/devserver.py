@@ -76,8 +76,8 @@ class Sandbox:
         self.cluster.start()
         self.dsn = self.cluster.dsn
         with connect(self.dsn, register_vector=False) as conn:
-            install(conn, server_url=self.settings.effective_server_url,
-                    server_token=self.settings.server_token(create=True))
+            self.settings.server_token(create=True)
+            install(conn, server_url=self.settings.effective_server_url)
         self.server = start_server(self.settings, args=("--no-worker",))
         return self
 

@@ -271,7 +271,7 @@ def test_install_during_calls_in_flight(installed, settings, conn, server):
         t.start()
     for _ in range(3):
         with connect(installed) as c:
-            install(c, server_url=settings.effective_server_url, server_token=settings.server_token())
+            install(c, server_url=settings.effective_server_url)
     for t in threads:
         t.join()
     assert errors == []

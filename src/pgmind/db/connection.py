@@ -17,6 +17,30 @@ def resolve_dsn(settings: Settings) -> str:
     return Cluster(settings).dsn
 
 
+SERVICE_ROLE = "pgmind_service"   # the model server, workers, the training runner
+GATEWAY_ROLE = "pgmind_gateway"   # HTTP search, acting as API keys' roles (SET ROLE)
+
+
+def service_dsn(settings: Settings, base: str | None = None, role: str = SERVICE_ROLE) -> str:
+    """How a service connects: never as the install role (docs/security.md, "Who runs as whom").
+    PGMIND_SERVICE_DSN / PGMIND_GATEWAY_DSN when given; else ``base`` (or the settings' DSN) with the
+    user swapped for pgmind's own role and the password `pgmind install` wrote under the home."""
+    given = settings.service_dsn if role == SERVICE_ROLE else settings.gateway_dsn
+    if given:
+        return given
+    try:
+        params = conninfo_to_dict(base or resolve_dsn(settings))
+    except psycopg.ProgrammingError as e:
+        raise InvalidRequestError(f"the database address cannot be parsed: {e}",
+                                  hint="set PGMIND_DSN to a postgresql:// URL or a key=value string") from None
+    params["user"] = role
+    params.pop("password", None)
+    password = settings.role_password(role)
+    if password:
+        params["password"] = password
+    return make_conninfo(**params)
+
+
 def redact(dsn: str) -> str:
     """The DSN without its password, for messages and logs."""
     try:

@@ -83,9 +83,10 @@ def _check_owner(conn: psycopg.Connection) -> None:
                              hint=f"run pgmind install as {row[0]} or as a superuser")
 
 
-def install(conn: psycopg.Connection, *, server_url: str | None = None, server_token: str | None = None,
-            upto: str | None = None) -> InstallResult:
-    """Create or upgrade the ai schema. ``upto`` stops after that migration (for upgrade tests)."""
+def install(conn: psycopg.Connection, *, server_url: str | None = None,
+            role_passwords: dict[str, str] | None = None, upto: str | None = None) -> InstallResult:
+    """Create or upgrade the ai schema. ``upto`` stops after that migration (for upgrade tests).
+    ``role_passwords`` sets the passwords of pgmind's service roles (made here when missing)."""
     result = InstallResult()
     with conn.transaction():
         conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -115,9 +116,9 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
             if upto and name == upto:
                 return result
         _sync_providers(conn)
-        if server_url and server_token:
-            conn.execute("""insert into ai._settings (key, value) values ('server_url', %s), ('server_token', %s)
-                            on conflict (key) do update set value = excluded.value""", (server_url, server_token))
+        if server_url:
+            conn.execute("""insert into ai._settings (key, value) values ('server_url', %s)
+                            on conflict (key) do update set value = excluded.value""", (server_url,))
         conn.execute("""do $$ begin
                             if not exists (select 1 from pg_roles where rolname = 'pgmind_admin') then
                                 create role pgmind_admin nologin;
@@ -125,6 +126,7 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
                         exception when insufficient_privilege then
                             raise warning 'cannot create role pgmind_admin: only superusers administer models';
                         end $$""")
+        _ensure_service_roles(conn, role_passwords or {})
         # Function files are re-applied from the first one that changed: an unchanged install replaces
         # nothing, so calls in flight never meet a function that was dropped and made again.
         installed = {r[0]: r[1] for r in conn.execute("select name, sha256 from ai.installed_files")}
@@ -143,7 +145,57 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None, server_t
             result.functions.append(name)
         if changed:
             apply_privileges(conn)
+        _grant_services(conn)
     return result
+
+
+# pgmind's own roles (docs/security.md, "Who runs as whom").  Neither is a superuser, and neither is
+# ever granted to anyone: code of a table's owner that runs in their sessions cannot become more.
+SERVICE_ROLES = {
+    # the model server, the workers, the training runner: the ai schema's tables, nothing of users'
+    # but what owners grant it (their vectorizers' functions and chunk tables); BYPASSRLS for the
+    # ai tables' own row security (queue, secrets, jobs), which is keyed to the calling role
+    "pgmind_service": "login nosuperuser nocreatedb nocreaterole noinherit bypassrls",
+    # HTTP search as an API key's role: a member of exactly those roles (ai_internal._sync_gateway),
+    # with no rights of its own, and never used for anything else
+    "pgmind_gateway": "login nosuperuser nocreatedb nocreaterole noinherit nobypassrls",
+}
+
+
+def _ensure_service_roles(conn: psycopg.Connection, passwords: dict[str, str]) -> None:
+    if not conn.execute("select rolsuper or rolcreaterole from pg_roles where rolname = current_user").fetchone()[0]:
+        log.warning("only a superuser can make pgmind's service roles: run `pgmind install` as one")
+        return
+    for role, attributes in SERVICE_ROLES.items():
+        exists = conn.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(sql.SQL("{} role {} " + attributes).format(sql.SQL(verb), sql.Identifier(role)))
+        if passwords.get(role):
+            conn.execute(sql.SQL("alter role {} password {}").format(sql.Identifier(role),
+                                                                      sql.Literal(passwords[role])))
+        # nobody may become a service role (its memberships would make them more than themselves)
+        for (member,) in conn.execute("select m.member::regrole::text from pg_auth_members m "
+                                      "where m.roleid = %s::regrole", (role,)).fetchall():
+            conn.execute(sql.SQL("revoke {} from {}").format(sql.Identifier(role), sql.SQL(member)))
+    conn.execute("grant connect on database {} to pgmind_service, pgmind_gateway".replace(
+        "{}", sql.Identifier(conn.info.dbname).as_string(conn)))
+
+
+def _grant_services(conn: psycopg.Connection) -> None:
+    """The service role's rights, re-applied by every install (upgrades included): the ai schema's
+    tables and sequences, the internal functions, and each vectorizer's owner functions and chunk
+    tables (new vectorizers grant those themselves).  The gateway's memberships follow the API keys."""
+    if not conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_service')").fetchone()[0]:
+        return
+    conn.execute("grant usage on schema ai, ai_internal to pgmind_service")
+    conn.execute("grant select, insert, update, delete on all tables in schema ai to pgmind_service")
+    conn.execute("grant select, insert, update, delete on all tables in schema ai_internal to pgmind_service")
+    conn.execute("grant usage, select, update on all sequences in schema ai to pgmind_service")
+    conn.execute("grant execute on all functions in schema ai_internal to pgmind_service")
+    conn.execute("select ai_internal._grant_vectorizers_to_service(null)")
+    if conn.execute("select to_regprocedure('ai_internal._issue_role_tokens()') is not null").fetchone()[0]:
+        conn.execute("select ai_internal._issue_role_tokens()")
+        conn.execute("select ai_internal._sync_gateway()")
 
 
 def _sync_providers(conn: psycopg.Connection) -> None:
@@ -167,9 +219,11 @@ ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "
 # rights.  Each is safe to call directly: it reads nothing private, or checks the caller itself
 # (docs/security.md).
 CALLABLE_INTERNALS = (
-    "_create_training_job", "_add_training_pairs",
+    "_create_training_job", "_add_training_pairs", "_add_training_images",
     "_reraise", "_py_client_init", "_server_request", "_embed_batch", "_check_messages", "_check_options",
     "_call_model", "_model_for_call", "_rerank", "_is_admin", "_can_use", "_check_caller",
+    # each role reads only its own token; making the missing ones reveals nothing; the session's role
+    "_role_token", "_issue_role_tokens", "_server_url", "_session_role",
     "_key_json", "_key_from_json", "_key_cols", "_vectorizer_id", "_owns_vectorizer", "_check_vectorizer_owner",
     "_live_versions", "_enqueue", "_enqueue_all", "_forget", "_forget_all", "_owner_functions_sql",
     "_owner_function_names", "_install_owner_functions", "_register_vectorizer", "_vector_schema",

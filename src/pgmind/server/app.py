@@ -17,8 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from .. import __version__
 from ..config import Settings
-from ..db.connection import resolve_dsn
-from ..errors import InvalidRequestError, PgmindError
+from ..db.connection import GATEWAY_ROLE, service_dsn
+from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
 from ..models.registry import Registry
@@ -80,7 +80,7 @@ def _start_worker(settings: Settings, hub: ModelHub):
     from ..vectorizer.embedder import Embedder
     from ..vectorizer.worker import Worker
     stop = threading.Event()
-    dsn = resolve_dsn(settings)
+    dsn = service_dsn(settings)
     w = Worker(settings, dsn, embedder=Embedder(settings, dsn, hub=hub, loop=asyncio.get_running_loop()))
     thread = threading.Thread(target=w.run, args=(stop,), name="vectorizer-worker", daemon=True)
     thread.start()
@@ -95,7 +95,7 @@ def _start_trainer(settings: Settings):
     stop = threading.Event()
 
     def loop():
-        dsn = resolve_dsn(settings)
+        dsn = service_dsn(settings)
         while not stop.is_set():
             try:
                 if run_next(settings, dsn) is not None:
@@ -111,9 +111,15 @@ def _start_trainer(settings: Settings):
 def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        pool = AsyncConnectionPool(resolve_dsn(settings), min_size=1, max_size=8, open=False,
+        # the server's own work (registry, call log, allow-lists) as pgmind's service role; HTTP search as
+        # the gateway role, which only ever SETs ROLE to an API key's role (docs/security.md)
+        pool = AsyncConnectionPool(service_dsn(settings), min_size=1, max_size=8, open=False,
                                    kwargs={"application_name": "pgmind serve", "autocommit": True})
         await pool.open(wait=True, timeout=30)
+        search_pool = AsyncConnectionPool(service_dsn(settings, role=GATEWAY_ROLE), min_size=0, max_size=8,
+                                          open=False, kwargs={"application_name": "pgmind serve (search)",
+                                                              "autocommit": True})
+        await search_pool.open(wait=False)
         call_log = CallLog(pool)
         call_log.start()
         hub = ModelHub(settings, on_batch=lambda model, n: BATCH_SIZE.labels(model).observe(n))
@@ -124,11 +130,12 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
                 return [r[0] for r in await (await conn.execute("select pattern from ai.outbound_allow")).fetchall()]
         # read on every outbound request (one small query beside a remote call): a change applies at once
         hub.transport.policy = OutboundPolicy(allowed_hosts, ttl=0)
-        listener = asyncio.get_running_loop().create_task(registry.listen(resolve_dsn(settings)))
+        listener = asyncio.get_running_loop().create_task(registry.listen(service_dsn(settings)))
         app.state.service = ModelService(registry, hub, call_log, settings.log_payloads)
         # read on every load (one small query): a change by an administrator applies at once
         app.state.service.loader = Loader(lambda: load_allow_list(pool), settings.secret_env_names, ttl=0)
         app.state.pool = pool
+        app.state.search_pool = search_pool
         app.state.hub = hub
         background = _start_worker(settings, hub) if worker else None
         trainer = _start_trainer(settings) if worker else None
@@ -145,6 +152,7 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
             await call_log.aclose()
             await hub.aclose()
             await app.state.service.loader.aclose()
+            await search_pool.close()
             await pool.close()
 
     # /docs and /openapi.json are not open: the schema lists every route (see the authenticated
@@ -204,6 +212,10 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     async def metrics(request: Request):
         if not settings.public_metrics:      # model ids and vectorizer names are not for everyone
             await authenticate(request)
+            if not request.state.principal.internal:
+                # every owner's vectorizer names are the operator's business, not an API key's
+                raise PermissionDeniedError("/metrics is for the operator",
+                                            hint="scrape it with the server's token (pgmind serve --show-token)")
         try:
             async with request.app.state.pool.connection() as conn:
                 set_vectorizer_gauges(await (await conn.execute(VECTORIZER_QUERY)).fetchall())

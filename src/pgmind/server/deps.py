@@ -1,9 +1,11 @@
 """Request plumbing shared by the protocol modules: who is calling, JSON bodies.
 
-Two kinds of credential (docs/security.md):
-- the server's own token (``server.token``, shared with the database by ``pgmind install``): the
-  database and the operator.  Only requests with it may say which database role they act for
-  (``X-Pgmind-Caller``, from the SQL functions); without that header they act as the operator.
+Three kinds of credential (docs/security.md):
+- the server's own token (``server.token``, an owner-only file; never in the database): pgmind's own
+  services and the operator.  Only requests with it may say which database role they act for
+  (``X-Pgmind-Caller``); without that header they act as the operator.
+- a role's SQL token (``ai_internal._role_token()``, which row-level security lets only that role
+  read): the SQL functions, acting as the role that ran them.  It may use the database's routes.
 - API keys (``ai.create_api_key(role)``): an HTTP user, who acts as the key's role, whatever the
   headers say, so the role's model grants apply to SDK users too."""
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .service import Caller, ModelService
 @dataclass(frozen=True)
 class Principal:
     internal: bool          # the server's own token
-    role: str | None        # the API key's role (None for the server's token)
+    role: str | None        # the API key's or SQL token's role (None for the server's token)
+    sql: bool = False       # a role's SQL token: the database's own routes are open to it
 
 
 def service(request: Request) -> ModelService:
@@ -41,16 +44,16 @@ async def authenticate(request: Request) -> None:
     if secrets.compare_digest(given.encode(), request.app.state.token.encode()):
         request.state.principal = Principal(True, None)
         return
-    role = await service(request).registry.api_key_role(given)
-    if role is None:
+    found = await service(request).registry.credential_role(given)
+    if found is None:
         raise AuthenticationError("missing or wrong bearer token")
-    request.state.principal = Principal(False, role)
+    request.state.principal = Principal(False, *found)
 
 
 async def internal_only(request: Request) -> None:
-    """Routes the database itself uses (probe, call): the server's token only."""
+    """Routes the database itself uses (probe, call): the server's token or a role's SQL token."""
     await authenticate(request)
-    if not request.state.principal.internal:
+    if not (request.state.principal.internal or request.state.principal.sql):
         raise PermissionDeniedError("this route is for the database's own calls",
                                     hint="use the OpenAI or DashScope routes with an API key")
 
@@ -59,11 +62,19 @@ def caller(request: Request, client: str) -> Caller:
     """The database role the request acts for: an API key's role, or, with the server's own token,
     the role the SQL functions name (percent-encoded, so any role name travels in a header)."""
     principal: Principal = request.state.principal
+    if principal.sql:
+        return Caller(principal.role, "sql")
     if not principal.internal:
         return Caller(principal.role, client)
     role = request.headers.get("x-pgmind-caller") or None
     if role is not None:
-        role = urllib.parse.unquote(role, errors="strict")
+        try:
+            role = urllib.parse.unquote(role, errors="strict")
+        except UnicodeDecodeError:
+            raise InvalidRequestError("X-Pgmind-Caller is not a percent-encoded UTF-8 role name",
+                                      hint="percent-encode the role name's UTF-8 bytes") from None
+        if not role or len(role.encode()) > 63 or "\x00" in role:
+            raise InvalidRequestError("X-Pgmind-Caller is not a role name", hint="name a database role")
     return Caller(role, request.headers.get("x-pgmind-client") or client)
 
 
@@ -102,8 +113,18 @@ async def json_body(request: Request) -> dict:
     raw = await request.body()
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidRequestError(f"the request body is not valid JSON: {e}") from None
+    except json.JSONDecodeError as e:        # (its text says where: "Expecting value: line 1 column 1 (char 0)")
+        raise InvalidRequestError(f"the request body is not valid JSON: {e}",
+                                  hint="send one JSON object, UTF-8 encoded") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("the request body is not valid JSON: it is not UTF-8 (or UTF-16/32) text",
+                                  hint="send one JSON object, UTF-8 encoded") from None
+    except RecursionError:                   # [[[[...]]]] deeper than the parser goes
+        raise InvalidRequestError("the request body is not valid JSON: it nests arrays or objects too deeply",
+                                  hint="send one JSON object nested at most a few hundred levels") from None
+    except ValueError:                       # e.g. a number too long to convert
+        raise InvalidRequestError("the request body is not valid JSON: a value cannot be read",
+                                  hint="send one JSON object, UTF-8 encoded") from None
     if not isinstance(body, dict):
-        raise InvalidRequestError("the request body must be a JSON object")
+        raise InvalidRequestError("the request body must be a JSON object", hint='e.g. {"model": "...", "input": "..."}')
     return body

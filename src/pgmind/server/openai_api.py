@@ -9,7 +9,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from ..errors import InvalidRequestError, PgmindError
+from ..errors import InvalidRequestError, PgmindError, UnknownModelError
 from .deps import authenticate, caller, json_body, json_response, service, while_connected
 from ..models import token_ids
 from .service import vectors_to_base64
@@ -123,7 +123,9 @@ async def chat_completions(request: Request):
 
 @router.get("/v1/models", tags=["openai"])
 async def list_models(request: Request):
-    specs = await service(request).registry.list()
+    registry, who = service(request).registry, caller(request, "openai")
+    # a role sees the models it may use (ai.models says the same); the operator sees them all
+    specs = [s for s in await registry.list() if who.role is None or await registry.can_use(who.role, s.model_id)]
     return {"object": "list", "data": [
         {"id": s.model_id, "object": "model", "created": 0, "owned_by": s.provider,
          "type": s.model_type, "dimensions": s.dimensions,
@@ -133,7 +135,10 @@ async def list_models(request: Request):
 
 @router.get("/v1/models/{model_id:path}", tags=["openai"])
 async def retrieve_model(request: Request, model_id: str):
-    s = await service(request).registry.get(model_id)      # (404 in OpenAI's shape if not registered)
+    registry, who = service(request).registry, caller(request, "openai")
+    s = await registry.get(model_id)      # (404 in OpenAI's shape if not registered)
+    if who.role is not None and not await registry.can_use(who.role, model_id):
+        raise UnknownModelError(f'model "{model_id}" is not registered')   # (as if absent: no probing)
     return {"id": s.model_id, "object": "model", "created": 0, "owned_by": s.provider, "type": s.model_type,
             "dimensions": s.dimensions, "max_tokens": s.options.get("max_tokens")}
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from psycopg import sql
 
 from ..db.connection import from_sql_error
-from ..errors import InvalidRequestError, PgmindError
+from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.base import check_text
 from .deps import authenticate, caller, json_response, service
 
@@ -78,34 +78,55 @@ def filter_sql(spec: dict | None) -> str | None:
 
 
 async def _query(request: Request, query: str, params, name: str, filter_columns=()) -> list:
-    """Runs as the caller's role (or the operator's, for the server's own token without a caller),
-    read-only, with a statement timeout, always rolled back."""
+    """Runs as the caller's role, read-only, with a statement timeout, always rolled back, in a
+    session of the gateway role (a member of exactly the roles that hold an API key, with no rights
+    of its own): never in a session that could be more than the caller."""
     who = caller(request, "pgmind-api")
+    if not who.role:
+        raise PermissionDeniedError("searching needs a database role to search as",
+                                    hint="use an API key (select ai.create_api_key('<role>')), or name the role "
+                                         "in X-Pgmind-Caller with the server's token")
     timeout_ms = int(request.app.state.settings.search_timeout * 1000)
     try:
-        async with request.app.state.pool.connection() as conn:
+        async with request.app.state.search_pool.connection() as conn:
             async with conn.transaction(force_rollback=True):
                 await conn.execute("set transaction read only")
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
-                if who.role:
-                    await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
-                if filter_columns:
-                    # a filter reads the source table; row security there is its owner's code, which
-                    # must not run in this session (its session user is the server's, not the caller)
-                    # and a column of a type of the owner's own would run its casts (the owner's functions)
-                    rls, owned_types = await (await conn.execute(
-                        """select c.relrowsecurity,
-                                  exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
-                                          and a.attname = any(%s) and not a.attisdropped)
-                           from pg_class c where c.oid = (ai_internal._search_target(%s, current_user)).source""",
-                        (list(filter_columns), name))).fetchone()
-                    if rls:
-                        raise InvalidRequestError("filters over HTTP are not available for a table with row security",
-                                                  hint="search without a filter, or call ai.search from SQL")
-                    if owned_types:
-                        raise InvalidRequestError("filters over HTTP work on columns of built-in types only",
-                                                  hint="filter on text, number, boolean or date columns, or call "
-                                                       "ai.search from SQL")
+                # (checked at use: a role made a superuser after its key was issued is refused)
+                row = await (await conn.execute(
+                    "select rolsuper, pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = %s",
+                    (who.role,))).fetchone()
+                if row is None or row[0] or not row[1]:
+                    raise PermissionDeniedError(f"the model server cannot search as role {who.role}",
+                                                hint="search with an API key of a role that is not a superuser "
+                                                     "(ai.create_api_key)")
+                await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
+                # the tables are locked before they are checked, so the owner cannot turn them into
+                # something that runs its code (row security, rules) between the check and the search
+                store, source, readable = await (await conn.execute(
+                    "select t.store, t.source::text, has_table_privilege(t.source, 'select') "
+                    "from ai_internal._search_target(%s, current_user) t", (name,))).fetchone()
+                await conn.execute(sql.SQL("lock table {} in access share mode").format(sql.SQL(store)))
+                if readable:
+                    await conn.execute(sql.SQL("lock table {} in access share mode").format(sql.SQL(source)))
+                # row security on the source reaches the chunks (ai._search_run reads the source as
+                # the caller), but its policies are the owner's code, which must not run in this
+                # session (its session user is the gateway, not the caller); a filter's column of a
+                # type of the owner's own would run its casts (the owner's functions)
+                rls, owned_types = await (await conn.execute(
+                    """select c.relrowsecurity,
+                              exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
+                                      and a.attname = any(%s) and not a.attisdropped)
+                       from pg_class c where c.oid = (ai_internal._search_target(%s, current_user)).source""",
+                    (list(filter_columns), name))).fetchone()
+                if rls:
+                    raise PermissionDeniedError(f'knowledge base "{name}" keeps its source table\'s row security, '
+                                                "which HTTP search does not run",
+                                                hint="call ai.search / ai.rag from SQL as your own role")
+                if owned_types:
+                    raise InvalidRequestError("filters over HTTP work on columns of built-in types only",
+                                              hint="filter on text, number, boolean or date columns, or call "
+                                                   "ai.search from SQL")
                 return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
         raise from_sql_error(e) from None

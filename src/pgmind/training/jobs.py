@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 from ..config import Settings
 from ..errors import InvalidRequestError, PgmindError
-from . import embedder
+from . import embedder, paths
 
 STALE = "60 seconds"      # a running job whose heartbeat is older is taken over (its worker died)
 MIN_PAIRS = 8
@@ -39,8 +39,11 @@ def claim(conn, job_id: int | None = None) -> dict | None:
 
 
 def run_next(settings: Settings, dsn: str, job_id: int | None = None, progress=None) -> dict | None:
-    """Claims and runs one job; returns its final row (None if there was nothing to run)."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    """Claims and runs one job; returns its final row (None if there was nothing to run).  Whatever
+    ``dsn`` names, the runner connects as pgmind's service role (db.service_dsn), never as its user."""
+    from ..db.connection import service_dsn
+    with psycopg.connect(service_dsn(settings, dsn), autocommit=True,
+                         application_name="pgmind training runner") as conn:
         job = claim(conn, job_id)
         if job is None:
             return None
@@ -65,24 +68,43 @@ class Runner:
     def __init__(self, settings: Settings, conn, job: dict, progress=None):
         self.settings, self.conn, self.job, self.progress = settings, conn, job, progress
         self.options = job["options"] or {}
-        self.dir = settings.models_dir / "finetuned" / job["new_model"]
+        self.dir = paths.trained_model_dir(settings, conn, "finetuned", job["new_model"])   # (never the name as a path)
         self.losses: list = list(job["loss"] or [])
 
     # -- the knowledge base --------------------------------------------------------------------
     def _vectorizer(self) -> dict:
         with self.conn.cursor(row_factory=dict_row) as cur:
-            v = cur.execute("select id, dest_schema, dest_view, key_columns from ai.vectorizers where name = %s",
-                            (self.job["source"],)).fetchone()
+            # the active version's chunk table, not the owner's view (which the owner can replace with
+            # anything): the runner reads only a plain table pgmind made, granted to its service role
+            v = cur.execute("""select v.id, v.dest_schema, ver.store_table, v.key_columns
+                               from ai.vectorizers v
+                               join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
+                               where v.name = %s""", (self.job["source"],)).fetchone()
         if v is None:
             raise InvalidRequestError(f'vectorizer "{self.job["source"]}" no longer exists')
         return v
+
+    def _read_chunks(self, v: dict, query: sql.Composable, params) -> list[tuple]:
+        """Reads the chunk table, locked first and then checked to be still the plain table pgmind made
+        (no row security, rules or column types of the owner's, whose code would run here as the
+        service role): the lock keeps the owner from changing it until the read is done."""
+        table = sql.Identifier(v["dest_schema"], v["store_table"])
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL("lock table {} in access share mode").format(table))
+            plain = self.conn.execute("select ai_internal._store_is_plain(%s::regclass)",
+                                      (table.as_string(self.conn),)).fetchone()[0]
+            if not plain:
+                raise InvalidRequestError(f'the chunk table of vectorizer "{self.job["source"]}" is not the plain '
+                                          f'table pgmind made', hint="remove row security, rules or column types of "
+                                                                     "your own from it, or re-create the vectorizer")
+            return self.conn.execute(query, params).fetchall()
 
     def _chunks(self, v: dict, limit: int, seed: int) -> list[tuple[str, str]]:
         """(chunk, key as JSON text) of a sample of the knowledge base's chunks."""
         keys = sql.SQL(", ").join(sql.Identifier(c) for c in v["key_columns"])
         q = sql.SQL("select chunk, jsonb_build_array({keys})::text from {s}.{t} order by md5(chunk || %s) limit %s") \
-            .format(keys=keys, s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["dest_view"]))
-        return [(c, k) for c, k in self.conn.execute(q, (str(seed), limit)).fetchall()]
+            .format(keys=keys, s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["store_table"]))
+        return [(c, k) for c, k in self._read_chunks(v, q, (str(seed), limit))]
 
     def _row_chunks(self, v: dict, key) -> tuple[str, list[str]]:
         """The chunks of the row a pair names (its key: one value, or an object of the key columns)."""
@@ -97,8 +119,8 @@ class Runner:
             return "", []
         where = sql.SQL(" and ").join(sql.SQL("{}::text = %s").format(sql.Identifier(c)) for c in cols)
         q = sql.SQL("select chunk from {s}.{t} where {w} order by chunk_seq limit 40").format(
-            s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["dest_view"]), w=where)
-        rows = self.conn.execute(q, [json.dumps(x) if isinstance(x, (dict, list)) else str(x) for x in values]).fetchall()
+            s=sql.Identifier(v["dest_schema"]), t=sql.Identifier(v["store_table"]), w=where)
+        rows = self._read_chunks(v, q, [json.dumps(x) if isinstance(x, (dict, list)) else str(x) for x in values])
         return json.dumps(values), [r[0] for r in rows]
 
     # -- pairs -----------------------------------------------------------------------------------
@@ -258,7 +280,7 @@ class Runner:
         options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
                    "training_job": self.job["id"]}
         options.pop("alias_of", None)
-        self._register("embedding", base.model_name, options)
+        self._register("embedding", base.model_name, options, base.dimensions)
         checkpoint.unlink(missing_ok=True)
         self._finish()
 
@@ -266,13 +288,16 @@ class Runner:
         self.conn.execute("update ai.training_jobs set metrics = %s where id = %s",
                           (json.dumps(metrics), self.job["id"]))
 
-    def _register(self, model_type: str, name: str, options: dict) -> None:
+    def _register(self, model_type: str, name: str, options: dict, dimensions: int | None) -> None:
+        """Registers the trained model for the job's owner.  (Not through ai.create_model, which acts for
+        the session's role: the runner's service role acts for no one.)"""
         with self.conn.transaction():
-            self.conn.execute("select ai.create_model(%s, null, 'pgmind', %s, %s, options => %s)",
-                              (self.job["new_model"], model_type, name, json.dumps(options)))
-            # the job's owner owns the model (the worker registered it for them)
-            self.conn.execute("update ai.model_registry set owner = %s where model_id = %s",
-                              (self.job["owner"], self.job["new_model"]))
+            self.conn.execute("""insert into ai.model_registry (model_id, url, provider, model_type, model_name,
+                                                                options, dimensions, owner)
+                                 values (%s, ai_internal._default_url('pgmind'), 'pgmind', %s, %s, %s, %s, %s)""",
+                              (self.job["new_model"], model_type, name, json.dumps(options), dimensions,
+                               self.job["owner"]))
+            self.conn.execute("select ai_internal._registry_changed(%s)", (self.job["new_model"],))
 
     def _finish(self) -> None:
         self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
@@ -317,11 +342,10 @@ class Runner:
         if text_spec.provider != "pgmind" or text_spec.model_type != "embedding":
             raise InvalidRequestError(f"text model {text_spec.model_id} must be a local embedding model",
                                       hint="the encoder serves its text side in-process: use e.g. use-m3")
-        # the images query runs as the job's owner, with the owner's rights
-        with self.conn.transaction():
-            self.conn.execute(sql.SQL("set local role {}").format(sql.Identifier(self.job["owner"])))
-            rows = self.conn.execute(sql.SQL("select x.img, x.label::text from ({}) as x(img, label)").format(
-                sql.SQL(self.options["images"]))).fetchall()
+        # the images were copied when the job was made, by its owner's query in its owner's session
+        # (ai.train_image_encoder): no query of the owner's runs here
+        rows = self.conn.execute("select image, label from ai.training_images where job_id = %s order by seq",
+                                 (self.job["id"],)).fetchall()
         images, labels = [], []
         for i, (img, label) in enumerate(rows):
             if img is None or not (label or "").strip():
@@ -352,7 +376,7 @@ class Runner:
         metrics.update(train_seconds=round(time.perf_counter() - start, 1), images=len(images),
                        captions=captions)
         self._set_metrics({"after": metrics, "pairs": {"images": len(images), "labels": len(names)}})
-        directory = self.settings.models_dir / "trained" / self.job["new_model"]
+        directory = paths.trained_model_dir(self.settings, self.conn, "trained", self.job["new_model"])
         trainer.save(net, directory, {
             "dimensions": int(next(iter(targets.values())).shape[0]),
             "image_size": int(self.options.get("image_size", 28)), "channels": int(self.options.get("channels", 1)),
@@ -361,5 +385,5 @@ class Runner:
                            "options": text_spec.options}})
         self._register("image_embedding", self.job["new_model"],
                        {"backend": "trained", "path": str(directory), "text_model": text_spec.model_id,
-                        "training_job": self.job["id"]})
+                        "training_job": self.job["id"]}, int(next(iter(targets.values())).shape[0]))
         self._finish()

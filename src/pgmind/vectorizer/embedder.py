@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 
 from ..config import Settings
-from ..db import connect
+from ..db import connect, service_dsn
 from ..errors import (REFUSED_INPUT, InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
                       UnknownModelError)
 from ..models.base import Embeddings
@@ -30,7 +30,7 @@ class Embedder:
     def __init__(self, settings: Settings, dsn: str, *, hub: ModelHub | None = None,
                  loop: asyncio.AbstractEventLoop | None = None):
         """``hub`` and ``loop``: the model server's, when the worker runs in its process."""
-        self.settings, self.dsn = settings, dsn
+        self.settings, self.dsn = settings, service_dsn(settings, dsn)   # (reads the registry as the service)
         self._specs: dict[str, tuple[float, ModelSpec]] = {}
         self._http: httpx.Client | None = None
         self._loader = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import socket
 import threading
@@ -22,8 +23,8 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..config import Settings
-from ..db import connect
-from ..errors import PgmindError
+from ..db import connect, service_dsn
+from ..errors import PermissionDeniedError, PgmindError
 from .chunking import ChunkingConfig, chunk_text
 from .embedder import Embedder, is_permanent
 
@@ -74,13 +75,15 @@ class Worker:
     def __init__(self, settings: Settings, dsn: str, *, names: list[str] | None = None, batch_rows: int = 32,
                  lease_seconds: float = 120.0, poll_interval: float = 1.0, worker_id: str | None = None,
                  embedder: Embedder | None = None):
-        self.settings, self.dsn = settings, dsn
+        # whatever dsn names, the worker connects as pgmind's service role (never its user's, never the
+        # install role): the owners' code it meets can be no more than its owner (docs/security.md)
+        self.settings, self.dsn = settings, service_dsn(settings, dsn)
         self.names = names
         self.batch_rows = batch_rows
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.embedder = embedder or Embedder(settings, dsn)
+        self.embedder = embedder or Embedder(settings, self.dsn)
         from .images import ImageEmbedding
         self.images = ImageEmbedding(self.embedder)
         self._conn: psycopg.Connection | None = None
@@ -184,12 +187,8 @@ class Worker:
         inside it, so it cannot become more than the owner); its pg_proc row stays share-locked until
         the transaction ends, so it cannot be altered between this check and the call.  Afterwards
         every setting it may have changed in this session is reset."""
-        ok = self.conn.execute(
-            """select 1 from pg_catalog.pg_proc p
-               where p.oid = pg_catalog.to_regprocedure(%s) and p.prosecdef
-                 and p.proowner = (select r.oid from pg_catalog.pg_roles r where r.rolname = %s)
-               for share of p""", (fn, ver.owner)).fetchone()
-        if ok is None:
+        ok = self.conn.execute("select ai_internal._lock_owner_function(%s, %s)", (fn, ver.owner)).fetchone()[0]
+        if not ok:
             raise VectorizerBroken(f"vectorizer {ver.name}: {fn} is missing, or no longer a SECURITY DEFINER "
                                    f"function of {ver.owner}",
                                    hint="re-run `pgmind install` to re-create the vectorizer's functions")
@@ -268,8 +267,10 @@ class Worker:
         except psycopg.OperationalError:
             raise
         except psycopg.DatabaseError as e:
-            if len(keys) == 1 or not _row_error(e):
+            if not _row_error(e):
                 raise
+            if len(keys) == 1:          # (a batch of one: that row is the one that fails)
+                return {}, {canon(keys[0]): _content_error(e)}
         contents, poison = {}, {}
         for k in keys:
             try:
@@ -279,10 +280,7 @@ class Worker:
             except psycopg.DatabaseError as e:
                 if not _row_error(e):
                     raise
-                err = PgmindError(f"reading the content failed: {e.diag.message_primary or e}",
-                                  hint="fix the row or the content expression, then select ai.vectorizer_retry(...)")
-                err.sqlstate = e.sqlstate or err.sqlstate
-                poison[canon(k)] = err
+                poison[canon(k)] = _content_error(e)
         return contents, poison
 
     def process_batch(self, ver: Version) -> BatchResult:
@@ -305,6 +303,12 @@ class Worker:
 
     def _process(self, ver: Version, claimed, keys) -> BatchResult:
         result = BatchResult()
+        denied = self._grant_error(ver)
+        if denied is not None:     # nothing is read or embedded: the rows wait in quarantine for a grant
+            result = self.write(ver, claimed, {}, {}, {canon(k): denied for k in keys}, {canon(k) for k in keys})
+            self.totals.quarantined += result.quarantined
+            self.heartbeat(result)
+            return result
         try:
             contents, poison = self.read_content_isolated(ver, keys)
             try:
@@ -331,6 +335,16 @@ class Worker:
         self.totals.quarantined += result.quarantined
         self.heartbeat(result)
         return result
+
+    def _grant_error(self, ver: Version) -> PermissionDeniedError | None:
+        """The owner's grant on the model, checked on every batch: a revoked model embeds nothing more."""
+        with self.conn.transaction():
+            ok = self.conn.execute("select ai_internal._may_use(%s, %s)", (ver.owner, ver.model)).fetchone()[0]
+        if ok:
+            return None
+        return PermissionDeniedError(f'role {ver.owner} may no longer use model "{ver.model}"',
+                                     hint=f"the model's owner or an administrator can run: select ai.grant_model("
+                                          f"'{ver.model}', '{ver.owner}'); then select ai.vectorizer_retry('{ver.name}')")
 
     def embed(self, ver: Version, contents: dict, config: ChunkingConfig) -> tuple[dict, dict]:
         """Chunks and embeddings per key; keys whose text the model refuses go to ``poison``."""
@@ -457,6 +471,16 @@ class VectorizerBroken(PgmindError):
 def canon(key: dict) -> str:
     """One text per key, whatever order its JSON came in."""
     return json.dumps(key, sort_keys=True)
+
+
+def _content_error(e: psycopg.DatabaseError) -> PgmindError:
+    """A row's failed content read as it is quarantined: the message without PL/Python's prefixes."""
+    message = re.sub(r"^((spiexceptions|plpy)\.\w+: )+", "", e.diag.message_primary or str(e))
+    err = PgmindError(f"reading the content failed: {message}",
+                      hint=e.diag.message_hint or "fix the row or the content expression, then select "
+                                                  "ai.vectorizer_retry(...)")
+    err.sqlstate = e.sqlstate or err.sqlstate
+    return err
 
 
 def _row_error(e: psycopg.DatabaseError) -> bool:

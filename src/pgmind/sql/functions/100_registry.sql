@@ -10,8 +10,9 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 
 -- May this role call this model?  The owner, administrators, and grantees (directly, through
--- a role they belong to, or through 'public').
-create or replace function ai_internal._can_use(role_name name, p_model_id text) returns boolean
+-- a role they belong to, or through 'public').  For the services and the definer functions; not
+-- callable by PUBLIC (ai_internal._can_use is the public face).
+create or replace function ai_internal._may_use(role_name name, p_model_id text) returns boolean
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select ai_internal._is_admin(role_name)
         or exists (select 1 from ai.model_registry r
@@ -23,15 +24,78 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
                               and pg_has_role(role_name, g.grantee, 'USAGE'))))
 $$;
 
+-- The same, answered only for the session's own role (or by an administrator): who may use what
+-- is not every role's business.  ai.models calls it for current_user.
+create or replace function ai_internal._can_use(role_name name, p_model_id text) returns boolean
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := coalesce(nullif(current_setting('role'), 'none'), session_user);
+begin
+    if role_name is distinct from me and not (me not in ('pgmind_service', 'pgmind_gateway') and ai_internal._is_admin(me)) then
+        return false;
+    end if;
+    return ai_internal._may_use(role_name, p_model_id);
+end $$;
+
+-- The role the session acts as at its top level: the role it SET, else the one it logged in as.
+-- Authorization decisions rest on this, never on session_user alone, and it refuses the services'
+-- roles: code of a table's owner that runs in a worker's session (content expressions, triggers,
+-- inside the owner's SECURITY DEFINER functions, where SET ROLE is refused) gets no one to act as.
+-- (Inside a SECURITY DEFINER function current_user is its owner; the 'role' setting is still the
+-- session's.)
+create or replace function ai_internal._session_role() returns name
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    r name := coalesce(nullif(current_setting('role'), 'none'), session_user);
+begin
+    if r in ('pgmind_service', 'pgmind_gateway') then
+        raise exception 'pgmind''s service role % acts for no one', r
+            using errcode = '42501',
+                  hint = 'pgmind functions that act for a role cannot be called from a content expression, '
+                         'a trigger or a query the services run: call them in your own session';
+    end if;
+    return r;
+end $$;
+
 -- The caller a SQL function claims must be a role the session may act as: this stops a role from
 -- borrowing another role's grants through the internal functions.
 create or replace function ai_internal._check_caller(caller name) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := ai_internal._session_role();
 begin
-    if caller is null or not pg_has_role(session_user, caller, 'MEMBER') then
-        raise exception 'role % cannot act as role %', session_user, caller
+    if caller is null or not pg_has_role(me, caller, 'MEMBER') then
+        raise exception 'role % cannot act as role %', me, caller
             using errcode = '42501', hint = 'call the ai.* functions, not the internal ai._* ones';
     end if;
+end $$;
+
+-- Each role's credential for the model server (see migrations/007): read with the caller's rights,
+-- so row-level security hands each role its own and nobody else's.
+create or replace function ai_internal._role_token() returns text
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select t.token from ai_internal.role_tokens t
+    where t.role_oid = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user)
+$$;
+
+-- Makes the missing tokens, for every role at once (nobody learns anything: each can read only its
+-- own), and forgets those of dropped roles.  Called by install and by a new role's first model call.
+-- The model server checks a token by its mac (pgmind.server.deps), keyed by a secret only the
+-- install role and the services read.
+create or replace function ai_internal._issue_role_tokens() returns int
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+    secret text := (select value from ai._settings where key = 'role_token_secret');
+begin
+    delete from ai_internal.role_tokens t where not exists (select 1 from pg_roles r where r.oid = t.role_oid);
+    insert into ai_internal.role_tokens (role_oid, token)
+    select r.oid, 'pgr-' || r.oid::text || '-'
+                  || encode(sha256(convert_to(secret || ':' || r.oid::text || ':' || secret, 'UTF8')), 'hex')
+    from pg_roles r
+    where r.rolname !~ '^pg_' and not exists (select 1 from ai_internal.role_tokens t where t.role_oid = r.oid);
+    get diagnostics n = row_count;
+    return n;
 end $$;
 
 -- Resolve a model for a call from SQL: unknown model → 42704, no grant → 42501.
@@ -46,7 +110,7 @@ begin
             using errcode = '42704',
                   hint = 'list the registered models with `pgmind models list` or select * from ai.models';
     end if;
-    if not ai_internal._can_use(caller, p_model_id) then
+    if not ai_internal._may_use(caller, p_model_id) then
         raise exception 'permission denied for model "%"', p_model_id
             using errcode = '42501',
                   hint = format('the model''s owner or an administrator can run: select ai.grant_model(%L, %L)',
@@ -175,12 +239,17 @@ end $$;
 
 -- Ask the model server what the model is (for embeddings: its dimension).  The model is not
 -- committed yet, so its whole definition travels in the request.  Returns null when the model
--- server cannot be reached (registration goes on with a notice).
+-- server cannot be reached (registration goes on with a notice).  It runs inside ai.create_model
+-- (administrators only), as the install role, whose credential the server takes for an administrator's.
 create or replace function ai_internal._probe_model(p_model_id text, url text, provider text, model_type text,
                                            model_name text, auth jsonb, secret text, options jsonb)
 returns jsonb language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     answer jsonb;
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
 begin
     if not exists (select 1 from pg_proc where proname = '_server_request'
                    and pronamespace = 'ai_internal'::regnamespace) then
@@ -191,11 +260,15 @@ begin
             jsonb_build_object('model_id', p_model_id, 'url', url, 'provider', provider,
                                'model_type', model_type, 'model_name', model_name, 'auth', auth,
                                'secret', secret, 'options', options)::text,
-            session_user, 60)::jsonb;
+            current_user, 60)::jsonb;
     exception when sqlstate '08001' then
         raise notice 'model "%" was registered without a check: the model server is not running', p_model_id
             using hint = 'start it with `pgmind serve`, then check the model with `pgmind models test`';
         return null;
+    when others then     -- (PL/Python's "plpy.Error: " prefixes off, SQLSTATE and hint kept)
+        get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                                e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+        perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
     end;
     return answer;
 end $$;
@@ -260,7 +333,7 @@ begin
     insert into ai.model_registry (model_id, url, provider, model_type, model_name, auth, header_fn,
                                    in_fn, out_fn, options, dimensions, owner)
     values (model_id, url, provider, type, name, a.clean, header_fn, in_fn, out_fn,
-            options, dims, session_user);
+            options, dims, ai_internal._session_role());
     if a.secret is not null then
         insert into ai.model_secrets (model_id, secret) values (model_id, a.secret);
     end if;
@@ -282,7 +355,7 @@ begin
         raise exception 'model "%" is not registered', p_model_id
             using errcode = '42704', hint = 'list the registered models with select * from ai.models';
     end if;
-    if not (ai_internal._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
+    if not (ai_internal._is_admin(ai_internal._session_role()) or pg_has_role(ai_internal._session_role(), o, 'MEMBER')) then
         raise exception 'must be the owner of model "%" (%)', p_model_id, o
             using errcode = '42501', hint = 'ask the owner or a pgmind administrator';
     end if;
@@ -328,11 +401,27 @@ end $$;
 
 create or replace function ai.drop_model(model_id text, if_exists boolean default false) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    users text;
 begin
     if if_exists and not exists (select 1 from ai.model_registry m where m.model_id = drop_model.model_id) then
         return false;
     end if;
     perform ai_internal._check_owner(model_id);
+    -- what is in use cannot vanish: a vectorizer's (any version's) model, or a knowledge base's RAG model
+    select string_agg(distinct v.name, ', ') into users
+    from ai.vectorizers v
+    where exists (select 1 from ai.vectorizer_versions ver where ver.vectorizer_id = v.id and ver.model = drop_model.model_id)
+       or exists (select 1 from jsonb_each_text(coalesce(v.config->'rag', '{}'::jsonb)) r
+                  where r.key in ('model', 'translate_model', 'expand_model', 'topic_model', 'rerank')
+                    and r.value = drop_model.model_id)
+       or v.config->>'text_model' = drop_model.model_id;
+    if users is not null then
+        raise exception 'model "%" is in use by knowledge base(s) %', model_id, users
+            using errcode = '2BP01',
+                  hint = 'drop those vectorizers, or move them to another model with ai.alter_vectorizer '
+                         '(and their RAG settings with ai.configure_rag), first';
+    end if;
     delete from ai.model_registry m where m.model_id = drop_model.model_id;
     perform ai_internal._registry_changed(model_id);
     return true;
@@ -351,7 +440,7 @@ begin
             using errcode = '42704', hint = 'create the role first, or grant to public';
     end if;
     insert into ai.model_grants (model_id, grantee, granted_by)
-    values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, session_user)
+    values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, ai_internal._session_role())
     on conflict do nothing;
     perform ai_internal._registry_changed(model_id);
 end $$;
@@ -390,9 +479,9 @@ grant select on ai.models to public;
 create or replace function ai_internal._require_admin(what text) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
 begin
-    if not ai_internal._is_admin(session_user) then
+    if not ai_internal._is_admin(ai_internal._session_role()) then
         raise exception 'only pgmind administrators %', what
-            using errcode = '42501', hint = 'ask a superuser or a member of pgmind_admin';
+            using errcode = '42501', hint = 'a superuser can run: grant pgmind_admin to ' || quote_ident(current_user);
     end if;
 end $$;
 
@@ -408,17 +497,46 @@ begin
     perform ai_internal._require_admin('make API keys');
     if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
-            using errcode = '42704', hint = 'create the role first: create role analyst nologin';
+            using errcode = '42704', hint = format('create the role first: create role %I nologin', role_name);
     end if;
     if (select rolsuper from pg_roles where rolname = role_name) then
         raise exception 'an API key cannot carry a superuser''s rights'
             using errcode = '42501', hint = 'make a role with just the grants the key needs';
     end if;
     key := 'pgmk-' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
-    insert into ai.api_keys (key_sha256, key_prefix, role_name, label, created_by)
-    values (encode(sha256(convert_to(key, 'UTF8')), 'hex'), left(key, 12), role_name, label, session_user);
+    insert into ai.api_keys (key_sha256, key_prefix, role_name, role_oid, label, created_by)
+    values (encode(sha256(convert_to(key, 'UTF8')), 'hex'), left(key, 12), role_name,
+            (select oid from pg_roles where rolname = role_name), label, ai_internal._session_role());
+    perform ai_internal._sync_gateway();
     perform pg_notify('pgmind_registry', '');
     return key;
+end $$;
+
+-- The model server searches as an API key's role (SET ROLE, in a read-only transaction): its
+-- gateway role is a member of exactly the roles that hold a live key, never of a superuser, and
+-- has no rights of its own (NOINHERIT).  Re-run whenever keys change, and by install.
+create or replace function ai_internal._sync_gateway() returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    r record;
+begin
+    if not exists (select 1 from pg_roles where rolname = 'pgmind_gateway') then
+        return;
+    end if;
+    for r in select g.rolname from pg_auth_members m join pg_roles g on g.oid = m.roleid
+             where m.member = 'pgmind_gateway'::regrole
+               and not exists (select 1 from ai.api_keys k join pg_roles kr on kr.oid = k.role_oid
+                               where k.role_oid = g.oid and k.revoked_at is null and not kr.rolsuper) loop
+        execute format('revoke %I from pgmind_gateway', r.rolname);
+    end loop;
+    for r in select distinct kr.rolname from ai.api_keys k join pg_roles kr on kr.oid = k.role_oid
+             where k.revoked_at is null and not kr.rolsuper and kr.rolname not in ('pgmind_gateway', 'pgmind_service')
+               and not pg_has_role('pgmind_gateway', kr.oid, 'MEMBER') loop
+        execute format('grant %I to pgmind_gateway', r.rolname);
+    end loop;
+exception when insufficient_privilege then
+    raise warning 'pgmind cannot change the gateway role''s memberships: HTTP search as API keys'' roles may fail'
+        using hint = 'run `pgmind install` as a superuser';
 end $$;
 
 create or replace function ai.revoke_api_key(key_prefix text) returns int
@@ -434,6 +552,7 @@ begin
         raise exception 'no active API key starts with "%"', key_prefix
             using errcode = '42704', hint = 'list them with select * from ai.api_key_list';
     end if;
+    perform ai_internal._sync_gateway();
     perform pg_notify('pgmind_registry', '');
     return n;
 end $$;
@@ -457,7 +576,7 @@ begin
         raise exception 'invalid outbound pattern "%"', pattern
             using errcode = '22023', hint = 'a host (api.openai.com), *.domain, an IP address or CIDR range, optionally :port';
     end if;
-    insert into ai.outbound_allow (pattern, added_by) values (pattern, session_user) on conflict do nothing;
+    insert into ai.outbound_allow (pattern, added_by) values (pattern, ai_internal._session_role()) on conflict do nothing;
     perform pg_notify('pgmind_registry', '');
     return pattern;
 end $$;

@@ -1,6 +1,6 @@
 -- SQL functions that call models through the model server (plpython3u, standard library only).
--- Public functions run with the caller's rights; only ai_internal._server_request reads the server token,
--- and it checks that the caller it is told about is a role the session may act as.
+-- Public functions run with the caller's rights; ai_internal._server_request sends the model server the
+-- credential of the role it runs as, so the server acts for that role and no other.
 
 -- PL/Python prefixes the messages of the errors it raises with the exception's type
 -- ("plpy.Error: ...", "spiexceptions.X: ..."): the public functions catch them and raise them
@@ -44,16 +44,15 @@ class PgmindClient:
         self.tick = plpy.prepare('select 1')
 
     def _load_settings(self):
-        rows = plpy.execute("select key, value from ai._settings where key in ('server_url', 'server_token')")
-        values = {r['key']: r['value'] for r in rows}
-        if 'server_url' not in values or 'server_token' not in values:
+        url = plpy.execute("select ai_internal._server_url() as u")[0]['u']
+        if url is None:
             plpy.error('the model server is not configured in this database',
-                       hint='run `pgmind install`, which shares the model server URL and token with the database',
+                       hint='run `pgmind install`, which tells the database where the model server listens',
                        sqlstate='PM001')
+        values = {'server_url': url}
         url = urllib.parse.urlsplit(values['server_url'])
         self.host, self.port, self.base = url.hostname, url.port or 80, url.path.rstrip('/')
         self.url = values['server_url']
-        self.token = values['server_token']
         self.close()
 
     def close(self):
@@ -61,15 +60,16 @@ class PgmindClient:
             self.conn.close()
         self.conn = None
 
-    def request(self, path, body, caller, timeout):
+    def request(self, path, body, token, timeout):
+        """token: the calling role's own credential (ai_internal._role_token): the server acts for
+        the role it belongs to, and for no other."""
         if not isinstance(timeout, (int, float)) or not (0 < timeout <= 86400):
             plpy.error('timeout must be a number of seconds between 0 and 86400, got %r' % (timeout,),
                        hint='e.g. options => \'{"timeout": 60}\'', sqlstate='22023')
         if self.host is None:
             self._load_settings()
-        # any role name travels: percent-encoded (HTTP headers are Latin-1)
-        headers = {'Authorization': 'Bearer ' + self.token, 'Content-Type': 'application/json',
-                   'X-Pgmind-Caller': urllib.parse.quote(caller, safe=''), 'X-Pgmind-Client': 'sql'}
+        headers = {'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json',
+                   'X-Pgmind-Client': 'sql'}
         payload = body.encode('utf-8', 'surrogatepass')
         for attempt in range(3):
             reused = self.conn is not None
@@ -106,10 +106,6 @@ class PgmindClient:
                 # connection, so the server stops working for us and nothing half-read is reused
                 self.close()
                 raise
-            if resp.status == 401 and attempt == 0:
-                self._load_settings()   # the token was rotated by a new install: read it again
-                headers['Authorization'] = 'Bearer ' + self.token
-                continue
             if resp.status >= 400:
                 self._raise(resp.status, data)
             return data.decode('utf-8')
@@ -146,14 +142,38 @@ GD['pgmind_client'] = PgmindClient()
 GD['pgmind_json'] = json
 $py$;
 
-create or replace function ai_internal._server_request(path text, body text, caller name, timeout_s float8 default 300)
-returns text language plpython3u volatile security definer set search_path = pg_catalog, pg_temp as $py$
-if 'pgmind_check_caller' not in GD:
-    GD['pgmind_check_caller'] = plpy.prepare('select ai_internal._check_caller($1)', ['name'])
+-- The one way from SQL to the model server.  SECURITY INVOKER: it sends the token of the role it
+-- runs as (current_user, which no code can forge: a role reads only its own token), so the server
+-- acts for that role.  ``caller`` must be that role (the public functions pass current_user).
+drop function if exists ai_internal._server_request(text, text, name, float8);
+create function ai_internal._server_request(path text, body text, caller name, timeout_s float8 default 300)
+returns text language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
+if 'pgmind_token_plan' not in GD:
+    GD['pgmind_token_plan'] = plpy.prepare('select current_user as me, ai_internal._role_token() as t')
     plpy.execute('select ai_internal._py_client_init()')
-plpy.execute(GD['pgmind_check_caller'], [caller])
-return GD['pgmind_client'].request(path, body, caller, 300 if timeout_s is None else timeout_s)
+row = plpy.execute(GD['pgmind_token_plan'])[0]
+if caller != row['me']:
+    plpy.error('role %s cannot act as role %s' % (row['me'], caller), sqlstate='42501',
+               hint='call the ai.* functions, not the internal ai._* ones')
+token = row['t']
+if token is None:
+    # a role made since the last install: its token is made now (not possible in a read-only
+    # transaction, whose error says so)
+    try:
+        with plpy.subtransaction():
+            plpy.execute('select ai_internal._issue_role_tokens()')
+    except plpy.SPIError as e:
+        plpy.error('role %s has no model server credential yet' % row['me'], sqlstate='55000',
+                   hint='make one model call outside a read-only transaction, or re-run `pgmind install`')
+    token = plpy.execute(GD['pgmind_token_plan'])[0]['t']
+return GD['pgmind_client'].request(path, body, token, 300 if timeout_s is None else timeout_s)
 $py$;
+
+-- Where the model server listens (not a secret; the server's own token is not in the database).
+create or replace function ai_internal._server_url() returns text
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select value from ai._settings where key = 'server_url'
+$$;
 
 -- Embeddings for a batch of texts, in input order; NULL texts give NULL embeddings.  The vectors
 -- travel as base64 float32 and come back as real[] (no text formatting or parsing of floats).
@@ -400,9 +420,8 @@ language sql volatile as $$
                                              pg_catalog.current_setting('search_path')) end
 $$;
 
--- ai_internal._server_request stays executable by everyone: the public functions above run with the caller's
--- rights and call it; it checks the caller it is told about, and the model server checks that
--- caller's grant on the model, so calling it directly gains nothing.
+-- ai_internal._server_request stays executable by everyone: it acts only as the role that runs it,
+-- and the model server checks that role's grant on the model, so calling it directly gains nothing.
 
 -- Relevance scores of documents for a query, from a rerank model (cross-encoder), in document order.
 create or replace function ai_internal._rerank(model text, query text, documents text[])

@@ -45,7 +45,7 @@ begin
                 using errcode = '22023', hint = 'environment variables must be lent by PGMIND_SECRET_ENV';
         end if;
     end if;
-    insert into ai.load_allow (prefix, options, auth, added_by) values (prefix, options, auth, session_user)
+    insert into ai.load_allow (prefix, options, auth, added_by) values (prefix, options, auth, ai_internal._session_role())
     on conflict on constraint load_allow_pkey do update set options = excluded.options, auth = excluded.auth,
                                                             added_by = excluded.added_by,
                                        added_at = now();

@@ -77,7 +77,11 @@ declare
     o name;
 begin
     select owner into o from ai.vectorizers where id = vid;
-    if not (ai_internal._is_admin(session_user) or pg_has_role(session_user, o, 'MEMBER')) then
+    if not found then
+        raise exception 'vectorizer % does not exist', vid
+            using errcode = '42704', hint = 'list them with select * from ai.vectorizer_status';
+    end if;
+    if not (ai_internal._is_admin(ai_internal._session_role()) or pg_has_role(ai_internal._session_role(), o, 'MEMBER')) then
         raise exception 'must own the source table (owner %) to change its vectorizer', o
             using errcode = '42501', hint = 'run it as the table''s owner or a pgmind administrator';
     end if;
@@ -181,6 +185,8 @@ begin
         format($f$create or replace function %1$I.%2$I() returns trigger language plpgsql security definer
                   set search_path = pg_catalog, pg_temp as %3$L$f$,
                v.dest_schema, v.name || '_vectorizer_trigger', format($b$
+        declare
+            changed boolean;
         begin
             if tg_op = 'INSERT' then
                 perform ai_internal._enqueue(%1$s, array(select %2$s from new_rows n));
@@ -188,9 +194,19 @@ begin
                 if %3$s then
                     perform ai_internal._forget(%1$s, array[%4$s]);
                     perform ai_internal._enqueue(%1$s, array[%5$s]);
-                elsif (select (%6$s)::text from (select old.*) s) is distinct from
-                      (select (%6$s)::text from (select new.*) s) then
-                    perform ai_internal._enqueue(%1$s, array[%5$s]);
+                else
+                    -- a content expression that fails on the old or the new row must never fail the
+                    -- user's write (the one that fixes the row included): queue it, and the worker
+                    -- embeds it or quarantines it with the expression's error
+                    begin
+                        changed := (select (%6$s)::text from (select old.*) s) is distinct from
+                                   (select (%6$s)::text from (select new.*) s);
+                    exception when others then
+                        changed := true;
+                    end;
+                    if changed then
+                        perform ai_internal._enqueue(%1$s, array[%5$s]);
+                    end if;
                 end if;
             elsif tg_op = 'DELETE' then
                 perform ai_internal._forget(%1$s, array[%4$s]);
@@ -280,6 +296,20 @@ begin
             execute format('alter function %s owner to %I', fn, info.owner);
         end if;
     end loop;
+    -- the workers call the content, write and activate functions as pgmind's service role (which
+    -- needs to find them in their schema; the schema's owner can grant that, and install does)
+    if exists (select 1 from pg_roles where rolname = 'pgmind_service') then
+        execute format('grant execute on function %s, %s, %s to pgmind_service', names[2], names[3], names[4]);
+        if not has_schema_privilege('pgmind_service', info.dest_schema, 'usage') then
+            begin
+                execute format('grant usage on schema %I to pgmind_service', info.dest_schema);
+            exception when insufficient_privilege then
+                raise warning 'pgmind''s workers cannot reach schema % yet', info.dest_schema
+                    using hint = format('its owner (or `pgmind install`, as a superuser) can run: '
+                                        'grant usage on schema %I to pgmind_service', info.dest_schema);
+            end;
+        end if;
+    end if;
     execute format('create or replace trigger %I after insert on %s referencing new table as new_rows
                     for each statement execute function %s', info.name || '_vectorizer_insert', info.source, names[1]);
     execute format('create or replace trigger %I after update or delete on %s for each row execute function %s',
@@ -470,6 +500,10 @@ begin
                    p_schema, p_store, cols, vschema, dims,
                    (select string_agg(format('%I', c), ', ') from unnest(key_columns) c));
     execute format('create index on %I.%I using gin (fts)', p_schema, p_store);
+    -- the training runner reads chunks as pgmind's service role, from this plain table (never the view)
+    if exists (select 1 from pg_roles where rolname = 'pgmind_service') then
+        execute format('grant select on %I.%I to pgmind_service', p_schema, p_store);
+    end if;
     execute format('comment on table %I.%I is %L', p_schema, p_store,
                    format('pgmind vectorizer chunks of %s; written by pgmind workers', vid_source));
     index_spec := ai_internal._check_index(index_spec);
@@ -659,7 +693,7 @@ begin
         raise exception 'a new version of this vectorizer is already being built'
             using errcode = '55006', hint = 'wait for it (select * from ai.vectorizer_status), then alter again';
     end if;
-    select * into m from ai_internal._vectorizer_model(p_model, session_user);
+    select * into m from ai_internal._vectorizer_model(p_model, ai_internal._session_role());
     if ((select v.config->>'modality' from ai.vectorizers v where v.id = vid) = 'image') <> (m.model_type = 'image_embedding') then
         raise exception 'model "%" is a % model; this vectorizer embeds %', p_model, m.model_type,
                         case when m.model_type = 'image_embedding' then 'texts' else 'images' end
@@ -842,3 +876,39 @@ begin
         perform ai_internal._install_owner_functions(vid);
     end loop;
 end $$;
+
+-- What the service role needs of existing vectorizers (install, on upgrade; new ones grant it
+-- themselves in _install_owner_functions and _create_store): their owner functions and chunk tables.
+create or replace function ai_internal._grant_vectorizers_to_service(vid int) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    v record;
+    names text[];
+begin
+    for v in select x.id, x.dest_schema, ver.store_table from ai.vectorizers x
+             join ai.vectorizer_versions ver on ver.vectorizer_id = x.id
+             where vid is null or x.id = vid loop
+        execute format('grant usage on schema %I to pgmind_service', v.dest_schema);
+        if to_regclass(format('%I.%I', v.dest_schema, v.store_table)) is not null then
+            execute format('grant select on %I.%I to pgmind_service', v.dest_schema, v.store_table);
+        end if;
+        names := ai_internal._owner_function_names(v.id);
+        if to_regprocedure(names[2]) is not null and to_regprocedure(names[3]) is not null
+           and to_regprocedure(names[4]) is not null then
+            execute format('grant execute on function %s, %s, %s to pgmind_service', names[2], names[3], names[4]);
+        end if;
+    end loop;
+end $$;
+
+-- The worker's guard before it calls an owner function: it must be SECURITY DEFINER and the owner's,
+-- and stay so until the worker's transaction ends (its pg_proc row is share-locked: ALTER and
+-- CREATE OR REPLACE wait), or the owner could turn it into SECURITY INVOKER between the check and the
+-- call and run as the service role.  (Locking a catalog row needs a superuser: hence a definer
+-- function, executable by the service role only.)
+create or replace function ai_internal._lock_owner_function(fn text, owner name) returns boolean
+language sql volatile security definer set search_path = pg_catalog, pg_temp as $$
+    select exists (select 1 from pg_catalog.pg_proc p
+                   where p.oid = pg_catalog.to_regprocedure(fn) and p.prosecdef
+                     and p.proowner = (select r.oid from pg_catalog.pg_roles r where r.rolname = owner)
+                   for share of p)
+$$;

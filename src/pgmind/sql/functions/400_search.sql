@@ -32,6 +32,14 @@ begin
                   hint = format('its owner can run: grant select on %s to %I (and on the source table, for filters)',
                                 store, caller);
     end if;
+    -- (row security on the source is carried to the chunks by reading the source as the caller)
+    if (select c.relrowsecurity from pg_class c where c.oid = source)
+       and not has_table_privilege(caller, source, 'select') then
+        raise exception 'knowledge base "%" keeps the row security of %, which % cannot read', p_name, source, caller
+            using errcode = '42501',
+                  hint = format('its owner can run: grant select on %s to %I (its policies then decide which rows''s chunks are found)',
+                                source, caller);
+    end if;
 end $$;
 
 -- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.  The
@@ -312,6 +320,12 @@ begin
              + case when cardinality(heads) > 0 then 1 else 0 end;
     if lists = 0 then
         return;
+    end if;
+    -- Row-level security on the source reaches the chunks: with a policy there, only chunks of rows the
+    -- caller's own select on the source returns are found (every path goes through here: ai.search,
+    -- RAG, images; HTTP search refuses such sources, since their policies are the owner's code)
+    if filter is null and (select c.relrowsecurity from pg_class c where c.oid = _search_run.source) then
+        filter := 'true';
     end if;
     if filter is not null then
         -- a SQL condition on the source table's columns, written by the caller and run with their rights

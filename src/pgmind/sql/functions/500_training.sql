@@ -9,6 +9,9 @@ create policy own_jobs on ai.training_jobs
 drop policy if exists own_pairs on ai.training_pairs;
 create policy own_pairs on ai.training_pairs
     using (exists (select 1 from ai.training_jobs j where j.id = job_id));
+drop policy if exists own_images on ai.training_images;
+create policy own_images on ai.training_images
+    using (exists (select 1 from ai.training_jobs j where j.id = job_id));
 
 create or replace function ai_internal._create_training_job(p_kind text, p_source text, p_base text, p_name text,
                                                             p_options jsonb) returns bigint
@@ -16,7 +19,7 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     jid bigint;
 begin
-    if not ai_internal._is_admin(session_user) then
+    if not ai_internal._is_admin(ai_internal._session_role()) then
         raise exception 'only pgmind administrators train models'
             using errcode = '42501', hint = 'a trained model is registered for everyone to be granted: ask an administrator';
     end if;
@@ -38,7 +41,7 @@ begin
             using errcode = '22023', hint = 'e.g. ''{"method": "lora", "epochs": 2}''';
     end if;
     insert into ai.training_jobs (kind, source, base_model, new_model, options, owner)
-    values (p_kind, p_source, p_base, p_name, coalesce(p_options, '{}'), session_user) returning id into jid;
+    values (p_kind, p_source, p_base, p_name, coalesce(p_options, '{}'), ai_internal._session_role()) returning id into jid;
     perform pg_notify('pgmind_training', jid::text);
     return jid;
 end $$;
@@ -48,11 +51,33 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 declare
     n int;
 begin
-    if not exists (select 1 from ai.training_jobs where id = p_job and owner = session_user and state = 'queued') then
-        raise exception 'training job % is not yours, or has started', p_job using errcode = '42501';
-    end if;
+    perform ai_internal._check_job_owner(p_job);
     insert into ai.training_pairs (job_id, seq, question, key)
     select p_job, (row_number() over ())::int, p->>'question', p->'key' from jsonb_array_elements(pairs) p;
+    get diagnostics n = row_count;
+    return n;
+end $$;
+
+create or replace function ai_internal._check_job_owner(p_job bigint) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if not exists (select 1 from ai.training_jobs
+                   where id = p_job and owner = ai_internal._session_role() and state = 'queued') then
+        raise exception 'training job % is not yours, or has started', p_job using errcode = '42501',
+            hint = 'add training data to a queued job of your own';
+    end if;
+end $$;
+
+-- The image encoder's labelled images, copied into the job (see ai.train_image_encoder).
+create or replace function ai_internal._add_training_images(p_job bigint, images bytea[], labels text[]) returns int
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+begin
+    perform ai_internal._check_job_owner(p_job);
+    insert into ai.training_images (job_id, seq, image, label)
+    select p_job, i::int, images[i], btrim(labels[i]) from generate_subscripts(images, 1) i
+    where images[i] is not null and btrim(coalesce(labels[i], '')) <> '';
     get diagnostics n = row_count;
     return n;
 end $$;
@@ -71,7 +96,7 @@ declare
     n int;
 begin
     vid := ai_internal._vectorizer_id(kb);
-    if not ai_internal._owns_vectorizer(vid, session_user) then
+    if not ai_internal._owns_vectorizer(vid, current_user) then
         raise exception 'must own the table of vectorizer "%" to train on it', kb using errcode = '42501',
             hint = 'train on a knowledge base you own';
     end if;
@@ -102,18 +127,22 @@ begin
            state = case when j.state = 'queued' then 'cancelled' else j.state end,
            finished_at = case when j.state = 'queued' then now() else j.finished_at end
     where j.id = job_id and j.state in ('queued', 'running')
-      and (j.owner = session_user or ai_internal._is_admin(session_user));
+      and (j.owner = ai_internal._session_role() or ai_internal._is_admin(ai_internal._session_role()));
     return found;
 end $$;
 
 -- An image encoder taught your labels: images is a query of yours returning (image bytea, label
--- text); it is checked now with your rights, and read again by the job as you.
+-- text); it runs now, with your rights, and what it returns is copied into the job (the runner,
+-- pgmind's service role, never runs a query of yours).
 create or replace function ai.train_image_encoder(source text, images text, text_model text default 'use-m3',
                                                   name text default null, options jsonb default '{}')
 returns bigint language plpgsql volatile as $$
 declare
     n bigint;
     labels bigint;
+    jid bigint;
+    imgs bytea[];
+    lbls text[];
 begin
     if images is null then
         raise exception 'images is required' using errcode = '22023',
@@ -135,6 +164,11 @@ begin
         raise exception 'the images query returned % labelled images; training needs at least 20', n
             using errcode = '22023', hint = 'give more images (hundreds per label train well)';
     end if;
-    return ai_internal._create_training_job('image_encoder', source, text_model, coalesce(name, source || '-encoder'),
+    jid := ai_internal._create_training_job('image_encoder', source, text_model, coalesce(name, source || '-encoder'),
                                             coalesce(options, '{}') || pg_catalog.jsonb_build_object('images', images));
+    execute pg_catalog.format('select pg_catalog.array_agg(x.img), pg_catalog.array_agg(x.label::text)
+                               from (%s) as x(img, label) where x.img is not null and x.label is not null', images)
+        into imgs, lbls;
+    perform ai_internal._add_training_images(jid, imgs, lbls);
+    return jid;
 end $$;
