@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, Collection
 import httpx
 
 from ..errors import ConfigError, InvalidRequestError, PermissionDeniedError, ProviderError
+from ..models.outbound import transport_failure
 from . import codec
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,14 @@ def canonical(url: str) -> str:
         raise InvalidRequestError("the location has a NUL character")
     if url.startswith("/"):
         url = "file://" + url
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port                 # (a port that is not a number, or over 65535, raises here)
+    except ValueError:                    # an unbalanced [ or ], a port that is not a number
+        raise InvalidRequestError(f"{url[:200]!r} is not a valid URL",
+                                  hint="a host is a name or an address ([v6] in brackets), a port a number "
+                                       "from 1 to 65535: file:///path, https://host[:port]/path or s3://bucket/key"
+                                  ) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise InvalidRequestError(f"cannot load from {url[:200]!r}",
@@ -59,6 +67,9 @@ def canonical(url: str) -> str:
         if not path.startswith("/"):
             raise InvalidRequestError(f"{path!r} is not an absolute path", hint="e.g. file:///data/photos/cat.jpg")
         return "file://" + os.path.realpath(path)
+    if any(ord(c) < 0x21 or ord(c) == 0x7f for c in url):
+        raise InvalidRequestError(f"{url[:200]!r} has a space or a control character",
+                                  hint="percent-encode it in the URL (%20, %0A, ...)")
     if parts.username or parts.password:
         raise InvalidRequestError("credentials in the URL are not accepted",
                                   hint="give them to ai.allow_load_from(..., credentials => ...) instead")
@@ -67,7 +78,10 @@ def canonical(url: str) -> str:
     path = posixpath.normpath(urllib.parse.unquote(parts.path) or "/")
     if parts.path.endswith("/") and not path.endswith("/"):
         path += "/"
-    host = parts.hostname.lower() + (f":{parts.port}" if parts.port else "")
+    host = parts.hostname.lower()
+    if ":" in host:                       # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    host += f":{port}" if port else ""
     return urllib.parse.urlunsplit((scheme, host, urllib.parse.quote(path.lstrip("/") and path), parts.query, ""))
 
 
@@ -152,7 +166,11 @@ class Loader:
             try:
                 async with self._http.stream("GET", url) as resp:
                     if resp.is_redirect:
-                        target = canonical(urllib.parse.urljoin(url, resp.headers.get("location", "")))
+                        try:
+                            target = urllib.parse.urljoin(url, resp.headers.get("location", ""))
+                        except ValueError:
+                            raise InvalidRequestError(f"{url} redirects to a location that is not a URL") from None
+                        target = canonical(target)
                         await self._match(target)       # every hop must be allowed
                         url = target
                         continue
@@ -170,44 +188,82 @@ class Loader:
                         data += block
                         codec.check_size(len(data), url)
                     return bytes(data)
-            except httpx.HTTPError as e:
-                raise ProviderError(f"cannot fetch {url}: {type(e).__name__}", retryable=True,
+            except httpx.TimeoutException:
+                raise ProviderError(f"cannot fetch {url}: it did not answer in time", retryable=True,
                                     hint="check that the host is reachable from the model server") from None
+            except httpx.HTTPError as e:
+                raise ProviderError(f"cannot fetch {url}: {transport_failure(e)}", retryable=True,
+                                    hint="check that the host is reachable from the model server") from None
+            except (httpx.InvalidURL, UnicodeError):    # (canonical refuses what it can see; e.g. a host IDNA cannot encode)
+                raise InvalidRequestError(f"{url[:200]!r} is not a valid URL", hint="check the host name") from None
         raise InvalidRequestError(f"{url} redirects more than {MAX_REDIRECTS} times")
 
     # -- S3-compatible stores ---------------------------------------------------------------------
+    # An s3:// prefix is read with the credentials its own entry names (its stored secret, or
+    # environment variables lent by PGMIND_SECRET_ENV), or without signing where the entry says
+    # options {"anonymous": true}: never with boto3's default chain (AWS_* variables, ~/.aws, the
+    # cloud instance's role), which is the model server's own identity, not the administrator's.
+    NO_CREDENTIALS_HINT = ("give the prefix credentials: select ai.allow_load_from('<s3://bucket/prefix/>', options, "
+                           "credentials => '{\"access_key_id\": \"...\", \"secret_access_key\": \"...\"}') "
+                           "(or '{\"access_key_env\": \"NAME\", \"secret_key_env\": \"NAME\"}' with variables "
+                           "lent by PGMIND_SECRET_ENV); a public bucket is read unsigned with options "
+                           "'{\"anonymous\": true}'")
+
     def _credentials(self, entry: Allowed) -> dict:
+        """boto3 client arguments that fix how requests to ``entry`` are signed."""
         kind = entry.auth.get("author_type", "none")
         if kind == "token":
-            return {"aws_access_key_id": (entry.secret or {}).get("access_key_id"),
-                    "aws_secret_access_key": (entry.secret or {}).get("secret_access_key")}
+            secret = entry.secret or {}
+            key, password = secret.get("access_key_id"), secret.get("secret_access_key")
+            if not (isinstance(key, str) and key and isinstance(password, str) and password):
+                raise ConfigError(f"{entry.prefix} has no stored credentials (the secret is missing or incomplete)",
+                                  hint=self.NO_CREDENTIALS_HINT)
+            return {"aws_access_key_id": key, "aws_secret_access_key": password, "aws_session_token": None}
         if kind == "env":
             out = {}
             for arg, name in (("aws_access_key_id", entry.auth.get("access_key_env")),
                               ("aws_secret_access_key", entry.auth.get("secret_key_env"))):
+                if not isinstance(name, str) or not name:
+                    raise ConfigError(f"{entry.prefix} names no environment variable for its "
+                                      f"{'access key id' if arg == 'aws_access_key_id' else 'secret key'}",
+                                      hint=self.NO_CREDENTIALS_HINT)
                 if name not in self.secret_env:
                     raise PermissionDeniedError(f"{entry.prefix} takes credentials from ${name}, which the model "
                                                 "server does not lend", hint=f"add {name} to PGMIND_SECRET_ENV")
                 if not os.environ.get(name):
-                    raise ConfigError(f"${name} is not set in the model server's environment")
+                    raise ConfigError(f"${name} is not set in the model server's environment",
+                                      hint=f"export {name}=... before `pgmind serve`")
                 out[arg] = os.environ[name]
-            return out
-        return {}
+            return {**out, "aws_session_token": None}
+        if entry.options.get("anonymous") is True:
+            return {}
+        raise PermissionDeniedError(f"{entry.prefix} has no credentials, and the model server does not read S3 "
+                                    "with its own identity", hint=self.NO_CREDENTIALS_HINT)
 
     def _read_s3(self, url: str, entry: Allowed) -> bytes:
+        credentials = self._credentials(entry)          # (before anything is sent)
         try:
-            import boto3
+            import botocore
+            import botocore.session
             from botocore.config import Config
             from botocore.exceptions import BotoCoreError, ClientError
         except ImportError:
             raise ConfigError("s3:// needs boto3", hint="pip install 'pgmind[local]'") from None
         parts = urllib.parse.urlsplit(url)
         bucket, key = parts.hostname, urllib.parse.unquote(parts.path.lstrip("/"))
-        client = boto3.client("s3", endpoint_url=entry.options.get("endpoint_url"),
-                              region_name=entry.options.get("region", "us-east-1"),
-                              config=Config(retries={"max_attempts": 3}, connect_timeout=10, read_timeout=30,
-                                            s3={"addressing_style": entry.options.get("addressing_style", "path")}),
-                              **self._credentials(entry))
+        region = entry.options.get("region") or "us-east-1"
+        config = Config(retries={"max_attempts": 3}, connect_timeout=10, read_timeout=30,
+                        s3={"addressing_style": entry.options.get("addressing_style", "path")},
+                        **({} if credentials else {"signature_version": botocore.UNSIGNED}))
+        # explicit credentials (or none, unsigned) and an explicit endpoint: neither AWS_* variables,
+        # ~/.aws nor the instance role decide as whom, nor AWS_ENDPOINT_URL where, the request goes
+        try:
+            client = botocore.session.Session().create_client(
+                "s3", endpoint_url=entry.options.get("endpoint_url") or f"https://s3.{region}.amazonaws.com",
+                region_name=region, config=config, **credentials)
+        except (BotoCoreError, ValueError):
+            raise ConfigError(f"cannot make an S3 client for {entry.prefix}",
+                              hint="check the prefix's options (endpoint_url, region, addressing_style)") from None
         try:
             head = client.head_object(Bucket=bucket, Key=key)
             codec.check_size(int(head.get("ContentLength") or 0), url)
@@ -222,8 +278,10 @@ class Loader:
                 raise PermissionDeniedError(f"the store refused {url} ({code})",
                                             hint="check the credentials given to ai.allow_load_from") from None
             raise ProviderError(f"the store failed on {url}: {code}", retryable=True) from None
-        except BotoCoreError as e:
-            raise ProviderError(f"cannot reach the store for {url}: {type(e).__name__}", retryable=True) from None
+        except BotoCoreError:
+            raise ProviderError(f"cannot reach the store for {url}", retryable=True,
+                                hint="check the prefix's endpoint_url and that the store is reachable from the "
+                                     "model server") from None
 
     async def aclose(self) -> None:
         if self._http is not None:

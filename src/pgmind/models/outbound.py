@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 import socket
 import time
+import urllib.parse
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import httpx
 
-from ..errors import PermissionDeniedError
+from ..errors import InvalidRequestError, PermissionDeniedError
 
 log = logging.getLogger(__name__)
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -68,6 +70,59 @@ def _is_public(addr: Address) -> bool:
     return addr.is_global and not addr.is_multicast
 
 
+URL_HINT = "a model URL is http(s)://host[:port]/path: a host name or an address ([v6] in brackets), a port from 1 to 65535"
+
+
+def _bad_url(url, what: str) -> InvalidRequestError:
+    shown = url[:200] if isinstance(url, str) else type(url).__name__
+    return InvalidRequestError(f"the model URL {shown!r} {what}", hint=URL_HINT)
+
+
+def parse_url(url) -> httpx.URL:
+    """The model URL, checked: an http(s) URL with a host, a numeric port and nothing HTTP cannot
+    carry; anything else is an InvalidRequestError (SQLSTATE 22023, HTTP 400) saying what is
+    wrong, never a library's exception."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidRequestError("the model has no URL", hint=URL_HINT)
+    if any(ord(c) < 0x21 or ord(c) == 0x7f for c in url):
+        raise _bad_url(url, "has a space or a control character")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:           # an unbalanced [ or ], a port that is not a number or over 65535
+        raise _bad_url(url, "is not a valid URL (check the brackets around an address and the port)") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _bad_url(url, "is not http or https")
+    if not parts.hostname:
+        raise _bad_url(url, "names no host")
+    if port == 0:
+        raise _bad_url(url, "has port 0")
+    if parts.username is not None or parts.password is not None:
+        raise _bad_url(url, "has user information", ) from None
+    try:
+        parsed = httpx.URL(url)
+        if not parsed.host:
+            raise httpx.InvalidURL("no host")
+        _ascii_host(parsed.host)
+        return parsed
+    except (httpx.InvalidURL, UnicodeError, ValueError):   # e.g. a host name IDNA cannot encode
+        raise _bad_url(url, "is not a valid URL (check the host name)") from None
+
+
+def _ascii_host(host: str) -> str:
+    """The host as DNS is asked for it; a label that is empty or over 63 characters is refused."""
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host.split("%")[0])
+        return host
+    except ValueError:
+        pass
+    encoded = host.encode("idna").decode("ascii")      # (UnicodeError for an empty or a long label)
+    if len(encoded) > 253 or not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?", encoded):
+        raise ValueError(host)
+    return encoded
+
+
 class OutboundPolicy:
     """``load()`` returns the entries (from the database); they are cached for ``ttl`` seconds."""
 
@@ -88,13 +143,7 @@ class OutboundPolicy:
         return self._entries
 
     async def check(self, url: str) -> None:
-        try:
-            u = httpx.URL(url)
-        except httpx.InvalidURL:
-            raise PermissionDeniedError("the model URL is not a valid URL", hint="register an http(s) URL") from None
-        if u.scheme not in ("http", "https") or not u.host:
-            raise PermissionDeniedError(f"outbound requests use http or https, not {u.scheme or 'nothing'}",
-                                        hint="register an http(s) URL")
+        u = parse_url(url)
         host, port = u.host.lower().strip("[]"), u.port or (443 if u.scheme == "https" else 80)
         entries = await self.entries()
         hint = f"an administrator can allow it: select ai.allow_outbound('{host}')"
@@ -105,12 +154,56 @@ class OutboundPolicy:
         except socket.gaierror as e:
             raise PermissionDeniedError(f"cannot resolve {host}: {e.strerror}",
                                         hint="check the model's URL and the server's DNS") from None
+        except (UnicodeError, ValueError):       # (parse_url refuses these first; kept as the last word)
+            raise _bad_url(url, "is not a valid URL (check the host name)") from None
         for info in infos:
             addr = ipaddress.ip_address(info[4][0].split("%")[0])
             if not _is_public(addr) and not any(e.covers(addr, port) for e in entries):
                 raise PermissionDeniedError(
                     f"{host} resolves to {addr}, a loopback or private address that is not allowed",
                     hint=f"an administrator can allow that address: select ai.allow_outbound('{addr}')")
+
+
+_CLASS_NAME = re.compile(r"[A-Za-z]+(Error|Exception|Group)\b|Traceback")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def check_headers(headers: dict) -> None:
+    """Header names are HTTP tokens and values printable ASCII on one line: anything else is a 400
+    naming the header, never its value (it is often a key) nor an encoder's exception."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            raise InvalidRequestError(f"the header name {str(name)[:100]!r} is not a valid HTTP header name",
+                                      hint="header names are letters, digits and - (check the model's auth.header "
+                                           "and options.headers)")
+        if not isinstance(value, str) or any(not (0x20 <= ord(c) < 0x7f or c == "\t") for c in value):
+            raise InvalidRequestError(
+                f"the value of header {name!r} has characters an HTTP header cannot carry "
+                "(not ASCII, a line break or a control character)",
+                hint="check the model's key (ai.alter_model(..., auth => ...)) and options.headers: header values "
+                     "are printable ASCII text on one line")
+
+
+def transport_failure(e: Exception) -> str:
+    """What went wrong with a connection, in words (the exception's class and text stay in the log:
+    a protocol error's text can hold a header value)."""
+    if isinstance(e, httpx.ConnectError):
+        # its text is the socket's or TLS's ("All connection attempts failed", "[Errno 111] Connection
+        # refused", "[SSL: CERTIFICATE_VERIFY_FAILED] ..."): kept unless it names an exception class
+        reason = str(e).strip()[:200]
+        return f"the connection failed ({reason})" if reason and not _CLASS_NAME.search(reason) \
+            else "the connection failed"
+    if isinstance(e, httpx.LocalProtocolError):
+        return "the request could not be sent as HTTP"
+    if isinstance(e, httpx.RemoteProtocolError):
+        return "the server did not answer in HTTP, or closed the connection"
+    if isinstance(e, httpx.ProxyError):
+        return "the proxy refused the connection"
+    if isinstance(e, httpx.UnsupportedProtocol):
+        return "the URL is not http or https"
+    if isinstance(e, (httpx.ReadError, httpx.WriteError)):
+        return "the connection broke"
+    return "the connection failed"
 
 
 def redact(text: str, secrets: list[str]) -> str:

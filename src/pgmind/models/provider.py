@@ -40,7 +40,11 @@ class Provider:
 
     def endpoint(self, path: str = "", headers: dict | None = None) -> Endpoint:
         s = self.hub.settings
-        return Endpoint(self.base + path, {**(headers or {}), **self.spec.options.get("headers", {}),
+        extra = self.spec.options.get("headers") or {}
+        if not isinstance(extra, dict):
+            raise InvalidRequestError(f"model {self.spec.model_id}: options.headers must be a JSON object",
+                                      hint='e.g. options => \'{"headers": {"X-Tenant": "shop"}}\'')
+        return Endpoint(self.base + path, {**(headers or {}), **extra,
                                            **self.spec.auth_headers(self.hub.transport.secret_env)},
                         self.spec.timeout or s.request_timeout, s.max_retries)
 

@@ -27,8 +27,11 @@ class ModelSpec:
         kind = self.auth.get("author_type", "none")
         if kind == "token":
             token = self.secret
+            if not isinstance(token, str) or not token:
+                raise ConfigError(f"model {self.model_id} takes a stored key, and has none",
+                                  hint="select ai.alter_model('<model>', auth => '{\"token\": \"...\"}')")
         elif kind == "env":
-            if self.auth["env"] not in allowed_env:
+            if not isinstance(self.auth.get("env"), str) or self.auth["env"] not in allowed_env:
                 raise PermissionDeniedError(
                     f"model {self.model_id} takes its key from ${self.auth['env']}, which the model server does not "
                     "lend to models", hint=f"the operator can add {self.auth['env']} to PGMIND_SECRET_ENV")

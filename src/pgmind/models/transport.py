@@ -12,7 +12,7 @@ from typing import AsyncIterator
 import httpx
 
 from ..errors import ProviderError, ProviderResponseError, ProviderTimeoutError
-from .outbound import redact
+from .outbound import check_headers, parse_url, redact, transport_failure
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -86,6 +86,8 @@ class Transport:
 
     async def _send(self, ep: Endpoint, body: dict, stream: bool):
         """Sends with retries; returns an httpx.Response (for stream=True, open and unread)."""
+        parse_url(ep.url)             # a URL or a header httpx cannot send is the registration's fault: a 400
+        check_headers(ep.headers)
         if self.policy is not None:
             await self.policy.check(ep.url)
         attempt = 0
@@ -103,7 +105,8 @@ class Transport:
             except httpx.TimeoutException:
                 err = ProviderTimeoutError(f"{_host(ep.url)} did not answer within {ep.timeout:g} s")
             except httpx.TransportError as e:
-                err = ProviderError(f"cannot reach {_host(ep.url)}: {type(e).__name__}: {e}", retryable=True,
+                err = ProviderError(f"cannot reach {_host(ep.url)}: {transport_failure(e)}",
+                                    retryable=not isinstance(e, (httpx.LocalProtocolError, httpx.UnsupportedProtocol)),
                                     hint="check the model's URL and the network")
             if not err.retryable or attempt >= ep.max_retries:
                 raise err
@@ -146,7 +149,11 @@ def _safe_message(resp: httpx.Response, ep: Endpoint) -> str:
 
 
 def _host(url: str) -> str:
-    return httpx.URL(url).host or url
+    """The URL's host for a message (the URL itself, cut short, when it has none)."""
+    try:
+        return httpx.URL(url).host or url[:200]
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return str(url)[:200]
 
 
 def field(data, *path, url: str = ""):

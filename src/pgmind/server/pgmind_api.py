@@ -20,6 +20,16 @@ async def probe(request: Request):
     if who.role is not None and not await service(request).registry.is_admin(who.role):
         raise PermissionDeniedError("only pgmind administrators probe models",
                                     hint="register models with ai.create_model as an administrator")
+    for key in ("model_id", "provider", "model_type", "model_name"):
+        if not isinstance(body.get(key), str):
+            raise InvalidRequestError(f"probe needs {key}, a string", hint="the probe is ai.create_model's own call")
+    for key in ("auth", "options"):
+        if not isinstance(body.get(key) or {}, dict):
+            raise InvalidRequestError(f"the probe's {key} must be a JSON object",
+                                      hint="the probe is ai.create_model's own call")
+    if not isinstance(body.get("url"), (str, type(None))) or not isinstance(body.get("secret"), (str, type(None))):
+        raise InvalidRequestError("the probe's url and secret are strings (or null)",
+                                  hint="the probe is ai.create_model's own call")
     try:
         spec = ModelSpec(model_id=body["model_id"], provider=body["provider"], model_type=body["model_type"],
                          model_name=body["model_name"], url=body.get("url"), auth=body.get("auth") or {},
