@@ -338,15 +338,21 @@ def models_test(ctx: typer.Context, model: str = typer.Argument(..., help="The m
 
 # -- knowledge bases: ingest, search, ask --------------------------------------------------------
 @app.command()
-def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of .html, .md, .txt and .pdf files."),
+def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of documents: .html, .md, .txt, .pdf, "
+                                                                  ".docx, .csv and .xlsx files (text in UTF-8, UTF-16, "
+                                                                  "GBK/GB18030 or Big5)."),
            into: str = typer.Option(..., "--into", help="The table (and vectorizer) name, e.g. pg_docs."),
            model: str = typer.Option("e5-small", help="The embedding model of a new vectorizer."),
            embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the changed files now "
                                                                        "(else a worker does it)."),
            batch: int = typer.Option(16, help="Files per embedding batch."),
            topic: Optional[str] = typer.Option(None, help="What the documents are about, e.g. PostgreSQL: "
-                                                          "the chat model expands questions with it.")):
+                                                          "the chat model expands questions with it."),
+           rows: bool = typer.Option(False, "--rows", help="Each row of a .csv, .tsv or .xlsx file is a document "
+                                                           "(its header row names the fields); else each file is one.")):
     """Load a folder into a table with a vectorizer; re-running updates changed files and removes deleted ones."""
+    from collections import Counter
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from .ingest import ingest as do_ingest
     settings = _settings(ctx)
@@ -355,12 +361,23 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
     try:
         with _connect(settings) as conn, Progress(*columns, console=console) as bar:
             task = bar.add_task("reading files", total=None, rate="")
-            result = do_ingest(conn, folder, into, model=model, topic=topic,
+            result = do_ingest(conn, folder, into, model=model, topic=topic, rows=rows,
                                progress=lambda i, n: bar.update(task, completed=i, total=n))
-        console.print(f"{result.files} files: {result.changed} new or changed, {result.unchanged} unchanged, "
-                      f"{result.removed} removed, {result.skipped} empty, {len(result.failed)} unreadable")
+        textless = sum(why in ("an empty file", "no text in it") for _, why in result.skipped)
+        console.print(f"{result.files} files: {result.changed} {'rows' if rows else 'documents'} new or changed, "
+                      f"{result.unchanged} unchanged, {result.removed} removed, {len(result.skipped)} skipped "
+                      f"({len(result.skipped) - textless} not documents, {textless} without text), "
+                      f"{len(result.failed)} unreadable")
+        legacy = Counter(e for e in result.encodings.values() if e != "utf-8")
+        if legacy:
+            console.print("read in other encodings than UTF-8: "
+                          + ", ".join(f"{n} in {e}" for e, n in legacy.most_common()), highlight=False)
+        for path, why in result.skipped[:20]:
+            err_console.print(f"[yellow]skipped {escape(path)}: {escape(why)}[/yellow]", highlight=False)
+        if len(result.skipped) > 20:
+            err_console.print(f"[yellow]... and {len(result.skipped) - 20} more skipped[/yellow]")
         for path, why in result.failed:
-            err_console.print(f"[yellow]skipped {path}: {why}[/yellow]")
+            err_console.print(f"[yellow]unreadable {escape(path)}: {escape(why)}[/yellow]", highlight=False)
         if result.language:
             console.print(f"knowledge base language: {result.language} (questions in the other language "
                           f"are translated before searching)")

@@ -1,9 +1,14 @@
 """Documents to text: HTML becomes markdown-like text (headings as '#' lines, paragraphs separated
 by blank lines, code kept verbatim, a table as markdown table rows: one line a row, its header
-row first), so chunking can keep headings with their sections and a table's rows with its header."""
+row first), so chunking can keep headings with their sections and a table's rows with its header.
+Word (.docx) documents, CSV files and .xlsx workbooks become the same markdown-like text; PDF pages,
+their text.  Text files are decoded in the encoding they were written in (UTF-8, UTF-16, GB18030/GBK,
+Big5, ...), or refused with the reason: never read as garbage (decode_text)."""
 from __future__ import annotations
 
+import codecs
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
@@ -266,4 +271,305 @@ def pdf_to_text(raw: bytes) -> Document:
     title = re.sub(r"\s+", " ", str(meta_title)).strip()
     if not title and text:
         title = text.splitlines()[0].strip()[:200]
+    return Document(title, text)
+
+
+
+# -- text files: which encoding ----------------------------------------------------------------
+# Bytes to text without a wrong guess in silence.  In order: a byte order mark (UTF-8, UTF-16,
+# UTF-32); strict UTF-8 (legacy Chinese bytes are almost never valid UTF-8); an HTML page's declared
+# charset (<meta charset>, or an XML declaration's encoding); then GB18030 (a superset of GBK and
+# GB2312) and Big5 (as Windows writes it, cp950; else Big5-HKSCS), each decoded strictly and kept
+# only when it reads as Chinese: no private-use, unassigned or control characters, and most of its
+# Han characters common ones (GB2312's or Big5's first level: the 3,755 and 5,401 most used
+# simplified and traditional characters; a wrong decoding of the other encoding's bytes lands mostly
+# on rare characters and private-use codes); last, Windows-1252 (Western European) when all its
+# non-ASCII characters are Latin letters or typographic marks, a few to a word.  Korean (EUC-KR) and
+# Japanese (EUC-JP) bytes also decode as GB18030 into common characters, in an order no Chinese text
+# has: a longer text whose Han characters are seldom the most frequent ones (的, 是, 這...), or one
+# with kana, is given to charset-normalizer (its language models) for a second opinion, and refused
+# when that reads Korean or Japanese.  Anything else is refused, saying why.
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+# C0 controls but tab, newline, vertical tab, form feed, carriage return; DEL; the C1 controls
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+_MAX_CONTROL_SHARE = 0.01          # more control characters than this: not a text file
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
+_DECLARED = (re.compile(rb"""<meta[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I),
+             re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.:-]+)""", re.I))
+# labels pages declare, read as browsers read them (the WHATWG Encoding Standard): as the superset
+_LABELS = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "chinese": "gb18030", "csgb2312": "gb18030",
+           "gb_2312-80": "gb18030", "big5": "big5hkscs", "x-x-big5": "big5hkscs", "cn-big5": "big5hkscs",
+           "iso-8859-1": "cp1252", "latin1": "cp1252", "l1": "cp1252", "us-ascii": "cp1252", "ascii": "cp1252"}
+# Windows-1252's non-ASCII characters a Western text is made of: Latin letters and typographic marks
+_NOT_WESTERN = re.compile(r"[^\x00-\x7f\u00a0-\u00ff\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc"
+                          r"\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
+# how much of a decoding's Han text must be common characters for it to count as Chinese
+_COMMON_SHARE = 0.8
+# the most frequent Chinese characters (simplified, then the traditional forms that differ): real text
+# has 10-40% of them (the share falls in lists of names); a wrong decoding of Korean or Japanese, ~0
+_FREQUENT = frozenset("的一是不了在人有我他这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发"
+                      "后作里用道行所然家种事成方多经么去法学如都同现当没动面起看定天分还进好小部其些主样理心她本前开"
+                      "但因只从想实日這個們來為國時說會對於過發後裡麼學現當沒動還進從實經種樣開體長見頭關點業將兩間問"
+                      "應戰產內給東聲員條氣題總電數報結場計資區達變與")
+_FREQUENT_SHARE, _FREQUENT_MIN = 0.08, 30
+# kana: EUC-JP's hiragana and katakana rows are GB2312's, so Japanese keeps them when read as GB18030
+_KANA = re.compile(r"[\u3041-\u3096\u30a1-\u30fa]")
+_KANA_SHARE = 0.1
+_COMMON: dict[str, bool] = {}
+
+
+def _is_common_han(ch: str) -> bool:
+    known = _COMMON.get(ch)
+    if known is None:
+        try:
+            gb = ch.encode("gb2312")
+            known = 0xB0 <= gb[0] <= 0xD7                               # GB2312 level 1: B0A1..D7F9
+        except UnicodeEncodeError:
+            known = False
+        if not known:
+            try:
+                known = 0xA440 <= int.from_bytes(ch.encode("big5"), "big") <= 0xC67E   # Big5 level 1
+            except UnicodeEncodeError:
+                pass
+        _COMMON[ch] = known
+    return known
+
+
+def _common_share(text: str) -> tuple[int, float]:
+    """How many Han characters the text has, and the share of them that are common ones."""
+    han = _HAN.findall(text)
+    return len(han), (sum(map(_is_common_han, han)) / len(han) if han else 0.0)
+
+
+def _odd_char(text: str) -> str | None:
+    """The first character of a wrong decoding: a control character, a private-use code (a byte pair
+    no standard assigns), an unassigned code point."""
+    m = _CONTROL.search(text)
+    if m:
+        return m.group()
+    return next((ch for ch in set(text) if ord(ch) >= 0x80 and unicodedata.category(ch) in ("Co", "Cn")), None)
+
+
+def _strict(raw: bytes, codec: str) -> str | None:
+    try:
+        return raw.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def declared_charset(raw: bytes) -> str | None:
+    """The Python codec of the charset an HTML page declares in its first 4 KiB, if Python knows it
+    (an UTF-16 declaration in a page that reads as ASCII is a mistake, and browsers ignore it)."""
+    head = raw[:4096]
+    for pattern in _DECLARED:
+        m = pattern.search(head)
+        if m:
+            label = m.group(1).decode("ascii").lower()
+            try:
+                name = codecs.lookup(_LABELS.get(label, label)).name
+            except LookupError:
+                return None
+            return None if name.startswith(("utf-16", "utf-32")) else name
+    return None
+
+
+def decode_text(raw: bytes, *, html: bool = False) -> tuple[str, str]:
+    """The text of a text file (line ends as "\n") and the encoding it was read in: 'utf-8',
+    'utf-16-le', 'utf-16-be', 'utf-32-le', 'utf-32-be', 'gb18030', 'big5', 'big5-hkscs', 'cp1252', or
+    for HTML the Python name of the charset the page declares.  Raises ValueError, saying why, for
+    bytes that are not text, or not in an encoding recognized with confidence."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            text = _strict(raw[len(bom):], name)
+            if text is None:
+                raise ValueError(f"starts with a {name.upper()} byte order mark but is not {name.upper()} text")
+            break
+    else:
+        name, text = "utf-8", _strict(raw, "utf-8")
+        if text is None and b"\x00" in raw:
+            raise ValueError("not text: it has NUL bytes (a binary file, or UTF-16 without a byte order mark)")
+        declared = declared_charset(raw) if text is None and html else None
+        if declared:
+            name, text = declared, _strict(raw, declared)
+            if text is None:
+                raise ValueError(f"not {declared} text, the charset the page declares")
+        if text is None:
+            text, name = _legacy(raw)
+    if "\x00" in text:
+        raise ValueError(f"not text: it has NUL characters (read as {name}; a binary file?)")
+    controls = len(_CONTROL.findall(text))
+    if controls > _MAX_CONTROL_SHARE * len(text):
+        raise ValueError(f"not text: {controls} of its {len(text)} characters are control characters "
+                         f"(read as {name}; a binary file?)")
+    return text.replace("\r\n", "\n"), name
+
+
+def _legacy(raw: bytes) -> tuple[str, str]:
+    """Text that is not UTF-8: Chinese in GB18030 or Big5, else Western European in Windows-1252."""
+    best: tuple[float, str, str] | None = None
+    for codec in ("gb18030", "big5", "big5-hkscs"):
+        if codec == "big5-hkscs" and best is not None and best[2] == "big5":
+            break                                      # Big5-HKSCS only where Windows' Big5 does not read
+        text = _strict(raw, "cp950" if codec == "big5" else codec)
+        if text is None or _odd_char(text) is not None:
+            continue
+        n, share = _common_share(text)
+        share = share if n else 1.0                    # symbols only (box drawing, full-width marks)
+        if share >= _COMMON_SHARE and (best is None or share > best[0]):
+            best = (share, text, codec)
+    if best is not None:
+        _not_korean_or_japanese(raw, best[1])
+        return best[1], best[2]
+    text = _strict(raw, "cp1252")
+    if text is not None and _odd_char(text) is None and _western(text):
+        return text, "cp1252"
+    raise ValueError("not in an encoding recognized with confidence (not UTF-8, nor UTF-16 with a byte "
+                     "order mark, nor plausible GB18030/GBK, Big5 or Windows-1252 text); save it as UTF-8")
+
+
+def _western(text: str) -> bool:
+    """Whether Windows-1252 text reads as Western European: its non-ASCII characters Latin letters or
+    typographic marks, at most two in a row, and few beside its ASCII letters."""
+    ascii_letters = sum(c.isascii() and c.isalpha() for c in text)
+    other = sum(not c.isascii() for c in text)
+    return (not _NOT_WESTERN.search(text) and other <= 0.5 * ascii_letters
+            and not re.search(r"[^\x00-\x7f]{3}", text))
+
+
+def _not_korean_or_japanese(raw: bytes, text: str) -> None:
+    """Raises ValueError when a text read as Chinese is Korean or Japanese (module comment above)."""
+    han = _HAN.findall(text)
+    kana = len(_KANA.findall(text))
+    rare = len(han) >= _FREQUENT_MIN and sum(c in _FREQUENT for c in han) < _FREQUENT_SHARE * len(han)
+    if not rare and not (kana and kana >= _KANA_SHARE * (len(han) + kana)):
+        return
+    try:
+        from charset_normalizer import from_bytes
+    except ImportError:                                # not installed: the first reading stands
+        return
+    guess = from_bytes(raw).best()
+    if guess is not None and (guess.language in ("Korean", "Japanese") or guess.encoding in (
+            "cp949", "euc_kr", "johab", "euc_jp", "euc_jis_2004", "euc_jisx0213", "shift_jis", "cp932")):
+        raise ValueError(f"reads as {guess.language or 'another language'} ({guess.encoding}) rather than "
+                         f"Chinese; save it as UTF-8")
+
+
+# -- tables (CSV, spreadsheets) and Word documents -----------------------------------------------
+def _plain_cell(value: str) -> str:
+    return _cell_text([value]).replace("|", "\\|")
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """Rows as markdown table rows, as HTML tables are rendered: the first row the header, each row
+    one line (a cell's lines joined), rows with no text left out."""
+    t = _Table(outer=[], rows=[(i == 0, [_plain_cell(c) for c in r]) for i, r in enumerate(rows)])
+    return _table_text(t).strip()
+
+
+def csv_rows(text: str, *, tab: bool = False) -> list[list[str]]:
+    """The records of a CSV text (its delimiter ',', tab, ';' or '|', sniffed; tab for .tsv), each a
+    list of cells; empty records stay (they keep the row numbers)."""
+    import csv
+    import io
+    try:
+        dialect = csv.excel_tab if tab else csv.Sniffer().sniff(text[:65536], delimiters=",\t;|")
+    except csv.Error:
+        dialect = csv.excel
+    try:
+        return [[c.strip() for c in r] for r in csv.reader(io.StringIO(text, newline=""), dialect)]
+    except csv.Error as e:
+        raise ValueError(f"not readable CSV ({e})") from None
+
+
+def _cell_value(v) -> str:
+    from datetime import datetime
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if isinstance(v, datetime) and not (v.hour or v.minute or v.second or v.microsecond):
+        return v.date().isoformat()
+    if hasattr(v, "isoformat"):
+        return v.isoformat()
+    return str(v).strip()
+
+
+def xlsx_sheets(raw: bytes) -> list[tuple[str, list[list[str]]]]:
+    """An .xlsx workbook's sheets: (name, rows of cell texts), rows numbered as in Excel (the first
+    list is row 1), formulas as the values Excel last computed.  Raises ValueError for a file that is
+    not a readable workbook."""
+    import zipfile
+    from io import BytesIO
+
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
+    try:
+        wb = load_workbook(BytesIO(raw), read_only=True, data_only=True)
+        sheets = []
+        for ws in wb.worksheets:
+            rows = [[_cell_value(v) for v in row] for row in ws.iter_rows(values_only=True)]
+            width = max((j + 1 for r in rows for j, v in enumerate(r) if v), default=0)
+            sheets.append((ws.title, [r[:width] + [""] * (width - len(r)) for r in rows]))
+        wb.close()
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, TypeError, OSError) as e:
+        raise ValueError(f"not a readable .xlsx workbook ({type(e).__name__}: {e})") from None
+    return sheets
+
+
+_DOCX_HEADING = re.compile(r"^(?:heading|标题|標題)\s*([1-6])$", re.I)
+
+
+def docx_to_text(raw: bytes) -> Document:
+    """A Word .docx document as markdown-like text, in document order: headings ("Heading 1".."6",
+    Chinese Word's "标题 1") as '#' lines, the "Title" paragraph as '#', list paragraphs as '- '
+    items, tables as markdown rows (header row first); the title from the document's properties,
+    else its Title paragraph or first heading.  Text boxes, headers, footers, footnotes and comments
+    are not read.  Raises ValueError for a file that is not a readable .docx."""
+    import zipfile
+    from io import BytesIO
+
+    import docx
+    from docx.opc.exceptions import PackageNotFoundError
+    from docx.table import Table
+    try:
+        from lxml.etree import XMLSyntaxError
+    except ImportError:                                # python-docx depends on lxml: not reached
+        XMLSyntaxError = ValueError                    # noqa: N806
+    try:
+        d = docx.Document(BytesIO(raw))
+        blocks, headings = [], []
+        for item in d.iter_inner_content():
+            if isinstance(item, Table):
+                rows = []
+                for row in item.rows:
+                    cells, last = [], None
+                    for cell in row.cells:             # a merged cell repeats: once is its text
+                        if cell._tc is not last:
+                            cells.append(cell.text)
+                        last = cell._tc
+                    rows.append(cells)
+                table = markdown_table(rows)
+                if table:
+                    blocks.append(table)
+                continue
+            text = item.text.strip()
+            if not text:
+                continue
+            style = (item.style.name if item.style is not None else "") or ""
+            m = _DOCX_HEADING.match(style)
+            if m or style == "Title":
+                text = " ".join(text.split())
+                headings.append(text)
+                blocks.append("#" * (int(m.group(1)) if m else 1) + " " + text)
+            elif style.startswith("List"):
+                blocks.append("- " + text)
+            else:
+                blocks.append(text)
+        meta_title = d.core_properties.title or ""
+    except (PackageNotFoundError, zipfile.BadZipFile, KeyError, ValueError, XMLSyntaxError, AttributeError) as e:
+        raise ValueError(f"not a readable .docx document ({type(e).__name__}: {e})") from None
+    text = re.sub(r"\n{3,}", "\n\n", "\n\n".join(blocks)).strip()
+    title = " ".join(meta_title.split()) or (headings[0] if headings else "")
     return Document(title, text)
