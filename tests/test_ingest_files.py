@@ -5,7 +5,6 @@ without the database; one test runs a folder through ``ingest``."""
 from __future__ import annotations
 
 from io import BytesIO
-from pathlib import Path
 
 import pytest
 
