@@ -358,8 +358,28 @@ def test_configure_rag(conn, db):
         conn.execute("""update ai.vectorizers set config = config - 'rag' where name = 'kb'""")
 
 
-def test_http_search_and_ask(server, token, kb):
-    h = {"Authorization": f"Bearer {token}"}
+@pytest.fixture
+def reader_key(conn, kb):
+    """An API key of a role that may read the knowledge base (HTTP search runs as a role, never the
+    install role's: the server's token searches as no one)."""
+    conn.execute("drop owned by kb_reader" if conn.execute(
+        "select 1 from pg_roles where rolname = 'kb_reader'").fetchone() else "select 1")
+    conn.execute("drop role if exists kb_reader")
+    conn.execute("create role kb_reader")
+    store = conn.execute("select (ai_internal._search_target('kb', current_user)).store").fetchone()[0]
+    conn.execute(f"grant select on {store}, kb to kb_reader")
+    key = conn.execute("select ai.create_api_key('kb_reader')").fetchone()[0]
+    yield key
+    conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
+    conn.execute("drop owned by kb_reader")
+    conn.execute("drop role kb_reader")
+
+
+def test_http_search_and_ask(server, token, kb, reader_key):
+    r = httpx.post(server + "/v1/search", json={"name": "kb", "query": "jsonb", "k": 3, "mode": "keyword"},
+                   headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert r.status_code == 403 and "API key" in r.json()["error"]["hint"]    # the operator searches as no one
+    h = {"Authorization": f"Bearer {reader_key}"}
     r = httpx.post(server + "/v1/search", json={"name": "kb", "query": "jsonb", "k": 3, "mode": "keyword"},
                    headers=h, timeout=60)
     assert r.status_code == 200 and r.json()["results"][0]["key"]["path"] == "datatype-json.html"

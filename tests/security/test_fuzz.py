@@ -10,6 +10,7 @@ import httpx
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from pgmind.db import connect
 
 HTTP = httpx.Client(timeout=120)
 NASTY = st.sampled_from(["'; drop table x; --", "$$", "\\", "%s", "%(x)s", "{}", "[", "\ud800", "\udfff", "\x00",
@@ -105,12 +106,25 @@ def test_fuzz_http_bodies_every_route(server, token, body):
     assert HTTP.get(server + "/health").status_code == 200
 
 
+@pytest.fixture(scope="module")
+def searcher_key(installed):
+    """HTTP search runs as a role: an API key's (the server's token searches as no one)."""
+    with connect(installed, autocommit=True) as c:
+        c.execute("drop role if exists fuzz_searcher")
+        c.execute("create role fuzz_searcher")
+        key = c.execute("select ai.create_api_key('fuzz_searcher')").fetchone()[0]
+    yield key
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.revoke_api_key(%s)", (key[:12],))
+        c.execute("drop role fuzz_searcher")
+
+
 @FUZZ
 @given(st.dictionaries(TEXT, st.one_of(TEXT, st.integers(), st.lists(TEXT, max_size=3)), max_size=3))
-def test_fuzz_http_search_filters(server, token, spec):
+def test_fuzz_http_search_filters(server, searcher_key, spec):
     r = HTTP.post(server + "/v1/search",
                   content=json.dumps({"name": "no_such_kb", "query": "x", "mode": "keyword", "filter": spec}).encode(),
-                  headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                  headers={"Authorization": f"Bearer {searcher_key}", "Content-Type": "application/json"})
     assert r.status_code in (400, 404), r.text
 
 

@@ -134,16 +134,23 @@ def kb_http(owner, conn, settings, installed, server):
     conn.execute("drop table sec_app.docs")
 
 
-def test_search_over_http_runs_as_the_caller_with_structured_filters(server, token, nobody_key, kb_http, owner):
+def _owner_key(installed) -> str:
+    with connect(installed, autocommit=True) as c:
+        return c.execute("select ai.create_api_key('sec_owner', 'tests')").fetchone()[0]
+
+
+def test_search_over_http_runs_as_the_caller_with_structured_filters(server, token, nobody_key, kb_http, owner,
+                                                                    installed):
     """Finding 1a: a search filter sent to the model server ran as the install role."""
     body = {"name": kb_http, "query": "pandas", "mode": "keyword"}
     # SQL text is not a filter here
     for bad in ("(select current_user)::int = 1", ["id = 1"], {"id": {"$gt": 1}}):
         r = HTTP.post(server + "/v1/search", json={**body, "filter": bad}, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 400, (bad, r.text)
-    # a column name is an identifier, never SQL
+    # a column name is an identifier, never SQL (searching as the table's owner, who may read it)
+    owner_key = _owner_key(installed)
     r = HTTP.post(server + "/v1/search", json={**body, "filter": {"(select 1)": 1}},
-                   headers={"Authorization": f"Bearer {token}"})
+                   headers={"Authorization": f"Bearer {owner_key}"})
     assert r.status_code == 400 and "does not exist" in r.json()["error"]["message"]
     # the caller's rights: a role that cannot read the chunks gets nothing
     r = HTTP.post(server + "/v1/search", json=body, headers={"Authorization": f"Bearer {nobody_key}"})
@@ -419,8 +426,9 @@ def test_pg_cancel_backend_stops_a_generation(installed, conn, server):
         assert victim.execute("select vector_dims(ai.embed('minilm', 'after the cancel'))").fetchone()[0] == 384
 
 
-def test_http_filters_only_on_built_in_types(server, token, kb_http, owner):
+def test_http_filters_only_on_built_in_types(server, kb_http, owner, installed):
     """A cast of an owner's type to text is the owner's function: not run for HTTP filters."""
+    token = _owner_key(installed)      # (searching as the owner, who may read the table)
     owner.execute("create domain sec_app.lang_code as text")
     owner.execute("alter table sec_app.docs alter column lang type sec_app.lang_code")
     r = HTTP.post(server + "/v1/search", json={"name": kb_http, "query": "pandas", "mode": "keyword",

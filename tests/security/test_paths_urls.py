@@ -295,3 +295,15 @@ def test_load_file_with_a_malformed_url(conn, server):
     for location in ("http://127.0.0.1:abc/x.png", "http://[::1/x.png", "https://host:99999/x.png",
                      "s3://bucket:abc/x.png", "http://[127.0.0.1/x.png"):
         _sql_clean_error(conn, "select ai.load_file(%s)", (location,))
+
+
+def test_allow_load_from_takes_the_anonymous_option_for_s3_only(conn):
+    conn.execute("select ai.allow_load_from('s3://sec-public-bucket/', '{\"anonymous\": true}')")
+    try:
+        assert conn.execute("select options from ai.load_allow where prefix = 's3://sec-public-bucket/'"
+                            ).fetchone()[0] == {"anonymous": True}
+    finally:
+        conn.execute("select ai.disallow_load_from('s3://sec-public-bucket/')")
+    for prefix, options in (("s3://sec-public-bucket/", '{"anonymous": "yes"}'), ("file:///tmp/x/", '{"anonymous": true}')):
+        err = sql_error(conn, "select ai.allow_load_from(%s, %s::jsonb)", (prefix, options))
+        assert err.sqlstate == "22023" and err.diag.message_hint

@@ -187,11 +187,31 @@ def _grant_services(conn: psycopg.Connection) -> None:
     tables (new vectorizers grant those themselves).  The gateway's memberships follow the API keys."""
     if not conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_service')").fetchone()[0]:
         return
+    # Only what is missing is granted: a GRANT rewrites the object's catalog row even when nothing
+    # changes, and a PL/Python function whose pg_proc row changes under a call in flight in another
+    # session crashed that backend (tests/security: install during calls in flight).
     conn.execute("grant usage on schema ai, ai_internal to pgmind_service")
-    conn.execute("grant select, insert, update, delete on all tables in schema ai to pgmind_service")
-    conn.execute("grant select, insert, update, delete on all tables in schema ai_internal to pgmind_service")
-    conn.execute("grant usage, select, update on all sequences in schema ai to pgmind_service")
-    conn.execute("grant execute on all functions in schema ai_internal to pgmind_service")
+    for (table,) in conn.execute("""
+            select c.oid::regclass::text from pg_class c
+            where c.relnamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace) and c.relkind in ('r', 'v', 'p')
+              and case when c.relkind in ('r', 'v', 'p')   -- (a list of privileges asks whether any is held)
+                       then not (has_table_privilege('pgmind_service', c.oid, 'select')
+                                 and has_table_privilege('pgmind_service', c.oid, 'insert')
+                                 and has_table_privilege('pgmind_service', c.oid, 'update')
+                                 and has_table_privilege('pgmind_service', c.oid, 'delete')) end
+            """).fetchall():
+        conn.execute(sql.SQL("grant select, insert, update, delete on {} to pgmind_service").format(sql.SQL(table)))
+    for (seq,) in conn.execute("""
+            select c.oid::regclass::text from pg_class c where c.relnamespace = 'ai'::regnamespace
+              and c.relkind = 'S'
+              and case when c.relkind = 'S' then not (has_sequence_privilege('pgmind_service', c.oid, 'usage')
+                                                       and has_sequence_privilege('pgmind_service', c.oid, 'update')) end
+            """).fetchall():
+        conn.execute(sql.SQL("grant usage, select, update on sequence {} to pgmind_service").format(sql.SQL(seq)))
+    for (fn,) in conn.execute("""
+            select p.oid::regprocedure::text from pg_proc p where p.pronamespace = 'ai_internal'::regnamespace
+              and not has_function_privilege('pgmind_service', p.oid, 'execute')""").fetchall():
+        conn.execute(sql.SQL("grant execute on function {} to pgmind_service").format(sql.SQL(fn)))
     conn.execute("select ai_internal._grant_vectorizers_to_service(null)")
     if conn.execute("select to_regprocedure('ai_internal._issue_role_tokens()') is not null").fetchone()[0]:
         conn.execute("select ai_internal._issue_role_tokens()")

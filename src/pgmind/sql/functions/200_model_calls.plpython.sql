@@ -145,8 +145,8 @@ $py$;
 -- The one way from SQL to the model server.  SECURITY INVOKER: it sends the token of the role it
 -- runs as (current_user, which no code can forge: a role reads only its own token), so the server
 -- acts for that role.  ``caller`` must be that role (the public functions pass current_user).
-drop function if exists ai_internal._server_request(text, text, name, float8);
-create function ai_internal._server_request(path text, body text, caller name, timeout_s float8 default 300)
+-- (create or replace, never drop: calls in flight in other sessions hold it)
+create or replace function ai_internal._server_request(path text, body text, caller name, timeout_s float8 default 300)
 returns text language plpython3u volatile set search_path = pg_catalog, pg_temp as $py$
 if 'pgmind_token_plan' not in GD:
     GD['pgmind_token_plan'] = plpy.prepare('select current_user as me, ai_internal._role_token() as t')

@@ -24,8 +24,11 @@ begin
         prefix := prefix || '/';    -- a directory or a path prefix, never a name prefix (/data/p → /data/private)
     end if;
     if options is null or jsonb_typeof(options) <> 'object'
-       or exists (select 1 from jsonb_object_keys(options) k where k not in ('endpoint_url', 'region', 'addressing_style')) then
-        raise exception 'options must be a JSON object with endpoint_url, region or addressing_style'
+       or exists (select 1 from jsonb_object_keys(options) k
+                  where k not in ('endpoint_url', 'region', 'addressing_style', 'anonymous'))
+       -- (a public bucket is read unsigned only when said so: never with the server's own identity)
+       or (options ? 'anonymous' and (jsonb_typeof(options->'anonymous') <> 'boolean' or prefix not like 's3://%')) then
+        raise exception 'options must be a JSON object with endpoint_url, region, addressing_style or anonymous (true or false, for s3://)'
             using errcode = '22023', hint = 'e.g. ''{"endpoint_url": "https://oss-cn-hangzhou.aliyuncs.com"}''';
     end if;
     if credentials is not null then

@@ -852,7 +852,9 @@ left join lateral (
 left join lateral (
     select sum(rows) as rows_last_minute from ai.vectorizer_progress p
     where p.vectorizer_id = v.id and p.version = ver.version and p.at > now() - interval '1 minute') p on true
-where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
+-- (and the model server's own /metrics, for the operator, reads every one as the service role)
+where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE')
+   or current_user = 'pgmind_service';
 
 create or replace view ai.vectorizer_errors as
 select v.name as vectorizer, e.version, e.key, e.error, e.sqlstate, e.attempts, e.failed_at
@@ -888,15 +890,21 @@ begin
     for v in select x.id, x.dest_schema, ver.store_table from ai.vectorizers x
              join ai.vectorizer_versions ver on ver.vectorizer_id = x.id
              where vid is null or x.id = vid loop
-        execute format('grant usage on schema %I to pgmind_service', v.dest_schema);
-        if to_regclass(format('%I.%I', v.dest_schema, v.store_table)) is not null then
+        -- (only what is missing: a GRANT rewrites the catalog row even when nothing changes)
+        if not has_schema_privilege('pgmind_service', v.dest_schema, 'usage') then
+            execute format('grant usage on schema %I to pgmind_service', v.dest_schema);
+        end if;
+        if to_regclass(format('%I.%I', v.dest_schema, v.store_table)) is not null
+           and not has_table_privilege('pgmind_service', format('%I.%I', v.dest_schema, v.store_table), 'select') then
             execute format('grant select on %I.%I to pgmind_service', v.dest_schema, v.store_table);
         end if;
         names := ai_internal._owner_function_names(v.id);
-        if to_regprocedure(names[2]) is not null and to_regprocedure(names[3]) is not null
-           and to_regprocedure(names[4]) is not null then
-            execute format('grant execute on function %s, %s, %s to pgmind_service', names[2], names[3], names[4]);
-        end if;
+        for i in 2..4 loop
+            if to_regprocedure(names[i]) is not null
+               and not has_function_privilege('pgmind_service', to_regprocedure(names[i]), 'execute') then
+                execute format('grant execute on function %s to pgmind_service', names[i]);
+            end if;
+        end loop;
     end loop;
 end $$;
 

@@ -68,6 +68,7 @@ begin
     for c in select * from (values
         ('training_jobs', 'Training jobs: state, progress, loss curve, retrieval before/after on held-out pairs, error.'),
         ('training_pairs', 'The question/row pairs a job trains and evaluates on (given or generated; you may edit question and split before training).'),
+        ('training_images', 'An image encoder job''s labelled images, copied from its images query when the job was made (the runner runs no query of the owner''s).'),
         ('models', 'The registered models: id, provider, type, name, dimensions, owner (no secrets).'),
         ('providers', 'The model providers create_model takes, and what each does.'),
         ('model_grants', 'Which role may use which model.'),
