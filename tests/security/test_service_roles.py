@@ -358,3 +358,96 @@ def test_install_gives_the_service_what_an_older_vectorizer_needs(conn, settings
     finally:
         conn.execute("select ai.drop_vectorizer('old_kb') where exists (select 1 from ai.vectorizers where name = 'old_kb')")
         conn.execute("drop table if exists public.old_docs cascade")
+
+
+# -- a review of this design (its findings reproduced, then fixed) ---------------------------------
+def test_an_overload_of_an_owner_function_is_never_called(owner, conn, settings, installed, server):
+    """The worker called its checked owner functions by name with untyped arguments, so an owner's
+    SECURITY INVOKER overload taking text (preferred over name) ran as the service role."""
+    owner_kb(owner, conn, "body", name="sec_ovl")
+    try:
+        owner.execute("create table sec_app.loot (who name, what text)")
+        owner.execute("grant insert on sec_app.loot to public")
+        owner.execute("""create function sec_app.sec_ovl_vectorizer_write(store text, remove jsonb[], keys jsonb[],
+                             seqs int[], chunks text[], embeddings vector[]) returns bigint language plpgsql as $$
+                         begin
+                             insert into sec_app.loot select current_user, count(*)::text from ai._settings;
+                             return 0;
+                         end $$""")
+        owner.execute("grant execute on function sec_app.sec_ovl_vectorizer_write(text, jsonb[], jsonb[], int[], "
+                      "text[], vector[]) to public")
+        owner.execute("""create function sec_app.sec_ovl_vectorizer_activate(new_store text, old_store text)
+                         returns void language plpgsql as $$
+                         begin insert into sec_app.loot values (current_user, 'activate'); end $$""")
+        owner.execute("grant execute on function sec_app.sec_ovl_vectorizer_activate(text, text) to public")
+        drain(settings, installed, ["sec_ovl"])
+        owner.execute("select ai.alter_vectorizer('sec_ovl', model => 'e5-small')")
+        drain(settings, installed, ["sec_ovl"])
+        assert owner.execute("select count(*) from sec_app.loot").fetchone()[0] == 0
+        assert conn.execute("select count(*) from sec_app.sec_ovl_chunks").fetchone()[0] == 1
+    finally:
+        drop_kb(conn, "sec_ovl")
+        owner.execute("drop table if exists sec_app.loot")
+
+
+def test_the_service_role_cannot_change_the_registry_or_the_installers_records(settings, installed, conn):
+    """Had the service role been reached, it could rewrite a vectorizer's owner and content and have the
+    next install regenerate its functions as the superuser."""
+    with psycopg.connect(service_dsn(settings, installed), autocommit=True) as svc:
+        for stmt in ("update ai.vectorizers set owner = current_user",
+                     "delete from ai.installed_files",
+                     "update ai.model_registry set in_fn = null",
+                     "insert into ai.api_keys (key_sha256, key_prefix, role_name) values ('x', 'x', 'x')",
+                     "update ai._settings set value = value"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                svc.execute(stmt)
+        # nor read anyone's token (it has no BYPASSRLS; the tokens' policy shows a role its own)
+        assert svc.execute("select count(*) from ai_internal.role_tokens t join pg_roles r on r.oid = t.role_oid "
+                           "where r.rolname <> current_user").fetchone()[0] == 0
+        assert conn.execute("select count(*) from ai_internal.role_tokens").fetchone()[0] > 1
+    # and install regenerates owner functions only for the table's real owner
+    conn.execute("drop table if exists public.own_docs cascade")
+    conn.execute("create table public.own_docs (id int primary key, body text)")
+    conn.execute("select ai.create_vectorizer('public.own_docs'::regclass, name => 'own_kb', content => 'body', "
+                 "model => 'minilm')")
+    try:
+        conn.execute("update ai.vectorizers set owner = 'sec_owner' where name = 'own_kb'")
+        vid = conn.execute("select id from ai.vectorizers where name = 'own_kb'").fetchone()[0]
+        err = sql_error(conn, "select ai_internal._install_owner_functions(%s)", (vid,))
+        assert err.sqlstate == "42501"
+    finally:
+        conn.execute("update ai.vectorizers set owner = current_user where name = 'own_kb'")
+        conn.execute("select ai.drop_vectorizer('own_kb')")
+        conn.execute("drop table if exists public.own_docs cascade")
+
+
+def test_http_search_refuses_a_source_that_became_a_view(owner, conn, settings, installed, server):
+    """PG15 lets an owner turn its emptied source into a view (CREATE RULE "_RETURN"); HTTP search read it
+    in the gateway's session, where the view's function switched to another key's role."""
+    owner_kb(owner, conn, "body", name="sec_view")
+    key = conn.execute("select ai.create_api_key('sec_owner')").fetchone()[0]
+    try:
+        drain(settings, installed, ["sec_view"])
+        owner.execute("create table sec_app.seen (who name)")
+        owner.execute("grant insert on sec_app.seen to public")
+        owner.execute("""create function sec_app.spy() returns text language plpgsql as $$
+                         begin insert into sec_app.seen values (session_user); return 'en'; end $$""")
+        for t in ("insert", "change", "truncate"):
+            owner.execute(f"drop trigger sec_view_vectorizer_{t} on sec_app.sec_view_src")
+        owner.execute("delete from sec_app.sec_view_src")
+        owner.execute("alter table sec_app.sec_view_src drop constraint sec_view_src_pkey")
+        owner.execute("vacuum sec_app.sec_view_src")
+        owner.execute("""create rule "_RETURN" as on select to sec_app.sec_view_src do instead
+                         select 1::int as id, sec_app.spy() as body""")
+        r = HTTP.post(server + "/v1/search", json={"name": "sec_view", "query": "hello", "mode": "keyword",
+                                                   "filter": {"body": "en"}},
+                      headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 403 and "plain table" in r.json()["error"]["message"], r.text
+        assert owner.execute("select count(*) from sec_app.seen").fetchone()[0] == 0
+    finally:
+        conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
+        conn.execute("select ai.drop_vectorizer('sec_view') where exists (select 1 from ai.vectorizers "
+                     "where name = 'sec_view')")
+        owner.execute("drop view if exists sec_app.sec_view_src")
+        owner.execute("drop table if exists sec_app.sec_view_src, sec_app.seen cascade")
+        owner.execute("drop function if exists sec_app.spy()")

@@ -153,12 +153,28 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None,
 # ever granted to anyone: code of a table's owner that runs in their sessions cannot become more.
 SERVICE_ROLES = {
     # the model server, the workers, the training runner: the ai schema's tables, nothing of users'
-    # but what owners grant it (their vectorizers' functions and chunk tables); BYPASSRLS for the
-    # ai tables' own row security (queue, secrets, jobs), which is keyed to the calling role
-    "pgmind_service": "login nosuperuser nocreatedb nocreaterole noinherit bypassrls",
+    # but what owners grant it (their vectorizers' functions and chunk tables).  Not BYPASSRLS: the
+    # ai tables' row security lets it through by a policy of its own (_grant_services), and
+    # ai_internal.role_tokens, which has none for it, shows it no one's token.
+    "pgmind_service": "login nosuperuser nocreatedb nocreaterole noinherit nobypassrls",
     # HTTP search as an API key's role: a member of exactly those roles (ai_internal._sync_gateway),
     # with no rights of its own, and never used for anything else
     "pgmind_gateway": "login nosuperuser nocreatedb nocreaterole noinherit nobypassrls",
+}
+
+
+# What the service role may change (it reads every other table of the ai schema, and nothing of
+# ai_internal's): the queue and what workers report, the call log, the training jobs' progress.
+# Never the registry, keys, settings, vectorizers or the installer's records: those change only
+# through the functions that check who asks (a trained model is registered by a definer function).
+SERVICE_TABLE_RIGHTS = {
+    "ai.vectorizer_queue": ("select", "update", "delete"),
+    "ai._vectorizer_errors": ("select", "insert", "update"),
+    "ai.vectorizer_workers": ("select", "insert", "update", "delete"),
+    "ai.vectorizer_progress": ("select", "insert"),
+    "ai.call_log": ("select", "insert"),
+    "ai.training_jobs": ("select", "update"),
+    "ai.training_pairs": ("select", "insert", "update", "delete"),
 }
 
 
@@ -187,20 +203,31 @@ def _grant_services(conn: psycopg.Connection) -> None:
     tables (new vectorizers grant those themselves).  The gateway's memberships follow the API keys."""
     if not conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_service')").fetchone()[0]:
         return
-    # Only what is missing is granted: a GRANT rewrites the object's catalog row even when nothing
-    # changes, and a PL/Python function whose pg_proc row changes under a call in flight in another
-    # session crashed that backend (tests/security: install during calls in flight).
+    # Only what is missing is granted (and only what is too much revoked): a GRANT rewrites the
+    # object's catalog row even when nothing changes, and a PL/Python function whose pg_proc row
+    # changes under a call in flight in another session crashed that backend (tests/security:
+    # install during calls in flight).
     conn.execute("grant usage on schema ai, ai_internal to pgmind_service")
+    tables = conn.execute("""select c.oid::regclass::text, c.relnamespace = 'ai'::regnamespace from pg_class c
+                             where c.relnamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace)
+                               and c.relkind in ('r', 'v', 'p')""").fetchall()
+    for table, in_ai in tables:
+        want = set(SERVICE_TABLE_RIGHTS.get(table, ("select",) if in_ai else ()))
+        for right in ("select", "insert", "update", "delete", "truncate"):
+            has = conn.execute("select has_table_privilege('pgmind_service', %s::regclass, %s)",
+                               (table, right)).fetchone()[0]
+            if right in want and not has:
+                conn.execute(sql.SQL("grant {} on {} to pgmind_service").format(sql.SQL(right), sql.SQL(table)))
+            elif right not in want and has:
+                conn.execute(sql.SQL("revoke {} on {} from pgmind_service").format(sql.SQL(right), sql.SQL(table)))
+    # the ai tables under row security (queue, quarantine, secrets, jobs) are the service's to read
     for (table,) in conn.execute("""
             select c.oid::regclass::text from pg_class c
-            where c.relnamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace) and c.relkind in ('r', 'v', 'p')
-              and case when c.relkind in ('r', 'v', 'p')   -- (a list of privileges asks whether any is held)
-                       then not (has_table_privilege('pgmind_service', c.oid, 'select')
-                                 and has_table_privilege('pgmind_service', c.oid, 'insert')
-                                 and has_table_privilege('pgmind_service', c.oid, 'update')
-                                 and has_table_privilege('pgmind_service', c.oid, 'delete')) end
+            where c.relnamespace = 'ai'::regnamespace and c.relrowsecurity
+              and not exists (select 1 from pg_policy p where p.polrelid = c.oid and p.polname = 'pgmind_service')
             """).fetchall():
-        conn.execute(sql.SQL("grant select, insert, update, delete on {} to pgmind_service").format(sql.SQL(table)))
+        conn.execute(sql.SQL("create policy pgmind_service on {} to pgmind_service using (true) with check (true)")
+                     .format(sql.SQL(table)))
     for (seq,) in conn.execute("""
             select c.oid::regclass::text from pg_class c where c.relnamespace = 'ai'::regnamespace
               and c.relkind = 'S'

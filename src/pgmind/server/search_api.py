@@ -113,12 +113,17 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
                 # the caller), but its policies are the owner's code, which must not run in this
                 # session (its session user is the gateway, not the caller); a filter's column of a
                 # type of the owner's own would run its casts (the owner's functions)
-                rls, owned_types = await (await conn.execute(
+                rls, owned_types, not_table = await (await conn.execute(
                     """select c.relrowsecurity,
                               exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
-                                      and a.attname = any(%s) and not a.attisdropped)
+                                      and a.attname = any(%s) and not a.attisdropped),
+                              c.relkind not in ('r', 'p') or c.relhasrules
                        from pg_class c where c.oid = (ai_internal._search_target(%s, current_user)).source""",
                     (list(filter_columns), name))).fetchone()
+                if not_table:    # (a view's functions, or a rule's, would run here as the caller)
+                    raise PermissionDeniedError(f'the source of knowledge base "{name}" is no longer a plain table',
+                                                hint="search it from SQL as your own role, or re-create the "
+                                                     "vectorizer over a table")
                 if rls:
                     raise PermissionDeniedError(f'knowledge base "{name}" keeps its source table\'s row security, '
                                                 "which HTTP search does not run",

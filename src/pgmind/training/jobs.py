@@ -290,14 +290,9 @@ class Runner:
 
     def _register(self, model_type: str, name: str, options: dict, dimensions: int | None) -> None:
         """Registers the trained model for the job's owner.  (Not through ai.create_model, which acts for
-        the session's role: the runner's service role acts for no one.)"""
-        with self.conn.transaction():
-            self.conn.execute("""insert into ai.model_registry (model_id, url, provider, model_type, model_name,
-                                                                options, dimensions, owner)
-                                 values (%s, ai_internal._default_url('pgmind'), 'pgmind', %s, %s, %s, %s, %s)""",
-                              (self.job["new_model"], model_type, name, json.dumps(options), dimensions,
-                               self.job["owner"]))
-            self.conn.execute("select ai_internal._registry_changed(%s)", (self.job["new_model"],))
+        the session's role: the runner's service role acts for no one, and may not write the registry.)"""
+        self.conn.execute("select ai_internal._register_trained_model(%s, %s, %s, %s, %s)",
+                          (self.job["id"], model_type, name, json.dumps(options), dimensions))
 
     def _finish(self) -> None:
         self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),

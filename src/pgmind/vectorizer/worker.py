@@ -177,7 +177,7 @@ class Worker:
             old = self.conn.execute("select ai_internal._activate_version(%s, %s)", (ver.vid, ver.version)).fetchone()[0]
             if old is None:
                 return
-            self._owner_call(ver, ver.activate_fn, "select {fn}(%s, %s)", (ver.store_table, old))
+            self._owner_call(ver, ver.activate_fn, "select {call}", (ver.store_table, old))
         log.info("vectorizer %s now serves version %s", ver.name, ver.version)
 
     # -- the owner's code ----------------------------------------------------------------------
@@ -192,8 +192,14 @@ class Worker:
             raise VectorizerBroken(f"vectorizer {ver.name}: {fn} is missing, or no longer a SECURITY DEFINER "
                                    f"function of {ver.owner}",
                                    hint="re-run `pgmind install` to re-create the vectorizer's functions")
+        # Every argument is cast to the checked signature's own type: an argument of unknown type
+        # would let PostgreSQL prefer an overload the owner made (a SECURITY INVOKER function taking
+        # text where ours takes name), which would then run as the service role.  (fn is the catalog's
+        # regprocedure text of a signature pgmind made: its types hold no commas.)
+        name, _, types = fn.partition("(")
+        args = ", ".join(f"%s::{t.strip()}" for t in types.rstrip(")").split(",")) if types.rstrip(")") else ""
         try:
-            return self.conn.execute(sql.SQL(query).format(fn=sql.SQL(fn.split("(", 1)[0])), params).fetchall()
+            return self.conn.execute(sql.SQL(query).format(call=sql.SQL(f"{name}({args})")), params).fetchall()
         finally:
             if self.conn.info.transaction_status != psycopg.pq.TransactionStatus.INERROR:
                 self.conn.execute("reset all")
@@ -254,7 +260,7 @@ class Worker:
             self.conn.execute("set local search_path = pg_catalog, pg_temp")
             self.conn.execute("set local statement_timeout = %s" % int(self.content_timeout * 1000))
             self.conn.execute("set local bytea_output = hex")     # image (bytea) columns arrive as hex text
-            rows = self._owner_call(ver, ver.content_fn, "select key, content from {fn}(%s::jsonb[])",
+            rows = self._owner_call(ver, ver.content_fn, "select key, content from {call}",
                                     ([Jsonb(k) for k in keys],))
         return {canon(k): text for k, text in rows}
 
@@ -418,7 +424,7 @@ class Worker:
                 result.rows += 1
             result.chunks = len(keys)
             remove = [Jsonb(k) for k, _ in owned if canon(k) not in unread]
-            self._owner_call(ver, ver.write_fn, "select {fn}(%s, %s::jsonb[], %s::jsonb[], %s::int[], %s::text[], %s)",
+            self._owner_call(ver, ver.write_fn, "select {call}",
                              (ver.store_table, remove, keys, seqs, texts, vectors))
             done, requeue, bad = [], [], []
             for k, seq in owned:

@@ -507,6 +507,7 @@ begin
     insert into ai.api_keys (key_sha256, key_prefix, role_name, role_oid, label, created_by)
     values (encode(sha256(convert_to(key, 'UTF8')), 'hex'), left(key, 12), role_name,
             (select oid from pg_roles where rolname = role_name), label, ai_internal._session_role());
+    perform ai_internal._issue_role_tokens();     -- (HTTP search runs read-only: the role's token must exist)
     perform ai_internal._sync_gateway();
     perform pg_notify('pgmind_registry', '');
     return key;

@@ -286,6 +286,14 @@ declare
     names text[];
 begin
     select * into info from ai_internal._vectorizer_info(vid);
+    -- the functions run as the registry's owner: it must be the table's owner now (the catalog's
+    -- word, not only the registry's), or a changed registry row would make them run as someone else
+    if info.owner is distinct from (select c.relowner::regrole::name from pg_class c where c.oid = info.source) then
+        raise exception 'vectorizer "%" says its table % belongs to %, but it belongs to %', info.name, info.source,
+                        info.owner, (select c.relowner::regrole::name from pg_class c where c.oid = info.source)
+            using errcode = '42501',
+                  hint = 'drop the vectorizer and create it again as the table''s owner';
+    end if;
     foreach stmt in array ai_internal._owner_functions_sql(vid) loop
         execute stmt;
     end loop;
@@ -875,7 +883,11 @@ declare
     vid int;
 begin
     for vid in select id from ai.vectorizers loop
-        perform ai_internal._install_owner_functions(vid);
+        begin
+            perform ai_internal._install_owner_functions(vid);
+        exception when insufficient_privilege then     -- (one broken vectorizer does not stop the install)
+            raise warning 'vectorizer % was not updated: %', vid, sqlerrm;
+        end;
     end loop;
 end $$;
 

@@ -172,3 +172,24 @@ begin
     perform ai_internal._add_training_images(jid, imgs, lbls);
     return jid;
 end $$;
+
+-- A trained model, registered for its job's owner by the training runner (pgmind's service role,
+-- which may not write the registry itself): a local model of the job's own name, nothing else.
+create or replace function ai_internal._register_trained_model(p_job bigint, p_type text, p_name text,
+                                                                p_options jsonb, p_dims int) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    j ai.training_jobs;
+begin
+    select * into j from ai.training_jobs where id = p_job and state = 'running';
+    if not found then
+        raise exception 'training job % is not running', p_job using errcode = '55000',
+            hint = 'only a running job registers its model';
+    end if;
+    if p_type not in ('embedding', 'image_embedding') or jsonb_typeof(p_options) <> 'object' then
+        raise exception 'a trained model is an embedding model with options' using errcode = '22023';
+    end if;
+    insert into ai.model_registry (model_id, url, provider, model_type, model_name, options, dimensions, owner)
+    values (j.new_model, ai_internal._default_url('pgmind'), 'pgmind', p_type, p_name, p_options, p_dims, j.owner);
+    perform ai_internal._registry_changed(j.new_model);
+end $$;
