@@ -79,7 +79,10 @@ def test_answers_after_a_cached_prefix_are_the_uncached_answers(gguf):
     bare = LlamaCppChat(gguf, context=1024, threads=2, prefix_cache_mb=0)
     questions = ["how do I list all tables", "怎样查看表的大小", "how do I list all tables"]
     first = [chat(cached, q) for q in questions]
-    assert cached._prefixes.stats()["hits"] == 2          # the header and instruction line, read once
+    # (where this CPU's kernels give a token other bits when its prefix is restored, the model found
+    # that at load and keeps no prefixes: the answers must be the uncached ones either way)
+    exact = cached.prefix_cache_exact
+    assert cached._prefixes.stats()["hits"] == (2 if exact else 0)   # the header and instruction line, read once
     assert bare._prefixes.stats()["entries"] == 0
     for q, got in zip(questions, first):
         assert chat(bare, q) == got                        # text and every logprob, bit for bit
@@ -87,7 +90,7 @@ def test_answers_after_a_cached_prefix_are_the_uncached_answers(gguf):
     # the reranker's judge reads the question's line once for all passages, with the same scores
     passages = ["\\dt lists tables in psql.", "VACUUM reclaims storage.", "pg_total_relation_size(oid)"]
     assert cached.relevance("how do I list all tables", passages) == bare.relevance("how do I list all tables", passages)
-    assert cached._prefixes.stats()["hits"] >= 4
+    assert cached._prefixes.stats()["hits"] >= (4 if exact else 0)
     # a caller that goes away mid-answer leaves nothing behind that changes the next answer
     stream = cached.stream([{"role": "user", "content": "Answer this question about PostgreSQL in one short sentence."
                                                         "\n\nQuestion: what is a tablespace"}], {"max_tokens": 30})

@@ -35,6 +35,35 @@ class LlamaCppChat(LocalChatModel):
         self._lock = threading.Lock()
         self._formatter = None
         self._prefixes = PrefixStates(prefix_cache_mb << 20)     # prompt prefixes read once (0: none)
+        # The cache may change no answer: that holds where llama.cpp's kernels compute a token's row
+        # the same whatever else is in its batch, which is the CPU's and the build's business (on an
+        # AMD EPYC with the portable build it did not).  Checked once here; where it fails, no cache.
+        self.prefix_cache_exact = prefix_cache_mb <= 0 or self._prefix_cache_is_exact()
+        if not self.prefix_cache_exact:
+            import logging
+            logging.getLogger(__name__).warning(
+                "%s: a restored prompt prefix changes this CPU's answers; the prefix cache is off",
+                os.path.basename(gguf_path))
+            self._prefixes = PrefixStates(0)
+
+    def _prefix_cache_is_exact(self) -> bool:
+        """A prompt read after another that shares its beginning (restored from the kept prefix) and
+        the same prompt read whole: the same tokens and logprobs?"""
+        def probe(question: str):
+            return self.chat([{"role": "system", "content": "Answer briefly."},
+                              {"role": "user", "content": "Answer this question about PostgreSQL in one short "
+                                                          f"sentence.\n\nQuestion: {question}"}],
+                             {"max_tokens": 6, "temperature": 0, "logprobs": True, "top_logprobs": 3})
+        size = self._prefixes.max_bytes
+        exact = True
+        for question in ("怎样查看表的大小", "how do I list all tables"):
+            probe("what is a schema")                  # keeps the shared beginning
+            restored = probe(question)
+            self._prefixes = PrefixStates(size)
+            whole = probe(question)
+            exact = exact and (restored.content, restored.logprobs) == (whole.content, whole.logprobs)
+        self._prefixes = PrefixStates(size)            # nothing of the check is kept
+        return exact
 
     JUDGE_SYSTEM = "You judge search results. Answer only yes or no."
     JUDGE_PROMPT = "Question: {query}\n\nPassage: {passage}\n\nDoes the passage answer the question?"
