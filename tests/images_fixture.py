@@ -62,3 +62,25 @@ def tiny_clip(path: Path, dim: int = 512) -> Path:
     fast.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
     return path
+
+
+def moto_s3(bucket: str, objects: dict[str, bytes], key_id: str, secret: str, public: tuple[str, ...] = ()):
+    """moto's S3 server on loopback (a local stand-in for an S3-compatible store: Alibaba OSS speaks the
+    same protocol) with one bucket of ``objects``, those in ``public`` world-readable.  Returns
+    (url, server): stop the server when done."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    srv.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key_id,
+                          aws_secret_access_key=secret)
+    client.create_bucket(Bucket=bucket)
+    for key, body in objects.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body, **({"ACL": "public-read"} if key in public else {}))
+    return url, srv

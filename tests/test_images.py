@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from conftest import sql_error
-from images_fixture import picture, png_bomb, text_image, tiny_clip
+from images_fixture import moto_s3, picture, png_bomb, text_image, tiny_clip
 from standins import StandIn
 
 
@@ -393,20 +393,7 @@ def test_image_vectorizer_needs_an_image_model(conn, server):
 @pytest.fixture(scope="module")
 def s3(installed):
     """moto's S3 server: a local stand-in for an S3-compatible store (Alibaba OSS speaks the same protocol)."""
-    import socket
-    import boto3
-    from moto.server import ThreadedMotoServer
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDTEST",
-                          aws_secret_access_key="secret-test")
-    client.create_bucket(Bucket="shop")
-    client.put_object(Bucket="shop", Key="photos/red.png", Body=picture())
-    client.put_object(Bucket="shop", Key="private/x.png", Body=picture())
+    url, srv = moto_s3("shop", {"photos/red.png": picture(), "private/x.png": picture()}, "AKIDTEST", "secret-test")
     yield url
     srv.stop()
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import sql_error
-from images_fixture import picture
+from images_fixture import moto_s3, picture
 from pgmind.db import connect
 from pgmind.errors import ConfigError, PermissionDeniedError
 from pgmind.images.loader import Allowed, Loader
@@ -36,19 +36,8 @@ def clean(message: str) -> bool:
 @pytest.fixture(scope="module")
 def store():
     """moto's S3 server (as tests/test_images.py): a bucket with one picture."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    srv = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    srv.start()
-    url = f"http://127.0.0.1:{port}"
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKIDSETUP",
-                          aws_secret_access_key="setup-secret")
-    client.create_bucket(Bucket="vault")
-    client.put_object(Bucket="vault", Key="photos/red.png", Body=picture())
-    client.put_object(Bucket="vault", Key="public/red.png", Body=picture(), ACL="public-read")
+    url, srv = moto_s3("vault", {"photos/red.png": picture(), "public/red.png": picture()}, "AKIDSETUP",
+                       "setup-secret", public=("public/red.png",))
     yield url
     srv.stop()
 
