@@ -37,7 +37,7 @@ begin
        and not has_table_privilege(caller, source, 'select') then
         raise exception 'knowledge base "%" keeps the row security of %, which % cannot read', p_name, source, caller
             using errcode = '42501',
-                  hint = format('its owner can run: grant select on %s to %I (its policies then decide which rows''s chunks are found)',
+                  hint = format('its owner can run: grant select on %s to %I (its policies then decide which rows'' chunks are found)',
                                 source, caller);
     end if;
 end $$;
