@@ -118,8 +118,8 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
                               exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
                                       and a.attname = any(%s) and not a.attisdropped),
                               c.relkind not in ('r', 'p') or c.relhasrules
-                       from pg_class c where c.oid = (ai_internal._search_target(%s, current_user)).source""",
-                    (list(filter_columns), name))).fetchone()
+                       from pg_class c where c.oid = %s::regclass""",
+                    (list(filter_columns), source))).fetchone()     # (the query itself checks the target again)
                 if not_table:    # (a view's functions, or a rule's, would run here as the caller)
                     raise PermissionDeniedError(f'the source of knowledge base "{name}" is no longer a plain table',
                                                 hint="search it from SQL as your own role, or re-create the "
