@@ -14,6 +14,24 @@ from pgmind.db import Cluster, connect, install
 from pgmind.db.migrate import SERVICE_ROLES
 from pgmind.devserver import free_port, start_server, stop_server
 
+# The fixtures that start the stack (the PostgreSQL cluster, the installed database, the model server):
+# a test whose fixture closure holds any of them is marked ``stack`` (``make check`` leaves those out).
+STACK_FIXTURES = frozenset({"cluster", "dsn", "installed", "conn", "server", "token"})
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "stack: needs the PostgreSQL cluster or the model server "
+                                       "(set automatically from the test's fixtures)")
+    config.addinivalue_line("markers", "models: loads a large local model without the stack (tens of seconds "
+                                       "on a small CPU); make check leaves these out too")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        # fixturenames is the closure: fixtures that depend on the stack's fixtures count too
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
 
 @pytest.fixture(scope="session")
 def home():

