@@ -97,6 +97,20 @@ def token(settings, installed):
     return settings.server_token()
 
 
+@pytest.fixture(scope="session")
+def flush_call_log(server, token):
+    """Writes the model server's queued ai.call_log records now (it writes them every half second):
+    once it returns, every call the server has answered is in the table.  No waiting, no polling."""
+    import httpx
+
+    def flush() -> int:
+        r = httpx.post(server + "/pgmind/v1/call-log/flush", headers={"Authorization": f"Bearer {token}"},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()["written"]
+    return flush
+
+
 def sql_error(conn: psycopg.Connection, query: str, params=None) -> psycopg.Error:
     """Runs a query that must fail; returns the error (its diag carries SQLSTATE, message, hint)."""
     with pytest.raises(psycopg.Error) as info:

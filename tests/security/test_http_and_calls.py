@@ -20,7 +20,7 @@ ROUTES = [("POST", "/v1/embeddings"), ("POST", "/v1/chat/completions"), ("GET", 
           ("POST", "/api/v1/services/embeddings/text-embedding/text-embedding"),
           ("POST", "/api/v1/services/aigc/text-generation/generation"),
           ("POST", "/pgmind/v1/probe"), ("POST", "/pgmind/v1/call"), ("GET", "/metrics"), ("GET", "/openapi.json"),
-          ("POST", "/v1/completions"), ("GET", "/v1/models/e5-small")]
+          ("POST", "/v1/completions"), ("GET", "/v1/models/e5-small"), ("POST", "/pgmind/v1/call-log/flush")]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,21 @@ def test_api_keys_cannot_use_the_databases_routes(server, nobody_key, path):
                    json={"model_id": "x", "url": "http://127.0.0.1:1/v1", "provider": "openai",
                          "model_type": "embedding", "model_name": "m", "auth": {"author_type": "env", "env": "HOME"}})
     assert r.status_code == 403
+
+
+def test_only_the_operator_flushes_the_call_log(conn, server, token, nobody_key):
+    """The call log's flush (what the tests wait on) is the operator's, as /metrics is: neither an API
+    key nor a role's SQL token opens it; the server's token does."""
+    flush = server + "/pgmind/v1/call-log/flush"
+    assert HTTP.post(flush, headers={"Authorization": f"Bearer {nobody_key}"}).status_code == 403
+    conn.execute("select ai_internal._issue_role_tokens()")
+    sql_token = conn.execute("select token from ai_internal.role_tokens where role_oid = 'sec_nobody'::regrole"
+                             ).fetchone()[0]
+    assert HTTP.post(server + "/pgmind/v1/call", headers={"Authorization": f"Bearer {sql_token}"},
+                     json={}).status_code == 400          # (the token is good: the database's routes take it)
+    assert HTTP.post(flush, headers={"Authorization": f"Bearer {sql_token}"}).status_code == 403
+    r = HTTP.post(flush, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200 and isinstance(r.json()["written"], int), r.text
 
 
 def test_nobody_cannot_probe_through_the_databases_credential(nobody):

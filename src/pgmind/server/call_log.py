@@ -1,5 +1,6 @@
 """Writes every model call to ai.call_log, off the request path: records are queued and flushed
-in one multi-row insert every half second.  No payloads unless the operator asked for them."""
+in one multi-row insert every half second (or at once, when the operator asks: ``flush``).  No
+payloads unless the operator asked for them."""
 from __future__ import annotations
 
 import asyncio
@@ -41,6 +42,7 @@ class CallLog:
         self.interval = interval
         self._queue: asyncio.Queue[CallRecord] = asyncio.Queue(max_queue)
         self._task: asyncio.Task | None = None
+        self._flushing = asyncio.Lock()     # one writer at a time: a flush waits for the one under way
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -51,12 +53,18 @@ class CallLog:
         except asyncio.QueueFull:
             CALL_LOG_DROPPED.inc()
 
-    async def flush(self) -> None:
-        batch = []
-        while not self._queue.empty() and len(batch) < 5000:
-            batch.append(self._queue.get_nowait())
-        if not batch:
-            return
+    async def flush(self) -> int:
+        """Writes the records queued when it is called; when it returns, each of them is in the table
+        (or counted as dropped), a batch another flush was writing included.  Returns how many it wrote."""
+        async with self._flushing:
+            left, written = self._queue.qsize(), 0
+            while left > 0 and not self._queue.empty():
+                batch = [self._queue.get_nowait() for _ in range(min(left, 5000, self._queue.qsize()))]
+                left -= len(batch)
+                written += await self._write(batch)
+            return written
+
+    async def _write(self, batch: list[CallRecord]) -> int:
         from psycopg.types.json import Jsonb
         rows = [astuple(r)[:-1] + (Jsonb(r.payload) if r.payload is not None else None,) for r in batch]
         try:
@@ -69,6 +77,8 @@ class CallLog:
         except Exception as e:  # the log must never take the server down; the loss is counted
             CALL_LOG_DROPPED.inc(len(batch))
             log.error("could not write %d call-log records: %s", len(batch), e)
+            return 0
+        return len(batch)
 
     async def _run(self) -> None:
         while True:

@@ -1,5 +1,5 @@
 """pgmind's own routes, used by the SQL functions: probe a model before it is registered, and
-forward an ai.call_model request."""
+forward an ai.call_model request; and one for the operator: write the call log now."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
@@ -46,6 +46,23 @@ async def call(request: Request):
         raise InvalidRequestError('the request needs "body": what the model\'s input function built')
     return json_response(await service(request).call(body.get("model"), body["body"], body.get("headers") or {},
                                                      caller(request, "sql")))
+
+
+async def operator_only(request: Request) -> None:
+    """The operator's routes (as /metrics): the server's own token only, neither an API key nor a
+    role's SQL token."""
+    await authenticate(request)
+    if not request.state.principal.internal:
+        raise PermissionDeniedError("this route is for the operator",
+                                    hint="call it with the server's token (pgmind serve --show-token)")
+
+
+@router.post("/pgmind/v1/call-log/flush", tags=["pgmind"], include_in_schema=False,
+             dependencies=[Depends(operator_only)])
+async def flush_call_log(request: Request):
+    """Writes the queued call-log records now rather than at the next half-second flush: when it
+    answers, every call answered before it is in ai.call_log (what the tests wait on)."""
+    return json_response({"written": await service(request).call_log.flush()})
 
 
 @router.post("/v1/rerank", tags=["pgmind"], dependencies=[Depends(authenticate)])
