@@ -7,6 +7,7 @@ import pytest
 from conftest import sql_error
 from pgmind.db import connect
 from standins import StandIn, fake_vector
+from waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_secret_never_shown(conn, server, standin, roles, fresh_models):
         assert "sk-live" not in str(alice.execute("select array_agg(m::text) from ai.models m").fetchone()[0])
 
 
-def test_secret_not_in_call_log_or_errors(conn, server, standin, roles, fresh_models):
+def test_secret_not_in_call_log_or_errors(conn, server, standin, roles, fresh_models, flush_call_log):
     fresh_models.append("leaky")
     conn.execute("""select ai.create_model('leaky', %s, 'other', 'embedding', 'clip',
                     '{"author_type":"token","token":"sk-must-not-leak"}')""", (standin.url + "/post",))
@@ -103,7 +104,7 @@ def test_secret_not_in_call_log_or_errors(conn, server, standin, roles, fresh_mo
     assert e.sqlstate == "PM002"
     assert "401" in e.diag.message_primary and "Incorrect API key" in e.diag.message_primary
     assert "sk-must-not-leak" not in str(e) + (e.diag.message_hint or "") + (e.diag.message_detail or "")
-    conn.execute("select pg_sleep(0.8)")  # the call log is flushed every half second
+    flush_call_log()                     # the failed call's record is in ai.call_log now
     logged = conn.execute("select string_agg(l::text, ' ') from ai.call_log l").fetchone()[0]
     assert "sk-must-not-leak" not in logged
 
@@ -148,16 +149,12 @@ def test_grants(conn, server, standin, roles, fresh_models, installed):
 def eventually_error(conn, query: str, within: float = 0.9) -> psycopg.Error:
     """The query must start failing within ``within`` seconds: a NOTIFY is asynchronous, but it
     must beat the cache TTL (30 s), or the invalidation is not working."""
-    import time
-    deadline = time.monotonic() + within
-    while True:
+    def failed():
         try:
             conn.execute(query)
         except psycopg.Error as e:
             return e
-        if time.monotonic() > deadline:
-            pytest.fail(f"{query} still succeeds {within} s later")
-        time.sleep(0.05)
+    return wait_for(failed, timeout=within, what=f"{query} to fail (it still succeeds)")
 
 
 def test_revoking_a_local_model_from_public(conn, server, roles, installed):

@@ -2,8 +2,6 @@
 base URL and key, plus raw HTTP for auth, errors, /health, /metrics and the call log."""
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
@@ -146,32 +144,26 @@ def test_health_and_metrics(server, token):
     assert httpx.get(server + "/metrics").status_code == 401      # model ids and names are not public
 
 
-def test_calls_are_logged(conn, server, token):
-    conn.execute("select pg_sleep(0.7)")  # earlier tests' records are flushed (every 0.5 s)
+def test_calls_are_logged(conn, server, token, flush_call_log):
+    flush_call_log()                      # earlier tests' records are written before the marker
     marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
     conn.execute("select ai.embed('e5-small', 'log me')")
-    deadline = time.monotonic() + 5
-    rows = []
-    while time.monotonic() < deadline and len(rows) < 1:
-        rows = conn.execute("select model_id, operation, client, caller, items, input_tokens, latency_ms, status, payload "
-                            "from ai.call_log where id > %s and model_id = 'e5-small' order by id", (marker,)).fetchall()
-        time.sleep(0.2)
+    flush_call_log()                      # (the server records a call before it answers it)
+    rows = conn.execute("select model_id, operation, client, caller, items, input_tokens, latency_ms, status, payload "
+                        "from ai.call_log where id > %s and model_id = 'e5-small' order by id", (marker,)).fetchall()
     model, op, client, caller, items, tokens, latency, status, payload = rows[0]
     assert (model, op, client, caller, items, status) == ("e5-small", "embed", "sql", "pgmind", 1, "ok")
     assert tokens > 0 and latency > 0
     assert payload is None   # no payloads unless the operator turns them on
 
 
-def test_failed_calls_are_logged(conn, server):
-    conn.execute("select pg_sleep(0.7)")
+def test_failed_calls_are_logged(conn, server, flush_call_log):
+    flush_call_log()
     marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
     with pytest.raises(Exception):
         conn.execute("select ai.embed('e5-small', repeat('很长的文本 ', 3000))")
-    deadline = time.monotonic() + 5
-    row = None
-    while time.monotonic() < deadline and row is None:
-        row = conn.execute("select status, http_status, error from ai.call_log where id > %s and model_id = 'e5-small'",
-                           (marker,)).fetchone()
-        time.sleep(0.2)
+    flush_call_log()
+    row = conn.execute("select status, http_status, error from ai.call_log where id > %s and model_id = 'e5-small'",
+                       (marker,)).fetchone()
     assert row[0] == "error" and row[1] == 400
     assert "tokens" in row[2]

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 import psycopg
@@ -19,6 +18,7 @@ from pgmind.db import connect
 from pgmind.devserver import settings_env
 from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text
 from pgmind.vectorizer.worker import Worker
+from waiting import wait_for
 
 PARAGRAPH = ("PostgreSQL provides several index types: B-tree, Hash, GiST, SP-GiST, GIN and BRIN. "
              "Each index type uses a different algorithm that is best suited to different types of queries. ")
@@ -224,15 +224,13 @@ def test_kill_9_mid_batch(conn, docs, settings, installed, server):
                  (PARAGRAPH * 3, n))
     create(conn)
     proc = _worker_process(settings, "--batch", "8", "--lease", "3")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:      # wait until it has written some batches and holds a lease
-        done, leased = conn.execute("select coalesce(done, 0), leased from ai.vectorizer_status "
-                                    "where name = 'docs'").fetchone()
-        if done >= 16 and leased > 0:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        wait_for(lambda: conn.execute("select coalesce(done, 0) >= 16 and leased > 0 from ai.vectorizer_status "
+                                      "where name = 'docs'").fetchone()[0],
+                 timeout=120, interval=0.02, what="the worker to write two batches while holding a lease")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
     done, leased = conn.execute("select done, leased from ai.vectorizer_status where name = 'docs'").fetchone()
     assert 0 < done < n and leased > 0
     w = make_worker(settings, installed)
@@ -250,18 +248,19 @@ def test_kill_9_mid_write(conn, docs, settings, installed, server):
     with connect(installed) as blocker:
         blocker.execute("lock table docs_chunks_v1 in access exclusive mode")   # the write will wait here
         proc = _worker_process(settings, "--batch", "10", "--lease", "2")
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            waiting = conn.execute("select count(*) from pg_stat_activity where application_name like 'pgmind worker%%' "
-                                   "and wait_event_type = 'Lock'").fetchone()[0]
-            if waiting:
-                break
-            time.sleep(0.05)
-        assert waiting, "the worker never reached its write"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        try:
+            backend = wait_for(lambda: conn.execute(
+                "select pid from pg_stat_activity where application_name like 'pgmind worker%%' "
+                "and wait_event_type = 'Lock'").fetchone(), timeout=120,
+                what="the worker to reach its write (waiting for the table's lock)")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
         blocker.rollback()
-    time.sleep(0.5)
+    # the killed worker's backend gets the lock now: once it has gone (it finds its client gone), its
+    # transaction has ended, committed or not, and nothing of the batch may be there
+    wait_for(lambda: conn.execute("select not exists (select from pg_stat_activity where pid = %s)",
+                                  backend).fetchone()[0], timeout=30, what="the killed worker's backend to end")
     assert conn.execute("select count(*) from docs_chunks").fetchone()[0] == 0
     w = make_worker(settings, installed)
     w.drain()
@@ -362,9 +361,7 @@ def test_serve_runs_a_worker(conn, docs, settings, installed):
     own = replace(settings, server_port=free_port())
     proc = start_server(own)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not chunks_of(conn):
-            time.sleep(0.2)
+        wait_for(lambda: chunks_of(conn), timeout=60, interval=0.2, what="the server's own worker to embed the row")
     finally:
         stop_server(proc)
     assert set(chunks_of(conn)) == {1}

@@ -12,6 +12,7 @@ import pytest
 from conftest import as_role, sql_error
 from pgmind.db import connect, install
 from standins import StandIn
+from waiting import wait_for
 
 HTTP = httpx.Client(timeout=120)      # (the first call of a model loads it)
 
@@ -257,7 +258,7 @@ def test_any_role_name_works(installed, conn, server):
         conn.execute('drop role "sec_用户"')
 
 
-def test_cancelled_generation_stops(conn, server):
+def test_cancelled_generation_stops(conn, server, flush_call_log):
     """Finding 7: statement_timeout on ai.generate took effect only when the generation ended (174 s);
     now the call stops waiting at once and the server stops generating (the call log says so)."""
     conn.execute("set statement_timeout = '2s'")
@@ -267,13 +268,15 @@ def test_cancelled_generation_stops(conn, server):
     finally:
         conn.execute("reset statement_timeout")
     assert err.sqlstate == "57014"
-    import time
-    for _ in range(100):
+
+    def cancelled_call():
+        # the server records the call when it sees the client gone, which is after the SQL error:
+        # flush what it has recorded so far, then look
+        flush_call_log()
         row = conn.execute("select status, http_status, error from ai.call_log where model_id = 'qwen-0.5b' "
                            "order by id desc limit 1").fetchone()
-        if row and row[1] == 499:
-            break
-        time.sleep(0.2)
+        return row if row and row[1] == 499 else None
+    row = wait_for(cancelled_call, timeout=20, interval=0.1, what="the cancelled generation's call-log record (499)")
     assert row[0] == "error" and row[1] == 499 and "cancelled" in row[2]
 
 
@@ -299,7 +302,7 @@ def test_install_during_calls_in_flight(installed, settings, conn, server):
     assert errors == []
 
 
-def test_outbound_allow_list_and_secret_env(conn, server, nobody):
+def test_outbound_allow_list_and_secret_env(conn, server, nobody, flush_call_log):
     """Finding 3: the server called any address it was given, with any environment variable as key."""
     standin = StandIn(dim=8)
     try:
@@ -311,13 +314,9 @@ def test_outbound_allow_list_and_secret_env(conn, server, nobody):
         standin.script["/v1/embeddings"] = ["echo401"]
         err = sql_error(conn, "select ai.embed('sec-remote', 'y')")
         assert "sk-sekrit" not in str(err) and "***" in err.diag.message_primary
-        import time
-        for _ in range(50):          # (the call log is written in batches)
-            logged = conn.execute("select error from ai.call_log where model_id = 'sec-remote' and status = 'error' "
-                                  "order by id desc limit 1").fetchone()
-            if logged:
-                break
-            time.sleep(0.2)
+        flush_call_log()             # (the call log is written in batches)
+        logged = conn.execute("select error from ai.call_log where model_id = 'sec-remote' and status = 'error' "
+                              "order by id desc limit 1").fetchone()
         assert logged and "sk-sekrit" not in logged[0] and "***" in logged[0]
         # loopback is refused once it is not on the list, whatever name reaches it
         conn.execute("select ai.disallow_outbound('127.0.0.1')")
@@ -427,11 +426,12 @@ def test_pg_cancel_backend_stops_a_generation(installed, conn, server):
                 result["error"] = e
         t = threading.Thread(target=run)
         t.start()
+        wait_for(lambda: conn.execute("select state = 'active' from pg_stat_activity where pid = %s",
+                                      (pid,)).fetchone()[0], timeout=30, what="the victim's call to be running")
+        # a fixed pause, kept: nothing says when the request has reached the model server (the backend
+        # is 'active' from the statement's start), and the cancel must find the generation under way,
+        # not one not yet begun; half a second is ample for the request, short of the 400 tokens
         import time
-        for _ in range(100):          # wait until the call is running
-            if conn.execute("select state = 'active' from pg_stat_activity where pid = %s", (pid,)).fetchone()[0]:
-                break
-            time.sleep(0.05)
         time.sleep(0.5)
         conn.execute("select pg_cancel_backend(%s)", (pid,))
         t.join(timeout=60)

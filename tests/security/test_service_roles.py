@@ -12,6 +12,7 @@ import pytest
 from conftest import as_role, sql_error
 from pgmind.db.connection import service_dsn
 from pgmind.vectorizer.worker import Worker
+from waiting import wait_for
 
 HTTP = httpx.Client(timeout=120)
 
@@ -277,18 +278,15 @@ def test_api_keys_die_with_their_role_and_refuse_superusers(conn, server):
     assert HTTP.get(server + "/v1/models", headers=h).status_code == 200
     conn.execute("alter role sec_keyed superuser")
     conn.execute("select pg_notify('pgmind_registry', '')")   # (what any registry change does)
-    import time
-    deadline = time.monotonic() + 10
-    while HTTP.get(server + "/v1/models", headers=h).status_code != 401 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: HTTP.get(server + "/v1/models", headers=h).status_code == 401, timeout=10,
+             what="the server to refuse the key of a role made superuser")
     assert HTTP.get(server + "/v1/models", headers=h).status_code == 401   # a superuser's rights: never
     conn.execute("alter role sec_keyed nosuperuser")
     conn.execute("drop role sec_keyed")
     conn.execute("create role sec_keyed")                # a new role of the same name gets nothing
     conn.execute("select pg_notify('pgmind_registry', '')")
-    deadline = time.monotonic() + 10
-    while HTTP.get(server + "/v1/models", headers=h).status_code != 401 and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(lambda: HTTP.get(server + "/v1/models", headers=h).status_code == 401, timeout=10,
+             what="the server to refuse the key of a dropped role to the new role of its name")
     assert HTTP.get(server + "/v1/models", headers=h).status_code == 401
     conn.execute("drop role sec_keyed")
 
