@@ -198,28 +198,12 @@ def test_query_expansion(db, conn):
         assert err.sqlstate == "22023" and "expand" in err.diag.message_hint, bad
 
 
-def test_expansion_names(conn):
-    """The expansion's keyword list: its names in backticks, in order, once each; a code block's
-    names are left out (made up); with no name, the whole expansion."""
-    def names(text):
-        return conn.execute("select ai_internal._expansion_names(%s)", (text,)).fetchone()[0]
-    assert names("Use `string_agg` or `array_to_string`; `string_agg` takes a delimiter.") == "string_agg array_to_string"
-    assert names("Run `COMMENT ON`:\n```sql\nCOMMENT ON TABLE `employees` IS 'x';\n```\nthen `\\d+`.") == "COMMENT ON \\d+"
-    assert names("用 `pg_size_pretty` 和 `pg_total_relation_size` 查看") == "pg_size_pretty pg_total_relation_size"
-    assert names("VACUUM FULL returns the space.") == "VACUUM FULL returns the space."
-    assert names("an unclosed ```block with `x`") == "an unclosed ```block with `x`"
-    assert names(None) is None and names("") == ""
-
-
-def test_expansion_headings(conn):
-    """The headings an expansion's names may be: without arguments, and without the last word."""
-    def heads(text):
-        return conn.execute("select ai_internal._expansion_headings(%s)", (text,)).fetchone()[0]
-    assert heads("Use `COALESCE(x, 0)`, `COMMENT ON` and `\\l`; `coalesce` again.") == [
-        "coalesce", "comment on", "comment", "\\l"]
-    assert heads("用 `pg_size_pretty` 查看") == ["pg_size_pretty"]
-    assert heads("no names here") == [] and heads(None) == []
-    assert heads(" ".join(f"`f{i}`" for i in range(40))) == [f"f{i}" for i in range(16)]   # the first 16 names
+def test_expansion_terms_route(conn, server):
+    """ai.search reads an expansion's names and headings from the model server (pgmind.rag.text,
+    whose rules tests/test_rag_text.py checks); the route answers any role, as itself."""
+    terms = conn.execute("select ai_internal._json_request('/pgmind/v1/rag/expansion-terms', "
+                         "'{\"expansion\": \"Use `COALESCE(x, 0)` or `COMMENT ON`\"}')").fetchone()[0]
+    assert terms == {"names": "COALESCE(x, 0) COMMENT ON", "headings": ["coalesce", "comment on", "comment"]}
 
 
 def test_a_heading_the_expansion_names_is_one_more_list(db, conn):
@@ -703,19 +687,23 @@ def test_rag_sources_are_their_best_sentences(kb, conn):
     assert "concurrently" in text.lower()         # the sentence that answers is kept
     # Chinese sentences end without a space; the title stays, the sentence about bamboo is chosen
     chunk = "# 大熊猫\n大熊猫生活在四川。它们的毛是黑白的。大熊猫主要吃竹子，每天吃十几公斤。幼崽出生时很小。"
-    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, array[1])",
-                        (json.dumps([{"n": 1, "chunk": chunk}]),)).fetchone()[0]
+    def source_text(expansion, chunks, per_source):
+        """The sources' text the compose route writes (the prompt is just {sources})."""
+        settings = dict(conn.execute("select ai.rag_defaults()").fetchone()[0], source_sentences=per_source,
+                        prompt_zh="{sources}", prompt_en="{sources}", system_zh="", system_en="")
+        body = {"settings": settings, "name": "kb", "question": "熊猫吃什么?", "expansion": expansion,
+                "model": "use-m3", "hits": [{"chunk": c} for c in chunks]}
+        return conn.execute("select ai_internal._json_request('/pgmind/v1/rag/compose', %s)",
+                            (json.dumps(body),)).fetchone()[0]["messages"][-1]["content"]
+    text = source_text(None, [chunk], [1])
     assert text == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", text
     # with an expansion, sentences are taken by turns: the question's best always stays, the
     # expansion's best comes second (a wrong expansion cannot push the question's best out)
-    pick = lambda n: conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', '大熊猫的毛是黑白两色的', %s, %s)",
-                                  (json.dumps([{"n": 1, "chunk": chunk}]), [n])).fetchone()[0]
+    pick = lambda n: source_text("大熊猫的毛是黑白两色的", [chunk], [n])
     assert pick(1) == "[1] # 大熊猫\n大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(1)
     assert pick(2) == "[1] # 大熊猫\n它们的毛是黑白的。 … 大熊猫主要吃竹子，每天吃十几公斤。\n\n", pick(2)
     # an array gives a count per source rank, its last for every later source
-    three = json.dumps([{"n": i, "chunk": chunk} for i in (1, 2, 3)])
-    text = conn.execute("select ai_internal._source_text('use-m3', '熊猫吃什么?', null, %s, array[2, 1])",
-                        (three,)).fetchone()[0]
+    text = source_text(None, [chunk] * 3, [2, 1])
     parts = text.split("\n\n[")
     assert len(parts) == 3 and parts[0].count(" … ") == 1 and " … " not in parts[1] + parts[2], text
     assert all("大熊猫主要吃竹子" in x for x in parts), text
@@ -787,11 +775,7 @@ def test_rag_count_settings_are_checked(kb, conn, key, value):
 def test_prompt_templates_are_filled_once(kb, conn):
     """A template's {placeholders} are filled in one pass: a question that contains "{sources}" is not
     filled again; the answer prompt may name the knowledge base's topic (else its name)."""
-    fill = lambda t, v: conn.execute("select ai_internal._fill(%s, %s)", (t, json.dumps(v))).fetchone()[0]
-    assert fill("Q: {question} S: {sources} {other} {", {"question": "why {sources}?", "sources": "[1] x{topic}"}) \
-        == "Q: why {sources}? S: [1] x{topic} {other} {"
-    assert fill("", {"a": "b"}) == "" and fill("{topic}", {"topic": None}) == ""
-    assert fill("第一行\n{question}\n", {"question": "索引?"}) == "第一行\n索引?\n"
+    # (the filling itself: tests/test_rag_text.py)
     (saved,) = conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()
     conn.execute("""select ai.configure_rag('kb', '{"prompt_en": "About {topic}. {sources}Q: {question}",
                                                      "topic_model": null, "topic": null}')""")
@@ -846,3 +830,12 @@ def test_split_model_assembly_is_checked(tmp_path, monkeypatch):
     missing = SplitModel("fake", "m.gguf", 6, "0" * 64, ("no_such_part_module",), "x")
     with pytest.raises(ModelLoadError, match="not installed"):
         gguf_path(missing, tmp_path / "models")
+
+
+@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+def test_sql_language_is_the_python_rule(conn, text):
+    """ai_internal._text_language (SQL decides with it whether to call the translation model) is the
+    twin of pgmind.rag.text.language (which chooses the prompts): they must agree."""
+    from pgmind.rag.text import language
+    assert conn.execute("select ai_internal._text_language(%s)", (text,)).fetchone()[0] == language(text)

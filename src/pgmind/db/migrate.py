@@ -277,11 +277,11 @@ CALLABLE_INTERNALS = (
     "_vectorizer_model", "_check_chunking", "_check_index", "_spec_object", "_create_store", "_view_sql",
     "_unregister_vectorizer",
     "_vectorizer_info", "_vectorizer_stores", "_add_version", "_vectorizer_done", "_search_target", "_store_is_plain",
-    "_text_language", "_fill", "_translate", "_kb_settings", "_estimate_tokens", "_image_request", "_b64",
+    "_text_language", "_translate", "_kb_settings", "_json_request", "_b64",
     "_set_image_config", "_search_run", "_require_image_kb", "_check_search_args",
-    "_check_query_length", "_expansion_names", "_expansion_name_list", "_expansion_headings", "_fts_words", "_all_words", "_regex_quote", "_json_count",
+    "_check_query_length", "_fts_words", "_all_words", "_regex_quote", "_json_count",
     # they call models as the caller (ai.generate / ai.chat check the caller's grant)
-    "_expand", "_topic_score", "_source_text")
+    "_expand", "_topic_score")
 
 
 def apply_privileges(conn: psycopg.Connection) -> None:

@@ -23,7 +23,7 @@ from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
 from ..models.registry import Registry
 from ..images.loader import Loader, load_allow_list
-from . import dashscope_api, images_api, openai_api, pgmind_api, search_api
+from . import dashscope_api, images_api, openai_api, pgmind_api, rag_api, search_api
 from .call_log import CallLog
 from .deps import ClientGone, authenticate
 from .metrics import BATCH_SIZE, REGISTRY, VECTORIZER_QUERY, set_vectorizer_gauges
@@ -227,6 +227,7 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     app.include_router(dashscope_api.router)
     app.include_router(pgmind_api.router)
     app.include_router(search_api.router)
+    app.include_router(rag_api.router)
     app.include_router(images_api.router)
     app.include_router(images_api.internal)
     return app

@@ -20,6 +20,7 @@ from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.base import check_text
 from .deps import authenticate, caller, json_response, service
+from .rag_api import grounded
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
 
@@ -159,7 +160,7 @@ async def ask(request: Request, body: AskRequest):
     prompt = row[0]
     svc, who = service(request), caller(request, "pgmind-api")
     if not prompt["answered"]:
-        result = {"answer": prompt["answer"], "sources": [], "answered": False, "usage": None}
+        result = {"answer": prompt["answer"], "sources": [], "answered": False, "usage": None, "confidence": None}
         if not body.stream:
             return json_response(result)
 
@@ -169,7 +170,8 @@ async def ask(request: Request, body: AskRequest):
         return StreamingResponse(declined(), media_type="text/event-stream")
     if not body.stream:
         spec, r = await svc.chat(prompt["model"], prompt["messages"], prompt["options"], who)
-        return json_response({"answer": r.content, "sources": prompt["sources"], "answered": True, "model": spec.model_id,
+        return json_response({"answer": r.content, **_grounded(body.question, r.content, prompt),
+                              "sources": prompt["sources"], "answered": True, "model": spec.model_id,
                               "usage": {"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens}})
     spec, deltas = await svc.chat_stream(prompt["model"], prompt["messages"], prompt["options"], who)
 
@@ -185,9 +187,20 @@ async def ask(request: Request, body: AskRequest):
         except PgmindError as e:
             yield _event({"type": "error", **e.to_dict()["error"]})
             return
-        yield _event({"type": "done", "answer": "".join(parts), "sources": prompt["sources"], "answered": True,
-                      "model": spec.model_id, "usage": usage})
+        # (the deltas were the model's draft; "done" carries the answer checked against the sources)
+        answer = "".join(parts)
+        yield _event({"type": "done", "answer": answer, **_grounded(body.question, answer, prompt),
+                      "sources": prompt["sources"], "answered": True, "model": spec.model_id, "usage": usage})
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _grounded(question: str, answer: str, prompt: dict) -> dict:
+    """The answer checked against its sources, as ai.rag checks it (rag_api.grounded), unless the
+    knowledge base turned the check off."""
+    if prompt.get("ground") is False:
+        return {"confidence": None}
+    g = grounded(question, answer, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])
+    return {"answer": g.pop("answer"), "draft": g.pop("draft"), "confidence": g.pop("confidence"), "grounding": g}
 
 
 def _event(obj: dict) -> str:

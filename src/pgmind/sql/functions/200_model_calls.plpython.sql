@@ -169,6 +169,23 @@ if token is None:
 return GD['pgmind_client'].request(path, body, token, 300 if timeout_s is None else timeout_s)
 $py$;
 
+-- A JSON request to one of the model server's own routes (images, RAG's text rules), as the
+-- caller; its errors as SQL errors without PL/Python's prefixes.
+create or replace function ai_internal._json_request(path text, body jsonb, timeout_s float8 default 300)
+returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
+declare
+    e_state text;
+    e_message text;
+    e_detail text;
+    e_hint text;
+begin
+    return ai_internal._server_request(path, body::text, current_user, timeout_s)::jsonb;
+exception when others then
+    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
+    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
+end $$;
+
 -- Where the model server listens (not a secret; the server's own token is not in the database).
 create or replace function ai_internal._server_url() returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$

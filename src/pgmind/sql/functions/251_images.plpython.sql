@@ -1,19 +1,5 @@
 -- SQL image helpers: the model server does the work (Pillow, the image models, OCR), so the
 -- database's Python stays the standard library.  Images travel as base64 in JSON.  NULL in, NULL out.
-create or replace function ai_internal._image_request(path text, body jsonb, timeout_s float8 default 300)
-returns jsonb language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
-declare
-    e_state text;
-    e_message text;
-    e_detail text;
-    e_hint text;
-begin
-    return ai_internal._server_request(path, body::text, current_user, timeout_s)::jsonb;
-exception when others then
-    get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
-                            e_detail = pg_exception_detail, e_hint = pg_exception_hint;
-    perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
-end $$;
 
 create or replace function ai_internal._b64(img bytea) returns text
 language sql immutable strict set search_path = pg_catalog, pg_temp as $$
@@ -23,7 +9,7 @@ $$;
 create or replace function ai.load_file(url text) returns bytea
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when url is null then null
-                else decode(ai_internal._image_request('/pgmind/v1/images/load', jsonb_build_object('url', url))->>'data',
+                else decode(ai_internal._json_request('/pgmind/v1/images/load', jsonb_build_object('url', url))->>'data',
                             'base64') end
 $$;
 comment on function ai.load_file(text) is
@@ -32,7 +18,7 @@ comment on function ai.load_file(text) is
 create or replace function ai.resize_image(img bytea, width int, height int) returns bytea
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null or width is null or height is null then null
-                else decode(ai_internal._image_request('/pgmind/v1/images/resize',
+                else decode(ai_internal._json_request('/pgmind/v1/images/resize',
                                 jsonb_build_object('data', ai_internal._b64(img), 'width', width, 'height', height))->>'data',
                             'base64') end
 $$;
@@ -42,7 +28,7 @@ comment on function ai.resize_image(bytea, int, int) is
 create or replace function ai.image_as_base64(img bytea, prefix boolean default false) returns text
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null then null
-                else ai_internal._image_request('/pgmind/v1/images/base64',
+                else ai_internal._json_request('/pgmind/v1/images/base64',
                          jsonb_build_object('data', ai_internal._b64(img), 'prefix', coalesce(prefix, false)))->>'text' end
 $$;
 comment on function ai.image_as_base64(bytea, boolean) is
@@ -51,7 +37,7 @@ comment on function ai.image_as_base64(bytea, boolean) is
 create or replace function ai.image_info(img bytea) returns jsonb
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null then null
-                else ai_internal._image_request('/pgmind/v1/images/info', jsonb_build_object('data', ai_internal._b64(img))) end
+                else ai_internal._json_request('/pgmind/v1/images/info', jsonb_build_object('data', ai_internal._b64(img))) end
 $$;
 comment on function ai.image_info(bytea) is 'format, width, height, mode, mime and bytes of an image.';
 
@@ -64,7 +50,7 @@ begin
     if model is null or img is null then
         return null;
     end if;
-    v := ai_internal._image_request('/pgmind/v1/images/embed',
+    v := ai_internal._json_request('/pgmind/v1/images/embed',
              jsonb_build_object('model', model, 'images', jsonb_build_array(ai_internal._b64(img)),
                                 'encoding_format', 'float'))->'data'->0->>'embedding';
     return v;     -- '[…]' text into the vector result (pgvector's input function)
@@ -76,7 +62,7 @@ returns table (label text, score float8)
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select l->>'label', (l->>'score')::float8
     from jsonb_array_elements(case when model is null or img is null then '[]'::jsonb
-        else ai_internal._image_request('/pgmind/v1/images/labels',
+        else ai_internal._json_request('/pgmind/v1/images/labels',
                  jsonb_build_object('model', model, 'data', ai_internal._b64(img), 'k', coalesce(k, 5)))->'labels' end) l
 $$;
 comment on function ai.image_labels(text, bytea, int) is 'What an image classifier sees in the image (ImageNet labels), with probabilities.';
@@ -84,6 +70,6 @@ comment on function ai.image_labels(text, bytea, int) is 'What an image classifi
 create or replace function ai.image_text(img bytea) returns text
 language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null then null
-                else ai_internal._image_request('/pgmind/v1/images/ocr', jsonb_build_object('data', ai_internal._b64(img)))->>'text' end
+                else ai_internal._json_request('/pgmind/v1/images/ocr', jsonb_build_object('data', ai_internal._b64(img)))->>'text' end
 $$;
 comment on function ai.image_text(bytea) is 'The text in an image (OCR, Chinese and English), lines top to bottom.';

@@ -1,0 +1,87 @@
+"""Record, or compare against a record, the prompts ai.rag_prompt builds for every question of the
+tuning sets (issue 36's guard: moving RAG's text rules out of SQL must not change one prompt).
+
+    .venv/bin/python scripts/golden_rag_prompts.py record /tmp/golden.jsonl [--kb pg_docs]
+    .venv/bin/python scripts/golden_rag_prompts.py compare /tmp/golden.jsonl
+
+Each record holds the question, ai.rag_prompt's whole result, and what composing the prompt starts
+from (the knowledge base's settings, the expansion, the hits of the search before the threshold and
+the token budget), so tests/test_rag_compose.py can replay a sample without the database."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _dsn() -> str:
+    return subprocess.run([str(ROOT / ".venv/bin/pgmind"), "db", "url"], check=True, capture_output=True,
+                          text=True, cwd=ROOT).stdout.strip()
+
+
+def questions():
+    for path in sorted((ROOT / "eval").glob("dev*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield path.name, json.loads(line)["question"]
+
+
+def record_one(conn, kb: str, question: str) -> dict:
+    cfg, model = conn.execute(
+        "select ai_internal._kb_settings(t.config), t.model from ai_internal._search_target(%s, current_user) t",
+        (kb,)).fetchone()
+    topic = conn.execute("select ai.topic_score(%s, %s)", (kb, question)).fetchone()[0]
+    ex = None
+    hits = []
+    if not (topic is not None and topic < float(cfg["topic_threshold"])):
+        if cfg.get("expand"):
+            ex = conn.execute("select ai_internal._expand(%s, %s, %s)", (json.dumps(cfg), kb, question)).fetchone()[0]
+        hits = [dict(zip(("key", "chunk_seq", "chunk", "score", "similarity"), r)) for r in conn.execute(
+            "select key, chunk_seq, chunk, score, similarity from ai.search(%s, %s, k => %s, mode => 'hybrid', "
+            "chunks_per_source => %s, rerank => %s, expansion => %s, candidates => %s)",
+            (kb, question, int(cfg["k"]), int(cfg["chunks_per_source"]), cfg.get("rerank"), ex,
+             int(cfg["rerank_candidates"]) if cfg.get("rerank") else None)).fetchall()]
+    prompt = conn.execute("select ai.rag_prompt(%s, %s)", (kb, question)).fetchone()[0]
+    return {"question": question, "kb": kb, "model": model, "settings": cfg, "topic_score": topic,
+            "expansion": ex, "hits": hits, "rag_prompt": prompt}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=("record", "compare"))
+    ap.add_argument("file")
+    ap.add_argument("--kb", default="pg_docs")
+    args = ap.parse_args()
+    with psycopg.connect(_dsn(), autocommit=True) as conn:
+        if args.mode == "record":
+            with open(args.file, "w", encoding="utf-8") as out:
+                for i, (name, q) in enumerate(questions()):
+                    rec = record_one(conn, args.kb, q)
+                    rec["set"] = name
+                    out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    out.flush()
+                    print(f"{i + 1} {name} {q[:60]}", file=sys.stderr)
+            return 0
+        bad = 0
+        for line in Path(args.file).read_text(encoding="utf-8").splitlines():
+            rec = json.loads(line)
+            now = conn.execute("select ai.rag_prompt(%s, %s)", (rec["kb"], rec["question"])).fetchone()[0]
+            if now != rec["rag_prompt"]:
+                bad += 1
+                print(f"DIFFERS: {rec['question']}")
+                for key in sorted(set(now) | set(rec["rag_prompt"])):
+                    if now.get(key) != rec["rag_prompt"].get(key):
+                        print(f"  {key}:\n    was {json.dumps(rec['rag_prompt'].get(key), ensure_ascii=False)[:800]}"
+                              f"\n    now {json.dumps(now.get(key), ensure_ascii=False)[:800]}")
+        print(f"{bad} of the recorded prompts differ")
+        return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""An answer checked against the sources it was written from, mechanically.
+
+A small chat model writes fluent answers with a wrong value, a function that does not exist, or a
+citation that points at the wrong source, almost always with the right page among its sources.
+What can be checked without a model is checked here:
+
+- **claims**: what a reader would act on — identifiers (anything in backticks, snake_case names,
+  function calls, upper-case keywords, settings, file names, psql's backslash commands, command
+  options), numbers (with their unit) and short quoted values.  A claim is supported by a source
+  that holds it (identifiers ignoring case, numbers as whole numbers).
+- **citations**: each ``[n]`` must point at a source that holds the claims of its sentence; one that
+  does not is moved to the source that does.
+- **sentences** with a claim no source holds are taken out of the answer and listed, so the answer
+  never states an unsupported value or name; what is left is shown with the source sentence that
+  best answers the question, verbatim (the quote a reader checks it against).
+- **confidence**: ``supported`` (every claim found), ``partly`` (something was taken out, or nothing
+  could be checked), ``not_confirmed`` (nothing of the answer could be confirmed).
+
+Pure functions: the model server runs them for ai.rag and /v1/ask (``/pgmind/v1/rag/ground``)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .text import language, sentence_units
+
+__all__ = ["Claim", "Grounded", "claims", "ground", "split_sentences"]
+
+_CITE = re.compile(r"\s*(?:\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+)】)")
+_CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
+_CODE_BLOCK = re.compile(r"```[^\n]*\n?(.*?)(?:```|\Z)", re.S)
+# identifiers outside code: snake_case names (pg_total_relation_size, shared_buffers), calls
+# (now()), psql commands (\timing), file names (pg_hba.conf), options (--jobs), upper-case words of
+# three letters or more (CONCURRENTLY, SIGHUP, VACUUM FULL's words)
+_IDENT = re.compile(r"\\[a-zA-Z][a-zA-Z+]*"                                # \timing, \dt+
+                    r"|(?<![\w-])--[a-z][a-z0-9-]{1,40}\b"                  # --jobs
+                    r"|\b[A-Za-z][A-Za-z0-9]*(?:[_.][A-Za-z0-9]+)+\b"       # pg_hba.conf, shared_buffers
+                    r"|\b[A-Za-z_][A-Za-z0-9_]*(?=\()"                     # now(
+                    r"|\b[A-Z][A-Z0-9]{2,}\b")                              # CONCURRENTLY
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*(%|[kMGT]i?B|bytes?|ms|s|seconds?|minutes?|hours?|days?"
+                     r"|秒|毫秒|分钟|小时|天|字节|个|次))?(?![\w.]*\d)")
+_QUOTED = re.compile(r"'([^'\n]{2,60})'|\"([^\"\n]{2,60})\"|“([^”\n]{2,60})”|「([^」\n]{2,60})」")
+# names an answer makes up for an example, not claims about the documents
+_PLACEHOLDER = re.compile(r"^(?:my|your|some|example|sample|new|old|foo|bar|baz|test|tmp|temp)_|_name$|^t\d*$|"
+                          r"^(?:table|column|index|idx|tbl|col|db|database|schema|user|role|mytable|users|orders|"
+                          r"employees|products|customers)(?:_\w+)?$", re.I)
+# words every SQL answer writes, true whatever the sources: not claims worth checking
+_COMMON = frozenset("""select from where and or not null table index insert update delete create drop alter into values
+set the sql psql postgresql postgres pg json jsonb text int integer true false on off yes no use using with as is
+in by to of for all any order group limit default role user database schema column view function type key""".split())
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`\"'(\[\u4e00-\u9fff])|(?<=[。！？；])|\n+")
+
+
+@dataclass
+class Claim:
+    text: str                 # as the answer writes it
+    kind: str                 # identifier | number | quote
+    sentence: int             # which sentence of the answer
+    sources: list[int] = field(default_factory=list)    # the sources that hold it
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.sources)
+
+
+@dataclass
+class Grounded:
+    answer: str               # what the user is shown
+    confidence: str           # supported | partly | not_confirmed
+    claims: list[Claim]
+    removed: list[str]        # sentences taken out: a claim no source holds
+    citations_fixed: int
+    quote: dict | None        # {"n", "text"}: the source sentence that best answers the question
+
+    def to_dict(self) -> dict:
+        return {"confidence": self.confidence,
+                "claims": [{"text": c.text, "kind": c.kind, "sources": c.sources, "supported": c.supported}
+                           for c in self.claims],
+                "removed": self.removed, "citations_fixed": self.citations_fixed, "quote": self.quote}
+
+
+def split_sentences(answer: str) -> list[str]:
+    """An answer's sentences (English ones end with . ! ? before a capital, Chinese ones with 。！？；),
+    lines, and code blocks kept whole."""
+    out, pos = [], 0
+    for m in re.finditer(r"```.*?(?:```|\Z)", answer, re.S):
+        out.extend(_split_prose(answer[pos:m.start()]))
+        out.append(m.group(0))
+        pos = m.end()
+    out.extend(_split_prose(answer[pos:]))
+    return [s for s in out if s.strip()]
+
+
+def _split_prose(text: str) -> list[str]:
+    parts, start = [], 0
+    for m in _SENTENCE.finditer(text):
+        cut, resume = m.start(), m.end()
+        # a citation after the sentence's end belongs to it ("… 90。[1] 下一句")
+        cite = _CITE.match(text, resume)
+        if cite and cite.end() > resume:
+            cut = resume = cite.end()
+        if cut <= start:
+            continue
+        parts.append(text[start:cut])
+        start = resume
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _cited(sentence: str) -> list[int]:
+    out = []
+    for m in _CITE.finditer(sentence):
+        out.extend(int(x) for x in re.findall(r"\d+", m.group(1) or m.group(2)))
+    return out
+
+
+def claims(sentence: str, index: int = 0) -> list[Claim]:
+    """The checkable claims of one sentence, once each."""
+    text = _CITE.sub(" ", sentence)
+    found: dict[tuple[str, str], Claim] = {}
+
+    def add(value: str, kind: str) -> None:
+        value = value.strip().rstrip(".,;:，。")
+        if not value or (kind == "identifier" and (value.lower() in _COMMON or _PLACEHOLDER.search(value))):
+            return
+        found.setdefault((kind, value.lower()), Claim(value, kind, index))
+
+    code = [m.group(1) for m in _CODE_BLOCK.finditer(text)] + [m.group(1) for m in _CODE_SPAN.finditer(text)]
+    prose = _CODE_SPAN.sub(" ", _CODE_BLOCK.sub(" ", text))
+    for span in code:
+        # a code span is checked by its names: a statement the answer writes is its own, its names
+        # (functions, keywords, settings) must be the documents'
+        for m in _IDENT.finditer(span):
+            add(m.group(0), "identifier")
+        for word in re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b|\b[A-Z]{3,}\b", span):
+            add(word, "identifier")
+        if len(span) <= 40 and not re.search(r"\s", span.strip()):
+            add(span, "identifier")                    # `\timing`, `fillfactor`: the span itself
+    for m in _IDENT.finditer(prose):
+        add(m.group(0), "identifier")
+    for m in _QUOTED.finditer(prose):
+        add(next(g for g in m.groups() if g), "quote")
+    for m in _NUMBER.finditer(prose):
+        add(m.group(1), "number")
+    return list(found.values())
+
+
+def _holds(source: str, claim: Claim) -> bool:
+    if claim.kind == "number":
+        return re.search(rf"(?<![\d.]){re.escape(claim.text)}(?![\d]|\.\d)", source) is not None
+    low = source.lower()
+    text = claim.text.lower().rstrip("(")
+    if claim.kind == "quote":
+        return " ".join(text.split()) in " ".join(low.split())
+    return re.search(rf"(?<![\w\\]){re.escape(text)}(?!\w)", low) is not None
+
+
+def _recite(sentence: str, n: int | None) -> str:
+    """The sentence citing source n (or nothing) where it cited before."""
+    marks = iter([f" [{n}]" if n else ""])
+    return _CITE.sub(lambda m: next(marks, ""), sentence).strip()
+
+
+def _join(sentences: list[str], lang: str) -> str:
+    out = ""
+    for s in sentences:
+        if s.startswith("```") or out.endswith("```") or not out:
+            sep = "\n" if out else ""
+        else:
+            sep = "" if lang == "zh" and re.search(r"[\u3000-\u9fff\uff00-\uffef]$", out) else " "
+        out += sep + s
+    return out
+
+
+def _flat(sentence: str) -> str:
+    return " ".join(_CITE.sub(" ", sentence).split())
+
+
+def _quote(question: str, candidates: list[dict], sources: list[str], supported: list[Claim],
+           cited: set[int]) -> dict | None:
+    """The source sentence that best answers the question: the one holding most of the answer's
+    confirmed claims, then the closest to the question (the similarities compose measured), then
+    one of a cited source, then the first source's."""
+    pool = [c for c in candidates if isinstance(c.get("text"), str) and 1 <= int(c.get("n", 0)) <= len(sources)]
+    if not pool:
+        pool = [{"n": i + 1, "text": u, "similarity": None}
+                for i, chunk in enumerate(sources) for u in sentence_units(chunk)[1]]
+    if not pool:
+        return None
+
+    def score(c):
+        held = sum(1 for claim in supported if _holds(c["text"], claim))
+        return (held, c.get("similarity") if c.get("similarity") is not None else -1.0,
+                int(c["n"]) in cited, -int(c["n"]))
+    best = max(pool, key=score)
+    return {"n": int(best["n"]), "text": best["text"]}
+
+
+_WORDS = {
+    "en": {"none": "The sources do not confirm the model's answer; the passage closest to the question is quoted below.",
+           "quote": 'Source [{n}]: "{text}"', "removed": "({k} sentence(s) the sources do not confirm left out.)"},
+    "zh": {"none": "资料中无法确认模型的回答；下面引用与问题最接近的原文。",
+           "quote": "原文 [{n}]：“{text}”", "removed": "（已删去 {k} 句资料中无法确认的内容。）"},
+}
+
+
+def ground(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None) -> Grounded:
+    """``sources``: the chunks the answer was written from, source n at position n - 1;
+    ``candidates``: the sentences the prompt showed ({"n", "text", "similarity"}), from compose."""
+    lang = language(question)
+    words = _WORDS[lang]
+    sentences = split_sentences(answer or "")
+    kept, removed, all_claims, fixed = [], [], [], 0
+    for i, sentence in enumerate(sentences):
+        found = claims(sentence, i)
+        for c in found:
+            c.sources = [n for n, src in enumerate(sources, start=1) if _holds(src, c)]
+        all_claims.extend(found)
+        if any(not c.supported for c in found):
+            removed.append(_flat(sentence))
+            continue
+        cited = _cited(sentence)
+        holders = set.intersection(*(set(c.sources) for c in found)) if found else set()
+        if found and cited and not (set(cited) & holders):
+            # the citation points at a source without the sentence's claims: cite one that holds
+            # them all, else the one holding most of them
+            best = min(holders) if holders else max(range(1, len(sources) + 1),
+                                                    key=lambda n: (sum(n in c.sources for c in found), -n))
+            sentence = _recite(sentence, best)
+            fixed += 1
+        elif any(n < 1 or n > len(sources) for n in cited):
+            sentence = _recite(sentence, min(holders) if holders else None)
+            fixed += 1
+        kept.append(sentence)
+    supported = [c for c in all_claims if c.supported]
+    cited_all = {n for s in kept for n in _cited(s)}
+    quote = _quote(question, candidates or [], sources, supported, cited_all) if sources else None
+    if not all_claims:
+        confidence = "partly"
+    elif removed:
+        confidence = "partly" if kept and supported else "not_confirmed"
+    else:
+        confidence = "supported"
+    if not removed and not fixed:
+        body = (answer or "").strip()
+    else:
+        body = _join(kept, lang) if kept else words["none"]
+    if not kept and not quote:
+        body = answer
+    parts = [body]
+    if removed and kept:
+        parts.append(words["removed"].format(k=len(removed)))
+    if quote and not any(quote["text"] in s for s in kept):
+        parts.append(words["quote"].format(n=quote["n"], text=quote["text"]))
+    return Grounded("\n\n".join(parts), confidence, all_claims, removed, fixed, quote)

@@ -1,0 +1,86 @@
+"""Answers checked against their sources (pgmind.rag.grounding), without a database or a model.
+The cases are the wrong answers a careful reader found (issue 37): a wrong value, a function that
+does not exist, a citation of the wrong source — in English and in Chinese."""
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from pgmind.rag.grounding import claims, ground, split_sentences
+
+FILLFACTOR = ("# CREATE INDEX\nfillfactor (integer)\nThe fillfactor for an index is a percentage. B-trees use a "
+              "default fillfactor of 90, but any integer value from 10 to 100 can be selected.")
+HBA = ("# 21.1. The pg_hba.conf File\nThe pg_hba.conf file is read on start-up and when the main server process "
+       "receives a SIGHUP signal.")
+JSON = "# 9.16. JSON Functions\nThe operator ->> extracts a JSON object field as text: '{\"a\":1}'::json->>'a'."
+TIMING = "# psql\n\\timing [ on | off ]\nWith a parameter, turns displaying of how long each SQL statement takes on or off."
+
+
+def test_a_wrong_value_is_left_out_and_the_source_quoted():
+    g = ground("What is the default fillfactor for a B-tree index?",
+               "The default fillfactor for a B-tree index is 70, range 50–90 [1].", [FILLFACTOR, HBA])
+    assert g.confidence == "not_confirmed" and "70" not in g.answer and "50" not in g.answer
+    assert g.quote == {"n": 1, "text": "B-trees use a default fillfactor of 90, but any integer value from 10 to 100 "
+                                       "can be selected."}
+    assert 'Source [1]: "B-trees use a default fillfactor of 90' in g.answer
+    assert {c.text for c in g.claims if not c.supported} == {"70", "50"}
+
+
+def test_numbers_the_source_holds_are_supported():
+    g = ground("What is the default fillfactor for a B-tree index?",
+               "B-tree indexes default to a `fillfactor` of 90; any value from 10 to 100 works [1].", [FILLFACTOR])
+    assert g.confidence == "supported" and g.removed == [] and g.answer.startswith("B-tree indexes default")
+    assert {c.text: c.sources for c in g.claims} == {"fillfactor": [1], "90": [1], "10": [1], "100": [1]}
+    assert claims("It is 90% full, 8 MB and 1.5 s.") and [c.text for c in claims("It is 90% full, 8 MB and 1.5 s.")] \
+        == ["90", "8", "1.5"]
+    assert [c.text for c in claims("PostgreSQL 15.2 uses pg_stat_io [2].")] == ["pg_stat_io", "15.2"]  # not [2]
+
+
+def test_a_function_that_does_not_exist_is_left_out():
+    g = ground("How do I get a field of a jsonb value as text?",
+               "Use `jsonb_extract_text(data, 'name')` to get it as text [1].", [JSON])
+    assert g.confidence == "not_confirmed" and "jsonb_extract_text" not in g.answer
+    assert g.removed == ["Use `jsonb_extract_text(data, 'name')` to get it as text ."] or g.removed
+    assert "->>" in g.answer                      # the quote holds the right answer
+
+
+def test_a_citation_of_the_wrong_source_is_corrected():
+    g = ground("How do I show each statement's time in psql?", "Turn on `\\timing` in psql [1].", [HBA, TIMING])
+    assert g.citations_fixed == 1 and g.answer.startswith("Turn on `\\timing` in psql [2].")
+    assert g.confidence == "supported"
+    # a citation past the last source goes too
+    g = ground("How do I show each statement's time in psql?", "Turn on `\\timing` [7].", [TIMING])
+    assert g.answer.startswith("Turn on `\\timing` [1].") and g.citations_fixed == 1
+
+
+def test_chinese_answers():
+    g = ground("修改 pg_hba.conf 之后需要重启吗?", "不需要重启，发送 SIGHUP 信号让服务器重新读取 `pg_hba.conf` 即可 [1]。",
+               [HBA])
+    assert g.confidence == "supported" and g.answer.startswith("不需要重启")
+    assert g.answer.endswith("原文 [1]：“The pg_hba.conf file is read on start-up and when the main server process "
+                             "receives a SIGHUP signal.”")
+    g = ground("B-tree 索引默认的 fillfactor 是多少?", "默认是 70 [1]。取值范围是 10 到 100 [1]。", [FILLFACTOR])
+    assert g.confidence == "partly" and "70" not in g.answer and g.answer.startswith("取值范围是 10 到 100 [1]。")
+    assert "已删去 1 句" in g.answer
+
+
+def test_made_up_example_names_are_not_claims():
+    found = {c.text for c in claims("Run `CREATE INDEX CONCURRENTLY idx_name ON my_table (col)` [1].")}
+    assert "CONCURRENTLY" in found and not found & {"idx_name", "my_table", "col", "CREATE", "INDEX", "ON"}
+
+
+def test_an_answer_with_nothing_to_check_is_partly_confirmed():
+    g = ground("Why vacuum?", "It reclaims space and keeps statistics current [1].", [FILLFACTOR])
+    assert g.confidence == "partly" and g.answer.startswith("It reclaims space")
+
+
+def test_sentences():
+    assert split_sentences("Use `\\timing` in psql. It shows each statement's time [1]. 第二句。[2]第三句") == [
+        "Use `\\timing` in psql.", "It shows each statement's time [1].", "第二句。[2]", "第三句"]
+    assert split_sentences("Run:\n```sql\nSELECT 1;\n```\nDone [1].") == ["Run:", "```sql\nSELECT 1;\n```", "Done [1]."]
+
+
+@given(st.text(max_size=400), st.lists(st.text(max_size=200), max_size=4), st.text(max_size=60))
+def test_never_fails(answer, sources, question):
+    g = ground(question, answer, sources)
+    assert g.confidence in ("supported", "partly", "not_confirmed") and isinstance(g.answer, str)
+    assert all(1 <= n <= len(sources) for c in g.claims for n in c.sources)
