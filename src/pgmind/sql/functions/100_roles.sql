@@ -1,0 +1,110 @@
+-- Who asks: administrators, the session's role, the role a function acts for, each role's token
+-- for the model server (PL/pgSQL and SQL; re-applied on every install).
+
+-- Is this role an administrator of pgmind (superuser, or member of pgmind_admin)?
+create or replace function ai_internal._is_admin(role_name name) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select coalesce((select rolsuper from pg_roles where rolname = role_name), false)
+        or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
+            and pg_has_role(role_name, 'pgmind_admin', 'MEMBER'))
+$$;
+
+-- May this role call this model?  The owner, administrators, and grantees (directly, through
+-- a role they belong to, or through 'public').  For the services and the definer functions; not
+-- callable by PUBLIC (ai_internal._can_use is the public face).
+create or replace function ai_internal._may_use(role_name name, p_model_id text) returns boolean
+language sql stable security definer set search_path = pg_catalog, pg_temp as $$
+    select ai_internal._is_admin(role_name)
+        or exists (select 1 from ai.model_registry r
+                   where r.model_id = p_model_id and pg_has_role(role_name, r.owner, 'MEMBER'))
+        or exists (select 1 from ai.model_grants g
+                   where g.model_id = p_model_id
+                     and (g.grantee = 'public'
+                          or (exists (select 1 from pg_roles where rolname = g.grantee)
+                              and pg_has_role(role_name, g.grantee, 'USAGE'))))
+$$;
+
+-- The same, answered only for the session's own role (or by an administrator): who may use what
+-- is not every role's business.  ai.models calls it for current_user.
+create or replace function ai_internal._can_use(role_name name, p_model_id text) returns boolean
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := coalesce(nullif(current_setting('role'), 'none'), session_user);
+begin
+    if role_name is distinct from me and not (me not in ('pgmind_service', 'pgmind_gateway') and ai_internal._is_admin(me)) then
+        return false;
+    end if;
+    return ai_internal._may_use(role_name, p_model_id);
+end $$;
+
+-- The role the session acts as at its top level: the role it SET, else the one it logged in as.
+-- Authorization decisions rest on this, never on session_user alone, and it refuses the services'
+-- roles: code of a table's owner that runs in a worker's session (content expressions, triggers,
+-- inside the owner's SECURITY DEFINER functions, where SET ROLE is refused) gets no one to act as.
+-- (Inside a SECURITY DEFINER function current_user is its owner; the 'role' setting is still the
+-- session's.)
+create or replace function ai_internal._session_role() returns name
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    r name := coalesce(nullif(current_setting('role'), 'none'), session_user);
+begin
+    if r in ('pgmind_service', 'pgmind_gateway') then
+        raise exception 'pgmind''s service role % acts for no one', r
+            using errcode = '42501',
+                  hint = 'pgmind functions that act for a role cannot be called from a content expression, '
+                         'a trigger or a query the services run: call them in your own session';
+    end if;
+    return r;
+end $$;
+
+-- The caller a SQL function claims must be a role the session may act as: this stops a role from
+-- borrowing another role's grants through the internal functions.
+create or replace function ai_internal._check_caller(caller name) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := ai_internal._session_role();
+begin
+    if caller is null or not pg_has_role(me, caller, 'MEMBER') then
+        raise exception 'role % cannot act as role %', me, caller
+            using errcode = '42501', hint = 'call the ai.* functions, not the internal ai._* ones';
+    end if;
+end $$;
+
+-- Each role's credential for the model server (see migrations/007): read with the caller's rights,
+-- so row-level security hands each role its own and nobody else's.
+create or replace function ai_internal._role_token() returns text
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select t.token from ai_internal.role_tokens t
+    where t.role_oid = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user)
+$$;
+
+-- Makes the missing tokens, for every role at once (nobody learns anything: each can read only its
+-- own), and forgets those of dropped roles.  Called by install and by a new role's first model call.
+-- The model server checks a token by its mac (pgmind.server.deps), keyed by a secret only the
+-- install role and the services read.
+create or replace function ai_internal._issue_role_tokens() returns int
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    n int;
+    secret text := (select value from ai._settings where key = 'role_token_secret');
+begin
+    delete from ai_internal.role_tokens t where not exists (select 1 from pg_roles r where r.oid = t.role_oid);
+    insert into ai_internal.role_tokens (role_oid, token)
+    select r.oid, 'pgr-' || r.oid::text || '-'
+                  || encode(sha256(convert_to(secret || ':' || r.oid::text || ':' || secret, 'UTF8')), 'hex')
+    from pg_roles r
+    where r.rolname !~ '^pg_' and not exists (select 1 from ai_internal.role_tokens t where t.role_oid = r.oid);
+    get diagnostics n = row_count;
+    return n;
+end $$;
+
+-- Administrators' functions are granted to pgmind_admin only; this says so clearly to anyone else
+-- (and holds even where a grant was changed by hand).
+create or replace function ai_internal._require_admin(what text) returns void
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    if not ai_internal._is_admin(ai_internal._session_role()) then
+        raise exception 'only pgmind administrators %', what
+            using errcode = '42501', hint = 'a superuser can run: grant pgmind_admin to ' || quote_ident(current_user);
+    end if;
+end $$;

@@ -1,0 +1,89 @@
+-- What a vectorizer's owner may see of it (status, errors, workers); and, last of the vectorizer
+-- files because it runs their functions, the upgrade of existing vectorizers' owner functions.
+
+-- Is a chunk table still the plain table pgmind made, safe to read in another role's session?  Its
+-- owner could have put code there that a read would run: a view, rules, row security, or a column
+-- changed to a type of its own (whose casts and operators are the owner's functions).  So: an
+-- ordinary table, no rules or row security, and every column of a built-in type or pgvector's.
+create or replace function ai_internal._store_is_plain(rel regclass) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
+                   and not c.relhasrules)
+       and not exists (select 1 from pg_attribute a
+                       where a.attrelid = rel and a.attnum > 0 and not a.attisdropped and a.atttypid >= 16384
+                         and a.atttypid not in (select t.oid from pg_type t join pg_depend d
+                                                  on d.classid = 'pg_type'::regclass and d.objid = t.oid
+                                                 join pg_extension e on e.oid = d.refobjid
+                                                where e.extname = 'vector'))
+$$;
+
+-- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
+-- null where the caller cannot read the chunks, or where the table is not the plain table pgmind
+-- made (a view or row security there would run its owner's code in the caller's session).
+create or replace function ai_internal._vectorizer_done(p_schema name, p_store name) returns bigint
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+    rel oid := to_regclass(format('%I.%I', p_schema, p_store));
+    n bigint;
+begin
+    if rel is null or not has_table_privilege(rel, 'select') or not ai_internal._store_is_plain(rel) then
+        return null;
+    end if;
+    execute format('select count(*) from only %I.%I where chunk_seq operator(pg_catalog.=) 0', p_schema, p_store)
+        into n;
+    return n;
+end $$;
+
+create or replace view ai.vectorizer_status as
+select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_view) as destination,
+       ver.version, ver.status, ver.model, ver.chunking, ver.index_spec, ver.dimensions,
+       coalesce(q.pending, 0) as pending, coalesce(q.leased, 0) as leased,
+       ai_internal._vectorizer_done(v.dest_schema, ver.store_table) as done,
+       coalesce(e.errors, 0) as errors,
+       q.oldest_pending as lag,
+       coalesce(p.rows_last_minute, 0) / 60.0 as rows_per_second,
+       coalesce(q.last_error, e.last_error) as last_error
+from ai.vectorizers v
+join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
+left join lateral (
+    select count(*) filter (where lease_until is null or lease_until < now()) as pending,
+           count(*) filter (where lease_until >= now()) as leased,
+           now() - min(queued_at) as oldest_pending,
+           (array_agg(last_error order by queued_at desc) filter (where last_error is not null))[1] as last_error
+    from ai.vectorizer_queue q where q.vectorizer_id = v.id and q.version = ver.version) q on true
+left join lateral (
+    select count(*) as errors, (array_agg(error order by failed_at desc))[1] as last_error
+    from ai._vectorizer_errors e where e.vectorizer_id = v.id and e.version = ver.version) e on true
+left join lateral (
+    select sum(rows) as rows_last_minute from ai.vectorizer_progress p
+    where p.vectorizer_id = v.id and p.version = ver.version and p.at > now() - interval '1 minute') p on true
+-- (and the model server's own /metrics, for the operator, reads every one as the service role)
+where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE')
+   or current_user = 'pgmind_service';
+
+create or replace view ai.vectorizer_errors as
+select v.name as vectorizer, e.version, e.key, e.error, e.sqlstate, e.attempts, e.failed_at
+from ai._vectorizer_errors e join ai.vectorizers v on v.id = e.vectorizer_id
+where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 'USAGE');
+
+-- (a worker's last error may quote any vectorizer's data: administrators only see it)
+create or replace view ai.vectorizer_worker_status as
+select worker_id, hostname, pid, started_at, heartbeat_at, now() - heartbeat_at as silent_for,
+       rows_done, chunks_done, errors, case when ai_internal._is_admin(current_user) then last_error end as last_error
+from ai.vectorizer_workers;
+
+grant select on ai.vectorizer_status, ai.vectorizer_errors, ai.vectorizer_worker_status to public;
+
+-- Vectorizers made by an earlier release get the current owner functions (idempotent).
+do $$
+declare
+    vid int;
+begin
+    for vid in select id from ai.vectorizers loop
+        begin
+            perform ai_internal._install_owner_functions(vid);
+        exception when insufficient_privilege then     -- (one broken vectorizer does not stop the install)
+            raise warning 'vectorizer % was not updated: %', vid, sqlerrm;
+        end;
+    end loop;
+end $$;
