@@ -32,6 +32,7 @@ class StandIn:
         self.script: dict[str, list[str]] = {}
         self.default: dict[str, str] = {}      # the behaviour when the script for a path is used up
         self.clip_scale = 1.0                  # clip-as-service's vectors are not unit length: >1 to show it
+        self.chat_reply: str | None = None     # what the chat models answer (default: an echo of the prompt)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -123,8 +124,9 @@ class StandIn:
 
     def openai_chat(self, body):
         last = body["messages"][-1]["content"]
+        reply = f"echo: {last}" if self.chat_reply is None else self.chat_reply
         return {"id": "chatcmpl-123", "object": "chat.completion", "created": 1700000000, "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": f"echo: {last}"},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
 
@@ -145,8 +147,9 @@ class StandIn:
 
     def dashscope_generation(self, body):
         last = body["input"]["messages"][-1]["content"]
+        reply = f"回声: {last}" if self.chat_reply is None else self.chat_reply
         return {"output": {"choices": [{"finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": f"回声: {last}"}}]},
+                                        "message": {"role": "assistant", "content": reply}}]},
                 "usage": {"input_tokens": 11, "output_tokens": 4, "total_tokens": 15}, "request_id": "7a3c-0000"}
 
     def dashscope_stream(self, body):

@@ -839,3 +839,35 @@ def test_sql_language_is_the_python_rule(conn, text):
     twin of pgmind.rag.text.language (which chooses the prompts): they must agree."""
     from pgmind.rag.text import language
     assert conn.execute("select ai_internal._text_language(%s)", (text,)).fetchone()[0] == language(text)
+
+
+@pytest.mark.parametrize("provider,path", [("openai", "/v1"), ("dashscope", "/api/v1")])
+def test_answers_of_a_remote_chat_model_are_checked_too(kb, conn, provider, path):
+    """The same check against the sources around any chat model: one statement switches the
+    knowledge base to a remote model (here a stand-in replaying the provider's documented replies),
+    and its wrong value is left out of the answer as the local model's would be."""
+    from standins import StandIn
+    standin = StandIn(dim=8)
+    (saved,) = conn.execute("select config->'rag' from ai.vectorizers where name = 'kb'").fetchone()
+    try:
+        conn.execute("select ai.create_model('remote-chat', %s, %s, 'chat', 'some-model', "
+                     "'{\"author_type\":\"token\",\"token\":\"sk-test\"}')", (standin.url + path, provider))
+        conn.execute("""select ai.configure_rag('kb', '{"model": "remote-chat"}')""")
+        standin.chat_reply = ("Build it with `CREATE INDEX CONCURRENTLY` [1]. "
+                              "It needs 70 seconds per gigabyte and `pg_build_index_quietly()` [1].")
+        r = conn.execute("select ai.rag('kb', 'How do I create an index without locking writes?')").fetchone()[0]
+        assert r["model"] == "remote-chat" and r["answered"]
+        assert r["answer"].startswith("Build it with `CREATE INDEX CONCURRENTLY` [") and "70" not in r["answer"]
+        assert "pg_build_index_quietly" not in r["answer"] and r["draft"] == standin.chat_reply
+        assert r["confidence"] == "partly" and len(r["grounding"]["removed"]) == 1
+        unsupported = {c["text"] for c in r["grounding"]["claims"] if not c["supported"]}
+        assert unsupported == {"70", "pg_build_index_quietly"}
+        # turned off, the model's answer is returned as written
+        conn.execute("""select ai.configure_rag('kb', '{"ground": false}')""")
+        r = conn.execute("select ai.rag('kb', 'How do I create an index without locking writes?')").fetchone()[0]
+        assert r["answer"] == standin.chat_reply and r["confidence"] is None
+    finally:
+        conn.execute("update ai.vectorizers set config = jsonb_set(config, '{rag}', %s) where name = 'kb'",
+                     (json.dumps(saved or {}),))
+        conn.execute("select ai.drop_model('remote-chat', if_exists => true)")
+        standin.close()
