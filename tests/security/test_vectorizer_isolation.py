@@ -210,23 +210,6 @@ def test_index_counts_are_stored_whole(conn):
     assert all(type(v) is int for s in spec for v in s.values() if v not in ("hnsw", "ivfflat"))
 
 
-def test_functions_callable_by_public_are_the_listed_ones(conn):
-    """Least privilege by construction: an ai function is callable by PUBLIC only if it is public API
-    or listed as a safe internal; administrators' functions only by pgmind_admin."""
-    from pgmind.db.migrate import ADMIN_FUNCTIONS, CALLABLE_INTERNALS
-    rows = conn.execute("""select p.proname, p.pronamespace::regnamespace::text,
-                                  has_function_privilege('sec_nobody', p.oid, 'execute')
-                           from pg_proc p where p.pronamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace)
-                           """).fetchall()
-    assert {r[1] for r in rows} == {"ai", "ai_internal"}
-    for name, schema, callable_ in rows:
-        if schema == "ai":
-            assert not name.startswith("_"), f"internal function ai.{name}: it belongs in ai_internal"
-            assert callable_ == (name not in ADMIN_FUNCTIONS), name
-        else:
-            assert callable_ == (name in CALLABLE_INTERNALS), name
-
-
 def test_nobody_cannot_read_anothers_knowledge_base_settings(kb, nobody, owner, conn):
     """ai.search's target (store, source, RAG settings) only for a role that may read the chunks."""
     for stmt in ("select * from ai.search('sec_notes', 'pandas', mode => 'keyword')",

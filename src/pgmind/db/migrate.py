@@ -2,8 +2,10 @@
 
 ``sql/migrations/NNN_name.sql`` run once each, in order, and are recorded with their sha256 (a
 released file must never change: a changed hash is an error).  ``sql/functions/*.sql`` are
-idempotent (create or replace) and run on every install; files named ``*.plpython.sql`` need
-plpython3u and are skipped, with a warning, where it cannot be had (managed services).
+idempotent (create or replace), applied in name order whenever one of them changed; files named
+``*.plpython.sql`` need plpython3u and are skipped, with a warning, where it cannot be had (managed
+services).  Each function file grants its functions' rights itself, beside their definitions; the
+installer makes sure nothing else is granted (:func:`_apply_function_files`).
 Everything happens in one transaction under an advisory lock, so two installs cannot race.
 """
 from __future__ import annotations
@@ -119,34 +121,73 @@ def install(conn: psycopg.Connection, *, server_url: str | None = None,
         if server_url:
             conn.execute("""insert into ai._settings (key, value) values ('server_url', %s)
                             on conflict (key) do update set value = excluded.value""", (server_url,))
-        conn.execute("""do $$ begin
-                            if not exists (select 1 from pg_roles where rolname = 'pgmind_admin') then
-                                create role pgmind_admin nologin;
-                            end if;
-                        exception when insufficient_privilege then
-                            raise warning 'cannot create role pgmind_admin: only superusers administer models';
-                        end $$""")
+        _ensure_admin_role(conn)
         _ensure_service_roles(conn, role_passwords or {})
-        # Function files are re-applied from the first one that changed: an unchanged install replaces
-        # nothing, so calls in flight never meet a function that was dropped and made again.
-        installed = {r[0]: r[1] for r in conn.execute("select name, sha256 from ai.installed_files")}
-        changed = bool(result.applied)
+        files = []
         for name, text in _sql_files("functions"):
             if name.endswith(".plpython.sql") and not result.plpython:
                 result.skipped.append(name)
-                continue
-            changed = changed or installed.get(name) != _sha(text)
-            if not changed:
-                continue
-            conn.execute(text)
-            conn.execute("""insert into ai.installed_files (name, sha256) values (%s, %s)
-                            on conflict (name) do update set sha256 = excluded.sha256, applied_at = now()""",
-                         (name, _sha(text)))
-            result.functions.append(name)
-        if changed:
-            apply_privileges(conn)
+            else:
+                files.append((name, text))
+        # An unchanged install replaces nothing, so calls in flight never meet a function that was
+        # dropped and made again, nor a pg_proc row rewritten under them (see _grant_services).
+        installed = {r[0]: r[1] for r in conn.execute("select name, sha256 from ai.installed_files")}
+        if result.applied or any(installed.get(name) != _sha(text) for name, text in files):
+            _apply_function_files(conn, files, result)
         _grant_services(conn)
     return result
+
+
+def _ensure_admin_role(conn: psycopg.Connection) -> None:
+    """pgmind_admin, to which the function files grant the administrators' functions."""
+    if conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_admin')").fetchone()[0]:
+        return
+    try:
+        with conn.transaction():
+            conn.execute("create role pgmind_admin nologin")
+    except psycopg.errors.InsufficientPrivilege:
+        raise MigrationError("the role pgmind_admin does not exist, and only a role with CREATEROLE can make it",
+                             hint="run `pgmind install` as a superuser, or have one run: "
+                                  "create role pgmind_admin nologin") from None
+
+
+# The schemas whose every function is pgmind's: no right in them but what the files grant.
+FUNCTION_SCHEMAS = ("ai", "ai_internal", "polar_ai")
+
+
+def _apply_function_files(conn: psycopg.Connection, files: list[tuple[str, str]], result: InstallResult) -> None:
+    """Applies every function file, in name order, from a clean slate, so that a function is
+    executable only as its file grants it (the grant line after its definition): nothing by PUBLIC
+    or pgmind_admin otherwise, whatever an earlier release or a hand-made GRANT left behind.
+
+    * A function made by this install starts with no rights but its owner's: PUBLIC's default
+      EXECUTE is revoked from the install role's default privileges for the length of this
+      transaction (put back as it was at the end, so other sessions never see it).
+    * ``create or replace`` keeps a function's rights: every function of pgmind's schemas loses
+      EXECUTE for PUBLIC and pgmind_admin first, and then ALL files are applied, not only those that
+      changed, so that each one's grants are granted again.  (Every file, every pg_proc row, is
+      rewritten then anyway; an unchanged install applies none and rewrites none.)
+    * The service role's rights are granted after, by _grant_services, only where missing."""
+    had_default = conn.execute("""
+        select exists (select 1 from aclexplode(coalesce(
+                           (select d.defaclacl from pg_default_acl d
+                            where d.defaclrole = (select oid from pg_roles where rolname = current_user)
+                              and d.defaclnamespace = 0 and d.defaclobjtype = 'f'),
+                           acldefault('f', (select oid from pg_roles where rolname = current_user)))) a
+                       where a.grantee = 0 and a.privilege_type = 'EXECUTE')""").fetchone()[0]
+    conn.execute("alter default privileges revoke execute on functions from public")
+    schemas = [r[0] for r in conn.execute("select nspname from pg_namespace where nspname = any(%s) order by 1",
+                                          (list(FUNCTION_SCHEMAS),))]
+    conn.execute(sql.SQL("revoke execute on all functions in schema {} from public, pgmind_admin").format(
+        sql.SQL(", ").join(map(sql.Identifier, schemas))))
+    for name, text in files:
+        conn.execute(text)
+        conn.execute("""insert into ai.installed_files (name, sha256) values (%s, %s)
+                        on conflict (name) do update set sha256 = excluded.sha256, applied_at = now()""",
+                     (name, _sha(text)))
+        result.functions.append(name)
+    if had_default:
+        conn.execute("alter default privileges grant execute on functions to public")
 
 
 # pgmind's own roles (docs/security.md, "Who runs as whom").  Neither is a superuser, and neither is
@@ -255,48 +296,3 @@ def _sync_providers(conn: psycopg.Connection) -> None:
                         values (%s, %s, %s, %s, %s)
                         on conflict (name) do update set default_url = excluded.default_url, probe = excluded.probe,
                             in_process = excluded.in_process, description = excluded.description""", row)
-
-
-# Who may call what.  Every function in the ai and ai_internal schemas is first revoked from PUBLIC;
-# then the public API (ai) is granted to PUBLIC, except:
-ADMIN_FUNCTIONS = ("create_model", "alter_model", "drop_model", "grant_model", "revoke_model",
-                   "create_api_key", "revoke_api_key", "allow_outbound", "disallow_outbound",
-                   "allow_load_from", "disallow_load_from")
-# and of the internal functions (ai_internal) only those that the public ones call with the caller's
-# rights.  Each is safe to call directly: it reads nothing private, or checks the caller itself
-# (docs/security.md).
-CALLABLE_INTERNALS = (
-    "_create_training_job", "_add_training_pairs", "_add_training_images",
-    "_reraise", "_py_client_init", "_server_request", "_embed_batch", "_check_messages", "_check_options",
-    "_call_model", "_model_for_call", "_rerank", "_is_admin", "_can_use", "_check_caller",
-    # each role reads only its own token; making the missing ones reveals nothing; the session's role
-    "_role_token", "_issue_role_tokens", "_server_url", "_session_role",
-    "_key_json", "_key_from_json", "_key_cols", "_vectorizer_id", "_owns_vectorizer", "_check_vectorizer_owner",
-    "_live_versions", "_enqueue", "_enqueue_all", "_forget", "_forget_all", "_owner_functions_sql",
-    "_owner_function_names", "_install_owner_functions", "_register_vectorizer", "_vector_schema",
-    "_vectorizer_model", "_check_chunking", "_check_index", "_spec_object", "_create_store", "_view_sql",
-    "_unregister_vectorizer",
-    "_vectorizer_info", "_vectorizer_stores", "_add_version", "_vectorizer_done", "_search_target", "_store_is_plain",
-    "_text_language", "_translate", "_kb_settings", "_json_request", "_b64",
-    "_set_image_config", "_search_run", "_require_image_kb", "_check_search_args",
-    "_check_query_length", "_fts_words", "_all_words", "_regex_quote", "_json_count",
-    # they call models as the caller (ai.generate / ai.chat check the caller's grant)
-    "_expand", "_topic_score")
-
-
-def apply_privileges(conn: psycopg.Connection) -> None:
-    """Least privilege by construction: an internal function nobody listed above is callable by
-    nobody but the install role (and superusers).  The public functions are callable by everyone
-    except the administrators' ones, which go to pgmind_admin."""
-    has_admin = conn.execute("select exists (select 1 from pg_roles where rolname = 'pgmind_admin')").fetchone()[0]
-    rows = conn.execute("select p.oid::regprocedure::text, p.proname, p.pronamespace::regnamespace::text "
-                        "from pg_proc p where p.pronamespace in ('ai'::regnamespace, 'ai_internal'::regnamespace)"
-                        ).fetchall()
-    for sig, name, schema in rows:
-        fn = sql.SQL(sig)
-        conn.execute(sql.SQL("revoke all on function {} from public").format(fn))
-        if schema == "ai" and name in ADMIN_FUNCTIONS:
-            if has_admin:
-                conn.execute(sql.SQL("grant execute on function {} to pgmind_admin").format(fn))
-        elif schema == "ai" or name in CALLABLE_INTERNALS:
-            conn.execute(sql.SQL("grant execute on function {} to public").format(fn))

@@ -1,8 +1,14 @@
 -- Helpers of the installer itself (re-applied on every install).
 
--- Internal functions live in ai_internal (created by the installer, which grants each one by name:
--- src/pgmind/db/migrate.py).  Releases before it kept them in ai as ai._*: drop those (with the
--- views and policies that use them, which the files below make again).
+-- Rights: a function is executable by no one but the install role (and the services: every
+-- ai_internal function, src/pgmind/db/migrate.py) unless its file grants it, in the line right
+-- after its definition (`grant execute on function ... to public;`, administrators' functions
+-- `to pgmind_admin;`).  The installer applies the files from a clean slate (docs/security.md), and
+-- tests/golden/rights.tsv shows who may execute what.
+
+-- Internal functions live in ai_internal (created by the installer).  Releases before it kept them
+-- in ai as ai._*: drop those (with the views and policies that use them, which the files below make
+-- again).
 do $$
 declare
     f regprocedure;
@@ -34,3 +40,4 @@ language sql immutable set search_path = pg_catalog, pg_temp as $$
     select coalesce(jsonb_typeof(value) = 'number' and value::text::numeric between lo and hi
                     and value::text::numeric = trunc(value::text::numeric), false)
 $$;
+grant execute on function ai_internal._json_count(jsonb, integer, integer) to public;

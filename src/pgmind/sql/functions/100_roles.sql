@@ -8,6 +8,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
         or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
             and pg_has_role(role_name, 'pgmind_admin', 'MEMBER'))
 $$;
+grant execute on function ai_internal._is_admin(name) to public;
 
 -- May this role call this model?  The owner, administrators, and grantees (directly, through
 -- a role they belong to, or through 'public').  For the services and the definer functions; not
@@ -36,6 +37,7 @@ begin
     end if;
     return ai_internal._may_use(role_name, p_model_id);
 end $$;
+grant execute on function ai_internal._can_use(name, text) to public;
 
 -- The role the session acts as at its top level: the role it SET, else the one it logged in as.
 -- Authorization decisions rest on this, never on session_user alone, and it refuses the services'
@@ -56,6 +58,7 @@ begin
     end if;
     return r;
 end $$;
+grant execute on function ai_internal._session_role() to public;
 
 -- The caller a SQL function claims must be a role the session may act as: this stops a role from
 -- borrowing another role's grants through the internal functions.
@@ -69,6 +72,7 @@ begin
             using errcode = '42501', hint = 'call the ai.* functions, not the internal ai._* ones';
     end if;
 end $$;
+grant execute on function ai_internal._check_caller(name) to public;
 
 -- Each role's credential for the model server (see migrations/007): read with the caller's rights,
 -- so row-level security hands each role its own and nobody else's.
@@ -77,6 +81,7 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
     select t.token from ai_internal.role_tokens t
     where t.role_oid = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user)
 $$;
+grant execute on function ai_internal._role_token() to public;
 
 -- Makes the missing tokens, for every role at once (nobody learns anything: each can read only its
 -- own), and forgets those of dropped roles.  Called by install and by a new role's first model call.
@@ -97,6 +102,7 @@ begin
     get diagnostics n = row_count;
     return n;
 end $$;
+grant execute on function ai_internal._issue_role_tokens() to public;
 
 -- Administrators' functions are granted to pgmind_admin only; this says so clearly to anyone else
 -- (and holds even where a grant was changed by hand).

@@ -23,6 +23,7 @@ begin
                         r.out_fn, r.options, r.dimensions
                  from ai.model_registry r where r.model_id = p_model_id;
 end $$;
+grant execute on function ai_internal._model_for_call(text, name) to public;
 
 create or replace function ai.create_model(
     model_id text, url text, provider text, type text, name text,
@@ -91,6 +92,7 @@ begin
     perform ai_internal._registry_changed(model_id);
     return model_id;
 end $$;
+grant execute on function ai.create_model(text, text, text, text, text, jsonb, regproc, regproc, regproc, jsonb) to pgmind_admin;
 
 -- Tell the model server the registry changed (it drops its cache); delivered at commit.
 create or replace function ai_internal._registry_changed(p_model_id text) returns void
@@ -149,6 +151,7 @@ begin
     perform ai_internal._registry_changed(model_id);
     return model_id;
 end $$;
+grant execute on function ai.alter_model(text, text, jsonb, regproc, regproc, regproc, jsonb, text) to pgmind_admin;
 
 create or replace function ai.drop_model(model_id text, if_exists boolean default false) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -177,6 +180,7 @@ begin
     perform ai_internal._registry_changed(model_id);
     return true;
 end $$;
+grant execute on function ai.drop_model(text, boolean) to pgmind_admin;
 
 create or replace function ai.grant_model(model_id text, role_name name) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -195,6 +199,7 @@ begin
     on conflict do nothing;
     perform ai_internal._registry_changed(model_id);
 end $$;
+grant execute on function ai.grant_model(text, name) to pgmind_admin;
 
 create or replace function ai.revoke_model(model_id text, role_name name) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -209,6 +214,7 @@ begin
        and g.grantee = case when lower(role_name) = 'public' then 'public' else role_name end;
     perform ai_internal._registry_changed(model_id);
 end $$;
+grant execute on function ai.revoke_model(text, name) to pgmind_admin;
 
 -- The registry as users see it: no secret, ever, and only the models the role may use.
 create or replace view ai.models as

@@ -27,6 +27,7 @@ begin
     perform pg_notify('pgmind_registry', '');
     return key;
 end $$;
+grant execute on function ai.create_api_key(name, text) to pgmind_admin;
 
 -- The model server searches as an API key's role (SET ROLE, in a read-only transaction): its
 -- gateway role is a member of exactly the roles that hold a live key, never of a superuser, and
@@ -72,6 +73,7 @@ begin
     perform pg_notify('pgmind_registry', '');
     return n;
 end $$;
+grant execute on function ai.revoke_api_key(text) to pgmind_admin;
 
 create or replace view ai.api_key_list as
 select id, key_prefix, role_name, label, created_by, created_at, revoked_at

@@ -18,6 +18,7 @@ begin
     perform pg_notify('pgmind_registry', '');
     return pattern;
 end $$;
+grant execute on function ai.allow_outbound(text) to pgmind_admin;
 
 create or replace function ai.disallow_outbound(pattern text) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -30,6 +31,7 @@ begin
     perform pg_notify('pgmind_registry', '');
     return n > 0;
 end $$;
+grant execute on function ai.disallow_outbound(text) to pgmind_admin;
 
 create or replace view ai.outbound_allow_list as
 select pattern, added_by, added_at from ai.outbound_allow where ai_internal._is_admin(current_user);

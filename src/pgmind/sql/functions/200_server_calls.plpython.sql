@@ -20,6 +20,7 @@ begin
     end if;
     raise exception using errcode = state, message = message, detail = detail, hint = hint;
 end $$;
+grant execute on function ai_internal._reraise(text, text, text, text) to public;
 
 -- The HTTP client, defined once per backend and kept in GD with its open connection.
 create or replace function ai_internal._py_client_init() returns void
@@ -141,6 +142,7 @@ class PgmindClient:
 GD['pgmind_client'] = PgmindClient()
 GD['pgmind_json'] = json
 $py$;
+grant execute on function ai_internal._py_client_init() to public;
 
 -- The one way from SQL to the model server.  SECURITY INVOKER: it sends the token of the role it
 -- runs as (current_user, which no code can forge: a role reads only its own token), so the server
@@ -168,6 +170,7 @@ if token is None:
     token = plpy.execute(GD['pgmind_token_plan'])[0]['t']
 return GD['pgmind_client'].request(path, body, token, 300 if timeout_s is None else timeout_s)
 $py$;
+grant execute on function ai_internal._server_request(text, text, name, double precision) to public;
 -- ai_internal._server_request stays executable by everyone: it acts only as the role that runs it,
 -- and the model server checks that role's grant on the model, so calling it directly gains nothing.
 
@@ -187,9 +190,11 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai_internal._json_request(text, jsonb, double precision) to public;
 
 -- Where the model server listens (not a secret; the server's own token is not in the database).
 create or replace function ai_internal._server_url() returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select value from ai._settings where key = 'server_url'
 $$;
+grant execute on function ai_internal._server_url() to public;

@@ -41,6 +41,7 @@ for item in data:
     out[pos] = (pos + 1, floats.tolist())
 return out
 $py$;
+grant execute on function ai_internal._embed_batch(text, text[], text, name, double precision) to public;
 
 -- (The real[] → vector conversions below are plpgsql assignments, which use pgvector's assignment
 -- cast: the type need not be named, so it works whatever schema holds the vector extension.)
@@ -61,6 +62,7 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai.embed(text, text, text) to public;
 
 -- ai.embed declared IMMUTABLE: PostgreSQL takes generated columns and expression indexes only over
 -- immutable functions.  It is not truly immutable (another model, or the same id pointed at another
@@ -70,6 +72,7 @@ create or replace function ai.embed_fixed(model text, input text, input_type tex
 returns vector language sql immutable set search_path = pg_catalog, pg_temp as $$
     select ai.embed(model, input, input_type)
 $$;
+grant execute on function ai.embed_fixed(text, text, text) to public;
 
 create or replace function ai.embed(model text, inputs text[], input_type text default 'query')
 returns table (idx int, embedding vector)
@@ -94,6 +97,7 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai.embed(text, text[], text) to public;
 
 -- Chat messages: a JSON array (one object is taken as an array of one).  What a message may hold
 -- (roles, content parts, tool calls) is the model server's rule (models/base.py check_messages).
@@ -109,6 +113,7 @@ begin
     end if;
     return messages;
 end $$;
+grant execute on function ai_internal._check_messages(jsonb) to public;
 
 create or replace function ai_internal._check_options(options jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
@@ -120,6 +125,7 @@ begin
     end if;
     return options;
 end $$;
+grant execute on function ai_internal._check_options(jsonb) to public;
 
 -- A chat completion: returns {"message": {...}, "finish_reason", "usage", "model"}, and "logprobs"
 -- when the options ask for them ("logprobs": true, "top_logprobs": n).
@@ -153,6 +159,7 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai.chat(text, jsonb, jsonb) to public;
 
 create or replace function ai.generate(model text, prompt text, system text default null,
                                        options jsonb default '{}')
@@ -169,3 +176,4 @@ begin
     messages := messages || jsonb_build_object('role', 'user', 'content', prompt);
     return ai.chat(model, messages, options)->'message'->>'content';
 end $$;
+grant execute on function ai.generate(text, text, text, jsonb) to public;

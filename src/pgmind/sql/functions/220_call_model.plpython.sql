@@ -61,6 +61,7 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai_internal._call_model(text, jsonb, boolean, text, text) to public;
 
 -- (no SET search_path here: these pass on the caller's; every name in them is qualified)
 create or replace function ai.call_model(model text, input text) returns jsonb
@@ -69,6 +70,7 @@ language sql volatile as $$
                 else ai_internal._call_model(model, pg_catalog.to_jsonb(input), true, input,
                                              pg_catalog.current_setting('search_path')) end
 $$;
+grant execute on function ai.call_model(text, text) to public;
 
 create or replace function ai.call_model(model text, input jsonb) returns jsonb
 language sql volatile as $$
@@ -76,6 +78,7 @@ language sql volatile as $$
                 else ai_internal._call_model(model, input, false, input::text,
                                              pg_catalog.current_setting('search_path')) end
 $$;
+grant execute on function ai.call_model(text, jsonb) to public;
 
 -- Relevance scores of documents for a query, from a rerank model (cross-encoder), in document order.
 create or replace function ai_internal._rerank(model text, query text, documents text[])
@@ -95,6 +98,7 @@ resp = json.loads(plpy.execute(GD['pgmind_rerank_plan'], ['/v1/rerank', json.dum
     {'model': model, 'query': query, 'documents': [d for _, d in todo]}, ensure_ascii=False)])[0]['r'])
 return [(todo[r['index']][0] + 1, r['relevance_score']) for r in resp['results']]
 $py$;
+grant execute on function ai_internal._rerank(text, text, text[]) to public;
 
 create or replace function ai.rerank(model text, query text, documents text[])
 returns table (idx int, score float8)
@@ -111,3 +115,4 @@ exception when others then
                             e_detail = pg_exception_detail, e_hint = pg_exception_hint;
     perform ai_internal._reraise(e_state, e_message, e_detail, e_hint);
 end $$;
+grant execute on function ai.rerank(text, text, text[]) to public;

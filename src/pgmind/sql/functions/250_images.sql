@@ -60,6 +60,7 @@ begin
     end if;
     return prefix;
 end $$;
+grant execute on function ai.allow_load_from(text, jsonb, jsonb) to pgmind_admin;
 
 create or replace function ai.disallow_load_from(prefix text) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -72,6 +73,7 @@ begin
     get diagnostics n = row_count;
     return n > 0;
 end $$;
+grant execute on function ai.disallow_load_from(text) to pgmind_admin;
 
 -- Everyone may see where files can be loaded from (not the credentials).
 create or replace view ai.load_allow_list as

@@ -5,6 +5,7 @@ create or replace function ai_internal._b64(img bytea) returns text
 language sql immutable strict set search_path = pg_catalog, pg_temp as $$
     select translate(encode(img, 'base64'), E'\n', '')
 $$;
+grant execute on function ai_internal._b64(bytea) to public;
 
 create or replace function ai.load_file(url text) returns bytea
 language sql volatile set search_path = pg_catalog, pg_temp as $$
@@ -12,6 +13,7 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
                 else decode(ai_internal._json_request('/pgmind/v1/images/load', jsonb_build_object('url', url))->>'data',
                             'base64') end
 $$;
+grant execute on function ai.load_file(text) to public;
 comment on function ai.load_file(text) is
     'The bytes of a file (/path, file:///path), an http(s) URL or an s3:// object under a location an administrator allowed (ai.allow_load_from).';
 
@@ -22,6 +24,7 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
                                 jsonb_build_object('data', ai_internal._b64(img), 'width', width, 'height', height))->>'data',
                             'base64') end
 $$;
+grant execute on function ai.resize_image(bytea, integer, integer) to public;
 comment on function ai.resize_image(bytea, int, int) is
     'The image resized to width × height, in its own format; 0 for one side keeps the aspect ratio.';
 
@@ -31,6 +34,7 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
                 else ai_internal._json_request('/pgmind/v1/images/base64',
                          jsonb_build_object('data', ai_internal._b64(img), 'prefix', coalesce(prefix, false)))->>'text' end
 $$;
+grant execute on function ai.image_as_base64(bytea, boolean) to public;
 comment on function ai.image_as_base64(bytea, boolean) is
     'The image as base64; prefix => true makes a data URI (data:image/png;base64,…).';
 
@@ -39,6 +43,7 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null then null
                 else ai_internal._json_request('/pgmind/v1/images/info', jsonb_build_object('data', ai_internal._b64(img))) end
 $$;
+grant execute on function ai.image_info(bytea) to public;
 comment on function ai.image_info(bytea) is 'format, width, height, mode, mime and bytes of an image.';
 
 -- An image's vector from an image model (ai.models where model_type = 'image_embedding').
@@ -55,6 +60,7 @@ begin
                                 'encoding_format', 'float'))->'data'->0->>'embedding';
     return v;     -- '[…]' text into the vector result (pgvector's input function)
 end $$;
+grant execute on function ai.embed_image(text, bytea) to public;
 comment on function ai.embed_image(text, bytea) is 'The vector of an image from an image model, e.g. ai.embed_image(''image-features'', img).';
 
 create or replace function ai.image_labels(model text, img bytea, k int default 5)
@@ -65,6 +71,7 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
         else ai_internal._json_request('/pgmind/v1/images/labels',
                  jsonb_build_object('model', model, 'data', ai_internal._b64(img), 'k', coalesce(k, 5)))->'labels' end) l
 $$;
+grant execute on function ai.image_labels(text, bytea, integer) to public;
 comment on function ai.image_labels(text, bytea, int) is 'What an image classifier sees in the image (ImageNet labels), with probabilities.';
 
 create or replace function ai.image_text(img bytea) returns text
@@ -72,4 +79,5 @@ language sql volatile set search_path = pg_catalog, pg_temp as $$
     select case when img is null then null
                 else ai_internal._json_request('/pgmind/v1/images/ocr', jsonb_build_object('data', ai_internal._b64(img)))->>'text' end
 $$;
+grant execute on function ai.image_text(bytea) to public;
 comment on function ai.image_text(bytea) is 'The text in an image (OCR, Chinese and English), lines top to bottom.';

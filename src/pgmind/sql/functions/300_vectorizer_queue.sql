@@ -20,12 +20,14 @@ language sql immutable strict parallel safe set search_path = pg_catalog, pg_tem
     from regexp_matches(t, '([\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)|([^\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+)', 'g')
          with ordinality as r(m, n)
 $$;
+grant execute on function ai.fts_text(text) to public;
 
 -- The schema of the vector extension (types and operators are named with it).
 create or replace function ai_internal._vector_schema() returns name
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select extnamespace::regnamespace::name from pg_extension where extname = 'vector'
 $$;
+grant execute on function ai_internal._vector_schema() to public;
 
 -- SQL fragments over a vectorizer's key columns (security definer: the registry is private, but
 -- its key column names and types are in the catalog for everyone anyway).
@@ -37,18 +39,21 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ' order by i) || ')'
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
+grant execute on function ai_internal._key_json(integer, text) to public;
 
 create or replace function ai_internal._key_from_json(vid int, alias text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('(%I->>%L)::%s', alias, c, t), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns, v.key_types) with ordinality as k(c, t, i) where v.id = vid
 $$;
+grant execute on function ai_internal._key_from_json(integer, text) to public;
 
 create or replace function ai_internal._key_cols(vid int, alias text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select string_agg(format('%I.%I', alias, c), ', ' order by i)
     from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
 $$;
+grant execute on function ai_internal._key_cols(integer, text) to public;
 
 create or replace function ai_internal._vectorizer_id(p_name text) returns int
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -62,6 +67,7 @@ begin
     end if;
     return vid;
 end $$;
+grant execute on function ai_internal._vectorizer_id(text) to public;
 
 -- May this role change this vectorizer's queue and chunks?  Its source table's owner (and members
 -- of that role) and pgmind administrators.  The row-level security of the queue uses it.
@@ -70,6 +76,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select coalesce((select ai_internal._is_admin(role_name) or pg_has_role(role_name, v.owner, 'MEMBER')
                      from ai.vectorizers v where v.id = vid), false)
 $$;
+grant execute on function ai_internal._owns_vectorizer(integer, name) to public;
 
 create or replace function ai_internal._check_vectorizer_owner(vid int) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -86,12 +93,14 @@ begin
             using errcode = '42501', hint = 'run it as the table''s owner or a pgmind administrator';
     end if;
 end $$;
+grant execute on function ai_internal._check_vectorizer_owner(integer) to public;
 
 -- The versions a change must be queued for (every live one: the active and a building one).
 create or replace function ai_internal._live_versions(vid int) returns int[]
 language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     select coalesce(array_agg(version order by version), '{}') from ai.vectorizer_versions where vectorizer_id = vid
 $$;
+grant execute on function ai_internal._live_versions(integer) to public;
 
 -- Queue keys for every live version.  Called by the generated trigger, which runs as the table's
 -- owner; these run with the caller's rights, and the queue's row-level security lets a role touch
@@ -107,6 +116,7 @@ begin
             next_attempt_at = now(), last_error = null;
     delete from ai._vectorizer_errors e where e.vectorizer_id = vid and e.key = any (keys);
 end $$;
+grant execute on function ai_internal._enqueue(integer, jsonb[]) to public;
 
 -- Queue every row of the source for one version (backfill, re-embedding into a new version):
 -- reads the source with the caller's rights.
@@ -126,6 +136,7 @@ begin
     get diagnostics n = row_count;
     return n;
 end $$;
+grant execute on function ai_internal._enqueue_all(integer, integer) to public;
 
 -- Remove the chunks of deleted (or re-keyed) source rows from every version, and their queue
 -- entries.  The queue rows go first: a worker that holds them finishes its write before this
@@ -143,6 +154,7 @@ begin
             using keys;
     end loop;
 end $$;
+grant execute on function ai_internal._forget(integer, jsonb[]) to public;
 
 create or replace function ai_internal._forget_all(vid int) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -155,6 +167,7 @@ begin
         execute format('truncate %I.%I', ver.dest_schema, ver.store_table);
     end loop;
 end $$;
+grant execute on function ai_internal._forget_all(integer) to public;
 
 -- The queue and the quarantine: each role sees and changes only the rows of vectorizers whose table
 -- it owns (the generated trigger runs as that owner); workers connect as an administrator.

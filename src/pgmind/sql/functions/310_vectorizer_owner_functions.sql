@@ -108,6 +108,7 @@ begin
         end $b$, store_pattern, v.dest_schema, v.dest_view, v.key_columns))
     ];
 end $$;
+grant execute on function ai_internal._owner_functions_sql(integer) to public;
 
 -- The signatures of those functions, for grants and drops.
 create or replace function ai_internal._owner_function_names(vid int) returns text[]
@@ -119,6 +120,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
                  format('%I.%I(name, name)', v.dest_schema, v.name || '_vectorizer_activate')]
     from ai.vectorizers v where v.id = vid
 $$;
+grant execute on function ai_internal._owner_function_names(integer) to public;
 
 -- Creates (or re-creates, on upgrade) a vectorizer's owner functions and triggers.  Runs with the
 -- caller's rights; the functions end up owned by the table's owner.
@@ -170,6 +172,7 @@ begin
     execute format('create or replace trigger %I after truncate on %s for each statement execute function %s',
                    info.name || '_vectorizer_truncate', info.source, names[1]);
 end $$;
+grant execute on function ai_internal._install_owner_functions(integer) to public;
 
 -- What the service role needs of existing vectorizers (install, on upgrade; new ones grant it
 -- themselves in _install_owner_functions and _create_store): their owner functions and chunk tables.

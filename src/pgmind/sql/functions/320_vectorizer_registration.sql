@@ -51,6 +51,7 @@ begin
             p_name || '_chunks_v1', 'active', now());
     return vid;
 end $$;
+grant execute on function ai_internal._register_vectorizer(text, regclass, text, text, jsonb, jsonb, name) to public;
 
 -- Check the model for a vectorizer: an embedding model the caller may use, with a known dimension.
 create or replace function ai_internal._vectorizer_model(p_model text, caller name)
@@ -72,6 +73,7 @@ begin
     return query select m.model_id, m.provider, m.model_type, m.model_name, m.url, m.header_fn, m.in_fn, m.out_fn,
                         m.options, m.dimensions;
 end $$;
+grant execute on function ai_internal._vectorizer_model(text, name) to public;
 
 -- A JSON object spec (null is {}), with only the allowed keys (when given): what chunking and index
 -- specs share.  ``what`` names it in the messages.
@@ -92,6 +94,7 @@ begin
     end if;
     return spec;
 end $$;
+grant execute on function ai_internal._spec_object(jsonb, text, text[], text) to public;
 
 -- A chunking spec, completed with the defaults.  The one rule for SQL and the worker, whose
 -- ChunkingConfig.from_json accepts exactly what this accepts (one table of cases runs through both:
@@ -122,6 +125,7 @@ begin
     end if;
     return chunking;
 end $$;
+grant execute on function ai_internal._check_chunking(jsonb) to public;
 
 -- An index spec, completed with the defaults: hnsw (m 2..100, ef_construction 4..1000 and at
 -- least 2 * m), ivfflat (lists 1..32768) or none.
@@ -162,6 +166,7 @@ begin
     end if;
     return index_spec;
 end $$;
+grant execute on function ai_internal._check_index(jsonb) to public;
 
 -- Creates the store table of one version (with the caller's rights: it belongs to the table owner).
 create or replace function ai_internal._create_store(vid_source regclass, p_schema name, p_store name,
@@ -200,6 +205,7 @@ begin
                        p_schema, p_store, vschema, opclass, (index_spec->>'lists')::int);
     end if;
 end $$;
+grant execute on function ai_internal._create_store(regclass, name, name, name[], text[], integer, jsonb, text) to public;
 
 -- The destination view: the active version's table, its embedding column without a dimension, so a
 -- new version of another dimension replaces the view in place (grants on it are kept).  The
@@ -210,3 +216,4 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
                   (select string_agg(format('%I', c), ', ') from unnest(key_columns) c),
                   ai_internal._vector_schema(), p_schema, p_store)
 $$;
+grant execute on function ai_internal._view_sql(name, name, name[]) to public;

@@ -20,6 +20,7 @@ begin
                                                                     'labels', labels)
     where id = vid;
 end $$;
+grant execute on function ai_internal._set_image_config(integer, boolean, integer) to public;
 
 create or replace function ai.create_vectorizer(
     source regclass, name text default null, content text default null, model text default null,
@@ -95,6 +96,7 @@ begin
     end if;
     return vid;
 end $$;
+grant execute on function ai.create_vectorizer(regclass, text, text, text, jsonb, jsonb, boolean, text, boolean, integer) to public;
 
 create or replace function ai_internal._unregister_vectorizer(vid int) returns void
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -103,6 +105,7 @@ begin
     delete from ai.vectorizer_progress where vectorizer_id = vid;
     delete from ai.vectorizers where id = vid;
 end $$;
+grant execute on function ai_internal._unregister_vectorizer(integer) to public;
 
 create or replace function ai.drop_vectorizer(name text, drop_chunks boolean default true) returns void
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
@@ -129,6 +132,7 @@ begin
     end if;
     perform ai_internal._unregister_vectorizer(vid);
 end $$;
+grant execute on function ai.drop_vectorizer(text, boolean) to public;
 
 -- What a table owner may read about its vectorizer (the registry itself is private).
 select ai_internal._drop_if_result_differs('ai_internal._vectorizer_info(int)', 'TABLE(name text, source regclass, owner name, dest_schema name, dest_view name, key_columns name[], key_types text[], content text)');
@@ -141,6 +145,7 @@ begin
     return query select v.name, v.source, v.owner, v.dest_schema, v.dest_view, v.key_columns, v.key_types, v.content
                  from ai.vectorizers v where v.id = vid;
 end $$;
+grant execute on function ai_internal._vectorizer_info(integer) to public;
 
 select ai_internal._drop_if_result_differs('ai_internal._vectorizer_stores(int)', 'TABLE(version integer, dest_schema name, store_table name, status text, model text)');
 create or replace function ai_internal._vectorizer_stores(vid int)
@@ -150,6 +155,7 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
     from ai.vectorizer_versions ver join ai.vectorizers v on v.id = ver.vectorizer_id
     where ver.vectorizer_id = vid order by ver.version
 $$;
+grant execute on function ai_internal._vectorizer_stores(integer) to public;
 
 -- Change the model, chunking or index: a new version is embedded in the background while the old
 -- one keeps serving; a worker switches the view over once the new one is complete.  Returns the
@@ -177,6 +183,7 @@ begin
     values (vid, version, p_model, ai_internal._check_chunking(p_chunking), ai_internal._check_index(p_index), m.dimensions,
             store_table, 'building');
 end $$;
+grant execute on function ai_internal._add_version(integer, text, jsonb, jsonb) to public;
 
 create or replace function ai.alter_vectorizer(name text, model text default null, chunking jsonb default null,
                                                index jsonb default null) returns int
@@ -198,6 +205,7 @@ begin
     perform ai_internal._enqueue_all(vid, added.version);
     return added.version;
 end $$;
+grant execute on function ai.alter_vectorizer(text, text, jsonb, jsonb) to public;
 
 -- For a worker, when a building version has nothing left in its queue: the registry switches to it
 -- and this returns the store table of the version it replaces, which the worker then has the
@@ -235,6 +243,7 @@ begin
     end loop;
     return n;
 end $$;
+grant execute on function ai.vectorizer_backfill(text) to public;
 
 -- Re-queue quarantined rows (after fixing the data or the model).
 create or replace function ai.vectorizer_retry(name text) returns bigint
@@ -252,3 +261,4 @@ begin
     get diagnostics n = row_count;
     return n;
 end $$;
+grant execute on function ai.vectorizer_retry(text) to public;

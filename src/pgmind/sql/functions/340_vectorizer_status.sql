@@ -16,6 +16,7 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
                                                  join pg_extension e on e.oid = d.refobjid
                                                 where e.extname = 'vector'))
 $$;
+grant execute on function ai_internal._store_is_plain(regclass) to public;
 
 -- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
 -- null where the caller cannot read the chunks, or where the table is not the plain table pgmind
@@ -33,6 +34,7 @@ begin
         into n;
     return n;
 end $$;
+grant execute on function ai_internal._vectorizer_done(name, name) to public;
 
 create or replace view ai.vectorizer_status as
 select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_view) as destination,

@@ -44,6 +44,7 @@ begin
                                 source, caller);
     end if;
 end $$;
+grant execute on function ai_internal._search_target(text, name) to public;
 
 -- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.  The
 -- stored generated column cannot call this without rebuilding every store, so the two expressions
@@ -52,6 +53,7 @@ create or replace function ai_internal._fts_words(t text) returns text[]
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(t)))
 $$;
+grant execute on function ai_internal._fts_words(text) to public;
 
 -- The words of a question as an OR query (a question is not a conjunction of its words; ranking
 -- sorts out which documents have more of them).
@@ -59,12 +61,14 @@ create or replace function ai.keyword_query(query text) returns tsquery
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select to_tsquery('simple', string_agg(quote_literal(w), ' | ')) from unnest(ai_internal._fts_words(query)) w
 $$;
+grant execute on function ai.keyword_query(text) to public;
 
 -- All the words of a text as an AND query (null for none).
 create or replace function ai_internal._all_words(t text) returns tsquery
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select to_tsquery('simple', string_agg(quote_literal(w), ' & ')) from unnest(ai_internal._fts_words(t)) w
 $$;
+grant execute on function ai_internal._all_words(text) to public;
 
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
@@ -84,6 +88,7 @@ begin
             using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
     end if;
 end $$;
+grant execute on function ai_internal._check_query_length(text[]) to public;
 
 -- The arguments every search takes, checked once.
 create or replace function ai_internal._check_search_args(mode text, k int) returns void
@@ -97,6 +102,7 @@ begin
         raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
     end if;
 end $$;
+grant execute on function ai_internal._check_search_args(text, integer) to public;
 
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text, tsquery, text, int, int,
                                                 float8, float8, int, text);
@@ -109,6 +115,7 @@ create or replace function ai_internal._regex_quote(t text) returns text
 language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
     select regexp_replace(t, '([!$()*+.:<=>?\[\\\]^{|}-])', '\\\1', 'g')
 $$;
+grant execute on function ai_internal._regex_quote(text) to public;
 
 -- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
 -- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
@@ -239,6 +246,7 @@ begin
         using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
               rrf_k::float8, fusion, lists, per_source, heads;
 end $$;
+grant execute on function ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, integer, integer, double precision, double precision, integer, text, integer, text[]) to public;
 
 create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
@@ -342,4 +350,5 @@ begin
                                                       array(select h from jsonb_array_elements_text(terms->'headings') with ordinality x(h, i)
                                                             order by x.i));
 end $$;
+grant execute on function ai.search(text, text, integer, text, text, integer, double precision, double precision, integer, text, text, text, boolean, integer, text) to public;
 

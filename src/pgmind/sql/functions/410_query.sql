@@ -8,6 +8,7 @@
 -- SQL decides with it whether a question needs translating before it calls anything.
 create or replace function ai_internal._text_language(t text) returns text
 language sql immutable strict as $$ select case when t ~ '[\u4e00-\u9fff]' then 'zh' else 'en' end $$;
+grant execute on function ai_internal._text_language(text) to public;
 
 -- A question in the knowledge base's language: the question itself, or, when the knowledge base
 -- has a language ("language", set by ingest) and a translation model ("translate_model", null to
@@ -21,6 +22,7 @@ begin
     end if;
     return ai_internal._translate(ai_internal._kb_settings((ai_internal._search_target(name, current_user)).config), question);
 end $$;
+grant execute on function ai.translate_query(text, text) to public;
 
 -- ai.translate_query for settings already read (ai.search has them at hand).
 create or replace function ai_internal._translate(settings jsonb, question text) returns text
@@ -33,6 +35,7 @@ begin
     return ai_internal._json_request('/pgmind/v1/rag/translate',
                                      jsonb_build_object('settings', settings, 'question', question))->>'text';
 end $$;
+grant execute on function ai_internal._translate(jsonb, text) to public;
 
 -- Query expansion (HyDE): a short answer the chat model writes from what it already knows, naming
 -- the terms the documents would use (pgmind.rag.query.expand_request).  null when turned off.
@@ -45,6 +48,7 @@ begin
     return ai_internal._json_request('/pgmind/v1/rag/expand',
                                      jsonb_build_object('settings', settings, 'name', name, 'question', question))->>'expansion';
 end $$;
+grant execute on function ai_internal._expand(jsonb, text, text) to public;
 
 -- Whether a question is about the knowledge base's topic at all: the chat model's log-odds of
 -- "yes" against "no" as its first token (pgmind.rag.query.topic_request).  null when the
@@ -58,6 +62,7 @@ begin
     return (ai_internal._json_request('/pgmind/v1/rag/topic',
                                       jsonb_build_object('settings', settings, 'question', question))->>'score')::float8;
 end $$;
+grant execute on function ai_internal._topic_score(jsonb, text) to public;
 
 -- ai_internal._topic_score for a knowledge base the caller may search (calibration, and to see why
 -- RAG declined).
@@ -70,3 +75,4 @@ begin
     return ai_internal._topic_score(ai_internal._kb_settings((ai_internal._search_target(name, current_user)).config),
                                     question);
 end $$;
+grant execute on function ai.topic_score(text, text) to public;

@@ -42,12 +42,14 @@ language sql immutable as $$ select '{
     "expand_prompt_en": "Answer this question about {topic} in one or two short English sentences. Name the exact commands, functions, settings or terms involved.\n\nQuestion: {question}",
     "expand_prompt_zh": "用一两句简短的中文回答这个关于{topic}的问题,写出涉及的具体命令、函数、设置或术语。\n\n问题: {question}"
 }'::jsonb $$;
+grant execute on function ai.rag_defaults() to public;
 
 -- A knowledge base's RAG and translation settings: the defaults, overridden by its own.
 create or replace function ai_internal._kb_settings(config jsonb) returns jsonb
 language sql immutable set search_path = pg_catalog, pg_temp as $$
     select ai.rag_defaults() || coalesce(config->'rag', '{}')
 $$;
+grant execute on function ai_internal._kb_settings(jsonb) to public;
 
 create or replace function ai.configure_rag(name text, config jsonb) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -93,6 +95,7 @@ begin
      where v.id = vid;
     return ai_internal._kb_settings((select v.config from ai.vectorizers v where v.id = vid));
 end $$;
+grant execute on function ai.configure_rag(text, jsonb) to public;
 
 -- Retrieval and prompt, without generation: {"messages", "sources", "answered", "answer" (the
 -- decline, when nothing passed the threshold), "model", "options", "topic_score", "sentences" (the
@@ -159,6 +162,7 @@ begin
                                  'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::numeric::int,
                                                                'temperature', 0.1));
 end $$;
+grant execute on function ai.rag_prompt(text, text, integer, text, double precision, text) to public;
 
 -- The answer, checked against its sources (pgmind.rag.grounding, unless the setting "ground" is
 -- false): a sentence whose value or name no source holds is left out, a citation that points at the
@@ -191,3 +195,4 @@ begin
                               'sources', p->'sources', 'answered', true,
                               'usage', reply->'usage', 'model', p->>'model', 'topic_score', p->'topic_score');
 end $$;
+grant execute on function ai.rag(text, text, integer, text, double precision, text, jsonb) to public;

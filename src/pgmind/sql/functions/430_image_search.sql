@@ -12,6 +12,7 @@ begin
             using errcode = '22023', hint = 'search texts with ai.search; image vectorizers use an image model';
     end if;
 end $$;
+grant execute on function ai_internal._require_image_kb(text, jsonb) to public;
 
 create or replace function ai.search_images(name text, query text, k int default 10, filter text default null,
                                             mode text default 'hybrid')
@@ -52,6 +53,7 @@ begin
         case when found->'vector' = 'null'::jsonb then 'keyword' else mode end,
         greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
 end $$;
+grant execute on function ai.search_images(text, text, integer, text, text) to public;
 
 create or replace function ai.search_images(name text, image bytea, k int default 10, filter text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
@@ -69,3 +71,4 @@ begin
     return query select * from ai_internal._search_run(t.store, t.key_json, t.key_cols, t.source, t.source_key_cols,
         filter, array[ai.embed_image(t.model, image)::text], null, 'vector', greatest(k * 4, 40), k, 1.0, 1.0, 60, 'document');
 end $$;
+grant execute on function ai.search_images(text, bytea, integer, text) to public;

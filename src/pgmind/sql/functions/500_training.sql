@@ -45,6 +45,7 @@ begin
     perform pg_notify('pgmind_training', jid::text);
     return jid;
 end $$;
+grant execute on function ai_internal._create_training_job(text, text, text, text, jsonb) to public;
 
 create or replace function ai_internal._add_training_pairs(p_job bigint, pairs jsonb) returns int
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -57,6 +58,7 @@ begin
     get diagnostics n = row_count;
     return n;
 end $$;
+grant execute on function ai_internal._add_training_pairs(bigint, jsonb) to public;
 
 create or replace function ai_internal._check_job_owner(p_job bigint) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
@@ -81,6 +83,7 @@ begin
     get diagnostics n = row_count;
     return n;
 end $$;
+grant execute on function ai_internal._add_training_images(bigint, bytea[], text[]) to public;
 
 -- pairs: a query of yours returning (question text, key): key is the source row's key (a value,
 -- or a JSON object of the key columns).  It runs with your rights and your search_path (no SET
@@ -119,6 +122,7 @@ begin
     end if;
     return jid;
 end $$;
+grant execute on function ai.finetune(text, text, text, text, jsonb) to public;
 
 create or replace function ai.cancel_training(job_id bigint) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
@@ -130,6 +134,7 @@ begin
       and (j.owner = ai_internal._session_role() or ai_internal._is_admin(ai_internal._session_role()));
     return found;
 end $$;
+grant execute on function ai.cancel_training(bigint) to public;
 
 -- An image encoder taught your labels: images is a query of yours returning (image bytea, label
 -- text); it runs now, with your rights, and what it returns is copied into the job (the runner,
@@ -172,6 +177,7 @@ begin
     perform ai_internal._add_training_images(jid, imgs, lbls);
     return jid;
 end $$;
+grant execute on function ai.train_image_encoder(text, text, text, text, jsonb) to public;
 
 -- A trained model, registered for its job's owner by the training runner (pgmind's service role,
 -- which may not write the registry itself): a local model of the job's own name, nothing else.
