@@ -271,3 +271,66 @@ def best_cut(seen: list[tuple[float, bool]], require_both: bool = True) -> dict:
             "answerable": sum(1 for _, a in seen if a), "unanswerable": sum(1 for _, a in seen if not a),
             "similarities": {"answerable": sorted(round(s, 4) for s, a in seen if a),
                              "unanswerable": sorted(round(s, 4) for s, a in seen if not a)}}
+
+
+def evaluate(db, name: str, questions: str | Path | list[Question], *, modes: list[str] | None = None,
+             rerank: str | None = None, answers: bool = False, model: str | None = None,
+             calibrate: bool = False) -> dict:
+    """The report on a knowledge base: {"retrieval": evaluate_retrieval (``modes``, default all;
+    with ``rerank`` also hybrid+rerank)}, with ``answers`` also "answers" (evaluate_answers, with the
+    chat model ``model``), with ``calibrate`` also "threshold" (calibrate_threshold).  ``questions``:
+    a JSONL file (load_questions) or the questions."""
+    qs = questions if isinstance(questions, list) else load_questions(questions)
+    modes = list(modes or MODES)
+    for m in modes:
+        if m not in MODES:
+            raise InvalidRequestError(f"unknown mode {m!r}", hint="modes: " + ", ".join(MODES))
+    report = {"retrieval": evaluate_retrieval(db, name, qs, modes, rerank)}
+    if answers:
+        report["answers"] = evaluate_answers(db, name, qs, model)
+    if calibrate:
+        report["threshold"] = calibrate_threshold(db, name, qs)
+    return report
+
+
+def report_lines(report: dict, name: str, rerank: str | None = None) -> list:
+    """The report for a reader: rich tables and lines (markup), in print order.  ``name`` and
+    ``rerank`` go into the ai.configure_rag statements that apply the thresholds found."""
+    from rich.table import Table
+    out: list = []
+    table = Table("mode", "lang", "n", "recall@1", "recall@5", "recall@10", "MRR", "nDCG@10")
+    for m, per in report["retrieval"].items():
+        if m == "rerank_threshold":
+            continue
+        for lang, sc in per.items():
+            table.add_row(m, lang, str(sc["n"]), *(str(sc[k]) for k in ("recall@1", "recall@5", "recall@10",
+                                                                         "mrr", "ndcg@10")))
+    out.append(table)
+    c = report["retrieval"].get("rerank_threshold")
+    if c:
+        out.append(f"best rerank threshold: {c['threshold']} ({c['answerable_declined']} of {c['answerable']} "
+                   f"answerable declined, {c['unanswerable_answered']} of {c['unanswerable']} unanswerable "
+                   f"answered); use it with ai.configure_rag('{name}', '{{\"rerank\": \"{rerank}\", "
+                   f"\"rerank_threshold\": {c['threshold']}}}')")
+    if "answers" in report:
+        t2 = Table("lang", "answers with the facts", "unanswerable declined", "answerable declined",
+                   "faulty answers (pasted, echo, bare markers)", "answers in the question's language")
+        for lang, sc in report["answers"]["summary"].items():
+            t2.add_row(lang, str(sc["facts"]), str(sc["declined"]), str(sc["answerable_declined"]), str(sc["faults"]),
+                       str(sc["in_language"]))
+        out.append(t2)
+    if "threshold" in report:
+        c = report["threshold"]
+        setting = {"threshold": c["threshold"]}
+        if "topic" in c:
+            t = c["topic"]
+            setting["topic_threshold"] = t["threshold"]
+            out.append(f"best topic threshold: {t['threshold']} ({t['answerable_declined']} of {t['answerable']} "
+                       f"answerable questions declined, {t['unanswerable_answered']} of {t['unanswerable']} "
+                       f"unanswerable answered)")
+        tot = c["total"]
+        out.append(f"best RAG threshold: {c['threshold']} ({tot['answerable_declined']} of {tot['answerable']} "
+                   f"answerable questions declined, {tot['unanswerable_answered']} of {tot['unanswerable']} "
+                   f"unanswerable answered in all); set it with ai.configure_rag('{name}', "
+                   f"'{json.dumps(setting)}')")
+    return out
