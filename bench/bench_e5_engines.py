@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus import manual_sentences  # noqa: E402
-from pgmind.models.cpu import has_native_bf16  # noqa: E402
-from pgmind.models.local_e5 import E5Small  # noqa: E402
+from pgmind.models.local.cpu import has_native_bf16  # noqa: E402
+from pgmind.models.local.e5 import E5Small  # noqa: E402
 
 
 def passages(n: int, chars: int) -> list[str]:

@@ -66,7 +66,7 @@ def precision_at_10(base: np.ndarray, yb: np.ndarray, q: np.ndarray, yq: np.ndar
 
 def image_to_image(args) -> list[str]:
     from PIL import Image
-    from pgmind.models.local_efficientnet import EfficientNetLite0
+    from pgmind.models.local.efficientnet import EfficientNetLite0
     xb, yb = fashion("train", args.base)
     xq, yq = fashion("t10k", args.queries)
     lines = ["| representation | image → image P@10 | vs raw pixels | images/s (bare model) |", "|---|---|---|---|"]
@@ -86,7 +86,7 @@ def image_to_image(args) -> list[str]:
 def knowledge_base(sb, args) -> tuple[list[str], dict]:
     """Fashion-MNIST test images into an image vectorizer (bytes), timed against the bare model."""
     from PIL import Image
-    from pgmind.models.local_efficientnet import EfficientNetLite0
+    from pgmind.models.local.efficientnet import EfficientNetLite0
     x, y = fashion("t10k", args.kb)
     files = [png(a) for a in x]
     m = EfficientNetLite0()

@@ -27,7 +27,7 @@ CHILD = r"""
 import json, os, sys, time
 if len(sys.argv) > 3:    # a build from elsewhere (--extra)
     sys.path.insert(0, sys.argv[3])
-from pgmind.models import local_llama
+from pgmind.models.local import llama as local_llama
 from llama_cpp import Llama
 path, prompt = sys.argv[1], sys.argv[2]
 llm = Llama(model_path=path, n_ctx=4096, n_threads=os.cpu_count(), verbose=False)
@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     from pgmind.config import load_settings
-    from pgmind.models import llama_build
+    from pgmind.models.local import llama_build
     path = str(load_settings().models_dir / args.model)
     sources = " ".join(manual_sentences(60))
     prompt = f"<|im_start|>user\nSources:\n{sources}\nQuestion: what does VACUUM do?<|im_end|>\n<|im_start|>assistant\n"

@@ -1,4 +1,4 @@
-"""What the prompt-prefix cache (pgmind.models.llama_prefix) saves RAG before its first token: the
+"""What the prompt-prefix cache (pgmind.models.local.llama_prefix) saves RAG before its first token: the
 three prompts RAG gives its chat model per question — topic check, expansion, answer — read by two
 copies of the model in this process, taking turns per prompt (who goes first alternates), each timed
 to its first token: "whole" reads every prompt in one go with nothing kept (as before the cache;
@@ -52,8 +52,8 @@ def main() -> None:
     ap.add_argument("--per-language", type=int, default=5)
     ap.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct-Q4_K_M")
     args = ap.parse_args()
-    from pgmind.models.assets import MODELS, gguf_path
-    from pgmind.models.local_llama import LLAMA_BUILD, LlamaCppChat
+    from pgmind.models.local.assets import MODELS, gguf_path
+    from pgmind.models.local.llama import LLAMA_BUILD, LlamaCppChat
     qs = load_questions(args.questions)
     chosen = [q for lang in ("en", "zh") for q in [q for q in qs if q.gold and q.lang == lang][:args.per_language]]
     with Pgmind() as db:

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 from corpus import manual_sentences  # noqa: E402
 from pgmind.db import connect  # noqa: E402
 from pgmind.devserver import Sandbox  # noqa: E402
-from pgmind.models.hub import load_local_embedding  # noqa: E402
+from pgmind.models.local.loader import load_local_embedding  # noqa: E402
 from pgmind.models.spec import ModelSpec  # noqa: E402
 
 

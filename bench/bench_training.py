@@ -50,7 +50,7 @@ def p10(scores: np.ndarray, truth: np.ndarray, labels: np.ndarray) -> float:
 
 def images(args) -> None:
     import torch
-    from pgmind.models.local_use import UseM3
+    from pgmind.models.local.use import UseM3
     from pgmind.training import images as trainer
     torch.set_num_threads(args.threads)
     text = UseM3()
@@ -109,7 +109,7 @@ def e5(args) -> None:
               f"metrics {json.dumps(job['metrics'])}")
         if job["state"] != "done":
             return
-    from pgmind.models.local_e5 import E5Small
+    from pgmind.models.local.e5 import E5Small
     base = E5Small("torch")._impl
     tuned = E5Small("torch", weights=str(settings.models_dir / "finetuned" / name / "encoder.pt"))._impl
     with psycopg.connect(dsn) as conn:

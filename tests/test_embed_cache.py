@@ -1,4 +1,4 @@
-"""The embedding cache (models/embed_cache.py): a text a local model has embedded is not embedded
+"""The embedding cache (models/local/embed_cache.py): a text a local model has embedded is not embedded
 again — same vector, no forward pass — while different models, input types, truncation and
 fine-tuned weights never share entries, and the bound holds."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import asyncio
 import numpy as np
 import pytest
 
-from pgmind.models.embed_cache import EmbedCache
 from pgmind.models.hub import ModelHub
+from pgmind.models.local.embed_cache import EmbedCache
 from pgmind.models.spec import ModelSpec
 
 USE = ModelSpec("use-m3", "pgmind", "embedding", "google/universal-sentence-encoder-multilingual-3",

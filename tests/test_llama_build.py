@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgmind.models import cpu, llama_build
+from pgmind.models.local import cpu, llama_build
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_the_amx_mend_applies_once_and_refuses_other_code(tmp_path):
 def test_the_chosen_build_loads_and_has_its_instructions():
     """On this machine, in a fresh process: the build picked is the one imported, and llama.cpp
     reports the instruction sets that build was compiled for."""
-    code = ("from pgmind.models import local_llama; import json, llama_cpp; "
+    code = ("from pgmind.models.local import llama as local_llama; import json, llama_cpp; "
             "print(json.dumps([local_llama.LLAMA_BUILD, llama_cpp.__file__, llama_cpp.llama_print_system_info().decode()]))")
     build, path, info = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                                                   text=True).stdout.strip().splitlines()[-1])

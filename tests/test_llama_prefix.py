@@ -1,10 +1,10 @@
-"""Prompt prefixes read once (pgmind.models.llama_prefix): where a prompt is cut, and that an answer
+"""Prompt prefixes read once (pgmind.models.local.llama_prefix): where a prompt is cut, and that an answer
 after a prefix restored from the cache is bit for bit the answer without any cache."""
 from __future__ import annotations
 
 import pytest
 
-from pgmind.models.llama_prefix import MAX_PREFIX, PrefixStates, cut_points
+from pgmind.models.local.llama_prefix import MAX_PREFIX, PrefixStates, cut_points
 
 
 def words(text: str) -> list[str]:
@@ -61,7 +61,7 @@ def test_the_cache_drops_the_least_recently_used_past_its_size():
 @pytest.fixture(scope="module")
 def gguf():
     from pgmind.config import load_settings
-    from pgmind.models.assets import MODELS, gguf_path
+    from pgmind.models.local.assets import MODELS, gguf_path
     return str(gguf_path(MODELS["Qwen2.5-Coder-0.5B-Instruct-Q4_K_M"], load_settings().models_dir))
 
 
@@ -75,7 +75,7 @@ def chat(model, question: str) -> tuple[str, list[dict]]:
 
 @pytest.mark.models
 def test_answers_after_a_cached_prefix_are_the_uncached_answers(gguf):
-    from pgmind.models.local_llama import LlamaCppChat
+    from pgmind.models.local.llama import LlamaCppChat
     cached = LlamaCppChat(gguf, context=1024, threads=2)
     bare = LlamaCppChat(gguf, context=1024, threads=2, prefix_cache_mb=0)
     questions = ["how do I list all tables", "怎样查看表的大小", "how do I list all tables"]
@@ -103,7 +103,7 @@ def test_answers_after_a_cached_prefix_are_the_uncached_answers(gguf):
 def test_each_caller_has_prefixes_of_its_own():
     """A prompt one database role sent must not come back faster for another that guesses it."""
     import contextvars
-    from pgmind.models.base import CALLER
+    from pgmind.models.types import CALLER
     states = PrefixStates(max_bytes=100)
 
     def as_role(role, fn):
@@ -120,8 +120,8 @@ def test_local_models_run_in_their_callers_context():
     """The model server runs local chat models in worker threads: the caller goes with the call."""
     import asyncio
     from concurrent.futures import ThreadPoolExecutor
-    from pgmind.models.base import CALLER, ChatDelta, ChatResult
-    from pgmind.models.local import LocalProvider
+    from pgmind.models.providers.local import LocalProvider
+    from pgmind.models.types import CALLER, ChatDelta, ChatResult
     from pgmind.models.spec import ModelSpec
 
     class Model:
@@ -151,7 +151,7 @@ def test_the_model_server_names_the_caller_of_each_call():
     """What keeps prefixes per caller: every model call the server makes runs as its caller's role
     (else its front end)."""
     import asyncio
-    from pgmind.models.base import CALLER
+    from pgmind.models.types import CALLER
     from pgmind.models.spec import ModelSpec
     from pgmind.server.service import Caller, ModelService
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pgmind.errors import ModelLoadError
-from pgmind.models import local_e5
-from pgmind.models.local_e5 import E5Small
+from pgmind.models.local import e5 as local_e5
+from pgmind.models.local.e5 import E5Small
 
 TEXTS = [
     "hello world",

@@ -815,7 +815,7 @@ def test_calibration_cuts_the_topic_then_the_similarity(db, conn, tmp_path):
 def test_split_model_assembly_is_checked(tmp_path, monkeypatch):
     """A model assembled from parts that do not add up (size or sha256) is refused, never loaded."""
     from pgmind.errors import ModelLoadError
-    from pgmind.models.assets import SplitModel, gguf_path
+    from pgmind.models.local.assets import SplitModel, gguf_path
     for i, data in enumerate((b"abc", b"def"), 1):
         (tmp_path / f"fake_part{i}.py").write_text(f"def get_part_path():\n    return {str(tmp_path / f'p{i}.bin')!r}\n")
         (tmp_path / f"p{i}.bin").write_bytes(data)

@@ -168,7 +168,7 @@ def test_fuzz_chat_options_and_messages(options, messages):
     """Tools, schemas, tool calls and content parts of any shape: accepted in a clean form, or a
     clear 400 (InvalidRequestError), never another exception."""
     from pgmind.errors import InvalidRequestError
-    from pgmind.models.base import check_chat_options, check_messages
+    from pgmind.models.validation import check_chat_options, check_messages
     for check, value in ((check_chat_options, options), (check_messages, messages)):
         try:
             check(value)

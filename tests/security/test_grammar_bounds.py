@@ -38,7 +38,7 @@ def forced_tool(schema) -> dict:
                                             ({"type": "object", "properties": {"a": LONG_STRING}}, "maxLength"),
                                             ({"type": "string", "pattern": "^(ab|c){5,99999}$"}, "pattern")])
 def test_schema_bounds(schema, needle):
-    from pgmind.models.local_llama import _call_schema, _grammar
+    from pgmind.models.local.llama import _call_schema, _grammar
     for what, s in (("response_format schema", schema),
                     ("tool parameters", _call_schema(forced_tool({"type": "object", "properties": {"p": schema}})["tools"]))):
         with pytest.raises(InvalidRequestError) as info:
@@ -48,8 +48,8 @@ def test_schema_bounds(schema, needle):
 
 
 def test_within_bounds_builds():
-    from pgmind.models import grammar_guard
-    from pgmind.models.local_llama import _grammar
+    from pgmind.models.local import grammar_guard
+    from pgmind.models.local.llama import _grammar
     n = grammar_guard.MAX_COUNT
     for schema in (None, {"type": "string", "maxLength": n}, {"type": "string", "pattern": f"^a{{0,{n}}}$"},
                    {"type": "array", "items": {"type": "string", "maxLength": n}, "maxItems": n}):
@@ -57,7 +57,7 @@ def test_within_bounds_builds():
 
 
 def test_gbnf_bounds():
-    from pgmind.models import grammar_guard as g
+    from pgmind.models.local import grammar_guard as g
     deep = "root ::= " + '("a" ' * (g.MAX_NESTING + 1) + ")?" * (g.MAX_NESTING + 1)
     for text, needle in ((deep, "nested"), ('root ::= "a"{0,3000}', "repetition"), ("root ::= <x>", "token"),
                          ('root ::= "' + "a" * g.MAX_GBNF_BYTES + '"', "KB")):
@@ -72,7 +72,7 @@ def test_child_builds_what_the_bounds_let_through_and_takes_the_crashes():
     groups: a NULL sampler in the server) and the one that overflows its stack (20,000) are
     verdicts, not crashes of this process; the child is started again; verdicts are cached."""
     import llama_cpp  # noqa: F401  (the child runs the server's llama.cpp)
-    from pgmind.models import grammar_guard as g
+    from pgmind.models.local import grammar_guard as g
     checker = g.GrammarChecker()
     stack = g.child_stack(g.thread_stack_size())
 

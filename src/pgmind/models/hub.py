@@ -13,14 +13,14 @@ import numpy as np
 
 from ..config import Settings
 from ..errors import DimensionMismatchError, InvalidRequestError
-from .base import FEATURE_OPTIONS, ChatDelta, ChatResult, Embeddings
-from .batching import EmbeddingBatcher, Unbatched
-from .embed_cache import EmbedCache
-from .local import load_identity
-from .provider import Provider
-from .providers import provider_class
+from .local.batching import EmbeddingBatcher, Unbatched
+from .local.embed_cache import EmbedCache
+from .local.loader import load_identity
+from .providers import Provider, provider_class
+from .providers.transport import Transport
 from .spec import ModelSpec
-from .transport import Transport
+from .types import ChatDelta, ChatResult, Embeddings
+from .validation import FEATURE_OPTIONS
 
 EMBEDDING_TYPES = ("embedding", "image_embedding")
 
@@ -54,7 +54,7 @@ class ModelHub:
             return self._local[key]
         with self._load_lock:
             if key not in self._local:
-                from .local import load
+                from .local.loader import load
                 model = load(spec, self.settings)
                 if spec.model_type in EMBEDDING_TYPES and not self.batching:
                     model = Unbatched(model)

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError, UnknownModelError
+from . import token_ids
 from .deps import authenticate, caller, json_body, json_response, service, while_connected
-from ..models import token_ids
 from .service import vectors_to_base64
 
 router = APIRouter(dependencies=[Depends(authenticate)])

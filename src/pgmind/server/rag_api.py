@@ -9,7 +9,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Request
 
 from ..errors import InvalidRequestError
-from ..models.base import check_text
+from ..models.validation import check_text
 from ..rag import compose as rag_compose
 from ..rag import grounding as rag_grounding
 from ..rag import query as rag_query

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
-from ..models.base import check_text
+from ..models.validation import check_text
 from .deps import authenticate, caller, json_response, service
 from .rag_api import grounded
 

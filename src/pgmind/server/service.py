@@ -11,11 +11,11 @@ from typing import AsyncIterator
 import numpy as np
 
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
-from ..models.base import (CALLER, ChatDelta, ChatResult, Embeddings, check_chat_options, check_messages, check_text,
-                           normalize_input_type)
 from ..models.hub import ModelHub
 from ..models.registry import Registry
 from ..models.spec import ModelSpec
+from ..models.types import CALLER, ChatDelta, ChatResult, Embeddings
+from ..models.validation import check_chat_options, check_messages, check_text, normalize_input_type
 from .call_log import CallLog, CallRecord
 from .metrics import LATENCY, REQUESTS, TOKENS
 
@@ -183,7 +183,7 @@ class ModelService:
         """What create_model checks before it commits: an embedding model's dimension, by one call."""
         provider = self.hub.provider(spec)
         if spec.model_type == "chat" and provider.in_process:
-            from ..models.local import chat_model_path
+            from ..models.local.loader import chat_model_path
             chat_model_path(spec, self.hub.settings)      # (a missing GGUF fails now, not at the first chat)
             return {"ok": True}
         if spec.model_type not in ("embedding", "image_embedding") or not provider.probe:

@@ -69,7 +69,7 @@ def trainable_engine(spec) -> object:
         raise InvalidRequestError(f"model {spec.model_id} runs on an engine pgmind cannot train",
                                   hint="train e5-small on its torch engine (the C engine and other backends are "
                                        "inference only)")
-    from ..models.local_e5 import E5Small
+    from ..models.local.e5 import E5Small
     return E5Small(engine="torch", weights=opts.get("weights"), precision="fp32")._impl   # trained in fp32
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidRequestError
-from ..models.base import LocalImageModel
+from ..models.local.base import LocalImageModel
 
 TAU = 0.05          # temperature of the image → label logits
 

@@ -18,11 +18,11 @@ from ..config import Settings
 from ..db import connect, service_dsn
 from ..errors import (REFUSED_INPUT, InvalidRequestError, ModelServerUnavailableError, PgmindError, ProviderError,
                       UnknownModelError)
-from ..models.base import Embeddings
 from ..models.hub import ModelHub
 from ..models.outbound import OutboundPolicy
 from ..models.providers import in_process
 from ..models.spec import SPEC_QUERY, ModelSpec, spec_from_row
+from ..models.types import Embeddings
 from .chunking import conservative_tokens
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
 

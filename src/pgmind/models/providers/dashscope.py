@@ -7,10 +7,10 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from ..errors import ProviderResponseError
-from ..images.codec import data_uri
-from .base import ChatDelta, ChatResult, Embeddings
-from .provider import Provider
+from ...errors import ProviderResponseError
+from ...images.codec import data_uri
+from ..types import ChatDelta, ChatResult, Embeddings
+from .base import Provider
 from .transport import field
 
 GENERATION = "/services/aigc/text-generation/generation"

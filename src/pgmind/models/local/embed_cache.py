@@ -16,8 +16,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .local import load_identity
-from .spec import ModelSpec
+from ..spec import ModelSpec
+from .loader import load_identity
 
 
 class EmbedCache:

@@ -32,7 +32,7 @@ def resolve_precision(precision: str | None) -> str:
     if precision is None or precision == "auto":
         return "bf16" if has_native_bf16() else "fp32"
     if precision not in PRECISIONS:
-        from ..errors import ModelLoadError
+        from ...errors import ModelLoadError
         raise ModelLoadError(f"unknown e5 precision {precision!r}",
                              hint='options.precision is one of auto (the CPU decides), fp32, bf16')
     return precision
@@ -50,7 +50,7 @@ class E5Small(LocalEmbeddingModel):
 
     def __init__(self, engine: str = "torch", weights: str | None = None, precision: str | None = "auto"):
         if weights and engine == "c":
-            from ..errors import ModelLoadError
+            from ...errors import ModelLoadError
             raise ModelLoadError("fine-tuned e5 weights run on the torch engine", hint='set options {"engine": "torch"}')
         self.precision = resolve_precision(precision) if engine != "c" else "q4"
         self._impl = _CEngine() if engine == "c" else _TorchEngine(weights, self.precision)

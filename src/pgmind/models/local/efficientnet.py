@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 from .base import LocalImageModel
 
 # (output channels) of the 16 blocks; each stage's first block carries the stride

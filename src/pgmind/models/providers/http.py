@@ -2,7 +2,7 @@
 functions build the request and read the answer; pgmind only sends it, with the model's key."""
 from __future__ import annotations
 
-from .provider import Provider
+from .base import Provider
 
 
 class HttpProvider(Provider):

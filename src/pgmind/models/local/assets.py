@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def gguf_path(model: SplitModel, models_dir: Path, assemble: bool = True) -> Pat
         return target
     if not assemble:
         raise ModelLoadError(f"the chat model file {target} is missing",
-                             hint="run scripts/setup.sh, or python -m pgmind.models.assets")
+                             hint="run scripts/setup.sh, or python -m pgmind.models.local.assets")
     models_dir.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".part")
     try:
@@ -77,7 +77,7 @@ def gguf_path(model: SplitModel, models_dir: Path, assemble: bool = True) -> Pat
 
 
 def main() -> int:
-    from ..config import load_settings
+    from ...config import load_settings
     settings = load_settings()
     for model in MODELS.values():
         try:

@@ -23,7 +23,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable
 
-from .base import CALLER
+from ..types import CALLER
 
 MAX_BYTES = 64 << 20     # ~28 KB of KV per token for qwen-1.5b: ~2,300 tokens of prefixes
 MAX_PREFIX = 512         # a first line longer than this is not an instruction that repeats

@@ -11,8 +11,8 @@ from typing import AsyncIterator
 
 import httpx
 
-from ..errors import ProviderError, ProviderResponseError, ProviderTimeoutError
-from .outbound import check_headers, parse_url, redact, transport_failure
+from ...errors import ProviderError, ProviderResponseError, ProviderTimeoutError
+from ..outbound import check_headers, parse_url, redact, transport_failure
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 

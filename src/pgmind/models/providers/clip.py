@@ -8,9 +8,9 @@ import base64
 
 import numpy as np
 
-from ..errors import ProviderResponseError
-from .base import Embeddings
-from .provider import Provider
+from ...errors import ProviderResponseError
+from ..types import Embeddings
+from .base import Provider
 from .transport import field
 
 

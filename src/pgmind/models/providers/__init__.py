@@ -1,15 +1,21 @@
 """The providers pgmind knows, in one place: the model hub picks a class from here by the
 registration's provider name, and `pgmind install` writes this list into ai.providers, which
-create_model checks against (so SQL and Python never keep two lists)."""
+create_model checks against (so SQL and Python never keep two lists).
+
+One module a provider (local.py: "pgmind", the models in this process; openai.py, dashscope.py,
+clip.py, http.py: remote services); base.py holds the base class, transport.py the one retrying
+HTTP client the remote ones share."""
 from __future__ import annotations
 
-from ..errors import InvalidRequestError
+from ...errors import InvalidRequestError
+from .base import Provider
+from .clip import ClipAsServiceProvider
+from .dashscope import DashScopeProvider
+from .http import HttpProvider
 from .local import LocalProvider
-from .provider import Provider
-from .remote_clip import ClipAsServiceProvider
-from .remote_dashscope import DashScopeProvider
-from .remote_http import HttpProvider
-from .remote_openai import OpenAIProvider
+from .openai import OpenAIProvider
+
+__all__ = ["PROVIDERS", "Provider", "catalog_rows", "in_process", "provider_class"]
 
 PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in (
     LocalProvider, OpenAIProvider, DashScopeProvider, ClipAsServiceProvider, HttpProvider)}

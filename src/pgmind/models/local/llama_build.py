@@ -68,6 +68,6 @@ def _try(gguf: str) -> str:
 
 
 if __name__ == "__main__":
-    # scripts/setup.sh: `python -m pgmind.models.llama_build` names the build to compile;
+    # scripts/setup.sh: `python -m pgmind.models.local.llama_build` names the build to compile;
     # `… --try GGUF` checks the build chosen (PGMIND_LLAMA_BUILD) runs, printing its name
     print(_try(sys.argv[2]) if sys.argv[1:2] == ["--try"] else best_for_this_cpu())

@@ -1,31 +1,16 @@
-"""Provider base classes: one required method each; validation, ordering and batching live here once."""
+"""What every caller's request must be — texts, input types, chat messages and options — checked
+once, by the model service, for every front end alike (SQL, the OpenAI and DashScope protocols,
+the RAG routes, the Python client).  The chat vocabulary is OpenAI's (roles, content parts, tool
+calls, tools, response_format): it is pgmind's one chat request, which every protocol translates
+into and every provider translates out of."""
 from __future__ import annotations
 
 import json
 import math
-import re
-import threading
-from abc import ABC, abstractmethod
-from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Iterator
 
-import numpy as np
-
-from ..errors import InputTooLongError, InvalidRequestError
+from ..errors import InvalidRequestError
 
 INPUT_TYPES = ("query", "document")
-# Whom the model call running now is for (the database role, else the front end; the model server sets
-# it per call).  What a cache keeps for one caller, another caller must not find faster by timing.
-CALLER: ContextVar[str] = ContextVar("pgmind_caller", default="")
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
-
-
-def estimate_tokens(text: str) -> int:
-    """A close estimate for models whose tokenizer we do not have: one token per CJK character,
-    about four characters per token otherwise."""
-    cjk = len(_CJK.findall(text))
-    return cjk + (len(text) - cjk + 3) // 4
 
 
 def check_text(value, where: str, max_chars: int | None = None) -> str:
@@ -52,137 +37,6 @@ def normalize_input_type(value: str | None) -> str:
         return "query"
     raise InvalidRequestError(f"unknown input_type {value!r}", hint="input_type is 'query' or 'document'")
 
-
-@dataclass
-class Embeddings:
-    vectors: np.ndarray           # (n, dim) float32, in input order
-    input_tokens: int = 0
-    # an image classifier's top labels per image, when they came from the same forward pass
-    labels: list[list[tuple[str, float]]] | None = None
-
-
-@dataclass
-class ChatResult:
-    content: str
-    finish_reason: str = "stop"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    # OpenAI's shapes: [{id, type: function, function: {name, arguments (a JSON text)}}]
-    tool_calls: list[dict] | None = None
-    # [{token, logprob, bytes, top_logprobs: [...]}] per generated token, when asked for
-    logprobs: list[dict] | None = None
-
-
-@dataclass
-class ChatDelta:
-    """One piece of a streamed answer; the last one carries finish_reason and usage."""
-    content: str = ""
-    finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    tool_calls: list[dict] | None = None
-    logprobs: list[dict] | None = None
-
-
-class LocalEmbeddingModel(ABC):
-    """A model that runs in this process. Implement ``embed_batch``; the base validates the input,
-    sorts by length to cut padding, splits into batches and restores the input order."""
-
-    dimensions: int = 0
-    max_tokens: int | None = None
-    batch_size: int = 32              # texts per forward pass, at most
-    max_batch_tokens: int = 8192      # padded tokens per forward pass, at most (longest × count)
-
-    @abstractmethod
-    def embed_batch(self, texts: list[str], input_type: str) -> np.ndarray:
-        """Embed texts (already validated); returns float32 (n, dimensions), L2-normalised."""
-
-    def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        """Cut text to about max_tokens (subclasses with a tokenizer may do better)."""
-        while self.count_tokens(text) > max_tokens and text:
-            text = text[: max(1, int(len(text) * max_tokens / self.count_tokens(text) * 0.95))]
-        return text
-
-    def check(self, texts: list[str], truncate: bool = False) -> tuple[list[str], int]:
-        """Validate; returns the texts to embed (truncated if asked) and their token count."""
-        out, tokens = [], 0
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidRequestError(f"input {i} is not a string", hint="send texts, not token ids")
-            check_text(t, f"input {i}")
-            if not t.strip():
-                raise InvalidRequestError(f"input {i} is empty",
-                                          hint="pass NULL to get NULL, or filter out empty texts")
-            n = self.count_tokens(t)
-            if self.max_tokens and n > self.max_tokens:
-                if not truncate:
-                    raise InputTooLongError(
-                        f"input {i} has {n} tokens; the model takes at most {self.max_tokens}")
-                t = self.truncate(t, self.max_tokens)
-                n = self.count_tokens(t)
-            out.append(t)
-            tokens += n
-        return out, tokens
-
-    def embed(self, texts: list[str], input_type: str = "query", truncate: bool = False,
-              validated: bool = False) -> Embeddings:
-        """Embed in input order. ``validated``: the texts already passed :meth:`check`."""
-        texts, tokens = (texts, 0) if validated else self.check(texts, truncate)
-        result = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        for idx in self.pack(texts):
-            result[idx] = self.embed_batch([texts[i] for i in idx], input_type)
-        return Embeddings(result, tokens)
-
-    def pack(self, texts: list[str]) -> list[list[int]]:
-        """Batches of indices: longest first (similar lengths together waste little padding),
-        bounded by ``batch_size`` texts and ``max_batch_tokens`` padded tokens."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-        batches: list[list[int]] = []
-        current: list[int] = []
-        longest = 0
-        for i in order:
-            n = estimate_tokens(texts[i])
-            longest_if_added = max(longest, n)
-            if current and (len(current) >= self.batch_size
-                            or longest_if_added * (len(current) + 1) > self.max_batch_tokens):
-                batches.append(current)
-                current, longest_if_added = [], n
-            current.append(i)
-            longest = longest_if_added
-        if current:
-            batches.append(current)
-        return batches
-
-
-class LocalChatModel(ABC):
-    """A chat model in this process. Implement ``stream``; ``chat`` is built on it."""
-
-    context: int = 4096
-
-    @abstractmethod
-    def stream(self, messages: list[dict], options: dict) -> Iterator[ChatDelta]:
-        """Yield the answer piece by piece; the last delta has finish_reason and usage."""
-
-    def chat(self, messages: list[dict], options: dict, cancel: threading.Event | None = None) -> ChatResult:
-        """The whole answer.  ``cancel`` set (the caller went away) stops the generation early."""
-        parts, last, calls, logprobs = [], ChatDelta(), [], []
-        stream = self.stream(messages, options)
-        try:
-            for delta in stream:
-                parts.append(delta.content)
-                calls += delta.tool_calls or []
-                logprobs += delta.logprobs or []
-                last = delta
-                if cancel is not None and cancel.is_set():
-                    last = ChatDelta("", "cancelled")
-                    break
-        finally:
-            stream.close()     # ends the model's generation now, not when it would have finished
-        return ChatResult("".join(parts), last.finish_reason or "stop", last.input_tokens or 0,
-                          last.output_tokens or 0, calls or None, logprobs if options.get("logprobs") else None)
 
 
 CHAT_OPTIONS = {"temperature": float, "top_p": float, "max_tokens": int, "seed": int, "stop": (str, list),
@@ -380,31 +234,3 @@ def _check_tool_calls(calls, i: int) -> list[dict]:
                     "function": {"name": check_text(f["name"], f"message {i}'s tool name", 256),
                                  "arguments": check_text(args, f"message {i}'s tool arguments")}})
     return out
-
-
-class LocalImageModel(ABC):
-    """An image model in this process. Implement ``embed_images`` (PIL images → L2-normalised
-    float32 (n, dimensions)); a model with a text tower (CLIP) also implements ``embed_texts``
-    into the same space; an image classifier implements ``classify``."""
-
-    dimensions: int = 0
-    batch_size: int = 16
-    labels: list[str] | None = None
-
-    @abstractmethod
-    def embed_images(self, images: list) -> np.ndarray:
-        ...
-
-    has_text_tower = False
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        raise InvalidRequestError("this image model has no text tower: it cannot place texts among its images",
-                                  hint="search its images by their labels and text (ai.search_images does), "
-                                       "or register a CLIP-family model")
-
-    def classify(self, images: list, k: int = 5) -> list[list[tuple[str, float]]]:
-        return [[] for _ in images]
-
-    def embed_and_label(self, images: list, k: int = 5) -> tuple[np.ndarray, list[list[tuple[str, float]]]]:
-        """Vectors and top-k labels; a classifier overrides it to do both in one forward pass."""
-        return self.embed_images(images), self.classify(images, k)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 from .base import LocalImageModel
 
 

@@ -5,9 +5,9 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from ..errors import ProviderResponseError
-from .base import ChatDelta, ChatResult, Embeddings
-from .provider import Provider
+from ...errors import ProviderResponseError
+from ..types import ChatDelta, ChatResult, Embeddings
+from .base import Provider
 from .transport import field
 
 

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 
 import numpy as np
 
-from ..errors import ModelLoadError
+from ...errors import ModelLoadError
 from .base import LocalEmbeddingModel
 from .cpu import has_native_bf16
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, AsyncIterator, ClassVar
 
-from ..errors import InvalidRequestError
-from .base import ChatDelta, ChatResult, Embeddings
-from .spec import ModelSpec
+from ...errors import InvalidRequestError
+from ..spec import ModelSpec
+from ..types import ChatDelta, ChatResult, Embeddings
 from .transport import Endpoint
 
 if TYPE_CHECKING:
-    from .hub import ModelHub
+    from ..hub import ModelHub
 
 
 class Provider:
@@ -25,7 +25,7 @@ class Provider:
     probe: ClassVar[bool] = True
     # whether its models run in this process (no URL, no key; the worker embeds with them itself)
     in_process: ClassVar[bool] = False
-    # chat features beyond plain text generation that its chat models take (models/base.py
+    # chat features beyond plain text generation that its chat models take (models/validation.py
     # FEATURE_OPTIONS): tools, response_format, logprobs, logit_bias, images.  Asking a provider for
     # one it lacks is a 400, never an option silently dropped.
     chat_features: ClassVar[frozenset[str]] = frozenset()

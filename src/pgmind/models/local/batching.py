@@ -10,8 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..errors import InvalidRequestError, PgmindError
-from .base import Embeddings, LocalEmbeddingModel  # (or any model with check and embed: local.ImageBatchModel)
+from ...errors import InvalidRequestError, PgmindError
+from ..types import Embeddings
+from .base import LocalEmbeddingModel  # (or any model with check and embed: loader.ImageBatchModel)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 where the machine has internet.  Scores (query, passage) pairs; higher is more relevant."""
 from __future__ import annotations
 
-from ..errors import InvalidRequestError, ModelLoadError
+from ...errors import InvalidRequestError, ModelLoadError
 
 
 class CrossEncoderReranker:

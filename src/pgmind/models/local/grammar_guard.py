@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 
-from ..errors import InvalidRequestError
+from ...errors import InvalidRequestError
 
 # measured crash points (llama.cpp of llama-cpp-python 0.3.36): nested groups — 1,000 (parser's
 # own limit, then a NULL sampler), ~18,700 on 8 MB of stack, ~4,600 on 2 MB; see the docstring

@@ -9,10 +9,11 @@ import threading
 import uuid
 from typing import Iterator
 
-from ..errors import InputTooLongError, InvalidRequestError, ModelLoadError
+from ...errors import InputTooLongError, InvalidRequestError, ModelLoadError
+from ..types import ChatDelta
 from . import grammar_guard, llama_build
+from .base import LocalChatModel
 from .llama_prefix import MAX_BYTES, PrefixStates, cut_points
-from .base import ChatDelta, LocalChatModel
 
 # before anything here imports llama_cpp: the build this CPU runs fastest ("amx", "avx512" or "portable")
 LLAMA_BUILD = llama_build.select()
