@@ -64,3 +64,30 @@ def test_status_without_server(settings, installed):
     proc = subprocess.run([sys.executable, "-m", "pgmind.cli", "status"], env=env, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "pgmind serve" in proc.stdout
+
+
+def test_vectorizer_status_json(settings, installed):
+    assert isinstance(json.loads(pgmind(settings, "vectorizer", "status", "--json").stdout), list)
+
+
+def test_library_errors_become_exit_code_1(settings, installed, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "hnsw", "lang": "en", "gold": ["a.md"]}) + "\n")
+    bad = pgmind(settings, "eval", "nokb", str(questions), "--mode", "bogus", check=False)
+    assert bad.returncode == 1 and "error: unknown mode 'bogus'" in bad.stderr and "hint: modes: vector" in bad.stderr
+    bad = pgmind(settings, "ingest", str(tmp_path / "missing"), "--into", "kb", "--no-embed", check=False)
+    assert bad.returncode == 1 and "is not a folder" in bad.stderr
+    bad = pgmind(settings, "models", "test", "nope", check=False)
+    assert bad.returncode == 1 and 'model "nope" is not registered' in bad.stderr
+
+
+def test_every_command_maps_errors_in_one_place():
+    import typer
+    from pgmind.cli import app, errors_to_exit
+    root = typer.main.get_command(app)
+    groups = [root] + [c for c in root.commands.values() if hasattr(c, "commands")]
+    commands = [c for g in groups for c in g.commands.values() if not hasattr(c, "commands")]
+    assert len(commands) > 20
+    for c in commands:
+        assert getattr(c.callback, "__wrapped__", None) is not None, f"{c.name} is not registered with cli.command"
+    assert errors_to_exit.__doc__
