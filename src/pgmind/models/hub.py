@@ -1,7 +1,8 @@
 """Runs registered models: finds each one's provider class (providers.PROVIDERS), and holds what
 providers share — the HTTP transport to remote services and the local models, each loaded once
-per process behind one dynamic batcher.  The model server holds one hub; the vectorizer worker in
-the same process uses that same hub (so a local model is in memory once)."""
+per process behind one dynamic batcher — and hands each provider a ProviderContext of those, not
+itself.  The model server holds one hub; the vectorizer worker in the same process uses that same
+hub (so a local model is in memory once)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +17,7 @@ from ..errors import DimensionMismatchError, InvalidRequestError
 from .local.batching import EmbeddingBatcher, Unbatched
 from .local.embed_cache import EmbedCache
 from .local.loader import load_identity
-from .providers import Provider, provider_class
+from .providers import Provider, ProviderContext, provider_class
 from .providers.transport import Transport
 from .spec import ModelSpec
 from .types import ChatDelta, ChatResult, Embeddings
@@ -38,13 +39,15 @@ class ModelHub:
         self._load_lock = threading.Lock()
         self._loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="load")
         self.chat_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="chat")
+        # what providers get: not the hub, only what they use
+        self.context = ProviderContext(settings, self.transport, self.local, self.chat_executor)
         self._on_batch = on_batch
         self._label_vectors: dict[tuple, object] = {}
         from ..images import codec
         codec.configure(settings.max_image_mb * 1024 * 1024, settings.max_image_pixels)
 
     def provider(self, spec: ModelSpec) -> Provider:
-        return provider_class(spec.provider)(spec, self)
+        return provider_class(spec.provider)(spec, self.context)
 
     # -- local models: loaded once per process ------------------------------------------------
     def local_model(self, spec: ModelSpec):

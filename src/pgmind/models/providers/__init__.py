@@ -8,14 +8,14 @@ HTTP client the remote ones share."""
 from __future__ import annotations
 
 from ...errors import InvalidRequestError
-from .base import Provider
+from .base import Provider, ProviderContext
 from .clip import ClipAsServiceProvider
 from .dashscope import DashScopeProvider
 from .http import HttpProvider
 from .local import LocalProvider
 from .openai import OpenAIProvider
 
-__all__ = ["PROVIDERS", "Provider", "catalog_rows", "in_process", "provider_class"]
+__all__ = ["PROVIDERS", "Provider", "ProviderContext", "catalog_rows", "in_process", "provider_class"]
 
 PROVIDERS: dict[str, type[Provider]] = {cls.name: cls for cls in (
     LocalProvider, OpenAIProvider, DashScopeProvider, ClipAsServiceProvider, HttpProvider)}

@@ -1,18 +1,39 @@
 """A provider: one class that owns a kind of model service — its default URL, its endpoints and
 how each operation (embed, chat, rerank, embed_images, a raw call) is sent and read.  The model
 hub picks the class by the registration's provider name (``providers.PROVIDERS``); nothing else
-dispatches on that name.  An operation a provider does not have is a clear 400, never a guess."""
+dispatches on that name.  An operation a provider does not have is a clear 400, never a guess.
+
+A provider gets its registration (``spec``) and a small context: the settings, the transport and,
+for the models of this process, the local loader — not the hub."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, ClassVar
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, ClassVar
 
-from ...errors import InvalidRequestError
+from ...errors import InvalidRequestError, ModelLoadError
 from ..spec import ModelSpec
 from ..types import ChatDelta, ChatResult, Embeddings
-from .transport import Endpoint
+from .transport import Endpoint, Transport
 
 if TYPE_CHECKING:
-    from ..hub import ModelHub
+    from ...config import Settings
+
+
+async def _no_local_models(spec: ModelSpec) -> Any:
+    raise ModelLoadError(f"model {spec.model_id}: local models are not loaded here",
+                         hint="run it through the model server (pgmind serve), whose hub loads local models")
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a provider may use.  The hub makes one and hands it to every provider it creates; a
+    test or a script makes its own (``ProviderContext(settings, Transport())`` for remote ones)."""
+    settings: "Settings"        # request_timeout and max_retries, for every endpoint
+    transport: Transport        # the one HTTP client: retries, the outbound allow-list, secret_env
+    # a local model, loaded once per process (an embedding or image model behind its batcher)
+    local: Callable[[ModelSpec], Awaitable[Any]] = _no_local_models
+    chat_executor: Executor | None = None     # the threads local chat models and rerankers run in
 
 
 class Provider:
@@ -30,8 +51,8 @@ class Provider:
     # one it lacks is a 400, never an option silently dropped.
     chat_features: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, spec: ModelSpec, hub: "ModelHub"):
-        self.spec, self.hub = spec, hub
+    def __init__(self, spec: ModelSpec, context: ProviderContext):
+        self.spec, self.context = spec, context
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -39,13 +60,13 @@ class Provider:
         return (self.spec.url or self.default_url or "").rstrip("/")
 
     def endpoint(self, path: str = "", headers: dict | None = None) -> Endpoint:
-        s = self.hub.settings
+        s = self.context.settings
         extra = self.spec.options.get("headers") or {}
         if not isinstance(extra, dict):
             raise InvalidRequestError(f"model {self.spec.model_id}: options.headers must be a JSON object",
                                       hint='e.g. options => \'{"headers": {"X-Tenant": "shop"}}\'')
         return Endpoint(self.base + path, {**(headers or {}), **extra,
-                                           **self.spec.auth_headers(self.hub.transport.secret_env)},
+                                           **self.spec.auth_headers(self.context.transport.secret_env)},
                         self.spec.timeout or s.request_timeout, s.max_retries)
 
     def _cannot(self, what: str) -> InvalidRequestError:
@@ -90,4 +111,4 @@ class Provider:
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise InvalidRequestError("the header function must return a JSON object of strings")
         ep = self.endpoint(self.call_paths.get(self.spec.model_type, ""), headers)
-        return await self.hub.transport.post_json(ep, body)
+        return await self.context.transport.post_json(ep, body)

@@ -29,7 +29,7 @@ class ClipAsServiceProvider(Provider):
         body = {"data": docs, "execEndpoint": "/"}
         if self.spec.options.get("remote_model"):
             body["parameters"] = {"model": self.spec.options["remote_model"]}
-        data = await self.hub.transport.post_json(ep, body)
+        data = await self.context.transport.post_json(ep, body)
         items = field(data, "data", url=ep.url)
         if not isinstance(items, list) or len(items) != len(docs):
             raise ProviderResponseError(f"{ep.url} returned {len(items) if isinstance(items, list) else 'no'} "

@@ -46,7 +46,7 @@ class DashScopeProvider(Provider):
         params = {"text_type": "query" if input_type == "query" else "document"}
         if self.spec.options.get("dimensions") and self.spec.options.get("send_dimensions", False):
             params["dimension"] = self.spec.options["dimensions"]
-        data = await self.hub.transport.post_json(ep, {"model": self.spec.model_name, "input": {"texts": texts},
+        data = await self.context.transport.post_json(ep, {"model": self.spec.model_name, "input": {"texts": texts},
                                                        "parameters": params})
         return self._vectors(ep, data, len(texts), "text_index")
 
@@ -58,7 +58,7 @@ class DashScopeProvider(Provider):
 
     async def _multimodal(self, contents) -> Embeddings:
         ep = self.endpoint(MULTIMODAL)
-        data = await self.hub.transport.post_json(ep, {"model": self.spec.model_name, "input": {"contents": contents},
+        data = await self.context.transport.post_json(ep, {"model": self.spec.model_name, "input": {"contents": contents},
                                                        "parameters": {}})
         return self._vectors(ep, data, len(contents), "index", normalise=True)
 
@@ -78,7 +78,7 @@ class DashScopeProvider(Provider):
 
     async def chat(self, messages, options, cancel=None) -> ChatResult:
         ep = self.endpoint(GENERATION)
-        data = await self.hub.transport.post_json(ep, {"model": self.spec.model_name, "input": {"messages": messages},
+        data = await self.context.transport.post_json(ep, {"model": self.spec.model_name, "input": {"messages": messages},
                                                        "parameters": _parameters(options, False)})
         choice = field(data, "output", "choices", 0, url=ep.url)
         usage = data.get("usage") or {}
@@ -88,7 +88,7 @@ class DashScopeProvider(Provider):
     async def stream(self, messages, options) -> AsyncIterator[ChatDelta]:
         ep = self._stream_endpoint()
         finish, usage = "stop", {}
-        async for event in self.hub.transport.post_sse(ep, {"model": self.spec.model_name,
+        async for event in self.context.transport.post_sse(ep, {"model": self.spec.model_name,
                                                             "input": {"messages": messages},
                                                             "parameters": _parameters(options, True)}):
             usage = event.get("usage") or usage

@@ -23,10 +23,10 @@ class LocalProvider(Provider):
     description = "models in the model server's own process: embeddings, chat (llama.cpp), rerank, images"
 
     async def _image_model(self) -> LocalImageModel:
-        return (await self.hub.local(self.spec)).model.model     # (batcher → ImageBatchModel → model)
+        return (await self.context.local(self.spec)).model.model     # (batcher → ImageBatchModel → model)
 
     async def embed(self, texts, input_type="query", truncate=False) -> Embeddings:
-        batcher = await self.hub.local(self.spec)
+        batcher = await self.context.local(self.spec)
         if self.spec.model_type == "image_embedding":
             if not await self.has_text_tower():
                 batcher.model.model.embed_texts([])     # raises the model's own clear error
@@ -34,7 +34,7 @@ class LocalProvider(Provider):
         return await batcher.embed(texts, input_type, truncate)
 
     async def embed_images(self, images) -> Embeddings:
-        batcher = await self.hub.local(self.spec)
+        batcher = await self.context.local(self.spec)
         return await batcher.embed(images, "image", False)
 
     async def has_text_tower(self) -> bool:
@@ -46,18 +46,18 @@ class LocalProvider(Provider):
         return list((await self._image_model()).labels or [])
 
     async def classify_images(self, images, k) -> list[list[tuple[str, float]]]:
-        batcher = await self.hub.local(self.spec)
+        batcher = await self.context.local(self.spec)
         decoded, _ = batcher.model.check(images)
         return await batcher.run(batcher.model.model.classify, decoded, k)
 
     async def chat(self, messages, options, cancel=None) -> ChatResult:
-        model: LocalChatModel = await self.hub.local(self.spec)
+        model: LocalChatModel = await self.context.local(self.spec)
         # (in the caller's context: the model's prefix cache is kept per caller, types.CALLER)
-        return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, contextvars.copy_context().run,
+        return await asyncio.get_running_loop().run_in_executor(self.context.chat_executor, contextvars.copy_context().run,
                                                                 model.chat, messages, options, cancel)
 
     async def stream(self, messages, options) -> AsyncIterator[ChatDelta]:
-        model: LocalChatModel = await self.hub.local(self.spec)
+        model: LocalChatModel = await self.context.local(self.spec)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         done = object()
@@ -76,7 +76,7 @@ class LocalProvider(Provider):
                 loop.call_soon_threadsafe(queue.put_nowait, e)
             loop.call_soon_threadsafe(queue.put_nowait, done)
 
-        loop.run_in_executor(self.hub.chat_executor, contextvars.copy_context().run, produce)
+        loop.run_in_executor(self.context.chat_executor, contextvars.copy_context().run, produce)
         try:
             while (item := await queue.get()) is not done:
                 if isinstance(item, BaseException):
@@ -89,12 +89,12 @@ class LocalProvider(Provider):
         if self.spec.options.get("backend") == "llama.cpp":
             # a chat model judging relevance from its next-token logits; the same loaded model as the
             # chat model of that GGUF (the hub keys local models by what loads them)
-            judge = await self.hub.local(ModelSpec(self.spec.model_id, self.spec.provider, "chat",
+            judge = await self.context.local(ModelSpec(self.spec.model_id, self.spec.provider, "chat",
                                                    self.spec.model_name, options=self.spec.options))
-            return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, contextvars.copy_context().run,
+            return await asyncio.get_running_loop().run_in_executor(self.context.chat_executor, contextvars.copy_context().run,
                                                                     judge.relevance, query, documents)
-        model = await self.hub.local(self.spec)
-        return await asyncio.get_running_loop().run_in_executor(self.hub.chat_executor, model.score, query, documents)
+        model = await self.context.local(self.spec)
+        return await asyncio.get_running_loop().run_in_executor(self.context.chat_executor, model.score, query, documents)
 
     async def call(self, body, headers) -> dict:
         """A local model called with an OpenAI-shaped body."""

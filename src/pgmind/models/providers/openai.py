@@ -23,7 +23,7 @@ class OpenAIProvider(Provider):
         body = {"model": self.spec.model_name, "input": texts, "encoding_format": "float"}
         if self.spec.options.get("dimensions") and self.spec.options.get("send_dimensions", False):
             body["dimensions"] = self.spec.options["dimensions"]
-        data = await self.hub.transport.post_json(ep, body)
+        data = await self.context.transport.post_json(ep, body)
         items = field(data, "data", url=ep.url)
         if not isinstance(items, list) or len(items) != len(texts):
             raise ProviderResponseError(f"{ep.url} returned {len(items) if isinstance(items, list) else 'no'} "
@@ -41,7 +41,7 @@ class OpenAIProvider(Provider):
 
     async def chat(self, messages, options, cancel=None) -> ChatResult:
         ep = self.endpoint("/chat/completions")
-        data = await self.hub.transport.post_json(ep, self._body(messages, options, False))
+        data = await self.context.transport.post_json(ep, self._body(messages, options, False))
         choice = field(data, "choices", 0, url=ep.url)
         usage = data.get("usage") or {}
         message = field(choice, "message", url=ep.url)
@@ -52,7 +52,7 @@ class OpenAIProvider(Provider):
     async def stream(self, messages, options) -> AsyncIterator[ChatDelta]:
         ep = self.endpoint("/chat/completions")
         finish, usage = "stop", {}
-        async for event in self.hub.transport.post_sse(ep, self._body(messages, options, True)):
+        async for event in self.context.transport.post_sse(ep, self._body(messages, options, True)):
             if event.get("usage"):
                 usage = event["usage"]
             for choice in event.get("choices") or []:
@@ -67,7 +67,7 @@ class OpenAIProvider(Provider):
 
     async def rerank(self, query, documents) -> list[float]:
         ep = self.endpoint("/rerank")
-        data = await self.hub.transport.post_json(ep, {"model": self.spec.model_name, "query": query,
+        data = await self.context.transport.post_json(ep, {"model": self.spec.model_name, "query": query,
                                                        "documents": documents})
         scores = [0.0] * len(documents)
         for r in field(data, "results", url=ep.url):   # Cohere / Jina / vLLM shape
