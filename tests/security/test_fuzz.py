@@ -169,7 +169,8 @@ def test_fuzz_chat_options_and_messages(options, messages):
     clear 400 (InvalidRequestError), never another exception."""
     from pgmind.errors import InvalidRequestError
     from pgmind.models.validation import check_chat_options, check_messages
-    for check, value in ((check_chat_options, options), (check_messages, messages)):
+    from pgmind.server.openai_api import chat_options
+    for check, value in ((lambda o: check_chat_options(chat_options(o)), options), (check_messages, messages)):
         try:
             check(value)
         except InvalidRequestError as e:

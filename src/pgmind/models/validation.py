@@ -43,9 +43,6 @@ CHAT_OPTIONS = {"temperature": float, "top_p": float, "max_tokens": int, "seed":
                 "presence_penalty": float, "frequency_penalty": float, "repeat_penalty": float, "top_k": int,
                 "tools": list, "tool_choice": (str, dict), "response_format": dict, "logprobs": bool,
                 "top_logprobs": int, "logit_bias": dict}
-# what clients send that changes nothing in the answer: accepted and not used
-IGNORED_OPTIONS = {"user", "store", "metadata", "service_tier", "parallel_tool_calls", "safety_identifier",
-                   "prompt_cache_key", "stream_options", "n"}
 # what not every provider can do: the hub checks them against the provider's chat_features
 FEATURE_OPTIONS = {"tools": "tools", "tool_choice": "tools", "response_format": "response_format",
                    "logprobs": "logprobs", "top_logprobs": "logprobs", "logit_bias": "logit_bias"}
@@ -53,20 +50,11 @@ FEATURE_OPTIONS = {"tools": "tools", "tool_choice": "tools", "response_format": 
 
 def check_chat_options(options: dict) -> dict:
     """Keep the generation options we understand, with the right types; reject wrong types and
-    unknown options clearly (an option silently ignored is an answer the client did not ask for)."""
+    unknown options clearly (an option silently ignored is an answer the client did not ask for).
+    A protocol's own names and fields (OpenAI's max_completion_tokens, functions, user, …) are its
+    front end's to translate or drop before this (server/openai_api.py chat_options)."""
     out = {}
-    if "max_completion_tokens" in options and "max_tokens" not in options:
-        options = {**options, "max_tokens": options["max_completion_tokens"]}
-    if options.get("functions") is not None:      # OpenAI's legacy shape of tools
-        if options.get("tools") is not None:
-            raise InvalidRequestError("give tools or functions, not both")
-        options = {**options, "tools": [{"type": "function", "function": f} for f in options["functions"]]
-                   if isinstance(options["functions"], list) else options["functions"]}
-        call = options.get("function_call")
-        if call is not None:
-            options["tool_choice"] = call if isinstance(call, str) else {"type": "function", "function": call}
-    unknown = sorted(k for k in options if k not in CHAT_OPTIONS and k not in IGNORED_OPTIONS
-                     and k not in ("max_completion_tokens", "functions", "function_call") and options[k] is not None)
+    unknown = sorted(k for k in options if k not in CHAT_OPTIONS and options[k] is not None)
     if unknown:
         raise InvalidRequestError(f"unsupported option {unknown[0]!r}"[:200],
                                   hint="the options are " + ", ".join(sorted(CHAT_OPTIONS)))

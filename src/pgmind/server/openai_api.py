@@ -50,11 +50,32 @@ async def embeddings(request: Request):
                           "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens}})
 
 
-def _options(body: dict) -> dict:
+# what OpenAI's clients send that changes nothing in the answer: accepted and not used
+IGNORED = frozenset({"user", "store", "metadata", "service_tier", "parallel_tool_calls", "safety_identifier",
+                     "prompt_cache_key"})
+
+
+def chat_options(body: dict) -> dict:
+    """The generation options of an OpenAI request, in pgmind's names (models.validation checks them
+    for every protocol alike): the request's own fields and what OpenAI's clients send that changes
+    nothing are left out; OpenAI's older names become the current ones (max_completion_tokens is
+    max_tokens; functions and function_call, the legacy shape of tools, are tools and tool_choice)."""
     if body.get("n", 1) not in (1, None):
         raise InvalidRequestError("only n=1 is supported", hint="send n requests, each with a different seed")
-    return {k: v for k, v in body.items() if k not in ("model", "messages", "prompt", "stream", "stream_options",
-                                                       "n", "user", "echo", "suffix", "best_of")}
+    options = {k: v for k, v in body.items() if k not in ("model", "messages", "prompt", "stream", "stream_options",
+                                                          "n", "echo", "suffix", "best_of") and k not in IGNORED}
+    newer = options.pop("max_completion_tokens", None)
+    if newer is not None and "max_tokens" not in options:
+        options["max_tokens"] = newer
+    functions, call = options.pop("functions", None), options.pop("function_call", None)
+    if functions is not None:
+        if options.get("tools") is not None:
+            raise InvalidRequestError("give tools or functions, not both")
+        options["tools"] = [{"type": "function", "function": f} for f in functions] \
+            if isinstance(functions, list) else functions
+        if call is not None:
+            options["tool_choice"] = call if isinstance(call, str) else {"type": "function", "function": call}
+    return options
 
 
 def _message(result) -> dict:
@@ -78,13 +99,13 @@ async def chat_completions(request: Request):
     cid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
     if not body.get("stream"):
         spec, result = await while_connected(
-            request, lambda cancel: svc.chat(body.get("model"), body.get("messages"), _options(body), who, cancel))
+            request, lambda cancel: svc.chat(body.get("model"), body.get("messages"), chat_options(body), who, cancel))
         return {"id": cid, "object": "chat.completion", "created": created, "model": spec.model_id,
                 "choices": [{"index": 0, "message": _message(result), "finish_reason": result.finish_reason,
                              "logprobs": {"content": result.logprobs} if result.logprobs is not None else None}],
                 "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
                           "total_tokens": result.input_tokens + result.output_tokens}}
-    spec, deltas = await svc.chat_stream(body.get("model"), body.get("messages"), _options(body), who)
+    spec, deltas = await svc.chat_stream(body.get("model"), body.get("messages"), chat_options(body), who)
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise InvalidRequestError("stream_options must be an object", hint='e.g. {"include_usage": true}')
@@ -161,7 +182,7 @@ def _prompt(request: Request, body: dict) -> str:
 
 
 def _completion_options(body: dict) -> dict:
-    options = _options(body)
+    options = chat_options(body)
     n = options.pop("logprobs", None)      # the completions API's logprobs is a count
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 5:
