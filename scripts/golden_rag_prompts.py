@@ -25,11 +25,13 @@ def _dsn() -> str:
                           text=True, cwd=ROOT).stdout.strip()
 
 
-def questions():
+def questions(every: int = 1):
+    """The tuning sets' questions; with ``every`` n, each set's 1st, (n+1)th, … (a sample that keeps
+    each set's mix of English, Chinese and unanswerable questions)."""
     for path in sorted((ROOT / "eval").glob("dev*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield path.name, json.loads(line)["question"]
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for line in lines[::every]:
+            yield path.name, json.loads(line)["question"]
 
 
 def record_one(conn, kb: str, question: str) -> dict:
@@ -57,11 +59,17 @@ def main() -> int:
     ap.add_argument("mode", choices=("record", "compare"))
     ap.add_argument("file")
     ap.add_argument("--kb", default="pg_docs")
+    ap.add_argument("--every", type=int, default=1, help="record every n-th question of each set")
     args = ap.parse_args()
     with psycopg.connect(_dsn(), autocommit=True) as conn:
         if args.mode == "record":
-            with open(args.file, "w", encoding="utf-8") as out:
-                for i, (name, q) in enumerate(questions()):
+            path = Path(args.file)
+            done = {json.loads(x)["question"] for x in path.read_text(encoding="utf-8").splitlines()} \
+                if path.exists() else set()
+            with path.open("a", encoding="utf-8") as out:
+                for i, (name, q) in enumerate(questions(args.every)):
+                    if q in done:
+                        continue
                     rec = record_one(conn, args.kb, q)
                     rec["set"] = name
                     out.write(json.dumps(rec, ensure_ascii=False) + "\n")

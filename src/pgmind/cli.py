@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+from rich.live import Live
+from rich.text import Text
 from rich.table import Table
 
 from .config import Settings, load_settings
 from .errors import PgmindError
+from .rag.grounding import label
 
 if TYPE_CHECKING:
     from .client import Pgmind
@@ -535,13 +538,22 @@ def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The questi
         into: str = typer.Option(..., "--in", help="The vectorizer (knowledge base) to ask."),
         model: Optional[str] = typer.Option(None, help="The chat model (default: the knowledge base's)."),
         k: Optional[int] = typer.Option(None, "-k", help="How many chunks to retrieve.")):
-    """Answer a question from a knowledge base, streaming the answer, then its sources."""
+    """Answer a question from a knowledge base: the model's draft as it is written, then the answer
+    checked against the sources, with its confidence, then its sources."""
     with _library(ctx) as db:
         stream = db.ask(into, question, k=k, model=model, stream=True)
-        for piece in stream:
-            console.print(piece, end="", markup=False, highlight=False)
-        console.print()
-        for src in stream.result.sources:
+        # (on a terminal the draft shows as it is written and gives way to the checked answer; in a
+        # pipe or a log only the checked answer is printed)
+        with Live(Text(""), console=console, transient=True, refresh_per_second=8) as live:
+            draft = ""
+            for piece in stream:
+                draft += piece
+                live.update(Text(draft, style="dim"))
+        result = stream.result
+        console.print(result.answer, markup=False, highlight=False)
+        if result.confidence:
+            console.print(f"[bold]({label(result.confidence, question)})[/]", highlight=False)
+        for src in result.sources:
             key = ", ".join(str(v) for v in src["key"].values())
             console.print(f"[dim][{src['n']}] {key} #{src['chunk_seq']} (similarity {src['similarity']:.3f})[/]")
 

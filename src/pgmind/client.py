@@ -26,6 +26,7 @@ from .config import Settings, load_settings
 from .db import connect as db_connect, resolve_dsn
 from .db.connection import from_sql_error
 from .errors import ModelServerUnavailableError, PgmindError, UnknownModelError
+from .rag.grounding import checked
 
 if TYPE_CHECKING:
     from .db.migrate import InstallResult
@@ -47,11 +48,17 @@ class Hit:
 
 @dataclass
 class Answer:
+    """``answer`` is checked against its sources (pgmind.rag.grounding) unless the knowledge base
+    turned the check off: ``confidence`` is supported / partly / not_confirmed (None for a decline
+    or unchecked), ``draft`` the model's own words when the check changed them."""
     answer: str
     sources: list[dict]
     answered: bool
     usage: dict | None = None
     model: str | None = None
+    confidence: str | None = None
+    draft: str | None = None
+    grounding: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -321,10 +328,11 @@ class Pgmind:
         if not stream:
             (row,) = self._query("select ai.rag(%s, %s, %s, %s, %s, %s)", (name, question, k, model, threshold, filter))
             r = row[0]
-            return Answer(r["answer"], r["sources"], r["answered"], r.get("usage"), r.get("model"))
+            return Answer(r["answer"], r["sources"], r["answered"], r.get("usage"), r.get("model"),
+                          r.get("confidence"), r.get("draft"), r.get("grounding"))
         (row,) = self._query("select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                              (name, question, k, model, threshold, filter))
-        return AnswerStream(self.settings, row[0], self._role_token())
+        return AnswerStream(self.settings, row[0], self._role_token(), question)
 
     def _role_token(self) -> str:
         """This connection's role's own credential for the model server: the answer is written as that
@@ -384,8 +392,8 @@ class Pgmind:
 class AnswerStream:
     """Iterates over the answer as the model writes it (from the model server, OpenAI protocol)."""
 
-    def __init__(self, settings: Settings, prompt: dict, token: str):
-        self.settings, self.prompt, self.token = settings, prompt, token
+    def __init__(self, settings: Settings, prompt: dict, token: str, question: str = ""):
+        self.settings, self.prompt, self.token, self.question = settings, prompt, token, question
         self.result: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -420,7 +428,14 @@ class AnswerStream:
         except httpx.TransportError:
             raise ModelServerUnavailableError(
                 f"cannot reach the model server at {self.settings.effective_server_url}") from None
-        self.result = Answer("".join(parts), p["sources"], True, usage, p["model"])
+        draft = "".join(parts)
+        if p.get("ground") is False:
+            self.result = Answer(draft, p["sources"], True, usage, p["model"])
+            return
+        # (the pieces were the draft; the result is checked against the sources, as ai.rag's is)
+        c = checked(self.question, draft, [s["chunk"] for s in p["sources"]], p.get("sentences") or [])
+        self.result = Answer(c["answer"], p["sources"], True, usage, p["model"], c["confidence"], c["draft"],
+                             c["grounding"])
 
 
 def connect(dsn: str | None = None) -> Pgmind:

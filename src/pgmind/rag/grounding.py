@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .text import language, sentence_units
 
-__all__ = ["Claim", "Grounded", "claims", "ground", "split_sentences"]
+__all__ = ["Claim", "Grounded", "checked", "claims", "ground", "label", "split_sentences"]
 
 _CITE = re.compile(r"\s*(?:\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+)】)")
 _CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
@@ -253,3 +253,25 @@ def ground(question: str, answer: str, sources: list[str], candidates: list[dict
     if quote and not any(quote["text"] in s for s in kept):
         parts.append(words["quote"].format(n=quote["n"], text=quote["text"]))
     return Grounded("\n\n".join(parts), confidence, all_claims, removed, fixed, quote)
+
+
+LABELS = {
+    "en": {"supported": "checked against the sources: supported",
+           "partly": "checked against the sources: partly supported",
+           "not_confirmed": "checked against the sources: not confirmed"},
+    "zh": {"supported": "已与资料核对：有依据", "partly": "已与资料核对：部分有依据", "not_confirmed": "已与资料核对：无法确认"},
+}
+
+
+def label(confidence: str, question: str) -> str:
+    """The confidence in words, in the question's language (what the CLI and the console show)."""
+    return LABELS[language(question)].get(confidence, confidence)
+
+
+def checked(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None) -> dict:
+    """What ai.rag, /v1/ask and the Python API return of a checked answer: the answer to show, the
+    model's own words ("draft") when the check changed them, the confidence, and the details."""
+    g = ground(question, answer, sources, candidates)
+    details = g.to_dict()
+    return {"answer": g.answer, "draft": answer if g.answer != answer else None,
+            "confidence": details.pop("confidence"), "grounding": details}

@@ -153,11 +153,4 @@ async def ground(request: Request):
     if not isinstance(sentences, list) or len(sentences) > 10 * _MAX_HITS or not all(
             isinstance(s, dict) and isinstance(s.get("text"), str) and isinstance(s.get("n"), int) for s in sentences):
         raise InvalidRequestError('"sentences" must be the list rag_prompt returned')
-    return json_response(grounded(question, answer, [s["chunk"] for s in sources], sentences))
-
-
-def grounded(question: str, answer: str, chunks: list[str], sentences: list[dict]) -> dict:
-    """What ai.rag and /v1/ask return of a checked answer: the answer to show, the model's own
-    words ("draft") when they were changed, the confidence and the details."""
-    g = rag_grounding.ground(question, answer, chunks, sentences)
-    return {"answer": g.answer, "draft": answer if g.answer != answer else None, **g.to_dict()}
+    return json_response(rag_grounding.checked(question, answer, [s["chunk"] for s in sources], sentences))

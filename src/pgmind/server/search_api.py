@@ -20,7 +20,7 @@ from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.validation import check_text
 from .deps import authenticate, caller, json_response, service
-from .rag_api import grounded
+from ..rag.grounding import checked
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
 
@@ -195,12 +195,11 @@ async def ask(request: Request, body: AskRequest):
 
 
 def _grounded(question: str, answer: str, prompt: dict) -> dict:
-    """The answer checked against its sources, as ai.rag checks it (rag_api.grounded), unless the
-    knowledge base turned the check off."""
+    """The answer checked against its sources, as ai.rag checks it, unless the knowledge base turned
+    the check off."""
     if prompt.get("ground") is False:
         return {"confidence": None}
-    g = grounded(question, answer, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])
-    return {"answer": g.pop("answer"), "draft": g.pop("draft"), "confidence": g.pop("confidence"), "grounding": g}
+    return checked(question, answer, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])
 
 
 def _event(obj: dict) -> str:
