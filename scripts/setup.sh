@@ -68,7 +68,7 @@ fi
 # 5. llama.cpp once more, for this CPU: with AVX-512 (VNNI, VBMI, BF16) it reads prompts ~1.35x faster,
 # with AMX as well ~1.4x faster again (docs/benchmarks.md).  Only the fastest build this CPU runs
 # is compiled; pgmind loads it only where the CPU running has every instruction set it was built
-# for (src/pgmind/models/llama_build.py), else the portable build above.
+# for (src/pgmind/models/local/llama_build.py), else the portable build above.
 # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS and would hand back the portable wheel.
 # The AMX build compiles llama-cpp-python's source with one mend (scripts/patch_llama_amx.py: GCC
 # dropped the AMX tile configuration, and the kernels died with SIGILL); if the mend does not
