@@ -34,8 +34,8 @@ class Settings:
     search_timeout: float = 30.0         # seconds, for /v1/search and /v1/ask's retrieval
     max_body_mb: float = 16.0            # the largest request body the model server reads
     max_inputs: int = 2048               # texts in one embedding request
-    embed_cache: int = 50_000            # embeddings of local models kept in memory (0: none; models/embed_cache.py)
-    prefix_cache_mb: int = 64            # llama.cpp prompt-prefix states kept per chat model (0: none; models/llama_prefix.py)
+    embed_cache: int = 50_000            # embeddings of local models kept in memory (0: none; models/local/embed_cache.py)
+    prefix_cache_mb: int = 64            # llama.cpp prompt-prefix states kept per chat model (0: none; models/local/llama_prefix.py)
     max_input_chars: int = 200_000       # characters in one text
     max_image_mb: float = 20.0           # the largest image file ai.load_file and the image helpers read
     max_image_pixels: int = 50_000_000   # width × height an image may decode to (decompression bombs)

@@ -135,7 +135,7 @@ def claims(sentence: str, index: int = 0) -> list[Claim]:
         for word in re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b|\b[A-Z]{3,}\b", span):
             add(word, "identifier")
         if len(span) <= 40 and not re.search(r"\s", span.strip()):
-            add(span, "identifier")                    # `\timing`, `fillfactor`: the span itself
+            add(re.sub(r"\(\)$", "", span), "identifier")   # `\timing`, `fillfactor`, `now()`: the span itself
     for m in _IDENT.finditer(prose):
         add(m.group(0), "identifier")
     for m in _QUOTED.finditer(prose):

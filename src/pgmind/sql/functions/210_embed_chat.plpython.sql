@@ -100,7 +100,7 @@ end $$;
 grant execute on function ai.embed(text, text[], text) to public;
 
 -- Chat messages: a JSON array (one object is taken as an array of one).  What a message may hold
--- (roles, content parts, tool calls) is the model server's rule (models/base.py check_messages).
+-- (roles, content parts, tool calls) is the model server's rule (models/validation.py check_messages).
 create or replace function ai_internal._check_messages(messages jsonb) returns jsonb
 language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
 begin
