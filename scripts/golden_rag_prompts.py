@@ -54,6 +54,29 @@ def record_one(conn, kb: str, question: str) -> dict:
             "expansion": ex, "hits": hits, "rag_prompt": prompt}
 
 
+def differences(was: dict, now: dict) -> list[tuple[str, object, object]]:
+    """What differs between two rag_prompt results: every key the recorded one has (keys added
+    since are not differences), the prompt's text to the character, the sources' scores to 1e-6
+    (the same vectors from another process differ in float32's last digits)."""
+    out = []
+    for key, old in was.items():
+        new = now.get(key)
+        if key == "sources":
+            same = len(old) == len(new or []) and all(
+                {k: v for k, v in a.items() if k not in ("score", "similarity")}
+                == {k: v for k, v in b.items() if k not in ("score", "similarity")}
+                and all(a.get(k) == b.get(k) or (a.get(k) is not None and b.get(k) is not None
+                                                 and abs(a[k] - b[k]) < 1e-6) for k in ("score", "similarity"))
+                for a, b in zip(old, new))
+        elif key == "topic_score":
+            same = old == new or (old is not None and new is not None and abs(old - new) < 1e-6)
+        else:
+            same = old == new
+        if not same:
+            out.append((key, old, new))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=("record", "compare"))
@@ -80,13 +103,13 @@ def main() -> int:
         for line in Path(args.file).read_text(encoding="utf-8").splitlines():
             rec = json.loads(line)
             now = conn.execute("select ai.rag_prompt(%s, %s)", (rec["kb"], rec["question"])).fetchone()[0]
-            if now != rec["rag_prompt"]:
+            diffs = differences(rec["rag_prompt"], now)
+            if diffs:
                 bad += 1
                 print(f"DIFFERS: {rec['question']}")
-                for key in sorted(set(now) | set(rec["rag_prompt"])):
-                    if now.get(key) != rec["rag_prompt"].get(key):
-                        print(f"  {key}:\n    was {json.dumps(rec['rag_prompt'].get(key), ensure_ascii=False)[:800]}"
-                              f"\n    now {json.dumps(now.get(key), ensure_ascii=False)[:800]}")
+                for key, was, is_ in diffs:
+                    print(f"  {key}:\n    was {json.dumps(was, ensure_ascii=False)[:800]}"
+                          f"\n    now {json.dumps(is_, ensure_ascii=False)[:800]}")
         print(f"{bad} of the recorded prompts differ")
         return 1 if bad else 0
 
