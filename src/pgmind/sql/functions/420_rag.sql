@@ -191,7 +191,7 @@ begin
                                     'sentences', p->'sentences'));
     end if;
     return jsonb_build_object('answer', coalesce(g->>'answer', answer), 'draft', g->'draft',
-                              'confidence', g->'confidence', 'grounding', g - 'answer' - 'draft' - 'confidence',
+                              'confidence', g->'confidence', 'grounding', g->'grounding',
                               'sources', p->'sources', 'answered', true,
                               'usage', reply->'usage', 'model', p->>'model', 'topic_score', p->'topic_score');
 end $$;
