@@ -50,37 +50,36 @@ async def _chat(request: Request, call: rag_query.ChatCall):
     return result
 
 
-@router.post("/pgmind/v1/rag/translate")
-async def translate(request: Request):
+async def _understand(request: Request, field: str, build, read):
+    """One step of query understanding: the chat call ``build(settings, body)`` asks for (None: the
+    setting turns the step off, ``read(None, …)`` answers), made as the caller, its reply read."""
     body = await json_body(request)
     settings, question = _settings(body), _text(body, "question")
-    call = rag_query.translate_request(settings, question)
-    if call is None:
-        return json_response({"text": question})
-    result = await _chat(request, call)
-    return json_response({"text": rag_query.read_translation(result.content, settings, question)})
+    call = build(settings, question, body)
+    reply = None
+    if call is not None:
+        reply = await _chat(request, call)
+    return json_response({field: read(reply, call, settings, question)})
+
+
+@router.post("/pgmind/v1/rag/translate")
+async def translate(request: Request):
+    return await _understand(request, "text", lambda s, q, _: rag_query.translate_request(s, q),
+                             lambda r, call, s, q: q if call is None else rag_query.read_translation(r.content, s, q))
 
 
 @router.post("/pgmind/v1/rag/expand")
 async def expand(request: Request):
-    body = await json_body(request)
-    settings, question, name = _settings(body), _text(body, "question"), _text(body, "name", limit=200)
-    call = rag_query.expand_request(settings, name, question)
-    if call is None:
-        return json_response({"expansion": None})
-    result = await _chat(request, call)
-    return json_response({"expansion": rag_query.read_expansion(result.content)})
+    return await _understand(request, "expansion",
+                             lambda s, q, body: rag_query.expand_request(s, _text(body, "name", limit=200), q),
+                             lambda r, call, s, q: None if call is None else rag_query.read_expansion(r.content))
 
 
 @router.post("/pgmind/v1/rag/topic")
 async def topic(request: Request):
-    body = await json_body(request)
-    settings, question = _settings(body), _text(body, "question")
-    call = rag_query.topic_request(settings, question)
-    if call is None:
-        return json_response({"score": None})
-    result = await _chat(request, call)
-    return json_response({"score": rag_query.read_topic_score(result.logprobs, call.model)})
+    return await _understand(request, "score", lambda s, q, _: rag_query.topic_request(s, q),
+                             lambda r, call, s, q: None if call is None
+                             else rag_query.read_topic_score(r.logprobs, call.model))
 
 
 @router.post("/pgmind/v1/rag/expansion-terms")
