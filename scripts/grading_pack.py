@@ -19,7 +19,7 @@ def pack(answers: Path, out: Path, key_path: Path) -> None:
     items, key = [], {}
     for i, r in enumerate(rows):
         versions = {"shown": r["answer"]}
-        if r.get("draft"):
+        if r.get("draft") and r["draft"].strip() != (r["answer"] or "").strip():
             versions["draft"] = r["draft"]
         for kind, text in versions.items():
             items.append({"question": r["question"], "facts": r["facts"], "answerable": bool(r["gold"]),

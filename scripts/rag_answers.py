@@ -1,4 +1,4 @@
-"""Answer every question of an eval file with ai.rag and keep everything a reader needs to grade
+"""Answer every question of an eval file as ai.rag does and keep everything a reader needs to grade
 them: the answer shown, the model's draft when the check against the sources changed it, the
 confidence, the sources.  Grading is by reading (eval/README.md, "Grading answers by reading").
 
@@ -37,9 +37,22 @@ def main() -> int:
             if q["question"] in done:
                 continue
             started = time.monotonic()
-            r = conn.execute("select ai.rag(%s, %s)", (args.kb, q["question"])).fetchone()[0]
+            # ai.rag's own steps, one by one, to keep what the check chose its quote from (the
+            # sentences the prompt showed): scripts can check drafts again with a changed rule
+            p = conn.execute("select ai.rag_prompt(%s, %s)", (args.kb, q["question"])).fetchone()[0]
+            r = {"answered": False, "answer": p["answer"], "sources": []}
+            if p["answered"]:
+                reply = conn.execute("select ai.chat(%s, %s, %s)", (p["model"], json.dumps(p["messages"]),
+                                                                     json.dumps(p["options"]))).fetchone()[0]
+                draft = reply["message"]["content"] or ""
+                g = conn.execute("select ai_internal._json_request('/pgmind/v1/rag/ground', %s)",
+                                 (json.dumps({"question": q["question"], "answer": draft, "hits": p["sources"],
+                                              "sentences": p["sentences"]}),)).fetchone()[0]
+                r = {"answered": True, "answer": g["answer"], "draft": draft, "confidence": g["confidence"],
+                     "grounding": g["grounding"], "sources": p["sources"], "sentences": p["sentences"]}
             q.update(seconds=round(time.monotonic() - started, 1), answered=r["answered"], answer=r["answer"],
                      draft=r.get("draft"), confidence=r.get("confidence"), grounding=r.get("grounding"),
+                     sentences=r.get("sentences"),
                      sources=[{"n": s["n"], "page": (s["key"] or {}).get("path"), "chunk": s["chunk"]}
                               for s in r.get("sources") or []])
             out.write(json.dumps(q, ensure_ascii=False) + "\n")

@@ -84,3 +84,24 @@ def test_never_fails(answer, sources, question):
     g = ground(question, answer, sources)
     assert g.confidence in ("supported", "partly", "not_confirmed") and isinstance(g.answer, str)
     assert all(1 <= n <= len(sources) for c in g.claims for n in c.sources)
+
+
+def test_an_examples_own_names_are_not_claims_but_its_functions_are():
+    found = {c.text for c in claims("```sql\nCOPY table_name FROM 'csv_file_path' WITH CSV HEADER;\n```")}
+    assert found == {"COPY", "CSV", "HEADER"}
+    assert {c.text for c in claims("```sql\nSELECT jsonb_extract_text(doc, 'a') FROM my_docs;\n```")} == \
+        {"jsonb_extract_text"}
+
+
+def test_an_intro_whose_code_was_taken_out_goes_with_it():
+    g = ground("怎样查看表的大小?", "可以用 `pg_total_relation_size` 函数 [1]。具体命令如下:\n```sql\nSELECT pg_table_bytes('t');\n```",
+               ["# 9.27\npg_total_relation_size ( regclass ) → bigint Computes the total disk space used."])
+    assert g.answer.startswith("可以用 `pg_total_relation_size` 函数 [1]。") and "具体命令如下" not in g.answer
+    assert len(g.removed) == 2 and g.confidence == "partly"
+
+
+def test_what_is_left_must_confirm_something():
+    """Glue left after the claims were taken out ("This returns the size.") is no answer."""
+    g = ground("How big is a table?", "Use `pg_table_bytes()`. This returns the size of the table.",
+               ["pg_total_relation_size ( regclass ) → bigint Computes the total disk space used."])
+    assert g.confidence == "not_confirmed" and "This returns" not in g.answer and "pg_table_bytes" not in g.answer

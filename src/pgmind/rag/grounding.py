@@ -41,9 +41,14 @@ _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?:\s*(%|[kMGT]i?B|bytes?|ms|s|s
                      r"|秒|毫秒|分钟|小时|天|字节|个|次))?(?![\w.]*\d)")
 _QUOTED = re.compile(r"'([^'\n]{2,60})'|\"([^\"\n]{2,60})\"|“([^”\n]{2,60})”|「([^」\n]{2,60})」")
 # names an answer makes up for an example, not claims about the documents
-_PLACEHOLDER = re.compile(r"^(?:my|your|some|example|sample|new|old|foo|bar|baz|test|tmp|temp)_|_name$|^t\d*$|"
-                          r"^(?:table|column|index|idx|tbl|col|db|database|schema|user|role|mytable|users|orders|"
-                          r"employees|products|customers)(?:_\w+)?$", re.I)
+_PLACEHOLDER = re.compile(r"^(?:my|your|some|example|sample|new|old|foo|bar|baz|test|tmp|temp|target|source)_|"
+                          r"_(?:name|path|file|dir|table|tbl|column|col|value|id|index|idx|db|schema|list|data)$|"
+                          r"^t\d*$|^(?:table|column|index|idx|tbl|col|db|database|schema|user|role|mytable|users|"
+                          r"orders|employees|products|customers?|sales|items|log|logs|accounts)$", re.I)
+# in code an answer writes (an example statement), its own table and column names are not claims:
+# the names that are the documents' are calls, psql commands, options and upper-case keywords
+_CODE_IDENT = re.compile(r"\\[a-zA-Z][a-zA-Z+]*|(?<![\w-])--[a-z][a-z0-9-]{1,40}\b|\b[A-Za-z_][A-Za-z0-9_]*(?=\s*\()"
+                         r"|\b[A-Z][A-Z0-9]{2,}\b")
 # words every SQL answer writes, true whatever the sources: not claims worth checking
 _COMMON = frozenset("""select from where and or not null table index insert update delete create drop alter into values
 set the sql psql postgresql postgres pg json jsonb text int integer true false on off yes no use using with as is
@@ -128,12 +133,10 @@ def claims(sentence: str, index: int = 0) -> list[Claim]:
     code = [m.group(1) for m in _CODE_BLOCK.finditer(text)] + [m.group(1) for m in _CODE_SPAN.finditer(text)]
     prose = _CODE_SPAN.sub(" ", _CODE_BLOCK.sub(" ", text))
     for span in code:
-        # a code span is checked by its names: a statement the answer writes is its own, its names
-        # (functions, keywords, settings) must be the documents'
-        for m in _IDENT.finditer(span):
+        # code is checked by the names that must be the documents' (functions, commands, options,
+        # keywords); a one-word span is a name itself (`shared_buffers`, `\timing`)
+        for m in _CODE_IDENT.finditer(span):
             add(m.group(0), "identifier")
-        for word in re.findall(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b|\b[A-Z]{3,}\b", span):
-            add(word, "identifier")
         if len(span) <= 40 and not re.search(r"\s", span.strip()):
             add(re.sub(r"\(\)$", "", span), "identifier")   # `\timing`, `fillfactor`, `now()`: the span itself
     for m in _IDENT.finditer(prose):
@@ -153,6 +156,21 @@ def _holds(source: str, claim: Claim) -> bool:
     if claim.kind == "quote":
         return " ".join(text.split()) in " ".join(low.split())
     return re.search(rf"(?<![\w\\]){re.escape(text)}(?!\w)", low) is not None
+
+
+def _without_dangling_intros(kept: list[str], sentences: list[str], removed: list[str]) -> list[str]:
+    """An intro ("The command is:", "具体命令如下：") whose next sentence was taken out goes too."""
+    gone = set(removed)
+    out = []
+    for s in kept:
+        i = next((j for j, t in enumerate(sentences) if _flat(t) == _flat(s) or _recite(t, None) == _recite(s, None)),
+                 None)
+        nxt = sentences[i + 1] if i is not None and i + 1 < len(sentences) else None
+        if re.search(r"[:：]\s*$", _CITE.sub("", s)) and nxt is not None and _flat(nxt) in gone:
+            removed.append(_flat(s))
+            continue
+        out.append(s)
+    return out
 
 
 def _recite(sentence: str, n: int | None) -> str:
@@ -232,6 +250,11 @@ def ground(question: str, answer: str, sources: list[str], candidates: list[dict
             sentence = _recite(sentence, min(holders) if holders else None)
             fixed += 1
         kept.append(sentence)
+    kept = _without_dangling_intros(kept, sentences, removed)
+    if removed and not any(c.supported for c in all_claims if _flat(sentences[c.sentence]) not in removed):
+        # what is left confirms nothing (glue between the sentences taken out): nothing to show of it
+        removed.extend(_flat(k) for k in kept)
+        kept = []
     supported = [c for c in all_claims if c.supported]
     cited_all = {n for s in kept for n in _cited(s)}
     quote = _quote(question, candidates or [], sources, supported, cited_all) if sources else None
