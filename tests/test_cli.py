@@ -91,3 +91,25 @@ def test_every_command_maps_errors_in_one_place():
     for c in commands:
         assert getattr(c.callback, "__wrapped__", None) is not None, f"{c.name} is not registered with cli.command"
     assert errors_to_exit.__doc__
+
+
+def test_finetune_reports_what_the_job_row_says(monkeypatch, tmp_path):
+    """A job a model server's trainer ran is reported by its row's end, as one the CLI ran: done is
+    the model registered (exit 0), failed is its error (exit 1); never "failed" for a job that is
+    done (issue 38, item 2)."""
+    from typer.testing import CliRunner
+    from pgmind.cli import app
+    from pgmind.client import Pgmind, TrainingJob
+    metrics = {"before": {"mrr": 0.5}, "after": {"mrr": 0.7}, "pairs": {"used": 40}}
+    for state, error, code in (("done", None, 0), ("failed", "the fine-tuned model is worse", 1)):
+        job = TrainingJob(7, state, metrics, error, "e5-kb", ran_here=False)
+        monkeypatch.setattr(Pgmind, "finetune", lambda self, *a, **kw: job)
+        out = CliRunner().invoke(app, ["--home", str(tmp_path), "--dsn", "postgresql://127.0.0.1:1/x",
+                                       "finetune", "kb"])
+        assert out.exit_code == code, out.output
+        assert "model server's trainer" in out.output and "0.700" in out.output
+        if state == "done":
+            assert "registered e5-kb" in out.output
+        else:
+            assert "job 7 failed" in out.output and error in out.output
+

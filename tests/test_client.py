@@ -147,10 +147,25 @@ def test_training_job(kb, conn, server):
     assert job.new_model == "client-ft-failed"          # (its id; registered only when done)
     assert "0 usable pairs of 8" in job.error and seen[0] == (job.id, 0.0)
 
-    def taken(job_id, fraction):            # a model server's trainer claims the job first
-        conn.execute("update ai.training_jobs set state = 'running', heartbeat_at = now() where id = %s", (job_id,))
+    # a model server's trainer claims the job first: the call follows the job's row to its end and
+    # reports what the row says (issue 38, item 2), never an end of its own
+    import threading
+    followed: list = []
+
+    def taken(job_id, fraction):
+        followed.append(fraction)
+        if len(followed) > 1:
+            return
+        conn.execute("update ai.training_jobs set state = 'running', worker_id = 'server-host:1', "
+                     "heartbeat_at = now(), progress = 0.5 where id = %s", (job_id,))
+
+        def the_server_ends_it():
+            conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
+                            metrics = '{"after": {"mrr": 0.9}}' where id = %s""", (job_id,))
+        threading.Timer(1.5, the_server_ends_it).start()
     job = db.finetune("clientkb", name="client-ft-elsewhere", pairs=pairs, progress=taken)
     try:
-        assert not job.ran_here and job.state == "running"
+        assert not job.ran_here and job.state == "done" and job.metrics == {"after": {"mrr": 0.9}}
+        assert 0.5 in followed[1:]                      # its progress, from the row, while it ran there
     finally:
-        conn.execute("update ai.training_jobs set state = 'cancelled' where id = %s", (job.id,))
+        conn.execute("delete from ai.training_jobs where id = %s", (job.id,))

@@ -3,6 +3,7 @@ the job table, cancellation, take-over of a job whose worker died, and bad input
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -101,6 +102,53 @@ def test_cancel_and_take_over(conn, faq_kb, settings, installed):
                  "heartbeat_at = now() - interval '5 minutes' where id = %s", (job_id,))
     job = run_next(settings, installed, job_id)
     assert job["state"] == "done" and job["worker_id"] != "dead:1"
+
+
+def _slow_preparation(monkeypatch, during):
+    """Makes the data preparation (mining hard negatives from the base model's retrieval, before the
+    first training step) take a while, calling ``during()`` in the middle of it."""
+    from pgmind.training import embedder
+    mine = embedder.mine
+
+    def slow_mine(*args, **kw):
+        during()
+        return mine(*args, **kw)
+    monkeypatch.setattr(embedder, "mine", slow_mine)
+
+
+def test_heartbeat_from_the_claim_on(conn, faq_kb, settings, installed, monkeypatch):
+    """The job is marked alive throughout its data preparation, not only from training step 5: a
+    model server's runner cannot take over a job that is alive (issue 38, item 2)."""
+    from pgmind.training import jobs
+    monkeypatch.setattr(jobs, "HEARTBEAT", 0.2, raising=False)
+    job_id = finetune(conn, name="e5-ops-beat", options={"epochs": 1, "batch_size": 8, "force": True})
+    beats = []
+
+    def during():
+        for _ in range(3):
+            beats.append(conn.execute("select heartbeat_at from ai.training_jobs where id = %s", (job_id,)).fetchone()[0])
+            time.sleep(1.0)
+    _slow_preparation(monkeypatch, during)
+    job = run_next(settings, installed, job_id)
+    assert job["state"] == "done", job["error"]
+    assert beats[0] < beats[1] < beats[2], beats          # alive while no progress was reported
+
+
+def test_a_job_taken_over_is_not_finished_twice(conn, faq_kb, settings, installed, monkeypatch):
+    """A runner that lost its job (another took it over after a pause longer than the heartbeat's
+    limit) stops: it writes no weights, registers nothing, and leaves the row to the other runner."""
+    job_id = finetune(conn, name="e5-ops-twice", options={"epochs": 1, "batch_size": 8, "force": True})
+
+    def during():       # another runner claims the job while this one prepares its data
+        conn.execute("update ai.training_jobs set worker_id = 'other-host:1', heartbeat_at = now() where id = %s",
+                     (job_id,))
+    _slow_preparation(monkeypatch, during)
+    job = run_next(settings, installed, job_id)
+    assert (job["state"], job["worker_id"], job["error"]) == ("running", "other-host:1", None)
+    assert conn.execute("select count(*) from ai.model_registry where model_id = 'e5-ops-twice'").fetchone()[0] == 0
+    from pgmind.training.paths import trained_model_dir
+    assert not (trained_model_dir(settings, conn, "finetuned", "e5-ops-twice") / "encoder.pt").exists()
+    conn.execute("update ai.training_jobs set state = 'cancelled' where id = %s", (job_id,))
 
 
 class _Killed(BaseException):

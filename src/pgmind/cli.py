@@ -396,8 +396,7 @@ def finetune(ctx: typer.Context, kb: str = typer.Argument(..., help="The knowled
     with _library(ctx) as db, _TrainingBar() as bar:
         job = db.finetune(kb, base=base, name=name, pairs=pairs, method=method, epochs=epochs, questions=questions,
                           force=force, progress=bar)
-    if _ran_elsewhere(job):
-        return
+    _ran_elsewhere(job)
     table = Table("held-back pairs", "before", "after")
     for key in ("recall@1", "recall@5", "recall@10", "mrr"):
         b, a = (job.metrics.get(x, {}).get(key) for x in ("before", "after"))
@@ -418,8 +417,7 @@ def train_images(ctx: typer.Context, source: str = typer.Argument(..., help="A n
     with _library(ctx) as db, _TrainingBar() as bar:
         job = db.train_image_encoder(source, query, text_model=text_model, name=name, epochs=epochs,
                                      translate=translate, progress=bar)
-    if _ran_elsewhere(job):
-        return
+    _ran_elsewhere(job)
     after = job.metrics.get("after", {})
     for key in ("text_to_image_p10", "image_to_image_p10", "label_accuracy", "held_out"):
         if key in after:
@@ -427,10 +425,11 @@ def train_images(ctx: typer.Context, source: str = typer.Argument(..., help="A n
     _job_end(job, f"an image vectorizer with model => '{job.new_model}' finds these pictures by words")
 
 
-def _ran_elsewhere(job) -> bool:
+def _ran_elsewhere(job) -> None:
+    """Says so when another runner (a model server's trainer) ran the job: what follows is its row."""
     if not job.ran_here:
-        console.print(f"job {job.id} is run by a model server: select * from ai.training_jobs where id = {job.id}")
-    return not job.ran_here
+        console.print(f"job {job.id} was run by a model server's trainer (select * from ai.training_jobs "
+                      f"where id = {job.id})", markup=False, highlight=False)
 
 
 def _job_end(job, use: str) -> None:

@@ -82,10 +82,9 @@ class EmbedProgress:
 
 @dataclass(frozen=True)
 class TrainingJob:
-    """A training job's end: its state (done, failed, cancelled), metrics, error, and the new model's
-    id (registered when the state is done).
-    ``ran_here`` is false when a model server's trainer claimed the job first (it runs there, and
-    ``state`` is its state when this call returned)."""
+    """A training job's end, as its row in ai.training_jobs says: its state (done, failed, cancelled),
+    metrics, error, and the new model's id (registered when the state is done).  ``ran_here`` is
+    false when another runner (a model server's trainer) ran it to its end."""
     id: int
     state: str
     metrics: dict
@@ -372,21 +371,40 @@ class Pgmind:
                            progress)
 
     def _train(self, query: str, params, progress: Callable[[int, float], None] | None) -> TrainingJob:
-        from psycopg.rows import dict_row
-        from .training.jobs import run_next
         (row,) = self._query(query, params)
         job_id = row[0]
         if progress:
             progress(job_id, 0.0)
-        with _sql_errors():
-            job = run_next(self.settings, self.dsn, job_id,
-                           progress=(lambda f: progress(job_id, f)) if progress else None)
-            if job is None:     # (a server's trainer claimed it first: it runs there)
-                with self.conn.cursor(row_factory=dict_row) as cur:
-                    job = cur.execute("select * from ai.training_jobs where id = %s", (job_id,)).fetchone() or {}
-                return TrainingJob(job_id, job.get("state", "queued"), job.get("metrics") or {}, job.get("error"),
-                                   job.get("new_model"), ran_here=False)
-        return TrainingJob(job["id"], job["state"], job["metrics"] or {}, job["error"], job["new_model"])
+        return self.wait_for_training(job_id, progress=progress)
+
+    def wait_for_training(self, job_id: int, *, progress: Callable[[int, float], None] | None = None,
+                          poll: float = 2.0) -> TrainingJob:
+        """Wait for a training job to end and return its end as its row says: it runs here (as pgmind's
+        service role) while no other runner holds it; while one does (a model server's trainer, whose
+        heartbeat is fresh), its progress is followed from the row; if that runner dies, the job is
+        taken over here and resumes from its checkpoint."""
+        from psycopg.rows import dict_row
+        from .training.jobs import FINAL, STALE, run_next, worker_id
+        while True:
+            with _sql_errors(), self.conn.cursor(row_factory=dict_row) as cur:
+                job = cur.execute("select *, state = 'queued' or heartbeat_at is null "
+                                  "or heartbeat_at < now() - make_interval(secs => %s) as claimable "
+                                  "from ai.training_jobs where id = %s", (STALE, job_id)).fetchone()
+            if job is None:
+                raise PgmindError(f"training job {job_id} does not exist, or is not yours",
+                                  hint="see your jobs with select * from ai.training_jobs")
+            if job["state"] not in FINAL and job["claimable"]:
+                with _sql_errors():
+                    ran = run_next(self.settings, self.dsn, job_id,
+                                   progress=(lambda f: progress(job_id, f)) if progress else None)
+                if ran is not None:
+                    job = ran
+            if job["state"] in FINAL:
+                return TrainingJob(job["id"], job["state"], job["metrics"] or {}, job["error"], job["new_model"],
+                                   ran_here=job["worker_id"] == worker_id())
+            if progress and not job["claimable"]:
+                progress(job_id, float(job["progress"] or 0.0))
+            time.sleep(poll)
 
 
 class AnswerStream:

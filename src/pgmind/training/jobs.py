@@ -2,14 +2,23 @@
 silent: it resumes from its checkpoint), resolves its pairs to the knowledge base's chunks (or has
 the chat model write questions), trains, measures before and after on held-back pairs, and
 registers the model, owned by the job's owner, unless it is worse (options.force overrides).
-Progress, the loss curve and errors go to the job's row; ai.cancel_training stops it."""
+Progress, the loss curve and errors go to the job's row; ai.cancel_training stops it.
+
+A job is run once: from the claim on, a heartbeat thread (its own connection) marks the row alive
+every HEARTBEAT seconds, whatever the runner is doing (reading pairs, embedding the pool, a long
+training step), so no other runner takes it over while this one lives.  Every write of the runner
+names its worker: a runner that finds the job is no longer its own (taken over after a pause longer
+than STALE) stops, and writes neither weights, nor a registration, nor an end state."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
+import threading
 import time
+from contextlib import contextmanager
 
 import psycopg
 from psycopg import sql
@@ -19,54 +28,115 @@ from ..config import Settings
 from ..errors import InvalidRequestError, PgmindError
 from . import embedder, paths
 
-STALE = "60 seconds"      # a running job whose heartbeat is older is taken over (its worker died)
+log = logging.getLogger(__name__)
+
+STALE = 60.0          # seconds: a running job whose heartbeat is older is taken over (its worker died)
+HEARTBEAT = 10.0      # seconds between a running job's heartbeats (well under STALE)
+FINAL = ("done", "failed", "cancelled")
 MIN_PAIRS = 8
 
-CLAIM = f"""
+CLAIM = """
 update ai.training_jobs set state = 'running', worker_id = %(worker)s, heartbeat_at = now(),
        started_at = coalesce(started_at, now()), error = null
 where id = (select id from ai.training_jobs
             where not cancel_requested and (%(job)s::bigint is null or id = %(job)s)
-              and (state = 'queued' or (state = 'running' and heartbeat_at < now() - interval '{STALE}'))
+              and (state = 'queued' or (state = 'running' and heartbeat_at < now() - make_interval(secs => %(stale)s)))
             order by id limit 1 for update skip locked)
 returning *"""
 
 
-def claim(conn, job_id: int | None = None) -> dict | None:
-    worker = f"{socket.gethostname()}:{os.getpid()}"
+def worker_id() -> str:
+    """This process's name in ai.training_jobs.worker_id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(conn, job_id: int | None = None, worker: str | None = None) -> dict | None:
+    # (a job cancelled while its runner was dying is not taken over: it ends here, as cancelled)
+    conn.execute("""update ai.training_jobs set state = 'cancelled', finished_at = now()
+                    where state = 'running' and cancel_requested
+                      and heartbeat_at < now() - make_interval(secs => %s)""", (STALE,))
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(CLAIM, {"worker": worker, "job": job_id}).fetchone()
+        return cur.execute(CLAIM, {"worker": worker or worker_id(), "job": job_id, "stale": STALE}).fetchone()
 
 
 def run_next(settings: Settings, dsn: str, job_id: int | None = None, progress=None) -> dict | None:
-    """Claims and runs one job; returns its final row (None if there was nothing to run).  Whatever
-    ``dsn`` names, the runner connects as pgmind's service role (db.service_dsn), never as its user."""
+    """Claims and runs one job; returns its row at the end (None if there was nothing to run).  The
+    row's state is done, failed or cancelled, unless another runner took the job over (then it is
+    that runner's, still running: see ``worker_id``).  Whatever ``dsn`` names, the runner connects as
+    pgmind's service role (db.service_dsn), never as its user."""
     from ..db.connection import service_dsn
-    with psycopg.connect(service_dsn(settings, dsn), autocommit=True,
-                         application_name="pgmind training runner") as conn:
+    runner_dsn = service_dsn(settings, dsn)
+    with psycopg.connect(runner_dsn, autocommit=True, application_name="pgmind training runner") as conn:
         job = claim(conn, job_id)
         if job is None:
             return None
+        me = job["worker_id"]
+        heartbeat = _Heartbeat(runner_dsn, job["id"], me)
+        heartbeat.start()
         try:
-            Runner(settings, conn, job, progress).run()
+            Runner(settings, conn, job, progress, heartbeat.lost).run()
+        except _Lost:
+            log.warning("training job %s was taken over by another runner: this one stops", job["id"])
         except _Cancelled:
-            conn.execute("update ai.training_jobs set state = 'cancelled', finished_at = now() where id = %s",
-                         (job["id"],))
+            _end(conn, job["id"], me, "cancelled", None)
         except Exception as e:      # the job is marked failed with its error; nothing else is lost
             message = e.message if isinstance(e, PgmindError) else f"{type(e).__name__}: {e}"
-            conn.execute("update ai.training_jobs set state = 'failed', error = %s, finished_at = now() where id = %s",
-                         (message[:2000], job["id"]))
+            _end(conn, job["id"], me, "failed", message[:2000])
+        finally:
+            heartbeat.stop()
         with conn.cursor(row_factory=dict_row) as cur:
             return cur.execute("select * from ai.training_jobs where id = %s", (job["id"],)).fetchone()
+
+
+def _end(conn, job_id: int, me: str, state: str, error: str | None) -> None:
+    """The job's end state, written only while the job is still this runner's."""
+    conn.execute("""update ai.training_jobs set state = %s, error = coalesce(%s, error), finished_at = now()
+                    where id = %s and worker_id = %s and state = 'running'""", (state, error, job_id, me))
+
+
+class _Heartbeat:
+    """Marks a claimed job alive every HEARTBEAT seconds, on a connection of its own, from the claim
+    until the runner ends (or dies, which is what a stale heartbeat means).  ``lost`` is set when the
+    row is no longer this runner's."""
+
+    def __init__(self, dsn: str, job_id: int, me: str):
+        self.dsn, self.job_id, self.me = dsn, job_id, me
+        self.lost, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"training-heartbeat-{job_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, application_name="pgmind training heartbeat") as conn:
+                while not self._stop.wait(HEARTBEAT):
+                    beat = conn.execute("""update ai.training_jobs set heartbeat_at = now()
+                                           where id = %s and worker_id = %s and state = 'running'""",
+                                        (self.job_id, self.me))
+                    if beat.rowcount == 0:
+                        self.lost.set()
+                        return
+        except psycopg.Error:       # (the runner's own connection meets the same trouble and says so)
+            log.exception("training job %s: the heartbeat stopped", self.job_id)
 
 
 class _Cancelled(Exception):
     pass
 
 
+class _Lost(Exception):
+    """The job is no longer this runner's (another one took it over)."""
+
+
 class Runner:
-    def __init__(self, settings: Settings, conn, job: dict, progress=None):
+    def __init__(self, settings: Settings, conn, job: dict, progress=None, lost: threading.Event | None = None):
         self.settings, self.conn, self.job, self.progress = settings, conn, job, progress
+        self.me, self.lost = job["worker_id"], lost or threading.Event()
         self.options = job["options"] or {}
         self.dir = paths.trained_model_dir(settings, conn, "finetuned", job["new_model"])   # (never the name as a path)
         self.losses: list = list(job["loss"] or [])
@@ -202,6 +272,8 @@ class Runner:
     def _step_callback(self, start: float, span: float, every: int):
         """Records the loss of each training step; every few steps checks for a cancel and reports progress."""
         def on_step(step, total, loss):
+            if self.lost.is_set():
+                raise _Lost()
             self.losses.append([step, round(loss, 5)])
             if step % every == 0 or step == total:
                 self._check_cancel()
@@ -210,14 +282,24 @@ class Runner:
         return on_step
 
     def _check_cancel(self) -> None:
-        if self.conn.execute("select cancel_requested from ai.training_jobs where id = %s",
-                             (self.job["id"],)).fetchone()[0]:
+        row = self.conn.execute("select cancel_requested, worker_id, state from ai.training_jobs where id = %s",
+                                (self.job["id"],)).fetchone()
+        if row is None or row[1:] != (self.me, "running") or self.lost.is_set():
+            raise _Lost()
+        if row[0]:
             raise _Cancelled()
 
+    def _update(self, query: str, params: tuple) -> None:
+        """An update of the job's row (``query`` ends in "where id = %s"), made only while the job is
+        this runner's: otherwise the runner stops."""
+        if self.lost.is_set() or self.conn.execute(query + " and worker_id = %s and state = 'running'",
+                                                   (*params, self.job["id"], self.me)).rowcount == 0:
+            raise _Lost()
+
     def _progress(self, fraction: float, step: int | None = None) -> None:
-        self.conn.execute("""update ai.training_jobs set progress = %s, heartbeat_at = now(),
-                                 step = coalesce(%s, step), loss = %s where id = %s""",
-                          (min(1.0, fraction), step, json.dumps(self.losses), self.job["id"]))
+        self._update("""update ai.training_jobs set progress = %s, heartbeat_at = now(),
+                            step = coalesce(%s, step), loss = %s where id = %s""",
+                     (min(1.0, fraction), step, json.dumps(self.losses)))
         if self.progress:
             self.progress(fraction)
 
@@ -260,7 +342,7 @@ class Runner:
                                      "pool": len(pool)}, "before": before})
         self.dir.mkdir(parents=True, exist_ok=True)
         checkpoint = self.dir / f"checkpoint-{self.job['id']}.pt"
-        self.conn.execute("update ai.training_jobs set checkpoint = %s where id = %s", (str(checkpoint), self.job["id"]))
+        self._update("update ai.training_jobs set checkpoint = %s where id = %s", (str(checkpoint),))
         start = time.perf_counter()
 
         encoder, after = embedder.train(engine, train_pairs, eval_pairs, pool, options, checkpoint,
@@ -276,17 +358,16 @@ class Runner:
                               hint='more or better pairs, fewer epochs; options {"force": true} registers it anyway')
         import torch
         weights = self.dir / "encoder.pt"
-        torch.save(encoder.state_dict(), weights)
         options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
                    "training_job": self.job["id"]}
         options.pop("alias_of", None)
-        self._register("embedding", base.model_name, options, base.dimensions)
+        with self._finishing():
+            torch.save(encoder.state_dict(), weights)
+            self._register("embedding", base.model_name, options, base.dimensions)
         checkpoint.unlink(missing_ok=True)
-        self._finish()
 
     def _set_metrics(self, metrics: dict) -> None:
-        self.conn.execute("update ai.training_jobs set metrics = %s where id = %s",
-                          (json.dumps(metrics), self.job["id"]))
+        self._update("update ai.training_jobs set metrics = %s where id = %s", (json.dumps(metrics),))
 
     def _register(self, model_type: str, name: str, options: dict, dimensions: int | None) -> None:
         """Registers the trained model for the job's owner.  (Not through ai.create_model, which acts for
@@ -294,9 +375,19 @@ class Runner:
         self.conn.execute("select ai_internal._register_trained_model(%s, %s, %s, %s, %s)",
                           (self.job["id"], model_type, name, json.dumps(options), dimensions))
 
-    def _finish(self) -> None:
-        self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
-                             loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
+    @contextmanager
+    def _finishing(self):
+        """The job's end, in one transaction that holds its row: what is saved and registered in the
+        block, and the state done, happen only if the job is still this runner's (a runner that lost
+        it writes no weights over the other's and registers nothing)."""
+        with self.conn.transaction():
+            row = self.conn.execute("select worker_id, state from ai.training_jobs where id = %s for update",
+                                    (self.job["id"],)).fetchone()
+            if row is None or tuple(row) != (self.me, "running") or self.lost.is_set():
+                raise _Lost()
+            yield
+            self.conn.execute("""update ai.training_jobs set state = 'done', progress = 1, finished_at = now(),
+                                 loss = %s where id = %s""", (json.dumps(self.losses), self.job["id"]))
         if self.progress:
             self.progress(1.0)
 
@@ -372,6 +463,10 @@ class Runner:
                        captions=captions)
         self._set_metrics({"after": metrics, "pairs": {"images": len(images), "labels": len(names)}})
         directory = paths.trained_model_dir(self.settings, self.conn, "trained", self.job["new_model"])
+        with self._finishing():
+            self._save_images_encoder(trainer, net, directory, targets, names, captions, text_spec)
+
+    def _save_images_encoder(self, trainer, net, directory, targets, names, captions, text_spec) -> None:
         trainer.save(net, directory, {
             "dimensions": int(next(iter(targets.values())).shape[0]),
             "image_size": int(self.options.get("image_size", 28)), "channels": int(self.options.get("channels", 1)),
@@ -381,4 +476,3 @@ class Runner:
         self._register("image_embedding", self.job["new_model"],
                        {"backend": "trained", "path": str(directory), "text_model": text_spec.model_id,
                         "training_job": self.job["id"]}, int(next(iter(targets.values())).shape[0]))
-        self._finish()
