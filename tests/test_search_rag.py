@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import httpx
@@ -28,16 +27,13 @@ CHINESE = {
 }
 
 
-def logged_since(conn, query: str, marker: int, until, within: float = 5.0) -> list:
+def logged_since(conn, flush, marker: int,
+                 query: str = "select operation from ai.call_log where id > %s order by id") -> list:
     """The first column of query's ai.call_log rows after marker (query takes marker as its one
-    parameter), read again until until(values) holds or within seconds pass: the server writes a
-    call's log row after the call returns."""
-    deadline = time.monotonic() + within
-    while True:
-        values = [r[0] for r in conn.execute(query, (marker,))]
-        if until(values) or time.monotonic() >= deadline:
-            return values
-        time.sleep(0.2)
+    parameter), once the server has written every call it answered (flush_call_log): no waiting,
+    no polling."""
+    flush()
+    return [r[0] for r in conn.execute(query, (marker,))]
 
 
 @pytest.fixture(scope="module")
@@ -97,11 +93,10 @@ def test_chinese_keyword_search(db):
     assert db.search("kb", "notifications listeners", k=3, mode="keyword")[0].key["path"] == "sql-notify.html"
 
 
-def test_chinese_question_translated_for_keyword_search(db, conn):
+def test_chinese_question_translated_for_keyword_search(db, conn, flush_call_log):
     """Words cannot match across languages: for a Chinese question over a knowledge base whose
     language is English, the keyword side also searches the question's English translation
     (by the local chat model, logged like every model call)."""
-    import time
     settings = conn.execute("select ai.configure_rag('kb', '{}')").fetchone()[0]
     assert settings["language"] == "en"            # set by ingest from the documents
     question = "怎样生成唯一标识符?"
@@ -114,7 +109,8 @@ def test_chinese_question_translated_for_keyword_search(db, conn):
     for q in ("竹子", "大熊猫吃什么?"):
         reply = conn.execute("select ai.translate_query('kb', %s)", (q,)).fetchone()[0]
         assert reply == q or reply.isascii(), reply
-    logged = logged_since(conn, "select model_id from ai.call_log where id > %s and operation = 'chat'", marker, bool)
+    logged = logged_since(conn, flush_call_log, marker,
+                          "select model_id from ai.call_log where id > %s and operation = 'chat'")
     assert logged and set(logged) == {"qwen-0.5b"}
     assert top_sources(db.search("kb", question, k=3, mode="keyword"), 1) == ["datatype-uuid.html"]
     # with translation off, the Chinese words find no English page
@@ -136,7 +132,7 @@ def test_chunks_per_source(conn, kb):
     assert err.sqlstate == "22023" and err.diag.message_hint
 
 
-def test_query_expansion(db, conn):
+def test_query_expansion(db, conn, flush_call_log):
     """expand => true: the chat model writes a short answer naming the terms the documents use, and
     its vector and keyword lists are fused with the question's.  A question sharing no word with
     its page finds it; the call is logged; with the
@@ -156,7 +152,8 @@ def test_query_expansion(db, conn):
     # similarity: the mean of the chunk's similarity to the question and to the expansion
     assert all(-1 <= h.similarity <= 1 for h in expanded)
     assert any(h.vector_rank for h in expanded) and any(h.keyword_rank for h in expanded)
-    logged = logged_since(conn, "select model_id from ai.call_log where id > %s and operation = 'chat'", marker, bool)
+    logged = logged_since(conn, flush_call_log, marker,
+                          "select model_id from ai.call_log where id > %s and operation = 'chat'")
     assert "qwen-1.5b" in logged
     # each mode takes it; keyword-only needs no embedding (similarity null)
     assert all(h.similarity is None for h in db.search("kb", question, k=3, mode="keyword", expand=True))
@@ -167,9 +164,9 @@ def test_query_expansion(db, conn):
         marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
         assert db.search("kb", "a question not asked before in this test", k=3, expand=True)
         # (the earlier searches' calls may be logged after the marker: look for this one's)
-        written = logged_since(conn, "select output_tokens from ai.call_log where id > %s and operation = 'chat'"
-                                     " and model_id = 'qwen-1.5b'", marker,
-                               lambda ns: any(0 < n <= 5 for n in ns), within=10)
+        written = logged_since(conn, flush_call_log, marker,
+                               "select output_tokens from ai.call_log where id > %s and operation = 'chat'"
+                               " and model_id = 'qwen-1.5b'")
         assert any(0 < n <= 5 for n in written), written
     finally:
         conn.execute("select ai.configure_rag('kb', jsonb_build_object('expand_tokens', ai.rag_defaults()->'expand_tokens'))")
@@ -328,11 +325,11 @@ def test_rag_streams(db):
     assert "datatype-json.html" in [s["key"]["path"] for s in stream.result.sources]
 
 
-def test_rag_logged(conn, db):
-    conn.execute("select pg_sleep(0.7)")
+def test_rag_logged(conn, db, flush_call_log):
+    flush_call_log()
     marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
     assert db.ask("kb", "How do I create an index without locking writes to the table?").answered
-    ops = logged_since(conn, "select operation from ai.call_log where id > %s", marker, lambda ops: "chat" in ops)
+    ops = logged_since(conn, flush_call_log, marker)
     assert "embed" in ops and "chat" in ops
 
 
@@ -620,7 +617,7 @@ def test_rag_with_a_reranker_declines_by_relevance(db, conn):
         conn.execute("""select ai.configure_rag('kb', '{"rerank": null}')""")
 
 
-def test_rag_declines_questions_off_the_topic(db, conn):
+def test_rag_declines_questions_off_the_topic(db, conn, flush_call_log):
     """With a topic in its settings RAG first asks the chat model whether the question is about it
     (log-odds of yes against no, ai.topic_score) and declines one that is not before any search:
     the default port of MySQL sits as close to a PostgreSQL manual as a real question does."""
@@ -637,14 +634,12 @@ def test_rag_declines_questions_off_the_topic(db, conn):
         off = ["How do I configure replication in MySQL?", "MongoDB 怎么建索引", "今天北京天气怎么样?"]
         scores = {q: conn.execute("select ai.topic_score('kb', %s)", (q,)).fetchone()[0] for q in on + off}
         assert all(scores[q] >= cut for q in on) and all(scores[q] < cut for q in off), scores
-        conn.execute("select pg_sleep(0.7)")
+        flush_call_log()
         marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
         declined = conn.execute("select ai.rag('kb', %s)", (off[0],)).fetchone()[0]
         assert not declined["answered"] and declined["sources"] == [] and declined["topic_score"] < cut
         assert declined["answer"] == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
-        logged_since(conn, "select operation from ai.call_log where id > %s", marker, lambda ops: "chat" in ops)
-        time.sleep(0.5)
-        ops = [r[0] for r in conn.execute("select operation from ai.call_log where id > %s", (marker,))]
+        ops = logged_since(conn, flush_call_log, marker)
         assert ops == ["chat"]                      # the one-token check; no search, no expansion
         answered = db.ask("kb", on[0])
         assert answered.answered and "concurrently" in answered.answer.lower()
