@@ -221,3 +221,18 @@ def test_alter_and_drop(conn, standin, fresh_models):
     assert conn.execute("select ai.drop_model('changing')").fetchone()[0] is True
     assert sql_error(conn, "select ai.drop_model('changing')").sqlstate == "42704"
     assert conn.execute("select ai.drop_model('changing', if_exists => true)").fetchone()[0] is False
+
+
+def test_call_model_on_a_local_chat_model(conn, server):
+    """Issue 38, item 8: ai.call_model reads a local chat model's body as OpenAI's chat request."""
+    out = conn.execute("""select ai.call_model('qwen-0.5b', '{"messages": [{"role": "user", "content": "Say hi."}],
+                          "max_tokens": 8, "temperature": 0}'::jsonb)""").fetchone()[0]
+    assert out["choices"][0]["message"]["role"] == "assistant" and out["choices"][0]["message"]["content"]
+    assert out["usage"]["completion_tokens"] >= 1 and out["model"] == "qwen-0.5b"
+    out = conn.execute("select ai.call_model('qwen-0.5b', '用一个词回答：你好')").fetchone()[0]    # a text: one user message
+    assert out["choices"][0]["message"]["content"]
+    e = sql_error(conn, """select ai.call_model('qwen-0.5b', '{"prompt": "x"}'::jsonb)""")
+    assert e.sqlstate == "22023" and "messages" in e.diag.message_primary and e.diag.message_hint
+    e = sql_error(conn, """select ai.call_model('qwen-0.5b', '{"messages": [{"role": "user", "content": "x"}],
+                           "temprature": 0}'::jsonb)""")
+    assert e.sqlstate == "22023" and "temprature" in e.diag.message_primary
