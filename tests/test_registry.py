@@ -223,6 +223,36 @@ def test_alter_and_drop(conn, standin, fresh_models):
     assert conn.execute("select ai.drop_model('changing', if_exists => true)").fetchone()[0] is False
 
 
+def test_a_remote_model_with_its_dimension_registers_before_its_key_and_network(conn, server, fresh_models):
+    """Issue 38, item 9: the dimension given, the registration needs no call (the key and the network
+    can come later; a NOTICE says what the call found); without it, the call is needed and its error
+    is the server's, with its SQLSTATE and hint and no PL/Python prefix."""
+    notices: list = []
+    conn.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_hint)))   # (valid in the call only)
+    fresh_models.extend(["later-emb", "later-emb-2"])
+    conn.execute("""select ai.create_model('later-emb', null, 'openai', 'embedding', 'text-embedding-3-small',
+                    '{"author_type": "env", "env": "PGMIND_TEST_NOT_LENT"}', options => '{"dimensions": 1536}')""")
+    assert conn.execute("select dimensions from ai.models where model_id = 'later-emb'").fetchone()[0] == 1536
+    message, hint = notices[-1]
+    assert message.startswith('model "later-emb" was registered without a check: ') and \
+        "PGMIND_TEST_NOT_LENT" in message and "plpy" not in message
+    assert "pgmind models test later-emb" in hint and "PGMIND_SECRET_ENV" in hint
+    # the network not in place yet (a host not on the outbound allow-list)
+    conn.execute("""select ai.create_model('later-emb-2', 'https://embeddings.later.example/v1', 'openai', 'embedding',
+                    'm', '{"token": "sk-later"}', options => '{"dimensions": 8}')""")
+    assert "not allowed" in notices[-1][0] and "ai.allow_outbound" in notices[-1][1]
+    # a definition that cannot work is still refused, dimension or not
+    e = sql_error(conn, """select ai.create_model('later-emb-3', 'https://embeddings.later.example/v1', 'openai',
+                           'embedding', 'm', options => '{"dimensions": 8, "headers": {"X-A": "é"}}')""")
+    assert e.sqlstate == "22023" and "X-A" in e.diag.message_primary and e.diag.message_hint
+    # without the dimension: the call is needed, and its error is clean
+    e = sql_error(conn, """select ai.create_model('later-emb-3', null, 'openai', 'embedding', 'm',
+                           '{"author_type": "env", "env": "PGMIND_TEST_NOT_LENT"}')""")
+    assert e.sqlstate == "42501" and e.diag.message_primary.startswith("model later-emb-3 takes its key from")
+    assert e.diag.message_hint
+    assert conn.execute("select count(*) from ai.model_registry where model_id = 'later-emb-3'").fetchone()[0] == 0
+
+
 def test_call_model_on_a_local_chat_model(conn, server):
     """Issue 38, item 8: ai.call_model reads a local chat model's body as OpenAI's chat request."""
     out = conn.execute("""select ai.call_model('qwen-0.5b', '{"messages": [{"role": "user", "content": "Say hi."}],

@@ -35,6 +35,9 @@ declare
     t ai.model_registry;
     probe jsonb;
     dims int;
+    e_state text;
+    e_message text;
+    e_hint text;
 begin
     if model_id is null or model_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$' then
         raise exception 'invalid model id "%"', model_id
@@ -71,7 +74,28 @@ begin
     if (type in ('embedding', 'image_embedding')
         or (type = 'chat' and (select p.in_process from ai.providers p where p.name = provider)))
        and not options ? 'alias_of' and (select p.probe from ai.providers p where p.name = provider) then
-        probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
+        if dims is not null and not (select p.in_process from ai.providers p where p.name = provider) then
+            -- a remote model whose dimension is given does not need its call: it is registered even
+            -- before its key or the network is in place (a definition that cannot work, 22xxx, is
+            -- still refused; a dimension the call contradicts too)
+            begin
+                probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
+            exception when others then
+                get stacked diagnostics e_state = returned_sqlstate, e_message = message_text,
+                                        e_hint = pg_exception_hint;
+                e_hint := nullif(e_hint, '');
+                if e_state like '22%' then
+                    raise exception using errcode = e_state, message = e_message,
+                                          hint = coalesce(e_hint, 'fix the model''s definition');
+                end if;
+                raise notice 'model "%" was registered without a check: %', model_id, e_message
+                    using hint = coalesce(e_hint || '; then check', 'check') || ' the model with `pgmind models test '
+                                 || model_id || '`';
+                probe := null;
+            end;
+        else
+            probe := ai_internal._probe_model(model_id, url, provider, type, name, a.clean, a.secret, options);
+        end if;
         if probe ? 'dimensions' then
             if dims is not null and dims <> (probe->>'dimensions')::int then
                 raise exception 'model "%" returns % dimensions, but options say %', model_id,
