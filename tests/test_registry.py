@@ -266,3 +266,21 @@ def test_call_model_on_a_local_chat_model(conn, server):
     e = sql_error(conn, """select ai.call_model('qwen-0.5b', '{"messages": [{"role": "user", "content": "x"}],
                            "temprature": 0}'::jsonb)""")
     assert e.sqlstate == "22023" and "temprature" in e.diag.message_primary
+
+
+def test_registering_as_a_role_that_is_not_an_administrator(conn, installed, roles):
+    """Issue 38, item 10: not PostgreSQL's bare "permission denied for function create_model": what it
+    takes (pgmind_admin) and how to get it, for the role that asked."""
+    with connect(psycopg.conninfo.make_conninfo(installed, user="alice"), autocommit=True) as alice:
+        e = sql_error(alice, "select ai.create_model('alice-model', null, 'pgmind', 'embedding', 'e5-small')")
+        assert e.sqlstate == "42501"
+        assert e.diag.message_primary == "only pgmind administrators register models (role alice is not one)"
+        assert e.diag.message_hint == "a superuser can make it one: grant pgmind_admin to alice"
+    assert conn.execute("select count(*) from ai.model_registry where model_id = 'alice-model'").fetchone()[0] == 0
+    # hints name the role that was named
+    e = sql_error(conn, "select ai.grant_model('e5-small', 'Data Team')")
+    assert e.sqlstate == "42704" and e.diag.message_hint == 'create the role first (create role "Data Team"), or grant to public'
+    e = sql_error(conn, "select ai.create_api_key('Data Team')")
+    assert e.sqlstate == "42704" and 'create role "Data Team" nologin' in e.diag.message_hint
+    e = sql_error(conn, "select ai.create_api_key(null)")
+    assert e.sqlstate == "22004" and e.diag.message_hint

@@ -120,6 +120,27 @@ def test_auth_is_required(server):
     assert httpx.get(server + "/v1/models").status_code == 401
 
 
+def test_error_hints_point_somewhere(server, token):
+    """Issue 38, item 10: an HTTP user is told to send an API key (not the server's own token), and
+    a bad request points at documentation that is there (not /docs, which is not)."""
+    for bearer, message in (("sk-wrong", "not an API key of this server"), ("pgmk-0000", "unknown or revoked"),
+                            (None, "no Authorization header")):
+        r = httpx.post(server + "/v1/embeddings", json={"model": "e5-small", "input": "x"},
+                       headers={"Authorization": f"Bearer {bearer}"} if bearer else {})
+        error = r.json()["error"]
+        assert r.status_code == 401 and message in error["message"], r.text
+        assert "ai.create_api_key" in error["hint"] and "show-token" not in error["hint"], r.text
+    auth = {"Authorization": f"Bearer {token}"}
+    r = httpx.post(server + "/v1/search", json={"name": "x", "query": "y", "k": 0}, headers=auth)
+    hint = r.json()["error"]["hint"]
+    assert r.status_code == 400 and "/docs" not in hint and "/openapi.json" in hint, r.text
+    assert httpx.get(server + "/openapi.json", headers=auth).status_code == 200
+    assert httpx.get(server + "/docs", headers=auth).status_code == 404
+    r = httpx.post(server + "/v1/embeddings", json={"model": "e5-small", "input": "数据库 " * 2000, "truncate": False},
+                   headers=auth)
+    assert r.status_code == 400 and '"truncate": true' in r.json()["error"]["hint"], r.text
+
+
 def test_models_report_their_input_limit(server, token):
     """What a client (or another pgmind's vectorizer) sizes its chunks by."""
     models = httpx.get(server + "/v1/models", headers={"Authorization": f"Bearer {token}"}).json()["data"]

@@ -69,8 +69,10 @@ class InvalidRequestError(PgmindError):
 
 class InputTooLongError(InvalidRequestError):
     sqlstate = "22001"  # string_data_right_truncation
-    default_hint = ("split the text into chunks (a vectorizer does this for you) "
-                    "or pass options {\"truncate\": true}")
+    # (ai.embed has no truncate option: over HTTP, OpenAI's route cuts at the limit by default and
+    # DashScope's takes parameters.truncate)
+    default_hint = ("split the text into chunks (a vectorizer does this for you) or shorten it; over HTTP, "
+                    "\"truncate\": true cuts it at the model's limit")
 
 
 class DimensionMismatchError(InvalidRequestError):
@@ -94,7 +96,8 @@ class AuthenticationError(PgmindError):
     sqlstate = "28000"  # invalid_authorization_specification
     http_status = 401
     error_type = "authentication_error"
-    default_hint = "send the model server's token as 'Authorization: Bearer <token>' (`pgmind serve --show-token`)"
+    default_hint = ("send an API key as 'Authorization: Bearer pgmk-...' (an administrator makes one: "
+                    "select ai.create_api_key('<role>'))")
 
 
 class ModelServerUnavailableError(PgmindError):

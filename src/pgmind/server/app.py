@@ -175,7 +175,8 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     async def validation_error(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors())
         return await pgmind_error(request, InvalidRequestError(f"invalid request: {problems}",
-                                                                hint="see the OpenAPI spec at /docs"))
+                                                                hint="see docs/http.md, or the OpenAPI spec "
+                                                                     "at GET /openapi.json (with a credential)"))
 
     @app.exception_handler(ClientGone)
     async def client_gone(request: Request, exc: ClientGone):

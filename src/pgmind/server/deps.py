@@ -39,14 +39,20 @@ async def authenticate(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     given = given.strip()
+    if not header:
+        raise AuthenticationError("no Authorization header")
     if scheme.lower() != "bearer" or not given:
-        raise AuthenticationError("missing or wrong bearer token" if header else "no Authorization header")
+        raise AuthenticationError("the Authorization header is not 'Bearer <API key>'")
     if secrets.compare_digest(given.encode(), request.app.state.token.encode()):
         request.state.principal = Principal(True, None)
         return
     found = await service(request).registry.credential_role(given)
     if found is None:
-        raise AuthenticationError("missing or wrong bearer token")
+        if given.startswith("pgmk-"):
+            raise AuthenticationError("this API key is unknown or revoked",
+                                      hint="ask an administrator for a new one: select ai.create_api_key('<role>') "
+                                           "(select * from ai.api_key_list shows the live keys' prefixes)")
+        raise AuthenticationError("the bearer token is not an API key of this server")
     request.state.principal = Principal(False, *found)
 
 

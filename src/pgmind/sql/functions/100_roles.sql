@@ -104,13 +104,17 @@ begin
 end $$;
 grant execute on function ai_internal._issue_role_tokens() to public;
 
--- Administrators' functions are granted to pgmind_admin only; this says so clearly to anyone else
--- (and holds even where a grant was changed by hand).
+-- Administrators' functions are granted to pgmind_admin only (ai.create_model to everyone, so that
+-- a role that is not one learns this instead of a bare "permission denied"); this says so clearly
+-- to anyone else, naming the session's role (current_user is this function's owner), and holds
+-- even where a grant was changed by hand.
 create or replace function ai_internal._require_admin(what text) returns void
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := ai_internal._session_role();
 begin
-    if not ai_internal._is_admin(ai_internal._session_role()) then
-        raise exception 'only pgmind administrators %', what
-            using errcode = '42501', hint = 'a superuser can run: grant pgmind_admin to ' || quote_ident(current_user);
+    if not ai_internal._is_admin(me) then
+        raise exception 'only pgmind administrators % (role % is not one)', what, me
+            using errcode = '42501', hint = 'a superuser can make it one: grant pgmind_admin to ' || quote_ident(me);
     end if;
 end $$;

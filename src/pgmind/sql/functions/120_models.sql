@@ -39,6 +39,8 @@ declare
     e_message text;
     e_hint text;
 begin
+    -- (everyone may call it, to be told this rather than PostgreSQL's bare "permission denied")
+    perform ai_internal._require_admin('register models');
     if model_id is null or model_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:/@+-]{0,199}$' then
         raise exception 'invalid model id "%"', model_id
             using errcode = '22023', hint = 'a model id is 1-200 letters, digits and _ . : / @ + -, e.g. embedding/my_clip';
@@ -116,7 +118,7 @@ begin
     perform ai_internal._registry_changed(model_id);
     return model_id;
 end $$;
-grant execute on function ai.create_model(text, text, text, text, text, jsonb, regproc, regproc, regproc, jsonb) to pgmind_admin;
+grant execute on function ai.create_model(text, text, text, text, text, jsonb, regproc, regproc, regproc, jsonb) to public;
 
 -- Tell the model server the registry changed (it drops its cache); delivered at commit.
 create or replace function ai_internal._registry_changed(p_model_id text) returns void
@@ -216,7 +218,8 @@ begin
     perform ai_internal._check_owner(model_id);
     if lower(role_name) <> 'public' and not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
-            using errcode = '42704', hint = 'create the role first, or grant to public';
+            using errcode = '42704',
+                  hint = format('create the role first (create role %I), or grant to public', role_name);
     end if;
     insert into ai.model_grants (model_id, grantee, granted_by)
     values (model_id, case when lower(role_name) = 'public' then 'public' else role_name end, ai_internal._session_role())

@@ -10,7 +10,11 @@ declare
     key text;
 begin
     perform ai_internal._require_admin('make API keys');
-    if role_name is null or not exists (select 1 from pg_roles where rolname = role_name) then
+    if role_name is null then
+        raise exception 'the role of an API key is null' using errcode = '22004',
+            hint = 'name the database role whose grants the key carries, e.g. select ai.create_api_key(''analyst'')';
+    end if;
+    if not exists (select 1 from pg_roles where rolname = role_name) then
         raise exception 'role "%" does not exist', role_name
             using errcode = '42704', hint = format('create the role first: create role %I nologin', role_name);
     end if;
