@@ -55,8 +55,28 @@ def test_status_and_token(settings, server, token):
 
 
 def test_db_url(settings, cluster):
+    """Issue 38: a postgresql:// URL, which psql and psycopg take (scripts/*.py connect with it)."""
     out = pgmind(settings, "db", "url").stdout.strip()
-    assert f"port={settings.pg_port}" in out or settings.dsn
+    assert out.startswith("postgresql://"), out
+    if not settings.dsn:
+        assert f"port={settings.pg_port}" in out
+        import psycopg
+        with psycopg.connect(out) as c:
+            assert c.execute("select current_database()").fetchone() == ("pgmind",)
+
+
+def test_dsn_url_forms():
+    from psycopg.conninfo import conninfo_to_dict
+    from pgmind.db.connection import dsn_url
+    for dsn, url in (
+            ("host='/tmp/a b/run' port=5433 dbname=pgmind user=pgmind",
+             "postgresql://pgmind@/pgmind?host=%2Ftmp%2Fa%20b%2Frun&port=5433"),
+            ("host=db.example port=6543 dbname=app user=me password=p@ss sslmode=require",
+             "postgresql://me:p%40ss@db.example:6543/app?sslmode=require"),
+            ("postgresql://me@[::1]:5432/app", "postgresql://me@[::1]:5432/app")):
+        assert dsn_url(dsn) == url
+        assert conninfo_to_dict(url) == conninfo_to_dict(dsn)          # the same connection
+    assert dsn_url("host=h user=me password=secret dbname=d", hide_password=True) == "postgresql://me:***@h/d"
 
 
 def test_status_without_server(settings, installed):

@@ -113,10 +113,10 @@ def db_status(ctx: typer.Context):
 
 @command(db_app, "url")
 def db_url(ctx: typer.Context):
-    """Print the connection string (PGMIND_DSN if set, else the embedded cluster's)."""
+    """Print the database's postgresql:// URL (PGMIND_DSN's, its password hidden, else the embedded cluster's)."""
     from .db import resolve_dsn
-    from .db.connection import redact
-    print(redact(resolve_dsn(_settings(ctx))) if _settings(ctx).dsn else resolve_dsn(_settings(ctx)))
+    from .db.connection import dsn_url
+    print(dsn_url(resolve_dsn(_settings(ctx)), hide_password=bool(_settings(ctx).dsn)))
 
 
 @command(db_app, "psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

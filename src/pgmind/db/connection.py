@@ -52,6 +52,38 @@ def redact(dsn: str) -> str:
     return make_conninfo(**params)
 
 
+def dsn_url(dsn: str, *, hide_password: bool = False) -> str:
+    """The DSN as a postgresql:// URL (what psql, psycopg, SQLAlchemy and most tools take): a socket
+    directory (or several hosts) goes in the query, as libpq reads it; with ``hide_password`` the
+    password shows as ***."""
+    from urllib.parse import quote, urlencode
+    try:
+        params = {k: v for k, v in conninfo_to_dict(dsn).items() if v is not None}
+    except psycopg.ProgrammingError as e:
+        raise InvalidRequestError(f"the database address cannot be parsed: {e}",
+                                  hint="set PGMIND_DSN to a postgresql:// URL or a key=value string") from None
+    user, password = params.pop("user", None), params.pop("password", None)
+    host, port, dbname = params.pop("host", None), params.pop("port", None), params.pop("dbname", None)
+    netloc = ""
+    if user:
+        netloc = quote(str(user), safe="")
+        if password:
+            netloc += ":" + ("***" if hide_password else quote(str(password), safe=""))
+        netloc += "@"
+    query: dict = {}
+    if host and (host.startswith("/") or "," in host or host.startswith("@")):
+        query["host"] = host
+        if port:
+            query["port"] = port
+    elif host:
+        netloc += (f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
+    elif port:
+        query["port"] = port
+    query.update(params)
+    url = f"postgresql://{netloc}/{quote(str(dbname), safe='') if dbname else ''}"
+    return url + ("?" + urlencode(query, safe="", quote_via=quote) if query else "")
+
+
 def connect(dsn: str, *, application_name: str = "pgmind", autocommit: bool = False,
             register_vector: bool = True) -> psycopg.Connection:
     try:
