@@ -133,3 +133,8 @@ def test_finetune_reports_what_the_job_row_says(monkeypatch, tmp_path):
         else:
             assert "job 7 failed" in out.output and error in out.output
 
+
+def test_serve_prints_a_ready_line(settings, server):
+    """Issue 38: `pgmind serve` says when it serves, and where (the server fixture's output is its log)."""
+    log = (settings.home / "server.log").read_text()
+    assert f"pgmind serve is ready at http://127.0.0.1:{settings.server_port}" in log, log[-2000:]

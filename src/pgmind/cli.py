@@ -175,9 +175,17 @@ def _run_server(settings: Settings, token: str, host: str, port: int, worker: bo
         err_console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the model server "
                           "(it still requires the token)")
     logging.getLogger().setLevel(logging.INFO)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:        # (the database pools are open and the port is bound: requests are served)
+                url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+                print(f"pgmind serve is ready at {url} (OpenAI-compatible at {url}/v1; vectorizer worker and trainer "
+                      f"{'on' if worker else 'off'}; local models load on first use; Ctrl-C stops it)", flush=True)
     # database backends keep their connection to the model server open between calls
-    uvicorn.run(create_app(settings, token, worker=worker), host=host, port=port, log_level="warning",
-                access_log=False, timeout_keep_alive=300)
+    Server(uvicorn.Config(create_app(settings, token, worker=worker), host=host, port=port, log_level="warning",
+                          access_log=False, timeout_keep_alive=300)).run()
 
 
 # -- vectorizer worker -------------------------------------------------------------------------
