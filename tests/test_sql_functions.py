@@ -62,6 +62,14 @@ def test_too_long_text_is_a_clear_error(conn, server):
     assert 'options {"truncate"' not in e.diag.message_hint      # an option ai.embed does not have (issue 38)
 
 
+def test_generate_refuses_an_empty_prompt(conn, server):
+    """Issue 38: an empty prompt (spaces, a full-width space) asks nothing; NULL still gives NULL."""
+    for prompt in ("", "   ", "\u3000\n"):
+        e = sql_error(conn, "select ai.generate('qwen-0.5b', %s)", (prompt,))
+        assert e.sqlstate == "22023" and e.diag.message_primary == "the prompt is empty", prompt
+        assert "NULL" in e.diag.message_hint
+
+
 def test_unknown_model(conn, server):
     e = sql_error(conn, "select ai.embed('no-such-model', 'x')")
     assert e.sqlstate == "42704"

@@ -170,6 +170,12 @@ begin
     if model is null or prompt is null then
         return null;
     end if;
+    -- (a prompt of spaces alone, full-width ones too, asks nothing: the model would answer anything)
+    if prompt !~ '[^[:space:]\u3000\u00a0\ufeff]' then
+        raise exception 'the prompt is empty'
+            using errcode = '22023',
+                  hint = 'write the question or instruction (in any language), or pass NULL to get NULL';
+    end if;
     if system is not null then
         messages := messages || jsonb_build_object('role', 'system', 'content', system);
     end if;
