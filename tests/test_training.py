@@ -205,6 +205,59 @@ def test_bad_input(conn, faq_kb, settings, installed, nobody):
     assert nobody.execute("select ai.cancel_training(%s)", (job_id,)).fetchone()[0] is False
 
 
+def test_unknown_options_are_refused_when_queued(conn, faq_kb, one_picture_table):
+    """Issue 38: a misspelt option is an error when the job is queued, not accepted and ignored; the
+    names are the ones the runner reads (the SQL list equals the Python one)."""
+    e = sql_error(conn, "select ai.finetune('ops_faq', 'e5-small', 'e5-ops-typo', options => '{\"epoch\": 3}')")
+    assert e.sqlstate == "22023" and e.diag.message_primary == 'unknown training option "epoch"'
+    from dataclasses import fields
+
+    from pgmind.training import images
+    from pgmind.training.embedder import JOB_OPTIONS, TrainOptions
+    assert set(e.diag.message_hint.removeprefix("the options are ").split(", ")) == \
+        {f.name for f in fields(TrainOptions)} | JOB_OPTIONS
+    e = sql_error(conn, "select ai.train_image_encoder('x', 'select img, label from same_picture', "
+                        "options => '{\"epoch\": 3}')")
+    assert e.sqlstate == "22023" and e.diag.message_primary == 'unknown training option "epoch"'
+    assert set(e.diag.message_hint.removeprefix("the options are ").split(", ")) == images.OPTIONS
+    assert conn.execute("select count(*) from ai.training_jobs where new_model like '%typo%' or source = 'x'"
+                        ).fetchone()[0] == 0
+
+
+@pytest.fixture
+def one_picture_table(conn):
+    """100 copies of one picture under 10 labels: nothing in the pictures tells the labels apart."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("L", (28, 28), 128).save(buf, "PNG")
+    conn.execute("drop table if exists same_picture")
+    conn.execute("create table same_picture (id int primary key, img bytea, label text)")
+    conn.execute("insert into same_picture select g, %s, 'label ' || (g %% 10) from generate_series(1, 100) g",
+                 (buf.getvalue(),))
+    yield "same_picture"
+    conn.execute("drop table same_picture")
+
+
+def test_an_image_encoder_no_better_than_guessing_is_not_registered(conn, one_picture_table, settings, installed,
+                                                                    server):
+    """Issue 38: train-images registered a model that labels below chance; now the job fails and says
+    so (options.force registers it anyway)."""
+    conn.execute("select ai.drop_model('guess-encoder', if_exists => true)")
+    job_id = conn.execute("""select ai.train_image_encoder('guess', 'select img, label from same_picture', 'use-m3',
+                             'guess-encoder', '{"epochs": 1, "translate": false}')""").fetchone()[0]
+    try:
+        job = run_next(settings, installed, job_id)
+        assert job["state"] == "failed" and "no better than guessing" in job["error"], job["error"]
+        after = job["metrics"]["after"]
+        assert after["label_accuracy"] <= after["guess_accuracy"]
+        assert conn.execute("select count(*) from ai.model_registry where model_id = 'guess-encoder'").fetchone()[0] == 0
+    finally:
+        conn.execute("select ai.drop_model('guess-encoder', if_exists => true)")
+        conn.execute("delete from ai.training_jobs where id = %s", (job_id,))
+
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CHINESE = {"Trouser": ["裤子"], "Bag": ["包"], "Sneaker": ["运动鞋"], "Dress": ["连衣裙"], "Coat": ["外套"]}

@@ -29,6 +29,11 @@ class Pair:
     negative: str | None = None     # the passage of another row the base model ranks highest
 
 
+# the job's own options beside TrainOptions' (how pairs are made and held back, force); ai.finetune
+# refuses any other name at queue time (sql/functions/500_training.sql has the same list)
+JOB_OPTIONS = frozenset({"eval_fraction", "questions", "question_model", "force", "eval_pool"})
+
+
 @dataclass
 class TrainOptions:
     method: str = "lora"
@@ -44,11 +49,10 @@ class TrainOptions:
     @classmethod
     def from_json(cls, options: dict) -> "TrainOptions":
         known = {f for f in cls.__dataclass_fields__}
-        extra = {"eval_fraction", "questions", "question_model", "force", "eval_pool"}
-        unknown = sorted(set(options) - known - extra)
+        unknown = sorted(set(options) - known - JOB_OPTIONS)
         if unknown:
             raise InvalidRequestError(f"unknown training option {unknown[0]!r}",
-                                      hint="options are " + ", ".join(sorted(known | extra)))
+                                      hint="options are " + ", ".join(sorted(known | JOB_OPTIONS)))
         o = cls(**{k: options[k] for k in known if k in options})
         if o.device not in ("auto", "cpu", "cuda") and not o.device.startswith("cuda:"):
             raise InvalidRequestError(f"device {o.device!r} is not auto, cpu or cuda[:n]", hint='e.g. {"device": "cpu"}')

@@ -17,6 +17,11 @@ from ..errors import InvalidRequestError
 from ..models.local.base import LocalImageModel
 
 TAU = 0.05          # temperature of the image → label logits
+# the options an image encoder's job reads (train below, and the runner: captions, translate,
+# question_model, force); ai.train_image_encoder refuses any other name at queue time
+# (sql/functions/500_training.sql has the same list)
+OPTIONS = frozenset({"seed", "device", "image_size", "channels", "epochs", "batch_size", "lr",
+                     "captions", "translate", "question_model", "force"})
 
 
 def small_cnn(torch, dim: int, channels: int = 1):
@@ -102,8 +107,10 @@ def evaluate(net, x_held, y_held, T, names, x_base, y_base) -> dict:
     t2i = precision_at_10(T @ held.T, np.arange(len(names)), y_held)
     accuracy = float(((held @ T.T).argmax(1) == y_held).mean())
     i2i = precision_at_10(held @ base.T, y_held, y_base)
-    return {"text_to_image_p10": t2i, "label_accuracy": accuracy, "image_to_image_p10": i2i,
-            "held_out": int(len(y_held)), "labels": len(names)}
+    # what always guessing the commonest label gets (the held-out images' share of it)
+    guess = float(np.bincount(y_held).max() / len(y_held))
+    return {"text_to_image_p10": t2i, "label_accuracy": accuracy, "guess_accuracy": guess,
+            "image_to_image_p10": i2i, "held_out": int(len(y_held)), "labels": len(names)}
 
 
 def save(net, directory: Path, meta: dict) -> None:

@@ -34,6 +34,7 @@ STALE = 60.0          # seconds: a running job whose heartbeat is older is taken
 HEARTBEAT = 10.0      # seconds between a running job's heartbeats (well under STALE)
 FINAL = ("done", "failed", "cancelled")
 MIN_PAIRS = 8
+BETTER_THAN_GUESSING = 0.25   # an image encoder must close this share of the gap from a guess to perfect
 
 CLAIM = """
 update ai.training_jobs set state = 'running', worker_id = %(worker)s, heartbeat_at = now(),
@@ -462,6 +463,14 @@ class Runner:
         metrics.update(train_seconds=round(time.perf_counter() - start, 1), images=len(images),
                        captions=captions)
         self._set_metrics({"after": metrics, "pairs": {"images": len(images), "labels": len(names)}})
+        # registered only if it labels held-out images clearly better than always guessing the commonest
+        # label: it must close a quarter of the gap from that guess to every image right
+        guess, accuracy = metrics["guess_accuracy"], metrics["label_accuracy"]
+        if accuracy < guess + BETTER_THAN_GUESSING * (1 - guess) and not self.options.get("force"):
+            raise PgmindError(f"the encoder labels held-out images no better than guessing ({accuracy:.0%} right; "
+                              f"always guessing the commonest label gets {guess:.0%}): not registered",
+                              hint='give more images per label (hundreds train well) or more epochs, e.g. options '
+                                   '{"epochs": 10}; options {"force": true} registers it anyway')
         directory = paths.trained_model_dir(self.settings, self.conn, "trained", self.job["new_model"])
         with self._finishing():
             self._save_images_encoder(trainer, net, directory, targets, names, captions, text_spec)

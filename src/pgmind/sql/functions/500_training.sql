@@ -18,6 +18,8 @@ create or replace function ai_internal._create_training_job(p_kind text, p_sourc
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
 declare
     jid bigint;
+    known text[];
+    unknown text;
 begin
     if not ai_internal._is_admin(ai_internal._session_role()) then
         raise exception 'only pgmind administrators train models'
@@ -39,6 +41,20 @@ begin
     if jsonb_typeof(coalesce(p_options, '{}')) <> 'object' then
         raise exception 'options must be a JSON object'
             using errcode = '22023', hint = 'e.g. ''{"method": "lora", "epochs": 2}''';
+    end if;
+    -- an option misspelt is refused now, not accepted and ignored (the runner checks the values;
+    -- pgmind.training's TrainOptions and image trainer read these names: a test compares them)
+    known := case p_kind
+        when 'embedding' then array['batch_size', 'device', 'epochs', 'eval_fraction', 'eval_pool', 'force',
+                                    'lora_alpha', 'lora_dropout', 'lora_r', 'lr', 'method', 'question_model',
+                                    'questions', 'seed']
+        else array['batch_size', 'captions', 'channels', 'device', 'epochs', 'force', 'image_size', 'lr',
+                   'question_model', 'seed', 'translate'] end;
+    select k into unknown from jsonb_object_keys(coalesce(p_options, '{}')) k
+    where not k = any (known) and not (p_kind = 'image_encoder' and k = 'images') order by k limit 1;
+    if unknown is not null then
+        raise exception 'unknown training option "%"', unknown
+            using errcode = '22023', hint = 'the options are ' || array_to_string(known, ', ');
     end if;
     insert into ai.training_jobs (kind, source, base_model, new_model, options, owner)
     values (p_kind, p_source, p_base, p_name, coalesce(p_options, '{}'), ai_internal._session_role()) returning id into jid;
