@@ -51,7 +51,7 @@ PHOTOS=.pgmind/demo-photos
 mkdir -p "$PHOTOS"
 cp /usr/share/darknet/data/{dog,eagle,giraffe,horses,person,kite,scream}.jpg "$PHOTOS"/
 cp "$(.venv/bin/python -c 'import sklearn, os; print(os.path.dirname(sklearn.__file__))')"/datasets/images/{china,flower}.jpg "$PHOTOS"/
-$PGMIND ingest-images "$PHOTOS" --into photos --ocr
+$PGMIND ingest-images "$PHOTOS" --into photos --ocr --allow-load
 say "text → image (ImageNet labels and file names; no CLIP weights ship offline)"
 $PGMIND search-images "an eagle" --in photos -k 3
 $PGMIND search-images "一只狗" --in photos -k 3

@@ -360,6 +360,34 @@ def test_image_vectorizer_and_search_both_ways(conn, settings, installed, pics, 
     assert sql_error(conn, "select * from ai.search('pics', 'red')").sqlstate == "22023"
 
 
+def test_ingest_images_adds_to_the_load_allow_list_only_when_asked(conn, installed, tmp_path):
+    """Issue 38: `pgmind ingest-images` added the folder to ai.load_file's allow-list on its own; now it
+    refuses (saying how) unless asked (--allow-load), and --bytes needs no allow-list at all."""
+    from pgmind.errors import PermissionDeniedError
+    from pgmind.images.collection import ingest_images
+    folder = tmp_path / "new-photos"
+    folder.mkdir()
+    (folder / "red.png").write_bytes(picture((220, 40, 40)))
+    on_list = "select count(*) from ai.load_allow_list where prefix like %s"
+    try:
+        with pytest.raises(PermissionDeniedError) as info:
+            ingest_images(conn, folder, "new_photos")
+        assert "--allow-load" in info.value.hint and "--bytes" in info.value.hint
+        assert conn.execute(on_list, (f"%{folder}%",)).fetchone()[0] == 0
+        assert conn.execute("select to_regclass('new_photos')").fetchone()[0] is None      # nothing made
+        result = ingest_images(conn, folder, "new_photos", allow_load=True)
+        assert result.allowed == str(folder) and result.changed == 1
+        assert conn.execute(on_list, (f"%{folder}%",)).fetchone()[0] == 1
+        assert ingest_images(conn, folder, "new_photos").allowed is None                 # on the list already
+        assert ingest_images(conn, folder, "new_photos_bytes", store_bytes=True).changed == 1
+    finally:
+        for name in ("new_photos", "new_photos_bytes"):
+            if conn.execute("select 1 from ai.vectorizer_status where name = %s", (name,)).fetchone():
+                conn.execute("select ai.drop_vectorizer(%s)", (name,))
+            conn.execute(f"drop table if exists {name}")
+        conn.execute("select ai.disallow_load_from(%s)", (str(folder),))
+
+
 def test_bytea_image_vectorizer_with_clip(conn, settings, installed, clip_model):
     conn.execute("drop table if exists shots cascade")
     conn.execute("create table shots (id int primary key, img bytea)")

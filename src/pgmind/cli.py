@@ -347,16 +347,20 @@ def ingest_images(ctx: typer.Context, folder: str = typer.Argument(..., help="A 
                   store_bytes: bool = typer.Option(False, "--bytes", help="Store the files in the table "
                                                                           "(else their paths, loaded when embedded)."),
                   ocr: bool = typer.Option(False, "--ocr", help="Also read the text in the pictures (about 1 s each)."),
+                  allow_load: bool = typer.Option(False, "--allow-load", help="Add the folder to ai.load_file's "
+                                                  "allow-list if it is not on it (administrators; without --bytes "
+                                                  "the vectorizer reads the pictures from there)."),
                   embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the new pictures now."),
                   batch: int = typer.Option(16, help="Pictures per embedding batch.")):
     """Load a folder of pictures into a table with an image vectorizer (re-running updates it)."""
     with _library(ctx) as db:
         with _ReadBar("reading pictures", rate=False) as bar:
-            result = db.ingest_images(folder, into, model=model, store_bytes=store_bytes, ocr=ocr, progress=bar)
+            result = db.ingest_images(folder, into, model=model, store_bytes=store_bytes, ocr=ocr,
+                                      allow_load=allow_load, progress=bar)
         console.print(f"{result.files} pictures: {result.changed} new or changed, {result.unchanged} unchanged, "
                       f"{result.removed} removed, {len(result.failed)} unreadable")
         if result.allowed:
-            console.print(f"allowed loading from {result.allowed} (select * from ai.load_allow_list)")
+            console.print(f"added {result.allowed} to ai.load_file's allow-list (select * from ai.load_allow_list)")
         for path, why in result.failed:
             err_console.print(f"[yellow]skipped {path}: {why}[/yellow]")
         if embed:

@@ -282,16 +282,17 @@ class Pgmind:
             return ingest(conn, folder, name, model=model, topic=topic, rows=rows, progress=progress)
 
     def ingest_images(self, folder: str | Path, name: str, *, model: str = "image-features",
-                      store_bytes: bool = False, ocr: bool = False,
+                      store_bytes: bool = False, ocr: bool = False, allow_load: bool = False,
                       progress: Callable[[int, int | None], None] | None = None) -> ImageIngestResult:
         """Load a folder of pictures into table ``name`` with an image vectorizer; ``progress`` as
-        ingest's."""
+        ingest's.  Without ``store_bytes`` the folder must be on ai.load_file's allow-list, or
+        ``allow_load`` adds it (administrators)."""
         from .images.collection import ingest_images
         with _sql_errors(), db_connect(self.dsn) as conn:
             if progress:
                 progress(0, None)
             return ingest_images(conn, folder, name, model=model, store_bytes=store_bytes, ocr=ocr,
-                                 progress=progress)
+                                 allow_load=allow_load, progress=progress)
 
     def search(self, name: str, query: str, *, k: int = 10, mode: str = "hybrid",
                filter: str | None = None, rerank: str | None = None, candidates: int | None = None,

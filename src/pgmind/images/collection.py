@@ -2,9 +2,9 @@
 
 The table: ``path`` (absolute; the primary key), ``name``, ``width``, ``height``, ``bytes``,
 ``mtime``, ``sha256`` and, with ``store_bytes``, ``img`` (the file itself).  Its image vectorizer
-embeds ``img``, or loads ``path`` through ai.load_file's allow-list (the folder is allowed for
-loading when the ingesting role may do that).  Re-running updates changed files and removes gone
-ones; a file Pillow cannot read is reported and left out."""
+embeds ``img``, or loads ``path`` through ai.load_file's allow-list: the folder must be on it, or
+``allow_load`` adds it (an administrator's change, made only when asked for).  Re-running updates
+changed files and removes gone ones; a file Pillow cannot read is reported and left out."""
 from __future__ import annotations
 
 import hashlib
@@ -17,7 +17,7 @@ from typing import Callable
 import psycopg
 from psycopg import sql
 
-from ..errors import InvalidRequestError, PgmindError
+from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from . import codec
 
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
@@ -30,17 +30,31 @@ class ImageIngestResult:
     unchanged: int = 0
     removed: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
-    allowed: str | None = None          # the folder, when this run allowed loading from it
+    allowed: str | None = None          # the folder, when this run added it to the load allow-list (allow_load)
 
 
 def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, model: str = "image-features",
-                  store_bytes: bool = False, ocr: bool = False,
+                  store_bytes: bool = False, ocr: bool = False, allow_load: bool = False,
                   progress: Callable[[int, int], None] | None = None) -> ImageIngestResult:
+    """Without ``store_bytes`` the vectorizer reads the pictures by path, through ai.load_file: the
+    folder must be on its allow-list, which changes only with ``allow_load`` (then the folder is
+    added, by an administrator: ai.allow_load_from), never on its own."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise InvalidRequestError(f"{folder} is not a folder", hint="pass a folder of pictures")
+    result = ImageIngestResult()
+    if not store_bytes:
+        allowed = {r[0] for r in conn.execute("select prefix from ai.load_allow_list")}
+        if not any(("file://" + str(root) + "/").startswith(p) for p in allowed):
+            if not allow_load:
+                raise PermissionDeniedError(
+                    f"ai.load_file may not read {root}: the vectorizer could not load its pictures",
+                    hint=f"add the folder to the allow-list (administrators): pgmind ingest-images --allow-load, "
+                         f"or select ai.allow_load_from('{root}'); or store the pictures in the table: --bytes")
+            conn.execute("select ai.allow_load_from(%s)", (str(root),))
+            result.allowed = str(root)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-    result = ImageIngestResult(files=len(files))
+    result.files = len(files)
     table = sql.Identifier(into)
     with conn.transaction():
         conn.execute(sql.SQL("""create table if not exists {} (
@@ -74,11 +88,6 @@ def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, mo
             conn.execute(sql.SQL("delete from {} where path = any(%s)").format(table), (list(known),))
             result.removed = len(known)
         has = conn.execute("select 1 from ai.vectorizer_status where name = %s", (into,)).fetchone()
-        if not store_bytes:
-            allowed = {r[0] for r in conn.execute("select prefix from ai.load_allow_list")}
-            if not any(("file://" + str(root) + "/").startswith(p) for p in allowed):
-                conn.execute("select ai.allow_load_from(%s)", (str(root),))
-                result.allowed = str(root)
         if not has:
             conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => %s, "
                          "modality => 'image', ocr => %s)",
