@@ -137,7 +137,7 @@ class _Lost(Exception):
 class Runner:
     def __init__(self, settings: Settings, conn, job: dict, progress=None, lost: threading.Event | None = None):
         self.settings, self.conn, self.job, self.progress = settings, conn, job, progress
-        self.me, self.lost = job["worker_id"], lost or threading.Event()
+        self.me, self.lost = job.get("worker_id"), lost or threading.Event()     # (the claim set it)
         self.options = job["options"] or {}
         self.dir = paths.trained_model_dir(settings, conn, "finetuned", job["new_model"])   # (never the name as a path)
         self.losses: list = list(job["loss"] or [])
