@@ -54,6 +54,12 @@ def tally(answers: Path, grades: Path, key_path: Path) -> None:
             print(f"{kind:5} {'answerable' if answerable else 'unanswerable':12} {dict(c)}")
     conf = Counter((r.get("confidence"), by.get((i, "shown"))) for i, r in enumerate(rows) if r["gold"])
     print("confidence × grade (answerable):", dict(conf))
+    # the mechanical measure beside the reading: every key fact present as a substring
+    for kind in ("draft", "shown"):
+        answerable = [r for r in rows if r["gold"]]
+        ok = sum(1 for r in answerable if r["answered"] and all(
+            f.lower() in ((r.get("draft") if kind == "draft" else None) or r["answer"] or "").lower() for f in r["facts"]))
+        print(f"{kind:5} facts present (mechanical): {ok} of {len(answerable)}")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ begin
 end $$;
 grant execute on function ai_internal._search_target(text, name) to public;
 
--- The words of a text as the chunks' fts column stems them (300_vectorizers.sql), once each.  The
+-- The words of a text as the chunks' fts column stems them (320_vectorizer_registration.sql), once each.  The
 -- stored generated column cannot call this without rebuilding every store, so the two expressions
 -- are twins: tests/test_search_rag.py runs the column's own expression against this one.
 create or replace function ai_internal._fts_words(t text) returns text[]
@@ -76,34 +76,6 @@ drop function if exists ai.search(text, text, int, text, text, int, float8, floa
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean, int);
--- A question, keyword query or expansion of at most 10,000 characters: checked before any model
--- reads it (RAG's topic check and expansion run before its search).
-create or replace function ai_internal._check_query_length(texts text[]) returns void
-language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
-declare
-    longest int := (select max(length(t)) from unnest(texts) t);
-begin
-    if longest > 10000 then
-        raise exception 'the query has % characters; a search takes at most 10000', longest
-            using errcode = '22023', hint = 'search with a question or a few sentences, not a document';
-    end if;
-end $$;
-grant execute on function ai_internal._check_query_length(text[]) to public;
-
--- The arguments every search takes, checked once.
-create or replace function ai_internal._check_search_args(mode text, k int) returns void
-language plpgsql immutable set search_path = pg_catalog, pg_temp as $$
-begin
-    if mode is null or mode not in ('vector', 'keyword', 'hybrid') then
-        raise exception 'unknown search mode "%"', mode
-            using errcode = '22023', hint = 'mode is one of vector, keyword, hybrid';
-    end if;
-    if k is null or k < 1 or k > 1000 then
-        raise exception 'k must be between 1 and 1000, got %', k using errcode = '22023', hint = 'e.g. k => 10';
-    end if;
-end $$;
-grant execute on function ai_internal._check_search_args(text, integer) to public;
-
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text, tsquery, text, int, int,
                                                 float8, float8, int, text);
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
@@ -159,6 +131,7 @@ begin
         filter := 'true';
     end if;
     if filter is not null then
+        perform ai_internal._check_filter(_search_run.source, filter);
         -- a SQL condition on the source table's columns, written by the caller and run with their rights
         where_filter := format(' and (%s) in (select %s from %s s where %s)',
                                _search_run.key_cols, _search_run.source_key_cols, _search_run.source, filter);
