@@ -173,3 +173,25 @@ def test_topic_score_reads_log_odds():
     for bad in (None, [], [{"top_logprobs": []}], [{}]):
         with pytest.raises(InvalidRequestError):
             query.read_topic_score(bad, "m")
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                     max_leaves=8)
+_keys = st.sampled_from(["language", "translate_model", "expand_model", "expand_tokens", "topic", "topic_model",
+                         "prompt_en", "prompt_zh", "system_en", "decline_en", "expand_prompt_en", "translate_prompt_en",
+                         "topic_prompt", "topic_system"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_keys, _json, max_size=8), st.text(max_size=50), _json)
+def test_settings_of_any_shape_give_a_clear_error_or_a_request(cfg, question, logprobs):
+    """The routes take settings from SQL, but anyone can call them directly: whatever the settings'
+    shapes, the rules answer or raise InvalidRequestError (a 400 with a hint), never a Python error."""
+    for step in (lambda: query.translate_request(cfg, question), lambda: query.expand_request(cfg, "kb", question),
+                 lambda: query.topic_request(cfg, question), lambda: query.read_topic_score(logprobs, "m"),
+                 lambda: compose.compose(cfg, "kb", question, [{"n": 1}], "[1] x\n\n")):
+        try:
+            step()
+        except InvalidRequestError:
+            pass

@@ -115,9 +115,10 @@ def compose(settings: dict, name: str, question: str, sources: list[dict], conte
     if not sources:
         return {"answered": False, "answer": settings.get(f"decline_{lang}"), "sources": [], "messages": None,
                 "sentences": []}
-    system = settings.get(f"system_{lang}") or ""
+    system = settings.get(f"system_{lang}")
+    system = system if isinstance(system, str) else ""
     messages = [{"role": "system", "content": system}] if system else []
-    topic = settings.get("topic")
+    topic = settings.get("topic") if isinstance(settings.get("topic"), str) else None
     messages.append({"role": "user", "content": fill(settings.get(f"prompt_{lang}"),
                                                      {"sources": context, "question": question,
                                                       "topic": name if topic is None else topic})})

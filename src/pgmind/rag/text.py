@@ -31,9 +31,15 @@ def fill(template: str | None, values: dict) -> str:
     """A prompt template with its {placeholders} filled from ``values`` in one pass: a question or a
     source that itself holds "{sources}" is not filled again.  A placeholder ``values`` does not
     name stays as written; a value of None fills as ''."""
-    if not template:
+    if not isinstance(template, str) or not template:
         return ""
-    return _PLACEHOLDER.sub(lambda m: (values[m.group(1)] or "") if m.group(1) in values else m.group(0), template)
+
+    def value(m: re.Match) -> str:
+        if m.group(1) not in values:
+            return m.group(0)
+        v = values[m.group(1)]
+        return "" if v is None else v if isinstance(v, str) else str(v)
+    return _PLACEHOLDER.sub(value, template)
 
 
 _TITLE = re.compile(f"#{{1,6}}{_WS}+[^\n]{{1,200}}\n")

@@ -19,6 +19,8 @@ from .deps import caller, internal_only, json_body, json_response, service, whil
 router = APIRouter(dependencies=[Depends(internal_only)], tags=["pgmind"], include_in_schema=False)
 
 _MAX_HITS = 1000          # ai.search's largest k
+# settings that name a model, a language or a topic: texts (or null), as ai.configure_rag keeps them
+_NAMES = ("model", "translate_model", "expand_model", "topic_model", "rerank", "language", "topic")
 
 
 def _text(body: dict, key: str, required: bool = True, limit: int = 10000) -> str | None:
@@ -39,6 +41,8 @@ def _settings(body: dict) -> dict:
     for key, value in settings.items():
         if isinstance(value, str):
             check_text(value, f"setting {key}", 100000)
+        elif key in _NAMES and value is not None:
+            raise InvalidRequestError(f"the setting {key} must be a text or null", hint="see ai.rag_defaults()")
     return settings
 
 
@@ -150,6 +154,7 @@ async def ground(request: Request):
     sources = _hits(body)
     sentences = body.get("sentences") or []
     if not isinstance(sentences, list) or len(sentences) > 10 * _MAX_HITS or not all(
-            isinstance(s, dict) and isinstance(s.get("text"), str) and isinstance(s.get("n"), int) for s in sentences):
+            isinstance(s, dict) and isinstance(s.get("text"), str) and type(s.get("n")) is int
+            and (s.get("similarity") is None or type(s.get("similarity")) in (int, float)) for s in sentences):
         raise InvalidRequestError('"sentences" must be the list rag_prompt returned')
     return json_response(rag_grounding.checked(question, answer, [s["chunk"] for s in sources], sentences))
