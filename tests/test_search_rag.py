@@ -287,7 +287,7 @@ def test_search_errors(conn, kb):
     # a bad filter is the filter's error, short, with the source's columns — not the ranked lists' query
     for bad, state in (("nope = 1", "42703"), ("path = ", "42601")):
         e = sql_error(conn, "select * from ai.search('kb', 'x', mode => 'keyword', filter => %s)", (bad,))
-        assert e.sqlstate == state and e.diag.message_primary.startswith("the filter is not a condition on kb")
+        assert e.sqlstate == state and e.diag.message_primary.startswith("the filter is not a condition on public.kb: ")
         assert "path" in e.diag.message_hint and "union all" not in str(e).lower(), str(e)
 
 
