@@ -19,6 +19,7 @@ from .deps import caller, internal_only, json_body, json_response, service, whil
 router = APIRouter(dependencies=[Depends(internal_only)], tags=["pgmind"], include_in_schema=False)
 
 _MAX_HITS = 1000          # ai.search's largest k
+_MAX_GROUND_CHARS = 2_000_000   # the sources an answer is checked against (a prompt holds far less)
 # settings that name a model, a language or a topic: texts (or null), as ai.configure_rag keeps them
 _NAMES = ("model", "translate_model", "expand_model", "topic_model", "rerank", "language", "topic")
 
@@ -157,4 +158,9 @@ async def ground(request: Request):
             isinstance(s, dict) and isinstance(s.get("text"), str) and type(s.get("n")) is int
             and (s.get("similarity") is None or type(s.get("similarity")) in (int, float)) for s in sentences):
         raise InvalidRequestError('"sentences" must be the list rag_prompt returned')
-    return json_response(rag_grounding.checked(question, answer, [s["chunk"] for s in sources], sentences))
+    chunks = [s["chunk"] for s in sources]
+    if sum(map(len, chunks)) > _MAX_GROUND_CHARS:
+        raise InvalidRequestError(f"the sources hold over {_MAX_GROUND_CHARS} characters; an answer is checked "
+                                  "against what its prompt held", hint="pass the sources rag_prompt returned")
+    # (a thread: checking a long answer against many sources must not hold up the other requests)
+    return json_response(await asyncio.to_thread(rag_grounding.checked, question, answer, chunks, sentences))
