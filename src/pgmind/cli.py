@@ -563,7 +563,7 @@ def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The questi
         result = stream.result
         console.print(result.answer, markup=False, highlight=False)
         if result.confidence:
-            console.print(f"[bold]({label(result.confidence, question)})[/]", highlight=False)
+            console.print(label(result.confidence, question), style="bold", markup=False, highlight=False)
         for src in result.sources:
             key = ", ".join(str(v) for v in src["key"].values())
             console.print(f"[dim][{src['n']}] {key} #{src['chunk_seq']} (similarity {src['similarity']:.3f})[/]")

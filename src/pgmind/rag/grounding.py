@@ -283,10 +283,11 @@ def ground(question: str, answer: str, sources: list[str], candidates: list[dict
 
 
 LABELS = {
-    "en": {"supported": "checked against the sources: supported",
-           "partly": "checked against the sources: partly supported",
-           "not_confirmed": "checked against the sources: not confirmed"},
-    "zh": {"supported": "已与资料核对：有依据", "partly": "已与资料核对：部分有依据", "not_confirmed": "已与资料核对：无法确认"},
+    "en": {"supported": "(checked against the sources: supported)",
+           "partly": "(checked against the sources: partly supported)",
+           "not_confirmed": "(checked against the sources: not confirmed)"},
+    "zh": {"supported": "（已与资料核对：有依据）", "partly": "（已与资料核对：部分有依据）",
+           "not_confirmed": "（已与资料核对：无法确认）"},
 }
 
 
