@@ -105,3 +105,11 @@ def test_what_is_left_must_confirm_something():
     g = ground("How big is a table?", "Use `pg_table_bytes()`. This returns the size of the table.",
                ["pg_total_relation_size ( regclass ) → bigint Computes the total disk space used."])
     assert g.confidence == "not_confirmed" and "This returns" not in g.answer and "pg_table_bytes" not in g.answer
+
+
+def test_a_reply_to_a_prompt_is_checked_unless_the_knowledge_base_turned_it_off():
+    from pgmind.rag.grounding import checked_reply
+    prompt = {"sources": [{"chunk": FILLFACTOR}], "sentences": [], "ground": True}
+    c = checked_reply("Default fillfactor?", "It is 70 [1].", prompt)
+    assert c["confidence"] == "not_confirmed" and c["draft"] == "It is 70 [1]." and "70" not in c["answer"]
+    assert checked_reply("Default fillfactor?", "It is 70 [1].", {**prompt, "ground": False}) == {"confidence": None}

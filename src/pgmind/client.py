@@ -26,7 +26,7 @@ from .config import Settings, load_settings
 from .db import connect as db_connect, resolve_dsn
 from .db.connection import from_sql_error
 from .errors import ModelServerUnavailableError, PgmindError, UnknownModelError
-from .rag.grounding import checked
+from .rag.grounding import checked_reply
 
 if TYPE_CHECKING:
     from .db.migrate import InstallResult
@@ -448,13 +448,10 @@ class AnswerStream:
             raise ModelServerUnavailableError(
                 f"cannot reach the model server at {self.settings.effective_server_url}") from None
         draft = "".join(parts)
-        if p.get("ground") is False:
-            self.result = Answer(draft, p["sources"], True, usage, p["model"])
-            return
         # (the pieces were the draft; the result is checked against the sources, as ai.rag's is)
-        c = checked(self.question, draft, [s["chunk"] for s in p["sources"]], p.get("sentences") or [])
-        self.result = Answer(c["answer"], p["sources"], True, usage, p["model"], c["confidence"], c["draft"],
-                             c["grounding"])
+        c = checked_reply(self.question, draft, p)
+        self.result = Answer(c.get("answer", draft), p["sources"], True, usage, p["model"], c["confidence"],
+                             c.get("draft"), c.get("grounding"))
 
 
 def connect(dsn: str | None = None) -> Pgmind:

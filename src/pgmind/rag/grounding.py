@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .text import language, sentence_units
 
-__all__ = ["Claim", "Grounded", "checked", "claims", "ground", "label", "split_sentences"]
+__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "split_sentences"]
 
 _CITE = re.compile(r"\s*(?:\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+)】)")
 _CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
@@ -303,3 +303,12 @@ def checked(question: str, answer: str, sources: list[str], candidates: list[dic
     details = g.to_dict()
     return {"answer": g.answer, "draft": answer if g.answer != answer else None,
             "confidence": details.pop("confidence"), "grounding": details}
+
+
+def checked_reply(question: str, draft: str, prompt: dict) -> dict:
+    """``checked`` for a draft written from ai.rag_prompt's result (what the Python API and /v1/ask
+    do after streaming it): against the prompt's sources and sentences, unless the knowledge base
+    turned the check off (then only {"confidence": None})."""
+    if prompt.get("ground") is False:
+        return {"confidence": None}
+    return checked(question, draft, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])

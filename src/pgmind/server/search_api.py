@@ -20,7 +20,7 @@ from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.validation import check_text
 from .deps import authenticate, caller, json_response, service
-from ..rag.grounding import checked
+from ..rag.grounding import checked_reply
 
 router = APIRouter(dependencies=[Depends(authenticate)], tags=["knowledge bases"])
 
@@ -170,7 +170,7 @@ async def ask(request: Request, body: AskRequest):
         return StreamingResponse(declined(), media_type="text/event-stream")
     if not body.stream:
         spec, r = await svc.chat(prompt["model"], prompt["messages"], prompt["options"], who)
-        return json_response({"answer": r.content, **_grounded(body.question, r.content, prompt),
+        return json_response({"answer": r.content, **checked_reply(body.question, r.content, prompt),
                               "sources": prompt["sources"], "answered": True, "model": spec.model_id,
                               "usage": {"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens}})
     spec, deltas = await svc.chat_stream(prompt["model"], prompt["messages"], prompt["options"], who)
@@ -189,17 +189,9 @@ async def ask(request: Request, body: AskRequest):
             return
         # (the deltas were the model's draft; "done" carries the answer checked against the sources)
         answer = "".join(parts)
-        yield _event({"type": "done", "answer": answer, **_grounded(body.question, answer, prompt),
+        yield _event({"type": "done", "answer": answer, **checked_reply(body.question, answer, prompt),
                       "sources": prompt["sources"], "answered": True, "model": spec.model_id, "usage": usage})
     return StreamingResponse(events(), media_type="text/event-stream")
-
-
-def _grounded(question: str, answer: str, prompt: dict) -> dict:
-    """The answer checked against its sources, as ai.rag checks it, unless the knowledge base turned
-    the check off."""
-    if prompt.get("ground") is False:
-        return {"confidence": None}
-    return checked(question, answer, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])
 
 
 def _event(obj: dict) -> str:
