@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prometheus_client import generate_latest
 from psycopg_pool import AsyncConnectionPool
 
-from .. import __version__
+from .. import __version__, console
 from ..config import Settings
 from ..db.connection import GATEWAY_ROLE, service_dsn
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
@@ -231,4 +231,5 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     app.include_router(rag_api.router)
     app.include_router(images_api.router)
     app.include_router(images_api.internal)
+    app.include_router(console.router)      # the web console at /console (docs/console.md)
     return app

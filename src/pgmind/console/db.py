@@ -1,0 +1,43 @@
+"""Database access as the signed-in role: the same discipline as /v1/search (server/search_api.py).
+A connection of the gateway role (a member of exactly the roles that hold an API key, with no rights
+of its own) runs one transaction that SETs LOCAL ROLE to the session's role after checking that the
+role is still no superuser; the transaction is read-only unless the page changes something, and has
+a statement timeout.  The console adds no privilege: what the role may not do fails here as it would
+in psql, and the error (SQLSTATE, message, hint) is shown."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import psycopg
+from fastapi import Request
+from psycopg import sql
+
+from ..db.connection import from_sql_error
+from ..errors import PermissionDeniedError
+
+
+@asynccontextmanager
+async def as_role(request: Request, role: str, *, write: bool = False):
+    timeout_ms = int(request.app.state.settings.search_timeout * 1000)
+    try:
+        async with request.app.state.search_pool.connection() as conn:
+            async with conn.transaction(force_rollback=not write):
+                if not write:
+                    await conn.execute("set transaction read only")
+                await conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(timeout_ms)))
+                row = await (await conn.execute(
+                    "select rolsuper, pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = %s",
+                    (role,))).fetchone()
+                if row is None or row[0] or not row[1]:
+                    raise PermissionDeniedError(f"the console cannot act as role {role}",
+                                                hint="sign in with an API key of a role that is not a superuser")
+                await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+                yield conn
+    except psycopg.Error as e:
+        raise from_sql_error(e) from None
+
+
+async def rows(conn, query, params=()) -> list[dict]:
+    cur = await conn.execute(query, params)
+    names = [d.name for d in cur.description or ()]
+    return [dict(zip(names, r)) for r in await cur.fetchall()]

@@ -1,0 +1,452 @@
+"""The web console (issue 39) in a real browser: Debian's Chromium driven by Playwright, against the
+real model server and PostgreSQL of the test session.  The knowledge base is tiny and its models are
+provider stand-ins (tests/standins.py: an OpenAI-compatible embedding and chat model), so the flows
+are about the console, not the models.  Screenshots of each page go to build/test-artefacts/console/
+(docs/console.md shows them)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import as_role
+from pgmind.db import connect
+from pgmind.vectorizer.worker import Worker
+from standins import StandIn
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (scripts/setup.sh installs it)", allow_module_level=True)
+
+ARTEFACTS = Path(os.environ.get("PGMIND_TEST_ARTEFACTS", "build/test-artefacts")) / "console"
+XSS = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 1">熊猫 xss'
+ROWS = [
+    (1, "Giant pandas", "The giant panda eats bamboo for most of the day. Pandas live in the mountains of Sichuan."),
+    (2, "大熊猫", "大熊猫是中国特有的动物。它们主要吃竹子,每天要吃十几公斤竹子。"),
+    (3, "HNSW indexes", "An HNSW index makes vector search fast. Create it with CREATE INDEX ... USING hnsw."),
+    (4, "Weather", "Beijing winters are cold and dry; summers are hot and rainy."),
+    (5, XSS, "A document whose title is markup: " + XSS),
+    (6, "Too long", "word " * 80),      # refused by the stand-in: quarantined
+]
+
+
+@pytest.fixture(scope="module")
+def stack(installed, settings, server):
+    """Two roles with an API key each; con_owner owns the knowledge base cdocs (6 rows, one of them
+    quarantined), on a stand-in embedding model and chat model."""
+    standin = StandIn(dim=8)
+    with connect(installed, autocommit=True) as c:
+        for r in ("con_owner", "con_other"):
+            if c.execute("select 1 from pg_roles where rolname = %s", (r,)).fetchone():
+                c.execute(f"drop owned by {r} cascade")
+                c.execute(f"drop role {r}")
+            c.execute(f"create role {r} login")
+        c.execute("drop schema if exists con_app cascade")
+        c.execute("create schema con_app authorization con_owner")
+        for m in ("console-emb", "console-chat"):
+            c.execute("select ai.drop_model(%s, if_exists => true)", (m,))
+        c.execute("select ai.create_model('console-emb', %s, 'openai', 'embedding', 'text-embedding-3-small', "
+                  "'{\"author_type\": \"token\", \"token\": \"sk-console-1\"}', "
+                  "options => '{\"dimensions\": 8, \"max_tokens\": 60}')", (standin.url + "/v1",))
+        c.execute("select ai.create_model('console-chat', %s, 'openai', 'chat', 'gpt-test', "
+                  "'{\"author_type\": \"token\", \"token\": \"sk-console-2\"}')", (standin.url + "/v1",))
+        for m in ("console-emb", "console-chat"):
+            for r in ("con_owner", "con_other"):
+                c.execute("select ai.grant_model(%s, %s)", (m, r))
+        keys = {r: c.execute("select ai.create_api_key(%s)", (r,)).fetchone()[0] for r in ("con_owner", "con_other")}
+    with as_role(installed, "con_owner") as o:
+        o.execute("create table con_app.docs (id int primary key, title text not null, body text not null)")
+        o.executemany("insert into con_app.docs values (%s, %s, %s)", ROWS)
+        o.execute("select ai.create_vectorizer('con_app.docs'::regclass, name => 'cdocs', "
+                  "content => $$title || E'\\n' || body$$, model => 'console-emb', chunking => '{\"method\": \"none\"}')")
+        o.execute("""select ai.configure_rag('cdocs', '{"model": "console-chat", "expand": false, "translate_model": null,
+                     "expand_model": "console-chat", "topic": null, "threshold": -1, "ground": false}')""")
+    standin.default["/v1/embeddings"] = "refuse-long"
+    from dataclasses import replace
+    Worker(replace(settings, max_retries=0), installed, names=["cdocs"], poll_interval=0.1).drain(timeout=60)
+    yield {"keys": keys, "standin": standin, "url": server + "/console", "server": server}
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_vectorizer('cdocs') where exists (select 1 from ai.vectorizer_status "
+                  "where name = 'cdocs')")
+        c.execute("delete from ai.feedback where vectorizer = 'cdocs'")
+        c.execute("drop schema if exists con_app cascade")
+        for r in ("con_owner", "con_other"):
+            c.execute("select ai.revoke_api_key(prefix) from ai.api_key_list where role = %s" , (r,)) \
+                if False else None
+            c.execute(f"drop owned by {r} cascade")
+            c.execute(f"drop role {r}")
+        for m in ("console-emb", "console-chat"):
+            c.execute("select ai.drop_model(%s, if_exists => true)", (m,))
+    standin.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.accept()))
+    yield pg
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page, stack, role="con_owner"):
+    page.goto(stack["url"] + "/signin")
+    page.fill("#key", stack["keys"][role])
+    page.click("#signin")
+    page.wait_for_url(re.compile(r"/console/kbs$"))
+
+
+def no_xss(page) -> None:
+    assert page.evaluate("window.__xss") is None
+    assert page.dialogs == []
+
+
+# -- sign in and out -------------------------------------------------------------------------------
+
+def test_sign_in_wrong_key_then_right_key_then_out(page, stack):
+    page.goto(stack["url"])
+    assert page.url.endswith("/console/signin?expired=1")
+    shot(page, "signin")
+    page.fill("#key", "pgmk-not-a-real-key")
+    page.click("#signin")
+    assert "unknown or revoked" in page.inner_text("#signin-error")
+    sign_in(page, stack)
+    assert page.inner_text("#who").endswith("con_owner")
+    assert page.locator("tr.kb-row[data-kb=cdocs]").count() == 1
+    shot(page, "kbs")
+    # the key is in no cookie, URL or storage; the session cookie is HttpOnly and SameSite=Strict
+    cookies = page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "pgmind_session")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert all(stack["keys"]["con_owner"] not in c["value"] for c in cookies)
+    assert page.evaluate("JSON.stringify(localStorage) + JSON.stringify(sessionStorage)") == "{}{}"
+    page.click("#signout")
+    page.wait_for_url(re.compile(r"/signin\?out=1$"))
+    page.goto(stack["url"] + "/kbs")
+    assert "/signin" in page.url
+
+
+def test_security_headers(stack):
+    r = httpx.get(stack["url"] + "/signin")
+    csp = r.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in r.text and " on" not in re.sub(r"\bon\w*-", "", "") and "onclick" not in r.text
+
+
+def test_sign_in_attempts_are_limited(stack):
+    with httpx.Client(base_url=stack["url"]) as c:
+        c.get("/signin")
+        token = c.cookies["pgmind_pre"]
+        codes = [c.post("/signin", data={"key": "pgmk-wrong", "csrf": token}).status_code for _ in range(11)]
+    assert codes[:10] == [401] * 10 and codes[10] == 429
+
+
+# -- knowledge bases -------------------------------------------------------------------------------
+
+def test_kb_page_states_retry_and_delete(page, stack):
+    sign_in(page, stack)
+    page.click("a[href='/console/kbs/cdocs']")
+    assert page.inner_text("#kb-name") == "cdocs"
+    assert page.locator("#docs tr.doc").count() == 5
+    shot(page, "kb")
+    page.click("#state-quarantined")
+    row = page.locator("#docs tr.doc")
+    assert row.count() == 1 and '{"id": 6}' in row.inner_text()
+    assert "too long" in page.inner_text("#docs .message")
+    shot(page, "kb-quarantined")
+    page.click("button.retry-one")
+    assert "1 documents queued again" in page.inner_text("#notice")
+    assert page.locator("#docs tr.doc").count() == 1        # now pending
+    page.click("#state-pending")
+    page.click("button.delete")
+    assert page.dialogs == ["Delete this document from the source table?"]
+    page.dialogs.clear()
+    assert page.inner_text("#notice") == "Document deleted."
+    page.click("#state-quarantined")
+    assert page.locator("#no-docs").count() == 1
+    no_xss(page)
+
+
+def test_documents_are_paged(page, stack, installed):
+    with as_role(installed, "con_owner") as o:
+        o.execute("insert into con_app.docs select g, 'filler ' || g, 'text ' || g from generate_series(100, 219) g")
+    try:
+        Worker(stack_settings(stack), installed, names=["cdocs"], poll_interval=0.1).drain(timeout=60)
+        sign_in(page, stack)
+        page.goto(stack["url"] + "/kbs/cdocs")
+        first = page.locator("#docs td.key").all_inner_texts()
+        assert len(first) == 50
+        page.click("#next-page")
+        second = page.locator("#docs td.key").all_inner_texts()
+        assert len(second) == 50 and not set(first) & set(second)
+        page.click("#next-page")
+        assert page.locator("#docs td.key").count() == 125 - 100
+        assert page.locator("#next-page").count() == 0
+    finally:
+        with as_role(installed, "con_owner") as o:
+            o.execute("delete from con_app.docs where id >= 100")
+
+
+def stack_settings(stack):
+    return _SETTINGS[0]
+
+
+_SETTINGS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _remember_settings(settings):
+    _SETTINGS[:] = [settings]
+
+
+def test_pause_and_resume(page, stack, conn):
+    if not conn.execute("select to_regprocedure('ai.pause_vectorizer(text)') is not null").fetchone()[0]:
+        pytest.skip("ai.pause_vectorizer is not in this install yet")
+    sign_in(page, stack)
+    page.goto(stack["url"] + "/kbs/cdocs")
+    page.click("#pause")
+    assert page.locator("#paused-badge").count() == 1
+    assert conn.execute("select paused from ai.vectorizer_status where name = 'cdocs'").fetchone()[0]
+    page.click("#resume")
+    assert page.locator("#paused-badge").count() == 0
+    assert not conn.execute("select paused from ai.vectorizer_status where name = 'cdocs'").fetchone()[0]
+
+
+# -- hit test ----------------------------------------------------------------------------------------
+
+def test_hit_test_english_and_chinese_side_by_side(page, stack):
+    sign_in(page, stack)
+    page.goto(stack["url"] + "/kbs/cdocs/search")
+    page.fill("#q", "panda bamboo")
+    page.select_option("#mode", "keyword")
+    page.click("#search")
+    hits = page.locator("#results-a li.hit")
+    assert hits.count() >= 1 and '{"id": 1}' in hits.first.inner_text()
+    assert "bamboo" in [m.lower() for m in page.locator("#results-a mark").all_inner_texts()]
+    # a second configuration beside the first
+    page.check("#compare")
+    page.select_option("#b_mode", "hybrid")
+    page.click("#search")
+    assert page.locator("#results-b li.hit").count() >= 1
+    shot(page, "hit-test")
+    # Chinese
+    page.fill("#q", "大熊猫吃什么")
+    page.uncheck("#compare")
+    page.click("#search")
+    assert '{"id": 2}' in page.locator("#results-a li.hit").first.inner_text()
+    assert "熊猫" in page.locator("#results-a mark").all_inner_texts()
+    # the whole document, the chunk marked
+    page.locator("#results-a a.open-doc").first.click()
+    assert page.locator("section.chunk.marked").count() == 1
+    assert "竹子" in page.inner_text("section.chunk.marked")
+    no_xss(page)
+
+
+# -- ask -----------------------------------------------------------------------------------------------
+
+def test_ask_streams_after_the_sources(stack):
+    """The event order on the wire: the sources, then the answer's pieces, then done."""
+    with httpx.Client(base_url=stack["url"]) as c:
+        c.get("/signin")
+        r = c.post("/signin", data={"key": stack["keys"]["con_owner"], "csrf": c.cookies["pgmind_pre"]})
+        assert r.status_code == 303
+        page = c.get("/kbs/cdocs/ask")
+        token = re.search(r'name="csrf-token" content="([^"]+)"', page.text).group(1)
+        with c.stream("POST", "/kbs/cdocs/ask", data={"question": "What do pandas eat?"},
+                      headers={"X-CSRF-Token": token, "Origin": stack["server"]}) as s:
+            assert s.headers["content-type"].startswith("text/event-stream")
+            events = [json.loads(line[6:]) for line in s.iter_lines() if line.startswith("data: ")]
+    types = [e["type"] for e in events]
+    assert types[0] == "sources" and types[-1] == "done" and "delta" in types
+    assert events[0]["sources"] and events[-1]["answered"]
+
+
+def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path):
+    sign_in(page, stack)
+    page.goto(stack["url"] + "/kbs/cdocs/ask")
+    page.fill("#question", "What do pandas eat?")
+    page.click("#ask")
+    page.wait_for_selector("#feedback-box:not([hidden])")
+    assert page.locator("#sources li.source").count() >= 1
+    assert page.inner_text("#answer").strip()
+    shot(page, "ask")
+    # a citation opens its source with the chunk marked
+    cite = page.locator("#answer a.cite").first
+    assert cite.count() == 1
+    # feedback: thumbs down and a corrected answer
+    page.check("#thumb-up")
+    page.fill("#correction", "Pandas eat bamboo.")
+    page.click("#save-feedback")
+    page.wait_for_selector("#feedback-saved")
+    (n,) = conn.execute("select count(*) from ai.feedback where vectorizer = 'cdocs' and rating = 1 "
+                        "and correction = 'Pandas eat bamboo.'").fetchone()
+    assert n == 1
+    # exported as a pgmind eval file, which eval reads
+    with page.expect_download() as dl:
+        page.click("#export")
+    path = tmp_path / "feedback.jsonl"
+    dl.value.save_as(path)
+    from pgmind.evaluation import load_questions
+    questions = load_questions(path)
+    assert [q.question for q in questions] == ["What do pandas eat?"] and questions[0].gold
+    cite.click()
+    page.wait_for_url(re.compile(r"/doc\?"))
+    assert page.locator("section.chunk.marked").count() == 1
+    no_xss(page)
+
+
+def test_a_decline_says_why(page, stack, installed):
+    with as_role(installed, "con_owner") as o:
+        o.execute("""select ai.configure_rag('cdocs', '{"threshold": 1.5}')""")
+    try:
+        sign_in(page, stack)
+        page.goto(stack["url"] + "/kbs/cdocs/ask")
+        page.fill("#question", "What do pandas eat?")
+        page.click("#ask")
+        page.wait_for_selector("#reason:not([hidden])")
+        assert page.inner_text("#status") == "Declined"
+        assert "does not contain the answer" in page.inner_text("#answer")
+        reason = page.inner_text("#reason")
+        assert "Threshold" in reason and "1.500" in reason and "Best similarity" in reason
+        shot(page, "ask-declined")
+    finally:
+        with as_role(installed, "con_owner") as o:
+            o.execute("""select ai.configure_rag('cdocs', '{"threshold": -1}')""")
+
+
+# -- privilege, escaping, CSRF, bad input -----------------------------------------------------------
+
+def test_another_role_sees_nothing_of_the_first_ones(page, stack):
+    sign_in(page, stack, "con_other")
+    assert page.locator("#no-kbs").count() == 1
+    for path in ("/kbs/cdocs", "/kbs/cdocs?state=quarantined", "/kbs/cdocs/search?q=panda",
+                 '/kbs/cdocs/doc?key={"id":%201}', "/kbs/cdocs/ask", "/kbs/cdocs/feedback.jsonl"):
+        response = page.goto(stack["url"] + path)
+        assert response.status == 404, path
+        body = page.inner_text("body")
+        assert "No knowledge base of that name that you can see." in body
+        assert "bamboo" not in body and "panda" not in body.lower().replace("q=panda", "")
+    # a state-changing request with its own session's token: still not found
+    token = page.get_attribute('meta[name="csrf-token"]', "content")
+    r = page.request.post(stack["url"] + "/kbs/cdocs/retry", form={"csrf": token},
+                          headers={"Origin": stack["server"]})
+    assert r.status == 404
+
+
+def test_markup_in_documents_runs_nothing(page, stack):
+    sign_in(page, stack)
+    for path in ("/kbs/cdocs", '/kbs/cdocs/doc?key={"id":%205}', "/kbs/cdocs/search?q=xss&mode=keyword"):
+        page.goto(stack["url"] + path)
+        assert "<script>window.__xss = 1</script>" in page.inner_text("main"), path
+        no_xss(page)
+    page.goto(stack["url"] + "/kbs/cdocs/ask")
+    page.fill("#question", "熊猫 xss")
+    page.click("#ask")
+    page.wait_for_selector("#feedback-box:not([hidden])")
+    assert "<img" in page.inner_text("#sources") or "<img" in page.inner_text("#answer")
+    no_xss(page)
+    shot(page, "xss")
+
+
+def test_a_request_from_another_origin_is_refused(page, stack, conn):
+    """A page of another site posts the feedback form: the browser does not send the SameSite=Strict
+    cookie, and without it, or with it but from the wrong origin or without the token, nothing is
+    stored."""
+    attack = ('<form id="f" method="post" action="%s/kbs/cdocs/feedback">'
+              '<input name="question" value="csrf"><input name="rating" value="up"></form>'
+              '<script>document.getElementById("f").submit()</script>' % stack["url"])
+
+    class Evil(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(attack.encode())
+
+        def log_message(self, *a):
+            pass
+    evil = ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    try:
+        sign_in(page, stack)
+        page.goto(f"http://localhost:{evil.server_address[1]}/")
+        page.wait_for_load_state("networkidle")
+        # the session's own cookie, but another origin / no token
+        token = page.context.cookies()
+        r1 = page.request.post(stack["url"] + "/kbs/cdocs/feedback",
+                               form={"question": "csrf", "rating": "up"}, headers={"Origin": stack["server"]})
+        r2 = page.request.post(stack["url"] + "/kbs/cdocs/feedback",
+                               form={"question": "csrf", "rating": "up"},
+                               headers={"Origin": "http://evil.example"})
+        assert r1.status == 403 and r2.status == 403 and token
+    finally:
+        evil.shutdown()
+    assert conn.execute("select count(*) from ai.feedback where question = 'csrf'").fetchone()[0] == 0
+
+
+def test_bad_input_gives_an_error_page(page, stack):
+    sign_in(page, stack)
+    cases = {"/kbs/cdocs/search?q=" + "x" * 3000: "question has 3000 characters",
+             "/kbs/cdocs/search?q=a%00b": "NUL",
+             "/kbs/cdocs/search?q=panda&k=100000": "k is 100000",
+             "/kbs/cdocs/search?q=panda&mode=%3Cscript%3E": "unknown mode",
+             "/kbs/cdocs/doc?key=%7Bnot-json": "not valid",
+             "/kbs/Robert');drop table x;--": "No knowledge base"}
+    for path, said in cases.items():
+        response = page.goto(stack["url"] + path)
+        assert 400 <= response.status < 500, path
+        assert said in page.inner_text("main"), path
+        assert "Traceback" not in page.content()
+        no_xss(page)
+    page.goto(stack["url"] + "/kbs/cdocs/search?q=%ED%A0%80panda")    # a lone surrogate's bytes
+    assert "Traceback" not in page.content()
+    shot(page, "error")
+
+
+def test_a_wrong_or_ended_session_goes_to_sign_in(browser, stack):
+    context = browser.new_context()
+    context.add_cookies([{"name": "pgmind_session", "value": "forged", "url": stack["server"] + "/console"}])
+    pg = context.new_page()
+    pg.goto(stack["url"] + "/kbs/cdocs")
+    assert "/console/signin" in pg.url and "Your session has ended" in pg.inner_text("#notice")
+    context.close()
+
+
+def test_chinese_interface_and_the_switch(browser, stack):
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.goto(stack["url"] + "/signin")
+    assert pg.inner_text("h1") == "登录"
+    pg.fill("#key", stack["keys"]["con_owner"])
+    pg.click("#signin")
+    pg.wait_for_url(re.compile(r"/console/kbs$"))
+    assert pg.inner_text("h1") == "知识库"
+    pg.goto(stack["url"] + "/kbs/cdocs/search?q=大熊猫&mode=hybrid")
+    shot(pg, "hit-test-zh")
+    pg.click("#lang-switch")
+    assert pg.inner_text("h1").startswith("Hit test")
+    pg.click("#lang-switch")
+    assert pg.inner_text("h1").startswith("命中测试")
+    context.close()
