@@ -232,16 +232,57 @@ def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "-
     with _library(ctx) as db:
         rows = db.vectorizer_status()
     _show_rows(rows, as_json, headers=("name", "version", "status", "model", "pending", "leased", "done", "errors",
-                                       "lag_seconds", "rows_per_second", "last_error"))
+                                       "lag_seconds", "rows_per_second", "last_error", "paused", "eta_seconds"))
 
 
 @command(vectorizer_app, "backfill")
 def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer."),
-                        batch: int = typer.Option(32, help="Source rows per batch.")):
-    """Queue every row of the source table and embed them here, with a progress bar."""
-    with _library(ctx) as db, _EmbedBar(name) as bar:
-        totals = db.backfill(name, batch=batch, progress=bar)
-    _print_totals(totals)
+                        batch: int = typer.Option(32, help="Source rows per batch."),
+                        ray: Optional[str] = typer.Option(
+                            None, "--ray", flag_value="auto", is_flag=False, metavar="[ADDRESS]",
+                            help="Embed the vectorizer's queue on a Ray cluster (Ray comes with pgmind's optional extra, ray): "
+                                 "--ray alone or --ray auto starts a local one; --ray HOST:PORT (the head node's "
+                                 "address, as `ray start --head` prints it) or ray://HOST:10001 joins one. "
+                                 "Without --requeue a re-run resumes from what is still queued."),
+                        requeue: Optional[bool] = typer.Option(
+                            None, "--requeue/--no-requeue",
+                            help="Queue every row again first (default: yes here, no with --ray)."),
+                        actors: Optional[int] = typer.Option(None, help="With --ray: actors, one model copy each "
+                                                                        "(default: one per CPU, or per GPU)."),
+                        lease: float = typer.Option(120.0, help="With --ray: seconds a claimed batch stays leased "
+                                                                "(a killed actor's rows wait this long).")):
+    """Queue every row of the source table and embed them here, or on a Ray cluster with --ray; a progress bar."""
+    if ray is None:
+        with _library(ctx) as db, _EmbedBar(name) as bar:
+            totals = db.backfill(name, batch=batch, progress=bar, requeue=requeue)
+        _print_totals(totals)
+        return
+    with _library(ctx) as db, _RayBar(name) as bar:
+        result = db.backfill(name, batch=batch, progress=bar, ray=ray, requeue=requeue, actors=actors, lease=lease)
+    console.print(f"{result.rows} rows, {result.chunks} chunks, {result.quarantined} quarantined, on {result.actors} "
+                  f"Ray actors ({result.shards} shards) at {result.address} in {result.seconds:.1f} s")
+    if result.paused:
+        err_console.print(f"[yellow]paused: {result.left} rows still queued[/] (select ai.resume_vectorizer('{name}'), "
+                          f"then run the backfill again)")
+    elif result.left:
+        err_console.print(f"[yellow]{result.left} rows still queued[/] (leased by a worker, or waiting to be retried: "
+                          f"see pgmind vectorizer status)")
+
+
+@command(vectorizer_app, "pause")
+def vectorizer_pause(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer.")):
+    """Stop workers and Ray backfills claiming the vectorizer's queue (batches in flight finish; changes still queue)."""
+    with _library(ctx) as db:
+        changed = db.pause_vectorizer(name)
+    console.print(f"{name}: {'paused' if changed else 'already paused'} (resume with pgmind vectorizer resume {name})")
+
+
+@command(vectorizer_app, "resume")
+def vectorizer_resume(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer.")):
+    """Let workers and Ray backfills claim the vectorizer's queue again."""
+    with _library(ctx) as db:
+        changed = db.resume_vectorizer(name)
+    console.print(f"{name}: {'resumed' if changed else 'was not paused'}")
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -501,6 +542,23 @@ class _EmbedBar(_Bar):
     def __call__(self, p) -> None:
         rate = f"{p.chunks / max(p.seconds, 1e-6):.1f} chunks/s" if p.seconds else ""
         self.progress.update(self._task(self.label, total=p.total, rate=""), completed=p.done, rate=rate)
+
+
+class _RayBar(_Bar):
+    """A Ray backfill: queued rows done of those queued when it began, rows/s and the time left:
+    progress(RayProgress)."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
+        super().__init__(TextColumn("[bold]{task.description} (Ray)"), BarColumn(), MofNCompleteColumn(),
+                         TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[eta]}"))
+        self.label = label
+
+    def __call__(self, p) -> None:
+        rate = f"{p.rows_per_second:.1f} rows/s" if p.seconds else ""
+        eta = "" if p.eta_seconds is None else f"ETA {int(p.eta_seconds) // 60}:{int(p.eta_seconds) % 60:02d}"
+        self.progress.update(self._task(self.label, total=p.total, rate="", eta=""), completed=p.done, rate=rate,
+                             eta=eta)
 
 
 class _TrainingBar(_Bar):

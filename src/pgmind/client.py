@@ -215,17 +215,39 @@ class Pgmind:
         """Each vectorizer version's pending, leased, done and failed rows, lag and throughput."""
         rows = self._query("""select name, version, status, model, pending, leased, coalesce(done, 0), errors,
                                      coalesce(extract(epoch from lag)::int, 0), round(rows_per_second, 2),
-                                     coalesce(last_error, '')
+                                     coalesce(last_error, ''), paused, extract(epoch from eta)::int
                               from ai.vectorizer_status order by name, version""", None)
         keys = ("name", "version", "status", "model", "pending", "leased", "done", "errors", "lag_seconds",
-                "rows_per_second", "last_error")
+                "rows_per_second", "last_error", "paused", "eta_seconds")
         return [dict(zip(keys, r)) for r in rows]
 
-    def backfill(self, name: str, *, batch: int = 32,
-                 progress: Callable[[EmbedProgress], None] | None = None) -> BatchResult:
-        """Queue every row of the vectorizer's source table and embed them here (embed_pending)."""
-        self._query("select ai.vectorizer_backfill(%s)", (name,))
-        return self.embed_pending(name, batch=batch, progress=progress)
+    def backfill(self, name: str, *, batch: int = 32, progress: Callable | None = None, ray: str | None = None,
+                 requeue: bool | None = None, actors: int | None = None, lease: float = 120.0):
+        """Queue every row of the vectorizer's source table and embed them here (embed_pending), and
+        return the worker's BatchResult.  With ``ray`` ("auto" for a local cluster, or a cluster's
+        HOST:PORT or ray://HOST:PORT) the vectorizer's queue is embedded on a Ray cluster instead
+        (pgmind.vectorizer.ray_backfill; a RayBackfillResult; progress gets RayProgress), through
+        the workers' own leases and write path.  ``requeue`` (queue every row first) defaults to
+        True here and False with Ray, so that a Ray re-run resumes where the last one stopped."""
+        if ray is None:
+            if requeue is not False:
+                self._query("select ai.vectorizer_backfill(%s)", (name,))
+            return self.embed_pending(name, batch=batch, progress=progress)
+        from .vectorizer.ray_backfill import backfill
+        with _sql_errors():
+            return backfill(self.settings, self.dsn, name, address=ray, actors=actors, batch_rows=batch,
+                            lease_seconds=lease, requeue=bool(requeue), progress=progress)
+
+    def pause_vectorizer(self, name: str) -> bool:
+        """Stop workers and Ray backfills claiming the vectorizer's queue (ai.pause_vectorizer; the
+        table's owner or an administrator); False when it was paused already."""
+        (row,) = self._query("select ai.pause_vectorizer(%s)", (name,))
+        return row[0]
+
+    def resume_vectorizer(self, name: str) -> bool:
+        """Undo pause_vectorizer (ai.resume_vectorizer); False when it was not paused."""
+        (row,) = self._query("select ai.resume_vectorizer(%s)", (name,))
+        return row[0]
 
     def embed_pending(self, name: str, *, batch: int = 32,
                       progress: Callable[[EmbedProgress], None] | None = None) -> BatchResult:

@@ -58,7 +58,7 @@ VERSIONS = """
            f.names[2], f.names[3], f.names[4], v.config
     from ai.vectorizers v cross join lateral (select ai_internal._owner_function_names(v.id) as names) f
     join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
-    where %(names)s::text[] is null or v.name = any(%(names)s)
+    where (%(names)s::text[] is null or v.name = any(%(names)s)) and v.paused_at is null
     order by v.id, ver.version
 """
 
@@ -236,13 +236,19 @@ class Worker:
                 {"names": self.names}).fetchone()[0]
 
     # -- one batch -----------------------------------------------------------------------------
-    def claim(self, ver: Version) -> list[tuple[dict, int]]:
+    def claim(self, ver: Version, shard: "Shard | None" = None) -> list[tuple[dict, int]]:
+        """Leases up to batch_rows ready keys of this version (of one key range, for a Ray shard);
+        none while the vectorizer is paused (ai.pause_vectorizer; a batch already claimed finishes)."""
+        after, upto = (shard.after_key, shard.upto_key) if shard else (None, None)
         with self.conn.transaction():
             return [(r[0], r[1]) for r in self.conn.execute("""
                 with c as (
                     select key from ai.vectorizer_queue
                     where vectorizer_id = %(vid)s and version = %(version)s and next_attempt_at <= now()
                       and (lease_until is null or lease_until < now())
+                      and (%(after)s::jsonb is null or key > %(after)s::jsonb)
+                      and (%(upto)s::jsonb is null or key <= %(upto)s::jsonb)
+                      and not exists (select 1 from ai.vectorizers v where v.id = %(vid)s and v.paused_at is not null)
                     order by queued_at limit %(n)s
                     for update skip locked)
                 update ai.vectorizer_queue q
@@ -251,7 +257,8 @@ class Worker:
                 from c where q.vectorizer_id = %(vid)s and q.version = %(version)s and q.key = c.key
                 returning q.key, q.seq""",
                 {"vid": ver.vid, "version": ver.version, "n": self.batch_rows, "me": self.worker_id,
-                 "lease": self.lease_seconds}).fetchall()]
+                 "lease": self.lease_seconds, "after": _jsonb_or_none(after), "upto": _jsonb_or_none(upto)}
+            ).fetchall()]
 
     def read_content(self, ver: Version, keys: list[dict]) -> dict[str, str | None]:
         """canonical key → content, read by the owner's content function (so the content expression
@@ -289,10 +296,18 @@ class Worker:
                 poison[canon(k)] = _content_error(e)
         return contents, poison
 
-    def process_batch(self, ver: Version) -> BatchResult:
-        claimed = self.claim(ver)
+    def process_batch(self, ver: Version, shard: "Shard | None" = None) -> BatchResult:
+        """Claims one batch (of one key range, for a Ray shard) and processes it."""
+        claimed = self.claim(ver, shard)
         if not claimed:
             return BatchResult()
+        return self.process_claimed(ver, claimed)
+
+    def process_claimed(self, ver: Version, claimed: list[tuple[dict, int]]) -> BatchResult:
+        """The one write path for a claimed batch, the same for ``pgmind worker`` and a Ray actor:
+        read the rows with the owner's rights (the owner's content function), chunk, embed, and
+        write chunks and vectors in one transaction that keeps only the rows still leased to this
+        worker; poison rows are quarantined, transient failures give the rows back with a backoff."""
         keys = [k for k, _ in claimed]
         try:
             return self._process(ver, claimed, keys)
@@ -467,6 +482,20 @@ class Worker:
                        next_attempt_at = now() + make_interval(secs => least(60, power(2, least(attempts, 10)) * 0.5))
                 where vectorizer_id = %s and version = %s and key = any(%s::jsonb[]) and lease_owner = %s""",
                 (error.message, ver.vid, ver.version, [Jsonb(k) for k in keys], self.worker_id))
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A key range of one version's queue: keys greater than ``after_key`` (None: no bound) and at
+    most ``upto_key`` (None: no bound), as ai.vectorizer_shards plans them for a Ray backfill."""
+    version: int
+    after_key: dict | list | str | int | float | None
+    upto_key: dict | list | str | int | float | None
+    pending: int = 0
+
+
+def _jsonb_or_none(value):
+    return None if value is None else Jsonb(value)
 
 
 class VectorizerBroken(PgmindError):

@@ -262,3 +262,68 @@ begin
     return n;
 end $$;
 grant execute on function ai.vectorizer_retry(text) to public;
+
+-- Pause and resume (issue 39): a paused vectorizer's queue is not claimed by any worker or Ray
+-- backfill (batches already claimed finish and are written); its triggers still queue changes, so
+-- nothing is missed while paused.  Its table's owner (or a member of that role) and pgmind
+-- administrators only.  Each returns whether it changed anything (false: it was already so).
+create or replace function ai.pause_vectorizer(name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    vid int := ai_internal._vectorizer_id(name);
+begin
+    perform ai_internal._check_vectorizer_owner(vid);
+    update ai.vectorizers set paused_at = now(), paused_by = ai_internal._session_role()
+    where id = vid and paused_at is null;
+    return found;
+end $$;
+grant execute on function ai.pause_vectorizer(text) to public;
+
+create or replace function ai.resume_vectorizer(name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    vid int := ai_internal._vectorizer_id(name);
+begin
+    perform ai_internal._check_vectorizer_owner(vid);
+    update ai.vectorizers set paused_at = null, paused_by = null where id = vid and paused_at is not null;
+    return found;
+end $$;
+grant execute on function ai.resume_vectorizer(text) to public;
+
+-- The Ray backfill's plan (issue 40), asked for by the role that starts it, which must own the
+-- table (or be an administrator): the vectorizer's queue split into at most `shards` key ranges
+-- per version, contiguous and covering every key (the first has no lower bound, the last no upper
+-- one, so keys queued later fall in one too).  A shard is (version, after_key, upto_key]: keys
+-- greater than after_key (null: no bound) and at most upto_key (null: no bound), with the rows
+-- queued in it now.  A paused vectorizer is refused.
+select ai_internal._drop_if_result_differs('ai.vectorizer_shards(text, int)', 'TABLE(version integer, after_key jsonb, upto_key jsonb, pending bigint)');
+create or replace function ai.vectorizer_shards(name text, shards int)
+returns table (version int, after_key jsonb, upto_key jsonb, pending bigint)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    vid int := ai_internal._vectorizer_id(name);
+begin
+    perform ai_internal._check_vectorizer_owner(vid);
+    if shards is null or shards < 1 or shards > 100000 then
+        raise exception 'shards must be between 1 and 100000, got %', shards
+            using errcode = '22023', hint = 'about four per Ray actor balances the load';
+    end if;
+    if (select v.paused_at is not null from ai.vectorizers v where v.id = vid) then
+        raise exception 'vectorizer "%" is paused', name
+            using errcode = '55000', hint = format('resume it first: select ai.resume_vectorizer(%L)', name);
+    end if;
+    -- (jsonb has no max(): each shard's last key is the row whose successor is in the next tile)
+    return query
+        with q as (
+            select k.version, k.key, ntile(shards) over (partition by k.version order by k.key) as t
+            from ai.vectorizer_queue k where k.vectorizer_id = vid),
+        e as (
+            select q.version, q.key, q.t, lead(q.t) over (partition by q.version order by q.key) as next_t,
+                   count(*) over (partition by q.version, q.t) as n
+            from q)
+        select e.version, lag(e.key) over (partition by e.version order by e.t),
+               case when e.next_t is null then null else e.key end, e.n
+        from e where e.next_t is distinct from e.t
+        order by e.version, e.t;
+end $$;
+grant execute on function ai.vectorizer_shards(text, int) to public;

@@ -44,7 +44,14 @@ select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_v
        coalesce(e.errors, 0) as errors,
        q.oldest_pending as lag,
        coalesce(p.rows_last_minute, 0) / 60.0 as rows_per_second,
-       coalesce(q.last_error, e.last_error) as last_error
+       coalesce(q.last_error, e.last_error) as last_error,
+       -- (issue 39: paused, issue 38: the time the queue will take at the last minute's rate; null
+       -- when nothing was written in the last minute, zero when the queue is empty)
+       v.paused_at is not null as paused,
+       case when coalesce(q.pending, 0) + coalesce(q.leased, 0) = 0 then interval '0'
+            when coalesce(p.rows_last_minute, 0) > 0
+            then make_interval(secs => round((q.pending + q.leased) / (p.rows_last_minute / 60.0))::float8)
+       end as eta
 from ai.vectorizers v
 join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
 left join lateral (

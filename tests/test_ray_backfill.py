@@ -1,0 +1,393 @@
+"""The Ray backfill (issue 40) on a local multi-process Ray cluster that this module starts on
+127.0.0.1 (a head node and one more node process, one CPU each), shared by every test here and
+torn down at the end: the same chunks and embeddings as ``pgmind worker``, a worker and Ray at once,
+an actor and a driver killed mid-run, a poison row, who may start one, bad addresses; and pausing
+a vectorizer (ai.pause_vectorizer), which workers and Ray backfills honour."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pytest
+
+from conftest import as_role, sql_error
+from pgmind.client import Pgmind
+from pgmind.devserver import free_port, settings_env
+from pgmind.errors import InvalidRequestError, PermissionDeniedError, PgmindError
+from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text
+from pgmind.vectorizer.worker import Worker
+from waiting import wait_for
+
+ray = pytest.importorskip("ray", reason="Ray is pgmind's optional extra: pip install -e '.[ray]' (make setup does)")
+
+TEXT = ("PostgreSQL keeps each table in files of 1 GB segments; VACUUM reclaims the space of dead row versions, "
+        "and autovacuum runs it in the background. 熊猫主要吃竹子。 ")
+CHUNKING = '{"method": "recursive", "max_tokens": 48, "overlap": 8}'
+
+
+# -- the cluster -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_address():
+    """A head node and a second node process on 127.0.0.1, each in a process group of its own (torn
+    down by those groups' ids: other Ray clusters on the machine are left alone)."""
+    ray_bin = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="pgr", dir="/tmp")          # (Ray's socket paths must stay short)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000", "--block"]
+    procs = []
+
+    def start(*args, log):
+        procs.append(subprocess.Popen([ray_bin, "start", *args, *common], env=env, start_new_session=True,
+                                      stdout=open(Path(temp) / log, "w"), stderr=subprocess.STDOUT))
+    try:
+        start("--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", log="head.log")
+        wait_for(lambda: _port_open(port), timeout=60, what="the Ray head node to listen")
+        start(f"--address=127.0.0.1:{port}", log="node.log")
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, configure_logging=False)
+        try:
+            wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, timeout=60, what="both Ray nodes")
+        finally:
+            ray.shutdown()
+        yield f"127.0.0.1:{port}"
+    finally:
+        for p in procs:
+            _kill_group(p, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                _kill_group(p, signal.SIGKILL)
+                p.wait(10)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _kill_group(p: subprocess.Popen, sig) -> None:
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def make_table(conn, table: str, n: int, poison: int | None = None) -> None:
+    conn.execute(f"drop table if exists {table} cascade")
+    conn.execute(f"create table {table} (id int primary key, body text)")
+    # every 25th row is long enough for several chunks
+    conn.execute(f"insert into {table} select g, 'row ' || g || ': ' || repeat(%s, case when g %% 25 = 0 then 4 else 1 end) "
+                 f"from generate_series(1, %s) g", (TEXT, n))
+
+
+def create(conn, table: str, name: str, poison: int | None = None) -> None:
+    # a content expression that fails on one row (division by zero): that row is poison
+    content = "body" if poison is None else f"case when id = {int(poison)} then (1 / (id - id))::text else body end"
+    conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => 'minilm', "
+                 "chunking => %s::jsonb)", (table, name, content, CHUNKING))
+
+
+def drop(conn, table: str, *names: str) -> None:
+    for name in names:
+        conn.execute("select ai.drop_vectorizer(%s) where exists (select 1 from ai.vectorizers where name = %s)",
+                     (name, name))
+    conn.execute(f"drop table if exists {table} cascade")
+
+
+def backfill_cmd(settings, name: str, address: str, *args: str, dsn: str | None = None) -> list[str]:
+    base = [sys.executable, "-m", "pgmind.cli"] + (["--dsn", dsn] if dsn else [])
+    return [*base, "vectorizer", "backfill", name, "--ray", address, "--batch", "16", *args]
+
+
+def run_backfill(settings, name, address, *args, timeout=300) -> subprocess.CompletedProcess:
+    r = subprocess.run(backfill_cmd(settings, name, address, *args), env=settings_env(settings),
+                       capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+def written(conn, name: str) -> dict[str, int]:
+    """Rows written per worker id (ai.vectorizer_progress: one record per write transaction)."""
+    return dict(conn.execute("select p.worker_id, sum(p.rows)::int from ai.vectorizer_progress p "
+                             "join ai.vectorizers v on v.id = p.vectorizer_id where v.name = %s group by 1",
+                             (name,)).fetchall())
+
+
+def chunks(conn, view: str) -> dict:
+    out: dict = {}
+    for k, seq, chunk, emb in conn.execute(f"select id, chunk_seq, chunk, embedding from {view} order by 1, 2"):
+        out.setdefault(k, []).append((seq, chunk, emb.to_numpy()))
+    return out
+
+
+def assert_exactly_chunked(conn, table: str, view: str, count, skip=()) -> None:
+    source = dict(conn.execute(f"select id, body from {table}").fetchall())
+    got = chunks(conn, view)
+    assert set(got) == set(source) - set(skip)
+    config = ChunkingConfig.from_json(CHUNKING)
+    for k in got:
+        assert [(s, c) for s, c, _ in got[k]] == list(enumerate(c.text for c in chunk_text(source[k], config, count)))
+
+
+def status(conn, name: str):
+    return conn.execute("select pending, leased, coalesce(done, 0), errors from ai.vectorizer_status where name = %s",
+                        (name,)).fetchone()
+
+
+@pytest.fixture(scope="module")
+def counter(settings, installed):
+    w = Worker(settings, installed, names=["none"])
+    yield w.embedder.token_counter("minilm")
+    w.close()
+
+
+# -- the tests -------------------------------------------------------------------------------------
+def test_ray_gives_the_workers_chunks_and_quarantines_a_poison_row_alone(conn, settings, installed, ray_address, counter):
+    """A few thousand rows: a Ray backfill on the two-node cluster writes the chunks and vectors that
+    ``pgmind worker`` writes for the same rows (cosine >= 0.9999), each row once; the poison row is
+    quarantined alone, with the worker's error."""
+    n = 2000
+    make_table(conn, "ray_src", n)
+    try:
+        create(conn, "ray_src", "ray_by_ray", poison=13)
+        create(conn, "ray_src", "ray_by_worker", poison=13)
+        r = run_backfill(settings, "ray_by_ray", ray_address)
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert f"{n - 1} rows" in r.stdout and "1 quarantined" in r.stdout and "Ray actors" in r.stdout
+        w = Worker(settings, installed, names=["ray_by_worker"], poll_interval=0.1)
+        try:
+            w.drain(timeout=600)
+        finally:
+            w.close()
+        by_ray, by_worker = chunks(conn, "ray_by_ray_chunks"), chunks(conn, "ray_by_worker_chunks")
+        assert set(by_ray) == set(by_worker) == set(range(1, n + 1)) - {13}
+        for k in by_worker:
+            assert [(s, c) for s, c, _ in by_ray[k]] == [(s, c) for s, c, _ in by_worker[k]], k
+            for (_, _, a), (_, _, b) in zip(by_ray[k], by_worker[k]):
+                assert float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b))) >= 0.9999, k
+        assert sum(len(v) for v in by_ray.values()) > n          # (the long rows have several chunks)
+        assert_exactly_chunked(conn, "ray_src", "ray_by_ray_chunks", counter, skip={13})
+        per_writer = written(conn, "ray_by_ray")
+        assert sum(per_writer.values()) == n - 1                  # every row written exactly once
+        assert all(wid.startswith("ray:") for wid in per_writer)  # by the actors
+        for name in ("ray_by_ray", "ray_by_worker"):
+            errs = conn.execute("select key, sqlstate, error from ai.vectorizer_errors where vectorizer = %s",
+                                (name,)).fetchall()
+            assert len(errs) == 1 and errs[0][0] == {"id": 13} and errs[0][1] == "22012", errs
+            assert "division by zero" in errs[0][2]
+            assert status(conn, name) == (0, 0, n - 1, 1)
+        # the actors are gone from the workers' list
+        assert conn.execute("select count(*) from ai.vectorizer_workers where worker_id like 'ray:%'").fetchone()[0] == 0
+        # a re-run with nothing queued does nothing
+        r = run_backfill(settings, "ray_by_ray", ray_address)
+        assert r.returncode == 0 and "0 rows" in r.stdout, r.stderr + r.stdout
+    finally:
+        drop(conn, "ray_src", "ray_by_ray", "ray_by_worker")
+
+
+def test_a_worker_and_ray_at_once_write_each_row_once(conn, settings, installed, ray_address, counter):
+    n = 500
+    make_table(conn, "ray_both", n)
+    worker = None
+    try:
+        create(conn, "ray_both", "ray_both")
+        worker = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "worker", "--vectorizer", "ray_both",
+                                   "--batch", "8"], env=settings_env(settings),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = run_backfill(settings, "ray_both", ray_address)
+        assert r.returncode == 0, r.stderr + r.stdout
+        wait_for(lambda: status(conn, "ray_both")[:3] == (0, 0, n), timeout=120, what="every row embedded")
+        per_writer = written(conn, "ray_both")
+        assert sum(per_writer.values()) == n, per_writer          # each row once, whoever wrote it
+        assert_exactly_chunked(conn, "ray_both", "ray_both_chunks", counter)
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+        drop(conn, "ray_both", "ray_both")
+
+
+def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(conn, settings, installed, ray_address, counter):
+    n = 600
+    make_table(conn, "ray_kill", n)
+    try:
+        create(conn, "ray_kill", "ray_kill")
+        proc = subprocess.Popen(backfill_cmd(settings, "ray_kill", ray_address, "--lease", "3"),
+                                env=settings_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # an actor that has written a batch and holds the lease of the next one
+            pid = wait_for(lambda: conn.execute(
+                "select w.pid from ai.vectorizer_workers w join ai.vectorizer_queue q on q.lease_owner = w.worker_id "
+                "where w.worker_id like 'ray:%%' and q.lease_until > now() and w.rows_done > 0 limit 1").fetchone(),
+                timeout=180, interval=0.02, what="an actor with a batch in flight")[0]
+            # the actors connect as pgmind's service role, never as a superuser
+            users = {u for (u,) in conn.execute("select usename from pg_stat_activity "
+                                                "where application_name like 'pgmind worker ray:%'")}
+            assert users == {"pgmind_service"}
+            os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err + out
+        assert status(conn, "ray_kill") == (0, 0, n, 0)
+        per_writer = written(conn, "ray_kill")
+        assert sum(per_writer.values()) == n, per_writer
+        assert_exactly_chunked(conn, "ray_kill", "ray_kill_chunks", counter)
+    finally:
+        drop(conn, "ray_kill", "ray_kill")
+
+
+def test_a_driver_killed_mid_run_then_a_rerun_resumes(conn, settings, installed, ray_address, counter):
+    n = 600
+    make_table(conn, "ray_driver", n)
+    try:
+        create(conn, "ray_driver", "ray_driver")
+        proc = subprocess.Popen(backfill_cmd(settings, "ray_driver", ray_address, "--lease", "3"),
+                                env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: status(conn, "ray_driver")[1] > 0 and status(conn, "ray_driver")[2] >= 32,
+                     timeout=180, interval=0.02, what="the backfill to write batches while holding leases")
+        finally:
+            proc.kill()
+            proc.wait()
+        # Ray ends the dead driver's actors; their leases expire
+        wait_for(lambda: conn.execute("select count(*) from pg_stat_activity "
+                                      "where application_name like 'pgmind worker ray:%'").fetchone()[0] == 0,
+                 timeout=120, what="the dead driver's actors to end")
+        before = sum(written(conn, "ray_driver").values())
+        assert 0 < before < n
+        r = run_backfill(settings, "ray_driver", ray_address, "--lease", "3")   # resumes: no --requeue
+        assert r.returncode == 0, r.stderr + r.stdout
+        assert f"{n - before} rows" in r.stdout, r.stdout                      # only what was left
+        assert status(conn, "ray_driver") == (0, 0, n, 0)
+        assert sum(written(conn, "ray_driver").values()) == n
+        assert_exactly_chunked(conn, "ray_driver", "ray_driver_chunks", counter)
+    finally:
+        drop(conn, "ray_driver", "ray_driver")
+
+
+def test_pause_and_resume(conn, settings, installed, nobody):
+    """A paused vectorizer's queue is claimed by no worker and no Ray backfill; its owner resumes it;
+    a role granted nothing can do neither."""
+    make_table(conn, "ray_pause", 40)
+    try:
+        create(conn, "ray_pause", "ray_pause")
+        assert conn.execute("select ai.pause_vectorizer('ray_pause')").fetchone()[0] is True
+        assert conn.execute("select ai.pause_vectorizer('ray_pause')").fetchone()[0] is False   # already
+        assert conn.execute("select paused, pending from ai.vectorizer_status where name = 'ray_pause'"
+                            ).fetchone() == (True, 40)
+        w = Worker(settings, installed, names=["ray_pause"], poll_interval=0.1)
+        try:
+            assert w.run_once() == 0
+            ver = conn.execute("select v.id from ai.vectorizers v where v.name = 'ray_pause'").fetchone()[0]
+            assert conn.execute("select count(*) from ai.vectorizer_queue where vectorizer_id = %s "
+                                "and lease_owner is not null", (ver,)).fetchone()[0] == 0
+            with pytest.raises(PgmindError) as e:
+                Pgmind(settings=settings).backfill("ray_pause", ray=f"127.0.0.1:{free_port()}")
+            assert e.value.sqlstate == "55000" and "paused" in e.value.message
+            assert "ai.resume_vectorizer('ray_pause')" in e.value.hint
+            # changes still queue while paused
+            conn.execute("insert into ray_pause values (41, 'one more')")
+            for who in (nobody,):
+                for fn in ("pause", "resume"):
+                    err = sql_error(who, f"select ai.{fn}_vectorizer('ray_pause')")
+                    assert err.sqlstate == "42501" and "must own" in err.diag.message_primary
+                    assert err.diag.message_hint
+            assert conn.execute("select ai.resume_vectorizer('ray_pause')").fetchone()[0] is True
+            assert conn.execute("select paused from ai.vectorizer_status where name = 'ray_pause'").fetchone()[0] is False
+            w.drain(timeout=300)
+            st = conn.execute("select pending, done, paused, eta from ai.vectorizer_status where name = 'ray_pause'"
+                              ).fetchone()
+            assert st[:3] == (0, 41, False) and st[3].total_seconds() == 0
+        finally:
+            w.close()
+        err = sql_error(conn, "select ai.pause_vectorizer('no_such_vectorizer')")
+        assert err.sqlstate == "42704" and err.diag.message_hint
+    finally:
+        drop(conn, "ray_pause", "ray_pause")
+
+
+def test_status_shows_rate_and_eta_while_work_is_left(conn, settings, installed):
+    make_table(conn, "ray_eta", 60)
+    try:
+        create(conn, "ray_eta", "ray_eta")
+        assert conn.execute("select eta from ai.vectorizer_status where name = 'ray_eta'").fetchone()[0] is None
+        w = Worker(settings, installed, names=["ray_eta"], batch_rows=20)
+        try:
+            ver = w.versions()[0]
+            w.process_batch(ver)
+        finally:
+            w.close()
+        rate, eta = conn.execute("select rows_per_second, eta from ai.vectorizer_status where name = 'ray_eta'"
+                                 ).fetchone()
+        assert rate > 0 and eta is not None and eta.total_seconds() >= 0
+        rows = Pgmind(settings=settings).vectorizer_status()
+        row = next(r for r in rows if r["name"] == "ray_eta")
+        assert row["paused"] is False and row["eta_seconds"] is not None
+    finally:
+        drop(conn, "ray_eta", "ray_eta")
+
+
+def test_who_may_start_a_backfill(conn, settings, installed, nobody, sec_roles):
+    """A role that does not own the table is refused before anything reaches Ray (the address here
+    is not even a cluster); the owner's own plan is given; an actor refuses a superuser session."""
+    make_table(conn, "ray_victim", 5)
+    try:
+        create(conn, "ray_victim", "ray_victim")
+        nobody_dsn = psycopg.conninfo.make_conninfo(installed, user=sec_roles["nobody"])
+        with pytest.raises(PermissionDeniedError) as e:
+            Pgmind(settings=replace(settings, dsn=nobody_dsn)).backfill("ray_victim", ray=f"127.0.0.1:{free_port()}")
+        assert "must own" in e.value.message and e.value.hint
+        err = sql_error(nobody, "select * from ai.vectorizer_shards('ray_victim', 4)")
+        assert err.sqlstate == "42501"
+        shards = conn.execute("select version, after_key, upto_key, pending from ai.vectorizer_shards('ray_victim', 2)"
+                              ).fetchall()
+        assert shards == [(1, None, {"id": 3}, 3), (1, {"id": 3}, None, 2)]     # contiguous, every key in one
+        # an actor given a superuser's DSN refuses to start (the owner's content must never run there)
+        from pgmind.vectorizer.ray_backfill import ShardRunner
+        with pytest.raises(PermissionDeniedError) as e:
+            ShardRunner(replace(settings, service_dsn=installed), "ray_victim", 8, 30.0)
+        assert "superuser" in e.value.message and "pgmind_service" in e.value.hint
+    finally:
+        drop(conn, "ray_victim", "ray_victim")
+
+
+def test_clear_errors(conn, settings, installed):
+    from pgmind.vectorizer.ray_backfill import RayClusterError, parse_address
+    for bad in ("not an address", "http://127.0.0.1:6379", "127.0.0.1:99999", "127.0.0.1", ":6379"):
+        with pytest.raises(InvalidRequestError) as e:
+            parse_address(bad)
+        assert "ray start --head" in e.value.hint, bad
+    assert parse_address("auto") is None and parse_address("10.0.0.5:6379") == "10.0.0.5:6379"
+    assert parse_address("ray://head:10001") == "ray://head:10001"
+    make_table(conn, "ray_err", 3)
+    try:
+        create(conn, "ray_err", "ray_err")
+        with pytest.raises(RayClusterError) as e:           # nothing listens there
+            Pgmind(settings=settings).backfill("ray_err", ray=f"127.0.0.1:{free_port()}")
+        assert "cannot reach the Ray cluster" in e.value.message and "ray start --head" in e.value.hint
+    finally:
+        drop(conn, "ray_err", "ray_err")
+    # through the CLI: the message, its hint, exit code 1
+    r = subprocess.run([sys.executable, "-m", "pgmind.cli", "vectorizer", "backfill", "no_such_vectorizer",
+                        "--ray", "127.0.0.1:6379"], env=settings_env(settings), capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and 'vectorizer "no_such_vectorizer" does not exist' in r.stderr
+    assert "hint:" in r.stderr and "vectorizer_status" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "pgmind.cli", "vectorizer", "backfill", "x", "--ray", "nope"],
+                       env=settings_env(settings), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "not a Ray cluster address" in r.stderr and "hint:" in r.stderr
