@@ -21,7 +21,7 @@ from .providers import Provider, ProviderContext, provider_class
 from .providers.transport import Transport
 from .spec import ModelSpec
 from .types import ChatDelta, ChatResult, Embeddings
-from .validation import FEATURE_OPTIONS
+from .validation import check_chat_features
 
 EMBEDDING_TYPES = ("embedding", "image_embedding")
 
@@ -150,17 +150,7 @@ class ModelHub:
     def check_chat(self, spec: ModelSpec, messages: list[dict], options: dict) -> None:
         """A chat model, asked only for what its provider can do (an option it would drop is a 400)."""
         self._need(spec, ("chat",), "a chat model")
-        features = self.provider(spec).chat_features
-        for key, feature in FEATURE_OPTIONS.items():
-            if key in options and feature not in features:
-                raise InvalidRequestError(
-                    f"model {spec.model_id} (provider {spec.provider}) does not support {key}",
-                    hint="leave it out" + (" (logit_bias names OpenAI's token ids, which a local model does "
-                                           "not have)" if key == "logit_bias" else ""))
-        if "images" not in features and any(isinstance(m.get("content"), list) for m in messages):
-            raise InvalidRequestError(f"model {spec.model_id} reads text only: it cannot see images or hear audio",
-                                      hint="send text parts only; to ask about an image, put its text in "
-                                           "(ai.image_text reads it, ai.image_labels names what it shows)")
+        check_chat_features(spec, self.provider(spec).chat_features, messages, options)
 
     async def chat(self, spec: ModelSpec, messages: list[dict], options: dict,
                    cancel: threading.Event | None = None) -> ChatResult:

@@ -36,6 +36,19 @@ class ChatResult:
     logprobs: list[dict] | None = None
 
 
+def chat_completion(model_id: str, result: ChatResult) -> dict:
+    """A result in OpenAI's chat completion shape (model, choices, usage): what /v1/chat/completions
+    answers and what ai.call_model answers for a local chat model."""
+    message: dict = {"role": "assistant", "content": result.content if result.content or not result.tool_calls else None}
+    if result.tool_calls:
+        message["tool_calls"] = result.tool_calls
+    return {"model": model_id,
+            "choices": [{"index": 0, "message": message, "finish_reason": result.finish_reason,
+                         "logprobs": {"content": result.logprobs} if result.logprobs is not None else None}],
+            "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
+                      "total_tokens": (result.input_tokens or 0) + (result.output_tokens or 0)}}
+
+
 @dataclass
 class ChatDelta:
     """One piece of a streamed answer; the last one carries finish_reason and usage."""

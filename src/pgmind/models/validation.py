@@ -105,6 +105,42 @@ def check_chat_options(options: dict) -> dict:
     return out
 
 
+def check_chat_features(spec, features: frozenset, messages: list[dict], options: dict) -> None:
+    """A chat model asked only for what its provider can do (an option it would drop is a 400)."""
+    for key, feature in FEATURE_OPTIONS.items():
+        if key in options and feature not in features:
+            raise InvalidRequestError(
+                f"model {spec.model_id} (provider {spec.provider}) does not support {key}",
+                hint="leave it out" + (" (logit_bias names OpenAI's token ids, which a local model does "
+                                       "not have)" if key == "logit_bias" else ""))
+    if "images" not in features and any(isinstance(m.get("content"), list) for m in messages):
+        raise InvalidRequestError(f"model {spec.model_id} reads text only: it cannot see images or hear audio",
+                                  hint="send text parts only; to ask about an image, put its text in "
+                                       "(ai.image_text reads it, ai.image_labels names what it shows)")
+
+
+def chat_call(model_id: str, body) -> tuple[list[dict], dict]:
+    """ai.call_model's body for a chat model that has no URL of its own (a local one), read as an
+    OpenAI chat request: "messages" and the options beside them; a text input, {"input": "..."}, is
+    one user message.  The request's own fields (model, stream) are not generation options."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError(f"model {model_id} takes a JSON object like OpenAI's chat request",
+                                  hint=f'e.g. ai.call_model(\'{model_id}\', \'{{"messages": [{{"role": "user", '
+                                       '"content": "你好"}], "max_tokens": 64}\'::jsonb), or a text')
+    if body.get("stream"):
+        raise InvalidRequestError("ai.call_model answers once: it cannot stream",
+                                  hint='leave "stream" out (the OpenAI route /v1/chat/completions streams)')
+    messages = body.get("messages")
+    if messages is None and isinstance(body.get("input"), str):
+        messages = [{"role": "user", "content": body["input"]}]
+    if messages is None:
+        raise InvalidRequestError(f'model {model_id} is a chat model: the request needs "messages"',
+                                  hint='e.g. {"messages": [{"role": "user", "content": "你好"}]}, or pass '
+                                       "a text, which is sent as one user message")
+    options = {k: v for k, v in body.items() if k not in ("messages", "input", "model", "stream")}
+    return check_messages(messages), check_chat_options(options)
+
+
 def _check_tools(tools: list) -> list[dict]:
     out = []
     for i, t in enumerate(tools):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError, UnknownModelError
+from ..models.types import chat_completion
 from . import token_ids
 from .deps import authenticate, caller, json_body, json_response, service, while_connected
 from .service import vectors_to_base64
@@ -78,14 +79,6 @@ def chat_options(body: dict) -> dict:
     return options
 
 
-def _message(result) -> dict:
-    """The assistant message in OpenAI's shape: content null beside tool calls, as OpenAI sends it."""
-    message = {"role": "assistant", "content": result.content if result.content or not result.tool_calls else None}
-    if result.tool_calls:
-        message["tool_calls"] = result.tool_calls
-    return message
-
-
 def _stream_tool_calls(calls: list[dict], first: int) -> list[dict]:
     """Tool calls as stream deltas: each whole, with its index (clients join deltas by index)."""
     return [{"index": first + i, **c} if "index" not in c else c for i, c in enumerate(calls)]
@@ -100,11 +93,7 @@ async def chat_completions(request: Request):
     if not body.get("stream"):
         spec, result = await while_connected(
             request, lambda cancel: svc.chat(body.get("model"), body.get("messages"), chat_options(body), who, cancel))
-        return {"id": cid, "object": "chat.completion", "created": created, "model": spec.model_id,
-                "choices": [{"index": 0, "message": _message(result), "finish_reason": result.finish_reason,
-                             "logprobs": {"content": result.logprobs} if result.logprobs is not None else None}],
-                "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
-                          "total_tokens": result.input_tokens + result.output_tokens}}
+        return {"id": cid, "object": "chat.completion", "created": created, **chat_completion(spec.model_id, result)}
     spec, deltas = await svc.chat_stream(body.get("model"), body.get("messages"), chat_options(body), who)
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):

@@ -135,44 +135,12 @@ class ModelService:
     async def call(self, model_id: str, body, headers: dict, caller: Caller):
         """ai.call_model: send the body the model's input function built to the model's URL."""
         spec = await self.resolve(model_id, caller)
-        if spec.model_type == "chat" and self.hub.provider(spec).in_process:
-            return await self._call_local_chat(spec, body, caller)
         async with self._record(spec, "call", caller, None, {"body": body}) as usage:
             result = await self.hub.call(spec, body, headers)
             counted = result.get("usage") if isinstance(result, dict) else None    # (OpenAI's shape, if any)
             if isinstance(counted, dict):
                 usage["in"], usage["out"] = counted.get("prompt_tokens"), counted.get("completion_tokens")
             return result
-
-    async def _call_local_chat(self, spec: ModelSpec, body, caller: Caller) -> dict:
-        """ai.call_model on a local chat model: the body is an OpenAI chat request ("messages" and the
-        options beside them; a text input, {"input": "..."}, is one user message), answered in
-        OpenAI's shape.  The request's own fields are not generation options."""
-        if not isinstance(body, dict):
-            raise InvalidRequestError(f"model {spec.model_id} takes a JSON object like OpenAI's chat request",
-                                      hint='e.g. ai.call_model(\'qwen-1.5b\', \'{"messages": [{"role": "user", '
-                                           '"content": "你好"}], "max_tokens": 64}\'::jsonb), or a text')
-        options = {k: v for k, v in body.items() if k not in ("messages", "input", "model", "stream")}
-        if body.get("stream"):
-            raise InvalidRequestError("ai.call_model answers once: it cannot stream",
-                                      hint='leave "stream" out (the OpenAI route /v1/chat/completions streams)')
-        messages = body.get("messages")
-        if messages is None and isinstance(body.get("input"), str):
-            messages = [{"role": "user", "content": body["input"]}]
-        if messages is None:
-            raise InvalidRequestError(f'model {spec.model_id} is a chat model: the request needs "messages"',
-                                      hint='e.g. {"messages": [{"role": "user", "content": "你好"}]}, or pass '
-                                           "a text, which is sent as one user message")
-        _, result = await self.chat(spec.model_id, messages, options, caller)
-        message: dict = {"role": "assistant", "content": result.content}
-        if result.tool_calls:
-            message["tool_calls"] = result.tool_calls
-        choice: dict = {"index": 0, "message": message, "finish_reason": result.finish_reason}
-        if result.logprobs is not None:
-            choice["logprobs"] = {"content": result.logprobs}
-        return {"model": spec.model_id, "choices": [choice],
-                "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens,
-                          "total_tokens": (result.input_tokens or 0) + (result.output_tokens or 0)}}
 
     async def embed_images(self, model_id: str, images: list[bytes], caller: Caller) -> tuple[ModelSpec, Embeddings]:
         if not isinstance(images, list) or not images:

@@ -11,8 +11,8 @@ from typing import AsyncIterator
 from ...errors import InvalidRequestError
 from ..local.base import LocalChatModel, LocalImageModel
 from ..spec import ModelSpec
-from ..types import ChatDelta, ChatResult, Embeddings
-from ..validation import check_chat_options, check_messages, normalize_input_type
+from ..types import ChatDelta, ChatResult, Embeddings, chat_completion
+from ..validation import chat_call, check_chat_features, normalize_input_type
 from .base import Provider
 
 
@@ -97,7 +97,11 @@ class LocalProvider(Provider):
         return await asyncio.get_running_loop().run_in_executor(self.context.chat_executor, model.score, query, documents)
 
     async def call(self, body, headers) -> dict:
-        """A local model called with an OpenAI-shaped body."""
+        """A local model called with an OpenAI-shaped body (ai.call_model)."""
+        if self.spec.model_type == "chat":
+            messages, options = chat_call(self.spec.model_id, body)
+            check_chat_features(self.spec, self.chat_features, messages, options)
+            return chat_completion(self.spec.model_id, await self.chat(messages, options))
         if not isinstance(body, dict):
             raise InvalidRequestError("a local model takes a JSON object like the OpenAI API's")
         if self.spec.model_type in ("embedding", "image_embedding"):
@@ -108,10 +112,4 @@ class LocalProvider(Provider):
             result = await self.embed(texts, normalize_input_type(body.get("input_type")))
             return {"data": [{"index": i, "embedding": v.tolist()} for i, v in enumerate(result.vectors)],
                     "usage": {"prompt_tokens": result.input_tokens}}
-        if self.spec.model_type != "chat":
-            raise self._cannot("take raw calls")
-        messages = check_messages(body.get("messages"))
-        result = await self.chat(messages, check_chat_options(body))
-        return {"choices": [{"index": 0, "message": {"role": "assistant", "content": result.content},
-                             "finish_reason": result.finish_reason}],
-                "usage": {"prompt_tokens": result.input_tokens, "completion_tokens": result.output_tokens}}
+        raise self._cannot("take raw calls")
