@@ -20,6 +20,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from .errors import InvalidRequestError
+from .rag.text import CITATION, CODE_BLOCK, CODE_SPAN
 
 MODES = ("vector", "keyword", "hybrid", "hybrid+expand")   # +expand: the chat model's expansion too, as RAG searches
 
@@ -126,7 +127,6 @@ def evaluate_retrieval(db, name: str, questions: list[Question], modes=MODES, re
     return results
 
 
-_MARKER = re.compile(r"\[\d+\]|【\d+】")
 
 
 def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
@@ -138,7 +138,7 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     faults = []
     # what is left without the markers: nothing, or one character, or no letter or digit ("[1].",
     # "[1] [1]", "[1] 是"); a terse answer is not bare markers ("[1] \\dt", "\\l" in psql)
-    left = re.sub(r"\s+", "", _MARKER.sub("", answer))
+    left = re.sub(r"\s+", "", CITATION.sub("", answer))
     if len(left) < 2 or not re.search(r"[^\W_]", left):
         faults.append("markers")
     flat = " ".join(answer.split()).lower()
@@ -148,7 +148,7 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     # ("获取当前时间的函数是 `now()`。", "psql 列出所有表: \\dt"), nor one that names it again later
     # in its explanation ("To count rows per category, use … GROUP BY … to count rows per category")
     # (markers left out: "[1] Q [1] Q" is an echo too)
-    bare = " ".join(_MARKER.sub(" ", answer).split()).lower()
+    bare = " ".join(CITATION.sub(" ", answer).split()).lower()
     # (what the answer says of its own: all that follows the question, up to where it comes again)
     if q and bare.startswith(q) and len(re.findall(r"[^\W_]", bare[len(q):].split(q, 1)[0])) < 2:
         faults.append("echo")
@@ -159,15 +159,12 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     return faults
 
 
-_CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`", re.S)
-
-
 def in_language(answer: str, lang: str) -> bool:
     """Whether an answer is written in its question's language: a Chinese question's has four or
     more Chinese characters outside its code, an English one's fewer.  A reported measure, not a
     fault: a bare "[1] \\dt" answers "psql 列出所有表" rightly, but a Chinese reader wants the
     explanation in Chinese, not a pasted English title line."""
-    han = len(re.findall(r"[\u4e00-\u9fff]", _CODE.sub(" ", answer)))
+    han = len(re.findall(r"[\u4e00-\u9fff]", CODE_SPAN.sub(" ", CODE_BLOCK.sub(" ", answer))))
     return han >= 4 if lang == "zh" else han < 4
 
 

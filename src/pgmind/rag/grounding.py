@@ -22,13 +22,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .text import language, sentence_units
+from .text import CITATION, CODE_BLOCK, CODE_SPAN, language, sentence_units
 
 __all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "split_sentences"]
 
-_CITE = re.compile(r"\s*(?:\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+)】)")
-_CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
-_CODE_BLOCK = re.compile(r"```[^\n]*\n?(.*?)(?:```|\Z)", re.S)
+_CITE = re.compile(r"\s*(?:" + CITATION.pattern + ")")     # (with the space before it)
 # identifiers outside code: snake_case names (pg_total_relation_size, shared_buffers), calls
 # (now()), psql commands (\timing), file names (pg_hba.conf), options (--jobs), upper-case words of
 # three letters or more (CONCURRENTLY, SIGHUP, VACUUM FULL's words)
@@ -88,7 +86,7 @@ def split_sentences(answer: str) -> list[str]:
     """An answer's sentences (English ones end with . ! ? before a capital, Chinese ones with 。！？；),
     lines, and code blocks kept whole."""
     out, pos = [], 0
-    for m in re.finditer(r"```.*?(?:```|\Z)", answer, re.S):
+    for m in CODE_BLOCK.finditer(answer):
         out.extend(_split_prose(answer[pos:m.start()]))
         out.append(m.group(0))
         pos = m.end()
@@ -130,8 +128,8 @@ def claims(sentence: str, index: int = 0) -> list[Claim]:
             return
         found.setdefault((kind, value.lower()), Claim(value, kind, index))
 
-    code = [m.group(1) for m in _CODE_BLOCK.finditer(text)] + [m.group(1) for m in _CODE_SPAN.finditer(text)]
-    prose = _CODE_SPAN.sub(" ", _CODE_BLOCK.sub(" ", text))
+    code = [m.group(1) for m in CODE_BLOCK.finditer(text)] + [m.group(1) for m in CODE_SPAN.finditer(text)]
+    prose = CODE_SPAN.sub(" ", CODE_BLOCK.sub(" ", text))
     for span in code:
         # code is checked by the names that must be the documents' (functions, commands, options,
         # keywords); a one-word span is a name itself (`shared_buffers`, `\timing`)

@@ -74,8 +74,14 @@ def sentence_units(chunk: str) -> tuple[str | None, list[str]]:
     return title, [u for u in joined if len(u) > 2]
 
 
-_CODE_BLOCK = re.compile(r"```.*?(```|\Z)", re.S)
-_CODE_NAME = re.compile(r"`([^`\n]{1,60})`")
+# The markdown an answer or an expansion writes, one pattern each for every rule that reads it
+# (grounding, the expansion's names, the evaluation's checks): fenced code (group 1 the code, without
+# a language line; an unclosed fence runs to the end), inline code (group 1), citation markers ([1],
+# [1, 2], 【1】; group 1 or 2 the numbers).
+CODE_BLOCK = re.compile(r"```(?:[^\n`]*\n)?(.*?)(?:```|\Z)", re.S)
+CODE_SPAN = re.compile(r"`([^`\n]{1,200})`")
+CITATION = re.compile(r"\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+)】")
+_CODE_NAME = re.compile(r"`([^`\n]{1,60})`")      # (a name, not any code: 60 characters at most)
 
 
 def expansion_name_list(expansion: str | None) -> list[str]:
@@ -84,7 +90,7 @@ def expansion_name_list(expansion: str | None) -> list[str]:
     if not expansion:
         return []
     names: dict[str, None] = {}
-    for m in _CODE_NAME.finditer(_CODE_BLOCK.sub(" ", expansion)):
+    for m in _CODE_NAME.finditer(CODE_BLOCK.sub(" ", expansion)):
         if m.group(1).strip(" "):
             names.setdefault(m.group(1))
     return list(names)
