@@ -5,6 +5,7 @@ an actor and a driver killed mid-run, a poison row, who may start one, bad addre
 a vectorizer (ai.pause_vectorizer), which workers and Ray backfills honour."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -28,8 +29,7 @@ from waiting import wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is pgmind's optional extra: pip install -e '.[ray]' (make setup does)")
 
-TEXT = ("PostgreSQL keeps each table in files of 1 GB segments; VACUUM reclaims the space of dead row versions, "
-        "and autovacuum runs it in the background. 熊猫主要吃竹子。 ")
+TEXT = "VACUUM reclaims dead rows; 熊猫吃竹子。 "
 CHUNKING = '{"method": "recursive", "max_tokens": 48, "overlap": 8}'
 
 
@@ -63,10 +63,11 @@ def ray_address():
             _kill_group(p, signal.SIGTERM)
         for p in procs:
             try:
-                p.wait(10)
+                p.wait(3)
             except subprocess.TimeoutExpired:
-                _kill_group(p, signal.SIGKILL)
-                p.wait(10)
+                pass
+            _kill_group(p, signal.SIGKILL)     # (what the node started: its raylet, its actors)
+            p.wait(10)
 
 
 def _port_open(port: int) -> bool:
@@ -85,11 +86,11 @@ def _kill_group(p: subprocess.Popen, sig) -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def make_table(conn, table: str, n: int, poison: int | None = None) -> None:
+def make_table(conn, table: str, n: int) -> None:
     conn.execute(f"drop table if exists {table} cascade")
     conn.execute(f"create table {table} (id int primary key, body text)")
-    # every 25th row is long enough for several chunks
-    conn.execute(f"insert into {table} select g, 'row ' || g || ': ' || repeat(%s, case when g %% 25 = 0 then 4 else 1 end) "
+    # short rows (one chunk), and every 50th long enough for several
+    conn.execute(f"insert into {table} select g, 'row ' || g || ': ' || repeat(%s, case when g %% 50 = 0 then 12 else 1 end) "
                  f"from generate_series(1, %s) g", (TEXT, n))
 
 
@@ -136,7 +137,7 @@ def assert_exactly_chunked(conn, table: str, view: str, count, skip=()) -> None:
     source = dict(conn.execute(f"select id, body from {table}").fetchall())
     got = chunks(conn, view)
     assert set(got) == set(source) - set(skip)
-    config = ChunkingConfig.from_json(CHUNKING)
+    config = ChunkingConfig.from_json(json.loads(CHUNKING))
     for k in got:
         assert [(s, c) for s, c, _ in got[k]] == list(enumerate(c.text for c in chunk_text(source[k], config, count)))
 
