@@ -92,6 +92,10 @@ class SignInLimiter:
         with self._lock:
             self._failures.setdefault(client, []).append(self.clock())
 
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
     def retry_after(self, client: str) -> int:
         with self._lock:
             recent = self._failures.get(client) or [self.clock()]

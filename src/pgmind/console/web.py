@@ -38,7 +38,7 @@ SECURITY_HEADERS = {
 }
 
 templates = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
-                               autoescape=True, undefined=jinja2.StrictUndefined)
+                               autoescape=True)
 templates.filters["tojson_attr"] = lambda v: json.dumps(v, ensure_ascii=False, sort_keys=True, default=str)
 
 
@@ -181,9 +181,9 @@ def page(handler: Callable[..., Awaitable[Response]]):
         except SignInNeeded:
             if request.headers.get("hx-request"):
                 return secure(Response(status_code=204, headers={"HX-Redirect": f"{PREFIX}/signin"}))
-            response = secure(RedirectResponse(f"{PREFIX}/signin?expired=1", status_code=303))
-            response.delete_cookie(COOKIE, path=PREFIX)
-            return response
+            # (the cookie is left alone: a cross-site request arrives without it, and its response must
+            # not sign the user out)
+            return secure(RedirectResponse(f"{PREFIX}/signin?expired=1", status_code=303))
         except CsrfRefused:
             return error_page(request, t("csrf"), t("csrf_hint"), status=403)
         except PgmindError as e:

@@ -54,6 +54,7 @@ async def signin(request: Request):
     if found is None:
         st.limiter.failed(client)
         return render(request, "signin.html", status=401, error=t("bad_key"), hint=t("bad_key_hint"))
+    st.limiter.succeeded(client)
     session = st.sessions.create(found[0], key_digest(key), admin=found[1])
     response = secure(RedirectResponse(f"{PREFIX}/kbs", status_code=303))
     response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path=PREFIX,

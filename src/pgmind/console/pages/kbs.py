@@ -220,9 +220,9 @@ async def delete_document(request: Request, name: str):
     async with as_role(request, session.role, write=True) as conn:
         _, vid = await _visible(conn, request, name)
         info = await (await conn.execute("select source::text, ai_internal._key_cols(%s, 's'), "
-                                         "ai_internal._key_from_json(%s, 'k') "
+                                         "ai_internal._key_from_json(%s, 'k'), key_columns::text[] "
                                          "from ai_internal._vectorizer_info(%s)", (vid, vid, vid))).fetchone()
-        source, key_cols, kfj = info
+        source, key_cols, kfj, key_columns = info
         await conn.execute(sql.SQL("lock table {} in row exclusive mode").format(sql.SQL(source)))
         plain = (await (await conn.execute("""
             select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
@@ -231,8 +231,8 @@ async def delete_document(request: Request, name: str):
                and not exists (select 1 from pg_constraint k where k.confrelid = c.oid and k.contype = 'f')
                and not exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attnum > 0
                                and not a.attisdropped and a.atttypid >= 16384
-                               and a.attname = any ((select key_columns from ai_internal._vectorizer_info(%s))))
-            from pg_class c where c.oid = %s::regclass""", (vid, source))).fetchone())[0]
+                               and a.attname = any (%s::name[]))
+            from pg_class c where c.oid = %s::regclass""", (key_columns, source))).fetchone())[0]
         if not plain:
             raise errors.PermissionDeniedError(
                 f"the console deletes rows only from a plain source table; {source} has triggers, rules, "
