@@ -63,3 +63,30 @@ $PGMIND db psql -X -c "select key->>'path' as path, round(similarity::numeric, 3
 say "the same from SQL"
 $PGMIND db psql -X -v ON_ERROR_STOP=1 -c "select jsonb_pretty(ai.rag('pg_docs', 'json 和 jsonb 类型有什么区别?') - 'usage')"
 $PGMIND db psql -X -c "select name, pending, done, errors, rows_per_second from ai.vectorizer_status"
+
+say "the web console: see, manage and question these knowledge bases in a browser"
+# console_demo: a login-less role for the console's key, an administrator of pgmind (it sees every
+# knowledge base's status and may retry / pause them) that may read the demo's tables; never a superuser
+$PGMIND db psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+do $$
+declare r record;
+begin
+    if not exists (select 1 from pg_roles where rolname = 'console_demo') then
+        create role console_demo;
+    end if;
+    grant pgmind_admin to console_demo;
+    for r in select v.source, v.dest_schema, ver.store_table,
+                    (select c.relnamespace::regnamespace::name from pg_class c where c.oid = v.source) as src_schema
+             from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id loop
+        execute format('grant usage on schema %I, %I to console_demo', r.src_schema, r.dest_schema);
+        execute format('grant select on %s, %I.%I to console_demo', r.source, r.dest_schema, r.store_table);
+    end loop;
+end $$;
+SQL
+KEY=$($PGMIND db psql -X -q -t -A -v ON_ERROR_STOP=1 -c "select ai.create_api_key('console_demo', 'make demo')")
+URL=$(.venv/bin/python -c "from pgmind.config import load_settings; print(load_settings().effective_server_url)")
+if [ -n "$started" ]; then
+    trap - EXIT      # the console needs the model server: it keeps running
+    echo "the model server keeps running (pid $started; stop it with: kill $started)"
+fi
+printf '\n\033[1;32mconsole: %s/console\nsign in with the API key: %s\033[0m\n' "$URL" "$KEY"
