@@ -166,6 +166,13 @@ class ShardRunner:
                                            (self.name,)).fetchone()
         return bool(row and row[0])
 
+    def activate(self) -> None:
+        """A building version (ai.alter_vectorizer) whose queue is now empty replaces the active one,
+        as a worker would switch it (Worker.activate: the registry, then the owner's function)."""
+        for ver in self.worker.versions():
+            if ver.status == "building":
+                self.worker.activate(ver)
+
     def close(self) -> None:
         w = self.worker
         try:
@@ -236,7 +243,9 @@ def backfill(settings: Settings, dsn: str, name: str, *, address: str | None = "
             gpus = int(resources.get("GPU", 0))
             if num_gpus is None:
                 num_gpus = 1.0 if gpus else 0.0
-            n = actors or (max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(resources.get("CPU", 1))))
+            # (no more actors than the cluster can place: one that never starts would hold its shards)
+            room = max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(resources.get("CPU", 1)))
+            n = min(actors, room) if actors else room
             shards = _plan(conn, name, n * shards_per_actor)
             svc = replace(settings, service_dsn=service_dsn(settings, dsn))
             Runner = ray.remote(ShardRunner).options(num_cpus=1 if not num_gpus else 0, num_gpus=num_gpus,
@@ -273,6 +282,11 @@ def backfill(settings: Settings, dsn: str, name: str, *, address: str | None = "
                     progress(_progress(total, _queued(conn, name), now - start))
                 if deadline is not None and now > deadline:
                     raise TimeoutError(f"the Ray backfill of {name} did not finish in {timeout} s")
+            if not result.paused:
+                try:
+                    ray.get(pool[0].activate.remote())
+                except ray.exceptions.RayError as e:
+                    log.warning("the new version was not switched to (a worker will): %s", _cause(e))
             for actor in pool:
                 try:
                     ray.get(actor.close.remote())
