@@ -126,6 +126,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "language": ("中文", "English"),
     "back": ("Back", "返回"),
     "of": ("of", "/"),
+    "new_kb": ("New knowledge base", "新建知识库"),
+    "new_kb_help": ("Upload documents: they are read by the same code as pgmind ingest into a new table, "
+                    "as your role, and embedded by the vectorizer workers.",
+                    "上传文档:以您的角色、用与 pgmind ingest 相同的代码读入一个新表,再由向量化工作进程嵌入。"),
+    "schema": ("Schema", "模式 (schema)"),
+    "files": ("Files", "文件"),
+    "file_limits": ("at most {n} files of {mb} MB each", "最多 {n} 个文件,每个不超过 {mb} MB"),
+    "drop_here": ("Drop files on this box, or choose them.", "把文件拖到这里,或点击选择。"),
+    "create": ("Create", "创建"),
+    "no_schema": ("Your role may create tables in no schema.", "您的角色无权在任何模式中建表。"),
+    "created": ("Created", "已创建"),
+    "created_summary": ("{files} files received, {changed} documents stored; the workers embed them now.",
+                        "收到 {files} 个文件,存入 {changed} 个文档;工作进程正在嵌入。"),
+    "not_read": ("Files not read", "未读入的文件"),
+    "not_read_hint": ("These files are stored nowhere: fix them and upload them again.",
+                      "这些文件没有被保存:修正后请重新上传。"),
+    "file": ("File", "文件"),
+    "reason": ("Reason", "原因"),
+    "failed": ("failed", "失败"),
+    "skipped": ("skipped", "已跳过"),
+    "watch_progress": ("See its progress", "查看进度"),
 }
 
 

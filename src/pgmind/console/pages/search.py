@@ -59,19 +59,26 @@ def terms(question: str) -> list[str]:
 
 def marked(text_: str, words: list[str]) -> list[tuple[str, bool]]:
     """The text as (piece, is a match) pieces: the template escapes each piece and wraps matches in
-    <mark>; no markup is built from the document's text."""
+    <mark>; no markup is built from the document's text.  Overlapping matches (a Chinese word's
+    character pairs) join into one marked run."""
     if not words:
         return [(text_, False)]
-    pattern = re.compile("|".join(re.escape(w) for w in words), re.IGNORECASE)
-    pieces, at = [], 0
-    for m in pattern.finditer(text_):
-        if m.start() > at:
-            pieces.append((text_[at:m.start()], False))
-        pieces.append((m.group(0), True))
-        at = m.end()
-    if at < len(text_):
-        pieces.append((text_[at:], False))
-    return pieces
+    lower = text_.lower()
+    if len(lower) != len(text_):        # (a few letters lower-case to two characters: match as written)
+        lower = text_
+    hit = [False] * len(text_)
+    for w in words:
+        at = lower.find(w.lower())
+        while at >= 0:
+            hit[at:at + len(w)] = [True] * len(w)
+            at = lower.find(w.lower(), at + 1)
+    pieces: list[tuple[str, bool]] = []
+    start = 0
+    for i in range(1, len(text_) + 1):
+        if i == len(text_) or hit[i] != hit[start]:
+            pieces.append((text_[start:i], hit[start]))
+            start = i
+    return pieces or [(text_, False)]
 
 
 async def run_search(request: Request, name: str, question: str, mode: str, k: int, filter_spec: dict | None):
