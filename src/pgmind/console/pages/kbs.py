@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import psycopg
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 from psycopg import sql
@@ -105,7 +106,6 @@ def _key_match(key_cols: str, kfj: str, op: str) -> sql.Composable:
 async def documents(conn, name: str, vid: int, state: str, after) -> tuple[list[dict], object | None, str | None]:
     """One page of documents in a state, and the cursor of the next page (None on the last)."""
     if state == "done":
-        from ...errors import PermissionDeniedError
         try:
             async with conn.transaction():      # (a savepoint: no right to the chunks is not the end of the page)
                 _, store, key_json, key_cols = await _target(conn, name)
@@ -119,20 +119,17 @@ async def documents(conn, name: str, vid: int, state: str, after) -> tuple[list[
                                 "order by {} limit {}").format(sql.SQL(key_json), sql.SQL(store), cond,
                                                                sql.SQL(key_cols), sql.Literal(PAGE_SIZE + 1))
                 found = await rows(conn, query, params)
-        except PermissionDeniedError:
+        except psycopg.errors.InsufficientPrivilege:     # (an administrator not granted the chunks)
             return [], None, "no_chunks_right"
-        except errors.PgmindError:
-            raise
-    elif state == "pending":
-        found = await rows(conn, """
-            select q.key, q.version, q.queued_at, q.attempts, q.lease_until >= now() as leased, q.last_error
-            from ai.vectorizer_queue q where q.vectorizer_id = %s and (%s::jsonb is null or q.key > %s::jsonb)
-            order by q.key, q.version limit %s""", (vid, Jsonb(after), Jsonb(after), PAGE_SIZE + 1))
     else:
-        found = await rows(conn, """
-            select e.key, e.version, e.error, e.sqlstate, e.attempts, e.failed_at
-            from ai.vectorizer_errors e where e.vectorizer = %s and (%s::jsonb is null or e.key > %s::jsonb)
-            order by e.key, e.version limit %s""", (name, Jsonb(after), Jsonb(after), PAGE_SIZE + 1))
+        # the queue and the quarantine in their primary key's order (ai_internal._queue_page: one
+        # rights check, an index range scan); the cursor is the last row's [version, key]
+        if after is not None and not (isinstance(after, list) and len(after) == 2 and isinstance(after[0], int)):
+            raise errors.InvalidRequestError("the page cursor is not valid", hint="start from the first page")
+        found = await rows(conn, "select key, version, at, attempts, leased, error, sqlstate "
+                                 "from ai_internal._queue_page(%s, %s, %s, %s, %s)",
+                           (vid, state, after[0] if after else None, Jsonb(after[1]) if after else None,
+                            PAGE_SIZE + 1))
     more = len(found) > PAGE_SIZE
     found = found[:PAGE_SIZE]
     for r in found:
@@ -140,7 +137,8 @@ async def documents(conn, name: str, vid: int, state: str, after) -> tuple[list[
         if r.get("error"):
             r["message"], _, r["hint"] = r["error"].partition(" (hint: ")
             r["hint"] = r["hint"].removesuffix(")") or None
-    return found, (found[-1]["key"] if more else None), None
+    last = (found[-1]["key"] if state == "done" else [found[-1]["version"], found[-1]["key"]]) if more else None
+    return found, last, None
 
 
 async def _visible(conn, request: Request, name: str) -> tuple[list[dict], int]:
