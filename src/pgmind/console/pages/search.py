@@ -83,17 +83,22 @@ def marked(text_: str, words: list[str]) -> list[tuple[str, bool]]:
 
 async def run_search(request: Request, name: str, question: str, mode: str, k: int, filter_spec: dict | None):
     expand = mode == "expand"
+    # to_jsonb of the whole row: the columns this database's ai.search has (a newer one adds "lists",
+    # each fused list's rank and score of the hit, which the page then shows)
     rows = await search_api._query(
-        request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
-                 "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, expand => %s)",
+        request, "select to_jsonb(s) from ai.search(%s, %s, k => %s, mode => %s, filter => %s, expand => %s) s",
         (name, question, k, "hybrid" if expand else mode, search_api.filter_sql(filter_spec), expand), name,
         list(filter_spec or ()))
     words = terms(question)
     hits = []
-    for rank, (key, seq, chunk, score, similarity, vrank, krank) in enumerate(rows, 1):
+    for rank, (row,) in enumerate(rows, 1):
+        key, seq = row.get("key"), row.get("chunk_seq")
+        lists = row.get("lists") if isinstance(row.get("lists"), dict) else None
         hits.append({"rank": rank, "key": key, "key_text": json.dumps(key, ensure_ascii=False, sort_keys=True),
-                     "chunk_seq": seq, "pieces": marked(chunk, words), "score": score, "similarity": similarity,
-                     "vector_rank": vrank, "keyword_rank": krank,
+                     "chunk_seq": seq, "pieces": marked(row.get("chunk") or "", words), "score": row.get("score"),
+                     "similarity": row.get("similarity"), "vector_rank": row.get("vector_rank"),
+                     "keyword_rank": row.get("keyword_rank"),
+                     "lists": sorted(lists.items()) if lists else None,
                      "doc_url": f"{PREFIX}/kbs/{name}/doc?" + urlencode(
                          {"key": json.dumps(key, ensure_ascii=False), "chunk": seq}) + f"#chunk-{seq}"})
     return hits
