@@ -95,9 +95,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "chunk": ("Chunk", "分块"),
     "open_doc": ("Open the document", "打开文档"),
     "no_hits": ("No hits.", "没有命中。"),
-    "ranks_note": ("ai.search reports the vector and keyword ranks that were fused; the translation, expansion "
-                   "and heading lists are not returned separately yet.",
-                   "ai.search 返回参与融合的向量与关键词排名;翻译、扩展和标题列表的排名暂未单独返回。"),
+    "ranks_note": ("This database's ai.search reports only the vector and keyword ranks that were fused; "
+                   "a newer one reports every list's (pgmind install upgrades it).",
+                   "此数据库的 ai.search 只返回参与融合的向量与关键词排名;新版返回每个列表的排名(运行 pgmind install 升级)。"),
     "ask": ("Ask", "提问"),
     "ask_button": ("Ask", "提问"),
     "sources": ("Sources", "来源"),

@@ -131,5 +131,6 @@ async def hit_test(request: Request, name: str):
         act_as(request, session.role)
         for c in configs:
             results.append(await run_search(request, name, question, c["mode"], c["k"], parse_filter(c["filter"])))
+    has_lists = any(h["lists"] for hits in results for h in hits)
     return render(request, "search.html", session=session, name=name, question=question, configs=configs,
-                  results=results, modes=MODES, compare=bool(q.get("compare")))
+                  results=results, modes=MODES, compare=bool(q.get("compare")), has_lists=has_lists)
