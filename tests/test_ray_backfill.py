@@ -24,7 +24,7 @@ from pgmind.client import Pgmind
 from pgmind.devserver import free_port, settings_env
 from pgmind.errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from pgmind.vectorizer.chunking import ChunkingConfig, chunk_text
-from pgmind.vectorizer.worker import Worker
+from pgmind.vectorizer.worker import Shard, Worker
 from waiting import wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is pgmind's optional extra: pip install -e '.[ray]' (make setup does)")
@@ -133,18 +133,19 @@ def chunks(conn, view: str) -> dict:
     return out
 
 
-def assert_exactly_chunked(conn, table: str, view: str, count, skip=()) -> None:
+def assert_exactly_chunked(conn, table: str, view: str, count, skip=(), chunking: str = CHUNKING) -> None:
     source = dict(conn.execute(f"select id, body from {table}").fetchall())
     got = chunks(conn, view)
     assert set(got) == set(source) - set(skip)
-    config = ChunkingConfig.from_json(json.loads(CHUNKING))
+    config = ChunkingConfig.from_json(json.loads(chunking))
     for k in got:
         assert [(s, c) for s, c, _ in got[k]] == list(enumerate(c.text for c in chunk_text(source[k], config, count)))
 
 
 def status(conn, name: str):
-    return conn.execute("select pending, leased, coalesce(done, 0), errors from ai.vectorizer_status where name = %s",
-                        (name,)).fetchone()
+    """pending, leased, done, errors of the vectorizer's newest version."""
+    return conn.execute("select pending, leased, coalesce(done, 0), errors from ai.vectorizer_status where name = %s "
+                        "order by version desc limit 1", (name,)).fetchone()
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,11 @@ def test_ray_gives_the_workers_chunks_and_quarantines_a_poison_row_alone(conn, s
         drop(conn, "ray_src", "ray_by_ray", "ray_by_worker")
 
 
-def test_a_worker_and_ray_at_once_write_each_row_once(conn, settings, installed, ray_address, counter):
+def test_a_worker_and_ray_at_once_and_an_actor_killed_mid_run_write_each_row_once(conn, settings, installed, ray_address,
+                                                                                   counter):
+    """``pgmind worker`` runs while the Ray backfill does, and one actor is killed (kill -9) while it
+    holds a batch: Ray restarts it and retries its shard, the batch's lease expires, and every row is
+    written exactly once, by whoever."""
     n = 300
     make_table(conn, "ray_both", n)
     worker = None
@@ -211,25 +216,7 @@ def test_a_worker_and_ray_at_once_write_each_row_once(conn, settings, installed,
         worker = subprocess.Popen([sys.executable, "-m", "pgmind.cli", "worker", "--vectorizer", "ray_both",
                                    "--batch", "8"], env=settings_env(settings),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        r = run_backfill(settings, "ray_both", ray_address)
-        assert r.returncode == 0, r.stderr + r.stdout
-        wait_for(lambda: status(conn, "ray_both")[:3] == (0, 0, n), timeout=120, what="every row embedded")
-        per_writer = written(conn, "ray_both")
-        assert sum(per_writer.values()) == n, per_writer          # each row once, whoever wrote it
-        assert_exactly_chunked(conn, "ray_both", "ray_both_chunks", counter)
-    finally:
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(60)
-        drop(conn, "ray_both", "ray_both")
-
-
-def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(conn, settings, installed, ray_address, counter):
-    n = 300
-    make_table(conn, "ray_kill", n)
-    try:
-        create(conn, "ray_kill", "ray_kill")
-        proc = subprocess.Popen(backfill_cmd(settings, "ray_kill", ray_address, "--lease", "3"),
+        proc = subprocess.Popen(backfill_cmd(settings, "ray_both", ray_address, "--lease", "3"),
                                 env=settings_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             # an actor that has written a batch and holds the lease of the next one
@@ -247,20 +234,31 @@ def test_an_actor_killed_mid_run_loses_and_duplicates_nothing(conn, settings, in
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 0, err + out
-        assert status(conn, "ray_kill") == (0, 0, n, 0)
-        per_writer = written(conn, "ray_kill")
-        assert sum(per_writer.values()) == n, per_writer
-        assert_exactly_chunked(conn, "ray_kill", "ray_kill_chunks", counter)
+        assert proc.returncode == 0, err + out          # (Ray retried the killed actor's shard)
+        wait_for(lambda: status(conn, "ray_both") == (0, 0, n, 0), timeout=120, what="every row embedded")
+        per_writer = written(conn, "ray_both")
+        assert sum(per_writer.values()) == n, per_writer          # each row once, whoever wrote it
+        assert any(w.startswith("ray:") for w in per_writer)
+        assert_exactly_chunked(conn, "ray_both", "ray_both_chunks", counter)
     finally:
-        drop(conn, "ray_kill", "ray_kill")
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+        drop(conn, "ray_both", "ray_both")
 
 
-def test_a_driver_killed_mid_run_then_a_rerun_resumes(conn, settings, installed, ray_address, counter):
+def test_a_driver_killed_mid_run_then_a_rerun_resumes_and_switches_the_version(conn, settings, installed, ray_address,
+                                                                               counter):
+    """The driver is killed (kill -9) mid-run: its actors end, their leases expire, and the same
+    command again does only what is left.  The rows were queued by ai.alter_vectorizer (a new
+    version, building): once the backfill empties its queue it becomes the active one."""
     n = 300
     make_table(conn, "ray_driver", n)
     try:
-        create(conn, "ray_driver", "ray_driver")
+        create(conn, "ray_driver", "ray_driver", backfill=False)
+        new_chunking = '{"method": "recursive", "max_tokens": 40, "overlap": 4}'
+        assert conn.execute("select ai.alter_vectorizer('ray_driver', chunking => %s::jsonb)",
+                            (new_chunking,)).fetchone()[0] == 2
         proc = subprocess.Popen(backfill_cmd(settings, "ray_driver", ray_address, "--lease", "3"),
                                 env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -278,9 +276,11 @@ def test_a_driver_killed_mid_run_then_a_rerun_resumes(conn, settings, installed,
         r = run_backfill(settings, "ray_driver", ray_address, "--lease", "3")   # resumes: no --requeue
         assert r.returncode == 0, r.stderr + r.stdout
         assert f"{n - before} rows" in r.stdout, r.stdout                      # only what was left
+        assert conn.execute("select version, status from ai.vectorizer_status where name = 'ray_driver'"
+                            ).fetchall() == [(2, "active")]
         assert status(conn, "ray_driver") == (0, 0, n, 0)
         assert sum(written(conn, "ray_driver").values()) == n
-        assert_exactly_chunked(conn, "ray_driver", "ray_driver_chunks", counter)
+        assert_exactly_chunked(conn, "ray_driver", "ray_driver_chunks", counter, chunking=new_chunking)
     finally:
         drop(conn, "ray_driver", "ray_driver")
 
@@ -326,6 +326,35 @@ def test_pause_and_resume(conn, settings, installed, nobody):
         drop(conn, "ray_pause", "ray_pause")
 
 
+def test_a_paused_vectorizer_stops_an_actor_after_its_batch_in_flight(conn, settings, installed):
+    """The actor's own loop (ShardRunner, here without Ray): a batch claimed before the pause is
+    written; then it claims nothing more and its shard ends, saying it was paused."""
+    from pgmind.db import service_dsn
+    from pgmind.vectorizer.ray_backfill import ShardRunner
+    make_table(conn, "ray_pause2", 30)
+    runner = None
+    try:
+        create(conn, "ray_pause2", "ray_pause2")
+        runner = ShardRunner(replace(settings, service_dsn=service_dsn(settings, installed)), "ray_pause2", 10, 60.0)
+        shard = Shard(1, None, None)
+        ver = runner.worker.versions()[0]
+        claimed = runner.worker.claim(ver, shard)
+        assert len(claimed) == 10
+        conn.execute("select ai.pause_vectorizer('ray_pause2')")
+        assert runner.worker.process_claimed(ver, claimed).rows == 10      # the batch in flight is written
+        got = runner.run_shard(shard)
+        assert got["paused"] is True and got["rows"] == 0
+        assert status(conn, "ray_pause2") == (20, 0, 10, 0)
+        conn.execute("select ai.resume_vectorizer('ray_pause2')")
+        got = runner.run_shard(shard)
+        assert got["paused"] is False and got["rows"] == 20
+        assert status(conn, "ray_pause2") == (0, 0, 30, 0)
+    finally:
+        if runner is not None:
+            runner.close()
+        drop(conn, "ray_pause2", "ray_pause2")
+
+
 def test_status_shows_rate_and_eta_while_work_is_left(conn, settings, installed):
     make_table(conn, "ray_eta", 60)
     try:
@@ -347,7 +376,7 @@ def test_status_shows_rate_and_eta_while_work_is_left(conn, settings, installed)
         drop(conn, "ray_eta", "ray_eta")
 
 
-def test_who_may_start_a_backfill(conn, settings, installed, nobody, sec_roles):
+def test_who_may_start_a_backfill(conn, settings, installed, owner, nobody, sec_roles):
     """A role that does not own the table is refused before anything reaches Ray (the address here
     is not even a cluster); the owner's own plan is given; an actor refuses a superuser session."""
     make_table(conn, "ray_victim", 5)
@@ -367,7 +396,27 @@ def test_who_may_start_a_backfill(conn, settings, installed, nobody, sec_roles):
         with pytest.raises(PermissionDeniedError) as e:
             ShardRunner(replace(settings, service_dsn=installed), "ray_victim", 8, 30.0)
         assert "superuser" in e.value.message and "pgmind_service" in e.value.hint
+        # an owner's content expression that, run by an actor, tries to pause someone else's vectorizer:
+        # it runs as its owner in the service role's session, which acts for no one
+        owner.execute("drop table if exists sec_app.ray_evil cascade")
+        owner.execute("create table sec_app.ray_evil (id int primary key, body text)")
+        owner.execute("insert into sec_app.ray_evil values (1, 'x')")
+        owner.execute("select ai.create_vectorizer('sec_app.ray_evil'::regclass, name => 'ray_evil', model => 'minilm', "
+                      "content => $$body || ai.pause_vectorizer('ray_victim')::text$$)")
+        from pgmind.db import service_dsn
+        runner = ShardRunner(replace(settings, service_dsn=service_dsn(settings, installed)), "ray_evil", 8, 30.0)
+        try:
+            got = runner.run_shard(Shard(1, None, None))
+        finally:
+            runner.close()
+        assert got["quarantined"] == 1 and got["rows"] == 0
+        assert conn.execute("select paused from ai.vectorizer_status where name = 'ray_victim'").fetchone()[0] is False
+        assert conn.execute("select sqlstate from ai.vectorizer_errors where vectorizer = 'ray_evil'"
+                            ).fetchone()[0] == "42501"
     finally:
+        conn.execute("select ai.drop_vectorizer('ray_evil') where exists (select 1 from ai.vectorizers "
+                     "where name = 'ray_evil')")
+        conn.execute("drop table if exists sec_app.ray_evil cascade")
         drop(conn, "ray_victim", "ray_victim")
 
 
