@@ -525,3 +525,38 @@ def test_feedback_rows_are_the_writers_and_the_owners(stack, installed):
                           "values (ai_internal._vectorizer_id('cdocs'), 'cdocs', 'rls forged', true, 1, 'con_owner')")
         assert other.execute("delete from ai.feedback where question like 'rls %'").rowcount == 0
         assert owner.execute("delete from ai.feedback where question like 'rls %'").rowcount == 2
+
+
+def test_health_is_for_administrators_only(browser, page, stack, installed):
+    with connect(installed, autocommit=True) as c:
+        if c.execute("select 1 from pg_roles where rolname = 'con_admin'").fetchone():
+            c.execute("drop owned by con_admin cascade")
+            c.execute("drop role con_admin")
+        c.execute("create role con_admin")
+        c.execute("grant pgmind_admin to con_admin")
+        # (ai.vectorizer_status raises 42501 for a role without usage on a chunk table's schema, in
+        # psql as in the console: the view's to_regclass needs it)
+        c.execute("grant usage on schema con_app to con_admin")
+        admin_key = c.execute("select ai.create_api_key('con_admin')").fetchone()[0]
+    try:
+        # not an administrator: no link, and the page is "not found"
+        sign_in(page, stack)
+        assert page.locator("#nav-health").count() == 0
+        assert page.goto(stack["url"] + "/health").status == 404
+        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+        admin = context.new_page()
+        admin.goto(stack["url"] + "/signin")
+        admin.fill("#key", admin_key)
+        admin.click("#signin")
+        admin.wait_for_url(re.compile(r"/console/kbs$"))
+        assert "(administrator)" in admin.inner_text("#who")
+        assert admin.locator("tr.kb-row[data-kb=cdocs]").count() == 1      # administrators see every status
+        admin.click("#nav-health")
+        assert "PostgreSQL" in admin.inner_text("#health-services")
+        assert "cdocs" in admin.inner_text("#queues")
+        shot(admin, "health")
+        context.close()
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("drop owned by con_admin cascade")
+            c.execute("drop role con_admin")

@@ -147,6 +147,21 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "failed": ("failed", "失败"),
     "skipped": ("skipped", "已跳过"),
     "watch_progress": ("See its progress", "查看进度"),
+    "health": ("Health", "运行状况"),
+    "database": ("Database", "数据库"),
+    "up_for": ("up for", "已运行"),
+    "model_server": ("Model server", "模型服务器"),
+    "workers": ("Vectorizer workers", "向量化工作进程"),
+    "no_workers": ("No worker has reported yet.", "还没有工作进程报告。"),
+    "worker": ("Worker", "工作进程"),
+    "host": ("Host", "主机"),
+    "heartbeat": ("Last heartbeat", "最近心跳"),
+    "silent_for": ("Silent for", "静默时长"),
+    "queues": ("Queues", "队列"),
+    "queue_lag": ("Oldest queued", "最早排队距今"),
+    "training": ("Training jobs", "训练任务"),
+    "kind": ("Kind", "类型"),
+    "progress": ("Progress", "进度"),
 }
 
 
