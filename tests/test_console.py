@@ -560,3 +560,16 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         with connect(installed, autocommit=True) as c:
             c.execute("drop owned by con_admin cascade")
             c.execute("drop role con_admin")
+
+
+def test_models_masked_and_tested(page, stack):
+    sign_in(page, stack)
+    page.click("#nav-models")
+    row = page.locator("tr.model[data-model=console-emb]")
+    assert row.count() == 1
+    assert "sk-console-1" not in page.content() and "********" in row.locator(".auth").inner_text()
+    row.locator("button.test-model").click()
+    assert "8 dimensions" in page.inner_text("#test-result")
+    page.locator("tr.model[data-model=console-chat] button.test-model").click()
+    assert "echo:" in page.inner_text("#test-result")
+    shot(page, "models")

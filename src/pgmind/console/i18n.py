@@ -162,6 +162,14 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "training": ("Training jobs", "训练任务"),
     "kind": ("Kind", "类型"),
     "progress": ("Progress", "进度"),
+    "models": ("Models", "模型"),
+    "tested": ("Tested", "测试结果"),
+    "provider": ("Provider", "提供方"),
+    "credential": ("Credential", "凭据"),
+    "dimensions": ("Dimensions", "维度"),
+    "owner": ("Owner", "所有者"),
+    "granted_to": ("Granted to", "授权给"),
+    "test_model": ("Test this model", "测试此模型"),
 }
 
 
