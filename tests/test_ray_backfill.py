@@ -159,14 +159,14 @@ def counter(settings, installed):
 def test_ray_gives_the_workers_chunks_and_quarantines_a_poison_row_alone(conn, settings, installed, ray_address, counter):
     """A few thousand rows: a Ray backfill on the two-node cluster writes each row once, and the chunks
     and vectors ``pgmind worker`` writes for the same rows (cosine >= 0.9999; the worker embeds a
-    sample of them, to keep the test short: every 7th row, the long ones, and the poison row); the
+    sample of them, to keep the test short: every 20th row (the long rows among them) and the poison row); the
     poison row is quarantined alone, with the worker's error."""
     n = 2000
     make_table(conn, "ray_src", n)
     try:
         create(conn, "ray_src", "ray_by_ray", poison=13)
         create(conn, "ray_src", "ray_by_worker", poison=13, backfill=False)
-        sample = [k for k in range(1, n + 1) if k % 7 == 0 or k % 50 == 0 or k == 13]
+        sample = [k for k in range(1, n + 1) if k % 20 == 0 or k == 13]
         conn.execute("select ai_internal._enqueue(v.id, array(select jsonb_build_object('id', k) from unnest(%s::int[]) k)) "
                      "from ai.vectorizers v where v.name = 'ray_by_worker'", (sample,))
         r = run_backfill(settings, "ray_by_ray", ray_address)

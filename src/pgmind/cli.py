@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.text import Text
 from rich.table import Table
 
@@ -23,8 +24,27 @@ from .rag.grounding import label
 if TYPE_CHECKING:
     from .client import Pgmind
 
-app = typer.Typer(help="pgmind: PostgreSQL that thinks with its own data.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+class _Cli(typer.Typer):
+    """The entry point: ``--ray`` given alone (last, or before another option) means ``--ray auto``
+    (click's optional option values do not reach typer's options)."""
+
+    def __call__(self, *args, **kwargs):
+        if not args and "args" not in kwargs:
+            sys.argv[1:] = _ray_alone_is_auto(sys.argv[1:])
+        return super().__call__(*args, **kwargs)
+
+
+def _ray_alone_is_auto(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        out.append(a)
+        if a == "--ray" and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append("auto")
+    return out
+
+
+app = _Cli(help="pgmind: PostgreSQL that thinks with its own data.", no_args_is_help=True,
+           pretty_exceptions_enable=False)
 db_app = typer.Typer(help="The embedded PostgreSQL cluster under .pgmind/.", no_args_is_help=True)
 models_app = typer.Typer(help="The model registry.", no_args_is_help=True)
 vectorizer_app = typer.Typer(help="Vectorizers: tables that keep their own embeddings current.", no_args_is_help=True)
@@ -239,7 +259,7 @@ def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "-
 def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help="The vectorizer."),
                         batch: int = typer.Option(32, help="Source rows per batch."),
                         ray: Optional[str] = typer.Option(
-                            None, "--ray", flag_value="auto", is_flag=False, metavar="[ADDRESS]",
+                            None, "--ray", metavar="[ADDRESS]",
                             help="Embed the vectorizer's queue on a Ray cluster (Ray comes with pgmind's optional extra, ray): "
                                  "--ray alone or --ray auto starts a local one; --ray HOST:PORT (the head node's "
                                  "address, as `ray start --head` prints it) or ray://HOST:10001 joins one. "
@@ -360,7 +380,6 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
 
 def _print_ingest(result, rows: bool) -> None:
     from collections import Counter
-    from rich.markup import escape
     textless = sum(why in ("an empty file", "no text in it") for _, why in result.skipped)
     console.print(f"{result.files} files: {result.changed} {'rows' if rows else 'documents'} new or changed, "
                   f"{result.unchanged} unchanged, {result.removed} removed, {len(result.skipped)} skipped "
@@ -587,19 +606,33 @@ def search(ctx: typer.Context, query: str = typer.Argument(..., help="What to lo
                                                            "e.g. \"section = 'sql'\"."),
            expand: bool = typer.Option(False, "--expand", help="Also search the chat model's short answer "
                                                                "(better on vague questions; seconds slower)."),
+           chunks_per_source: int = typer.Option(2, "--chunks-per-source", min=0,
+                                                 help="At most this many chunks of one document (0: all)."),
            as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Search a knowledge base by meaning, by words, or both."""
+    """Search a knowledge base by meaning, by words, or both: documents, each with its best chunks."""
     with _library(ctx) as db:
-        hits = db.search(into, query, k=k, mode=mode, filter=filter, expand=expand)
+        hits = db.search(into, query, k=k, mode=mode, filter=filter, expand=expand,
+                         chunks_per_source=chunks_per_source or None)
     if as_json:
         print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False, indent=2))
         return
-    for i, h in enumerate(hits, 1):
-        key = ", ".join(f"{v}" for v in h.key.values())
+    _print_hits(hits)
+
+
+def _print_hits(hits) -> None:
+    """One numbered line a document (its score, its rank in each list that was fused), then its
+    chunks, each with its own score: a document's chunks come together (ai.search orders them so)."""
+    n, last = 0, None
+    for h in hits:
+        if h.key != last:
+            n, last = n + 1, h.key
+            ranks = "  ".join(f"{name} #{v['rank']}" for name, v in (h.lists or {}).items())
+            console.print(f"[bold]{n}. {escape(', '.join(str(v) for v in h.key.values()))}[/]  score {h.score:.4f}"
+                          + (f"  [dim]{escape(ranks)}[/]" if ranks else ""))
         # (keyword search does not embed the question: no similarity)
         sim = f"  similarity {h.similarity:.3f}" if h.similarity is not None else ""
-        console.print(f"[bold]{i}. {key}[/] #{h.chunk_seq}  score {h.score:.4f}{sim}")
-        console.print("   " + " ".join(h.chunk.split())[:300], markup=False)
+        console.print(f"   #{h.chunk_seq}  {h.chunk_score if h.chunk_score is not None else h.score:.4f}{sim}  "
+                      + " ".join(h.chunk.split())[:300], markup=False, highlight=False)
 
 
 @command(app)
