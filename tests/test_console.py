@@ -496,17 +496,6 @@ def test_chinese_interface_and_the_switch(browser, stack):
     context.close()
 
 
-# (last: it locks this client address out of signing in)
-def test_sign_in_attempts_are_limited(stack):
-    with httpx.Client(base_url=stack["url"]) as c:
-        c.get("/signin")
-        token = c.cookies["pgmind_pre"]
-        codes = [c.post("/signin", data={"key": "pgmk-wrong", "csrf": token}).status_code for _ in range(11)]
-        # (ten failures from one address; the earlier tests' ended with a success, which clears them)
-        assert codes[:10] == [401] * 10 and codes[10] == 429
-        r = c.post("/signin", data={"key": stack["keys"]["con_owner"], "csrf": token})
-        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0    # the right key waits too
-
 
 def test_feedback_rows_are_the_writers_and_the_owners(stack, installed):
     """ai.feedback's row security: a role writes rows as itself only, reads its own; the knowledge
@@ -573,3 +562,15 @@ def test_models_masked_and_tested(page, stack):
     page.locator("tr.model[data-model=console-chat] button.test-model").click()
     assert "echo:" in page.inner_text("#test-result")
     shot(page, "models")
+
+
+# (last: it locks this client address out of signing in)
+def test_sign_in_attempts_are_limited(stack):
+    with httpx.Client(base_url=stack["url"]) as c:
+        c.get("/signin")
+        token = c.cookies["pgmind_pre"]
+        codes = [c.post("/signin", data={"key": "pgmk-wrong", "csrf": token}).status_code for _ in range(11)]
+        # (ten failures from one address; the earlier tests' ended with a success, which clears them)
+        assert codes[:10] == [401] * 10 and codes[10] == 429
+        r = c.post("/signin", data={"key": stack["keys"]["con_owner"], "csrf": token})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) > 0    # the right key waits too
