@@ -359,6 +359,21 @@ def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path):
     page.wait_for_url(re.compile(r"/doc\?"))
     assert page.locator("section.chunk.marked").count() == 1
     no_xss(page)
+    # evaluated in the console: pgmind eval's retrieval scores on the feedback, then on a file
+    page.click("#tab-eval")
+    page.click("#run-eval")
+    rows = page.locator("#eval-runs tr.eval-row[data-run='1'][data-lang='all']")
+    assert rows.count() == 3                       # vector, keyword, hybrid
+    assert page.locator("#eval-runs tr[data-run='1'][data-mode='keyword'][data-lang='all'] td.mrr").inner_text()
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text(json.dumps({"question": "大熊猫吃什么", "lang": "zh", "gold": ["2"]}, ensure_ascii=False)
+                         + "\n", encoding="utf-8")
+    page.check("#source-file")
+    page.set_input_files("#questions", str(questions))
+    page.click("#run-eval")
+    assert page.locator("#eval-runs tr.eval-row[data-run='2'][data-lang='zh']").count() == 3
+    assert page.locator("#eval-runs tr.eval-row[data-run='1']").count() >= 3       # the earlier run is kept
+    shot(page, "eval")
 
 
 def test_a_decline_says_why(page, stack, installed):
@@ -467,6 +482,12 @@ def test_bad_input_gives_an_error_page(page, stack):
     page.goto(stack["url"] + "/kbs/cdocs/search?q=%ED%A0%80panda")    # a lone surrogate's bytes
     assert "Traceback" not in page.content()
     shot(page, "error")
+
+
+def test_an_unknown_console_address_is_an_html_404(page, stack):
+    sign_in(page, stack)
+    response = page.goto(stack["url"] + "/no/such/page")
+    assert response.status == 404 and "No such page." in page.inner_text("#error-message")
 
 
 def test_a_wrong_or_ended_session_goes_to_sign_in(browser, stack):

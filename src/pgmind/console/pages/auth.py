@@ -102,3 +102,12 @@ async def static(name: str):
     secure(response)
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+@router.get(PREFIX + "/{rest:path}")
+@page
+async def not_found_page(request: Request, rest: str):
+    """Any other console address: the console's own "not found" page (registered last)."""
+    t = i18n.translator(i18n.language(request))
+    session = await signed_in(request)
+    return error_page(request, t("page_not_found"), t("not_found_hint"), status=404, session=session)
