@@ -585,6 +585,64 @@ def test_models_masked_and_tested(page, stack):
     shot(page, "models")
 
 
+
+def test_image_search_by_words_and_by_picture(page, stack, installed, settings, tmp_path):
+    """An image collection on a clip-as-service stand-in: found by words and by an uploaded picture;
+    a broken picture is never a server error (the stand-in embeds any bytes; a real model's refusal
+    is the database's error, shown with its SQLSTATE)."""
+    import io
+    from PIL import Image
+
+    def png(colour) -> bytes:
+        out = io.BytesIO()
+        Image.new("RGB", (64, 48), colour).save(out, format="PNG")
+        return out.getvalue()
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for name, colour in (("red.png", (220, 30, 30)), ("blue.png", (30, 30, 220))):
+        (folder / name).write_bytes(png(colour))
+    standin = StandIn(dim=16)
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('console-clip', if_exists => true)")
+        c.execute("""select ai.create_model('console-clip', %s, 'clip', 'image_embedding', 'ViT-B-32',
+                                            '{"author_type": "token", "token": "t"}')""", (standin.url + "/post",))
+        c.execute("select ai.grant_model('console-clip', 'con_owner')")
+        c.execute("select ai.allow_load_from(%s)", (str(folder),))
+    try:
+        with as_role(installed, "con_owner") as o:
+            o.execute("create table con_app.pics (id int primary key, path text not null)")
+            o.execute("insert into con_app.pics values (1, %s), (2, %s)",
+                      (str(folder / "red.png"), str(folder / "blue.png")))
+            o.execute("select ai.create_vectorizer('con_app.pics'::regclass, name => 'cpics', content => 'path', "
+                      "model => 'console-clip', modality => 'image', labels => 0)")
+        drain(settings, installed, "cpics")
+        sign_in(page, stack)
+        page.goto(stack["url"] + "/kbs/cpics/images")
+        page.fill("#image-q", "a red picture")
+        page.click("#image-search")
+        assert page.locator("#image-hits li.image-hit").count() == 2
+        (tmp_path / "query.png").write_bytes(png((200, 40, 40)))
+        page.set_input_files("#picture", str(tmp_path / "query.png"))
+        page.click("#picture-search")
+        assert page.locator("#image-hits li.image-hit").count() == 2
+        shot(page, "images")
+        (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+        page.goto(stack["url"] + "/kbs/cpics/images")
+        page.set_input_files("#picture", str(tmp_path / "broken.png"))
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            page.click("#picture-search")
+        assert answer.value.status < 500 and "Traceback" not in page.content()
+        no_xss(page)
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.drop_vectorizer('cpics') where exists (select 1 from ai.vectorizer_status "
+                      "where name = 'cpics')")
+            c.execute("drop table if exists con_app.pics")
+            c.execute("select ai.disallow_load_from(%s)", (str(folder),))
+            c.execute("select ai.drop_model('console-clip', if_exists => true)")
+        standin.close()
+
+
 # (last: it locks this client address out of signing in)
 def test_sign_in_attempts_are_limited(stack):
     with httpx.Client(base_url=stack["url"]) as c:

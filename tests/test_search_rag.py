@@ -2,6 +2,8 @@
 documents, ingested from a folder, embedded by a real worker with a real multilingual model."""
 from __future__ import annotations
 
+from collections import Counter
+
 import json
 import shutil
 from pathlib import Path
@@ -245,8 +247,8 @@ def test_fts_words_are_the_fts_columns_words(kb, conn, text):
 
 @pytest.mark.parametrize("mode", ["vector", "keyword", "hybrid"])
 def test_filter_applies_inside_each_retriever(db, mode):
-    """A selective filter still returns k results, all matching it."""
-    hits = db.search("kb", "index", k=4, mode=mode, filter="section = 'datatype'")
+    """A selective filter still returns k results, all matching it (k chunks: two documents match)."""
+    hits = db.search("kb", "index", k=4, mode=mode, filter="section = 'datatype'", chunks_per_source=None)
     assert len(hits) == 4
     assert {h.key["path"] for h in hits} <= {"datatype-json.html", "datatype-uuid.html"}
 
@@ -274,6 +276,30 @@ def test_hybrid_fusion(conn, kb):
     for path, score in docs:
         v, w = doc_rank(vector, path), doc_rank(keyword, path)
         assert score == pytest.approx((1 / (60 + v) if v else 0) + (1 / (60 + w) if w else 0))
+
+
+def test_results_read_as_documents(conn, kb):
+    """Issue 38, item 6: by default at most two chunks of a document, together; the ranks shown are
+    the ones that ordered the row (its document's in each list, by name in ``lists``), and each
+    chunk has its own score beside its document's."""
+    q = "which index types exist and how are they created"
+    rows = conn.execute("select key->>'path', score, chunk_score, vector_rank, keyword_rank, lists "
+                        "from ai.search('kb', %s, k => 12)", (q,)).fetchall()
+    per_doc = Counter(path for path, *_ in rows)
+    assert 6 <= len(rows) <= 12 and max(per_doc.values()) == 2      # (the test's pages: fewer than 12 rows)
+    for path, score, chunk_score, v, w, lists in rows:
+        assert set(lists) <= {"vector", "keyword"} and lists
+        assert score == pytest.approx(sum(1 / (60 + x["rank"]) for x in lists.values()))
+        assert (v, w) == (lists.get("vector", {}).get("rank"), lists.get("keyword", {}).get("rank"))
+    pairs = [[r for r in rows if r[0] == path] for path, n in per_doc.items() if n == 2]
+    assert pairs and all(a[1] == b[1] and a[2] >= b[2] for a, b in pairs)
+    assert any(a[2] != b[2] for a, b in pairs)            # (the chunks' own scores differ)
+    every = conn.execute("select key->>'path' from ai.search('kb', %s, k => 12, chunks_per_source => null)",
+                         (q,)).fetchall()
+    assert max(Counter(p for (p,) in every).values()) > 2
+    # one list alone: its own score, and the rank in it
+    (lists,) = conn.execute("select lists from ai.search('kb', %s, k => 1, mode => 'keyword')", (q,)).fetchone()
+    assert list(lists) == ["keyword"] and lists["keyword"]["rank"] == 1
 
 
 def test_search_errors(conn, kb):
@@ -317,6 +343,14 @@ def test_rag_declines_when_nothing_passes_the_threshold(db, conn):
     assert a.answer == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
     z = db.ask("kb", "北京到上海的高铁要多久?")
     assert not z.answered and z.answer == conn.execute("select ai.rag_defaults()->>'decline_zh'").fetchone()[0]
+    # why, with what was measured (issue 38, item 4): the best similarity, the bar, the near misses
+    r = conn.execute("select ai.rag('kb', 'Who won the 2018 FIFA World Cup?')").fetchone()[0]
+    d = r["decline"]
+    assert d["reason"] == "below_threshold" and d["measure"] == "similarity"
+    assert d["best"] == r["best_similarity"] < d["threshold"] == r["threshold"]
+    assert 1 <= len(d["nearest"]) <= 3 and all(n["similarity"] <= d["best"] + 1e-9 for n in d["nearest"])
+    ok = conn.execute("select ai.rag_prompt('kb', 'What is the difference between json and jsonb?')").fetchone()[0]
+    assert ok["answered"] and ok["decline"] is None and ok["best_similarity"] >= ok["threshold"]
 
 
 def test_rag_streams(db):
@@ -585,6 +619,11 @@ def test_cli_search_ask_eval(settings, kb, tmp_path):
     out = run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "keyword")
     assert "1. datatype-json.html" in out and "similarity" not in out
     assert "similarity" in run("search", "jsonb", "--in", "kb", "-k", "2", "--mode", "vector")
+    # a document a numbered line with its ranks, then its chunks (at most --chunks-per-source)
+    out = run("search", "jsonb", "--in", "kb", "-k", "6", "--chunks-per-source", "3")
+    assert "1. datatype-json.html" in out and "vector #" in out and "keyword #" in out
+    every = json.loads(run("search", "jsonb", "--in", "kb", "-k", "6", "--chunks-per-source", "0", "--json"))
+    assert len(every) == 6 and all("lists" in h and "chunk_score" in h for h in every)
     out = run("ask", "Who won the 2018 FIFA World Cup?", "--in", "kb")
     assert "does not contain the answer" in out
     qfile = tmp_path / "q.jsonl"
@@ -643,6 +682,8 @@ def test_rag_declines_questions_off_the_topic(db, conn, flush_call_log):
         marker = conn.execute("select coalesce(max(id), 0) from ai.call_log").fetchone()[0]
         declined = conn.execute("select ai.rag('kb', %s)", (off[0],)).fetchone()[0]
         assert not declined["answered"] and declined["sources"] == [] and declined["topic_score"] < cut
+        assert declined["decline"] == {"reason": "off_topic", "topic_score": declined["topic_score"],
+                                       "topic_threshold": cut}
         assert declined["answer"] == conn.execute("select ai.rag_defaults()->>'decline_en'").fetchone()[0]
         ops = logged_since(conn, flush_call_log, marker)
         assert ops == ["chat"]                      # the one-token check; no search, no expansion

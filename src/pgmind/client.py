@@ -44,6 +44,8 @@ class Hit:
     similarity: float | None
     vector_rank: int | None
     keyword_rank: int | None
+    chunk_score: float | None = None    # the chunk's own score (score is what ordered its row)
+    lists: dict | None = None           # each fused list's rank and score: {"vector": {"rank", "score"}, ...}
 
 
 @dataclass
@@ -318,8 +320,11 @@ class Pgmind:
 
     def search(self, name: str, query: str, *, k: int = 10, mode: str = "hybrid",
                filter: str | None = None, rerank: str | None = None, candidates: int | None = None,
-               expand: bool = False, chunks_per_source: int | None = None) -> list[Hit]:
-        rows = self._query("select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
+               expand: bool = False, chunks_per_source: int | None = 2) -> list[Hit]:
+        """Chunks by meaning, words or both, at most ``chunks_per_source`` of one document (ai.search's
+        default; None for all), a document's chunks together."""
+        rows = self._query("select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, "
+                           "chunk_score, lists "
                            "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, rerank => %s, "
                            "candidates => %s, expand => %s, chunks_per_source => %s)",
                            (name, query, k, mode, filter, rerank, candidates, expand, chunks_per_source))

@@ -33,6 +33,8 @@ class SearchRequest(BaseModel):
     expand: bool = Field(False, description="Also search the chat model's short answer (as RAG does).")
     filter: dict[str, str | int | float | bool | list[str | int | float] | None] | None = Field(
         None, description='Source-table columns and the values they must have: {"lang": "zh", "id": [1, 2]}.')
+    chunks_per_source: int | None = Field(2, ge=1, le=1000,
+                                          description="At most this many chunks of one document; null for all.")
 
 
 class AskRequest(BaseModel):
@@ -142,11 +144,12 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
 async def search(request: Request, body: SearchRequest):
     for where, text in (("name", body.name), ("query", body.query), ("mode", body.mode)):
         _sql_text(text, where)
-    rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank "
-                                  "from ai.search(%s, %s, k => %s, mode => %s, filter => %s, expand => %s)",
-                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter), body.expand), body.name,
-                        list(body.filter or ()))
-    keys = ("key", "chunk_seq", "chunk", "score", "similarity", "vector_rank", "keyword_rank")
+    rows = await _query(request, "select key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, "
+                                  "chunk_score, lists from ai.search(%s, %s, k => %s, mode => %s, filter => %s, "
+                                  "expand => %s, chunks_per_source => %s)",
+                        (body.name, body.query, body.k, body.mode, filter_sql(body.filter), body.expand,
+                         body.chunks_per_source), body.name, list(body.filter or ()))
+    keys = ("key", "chunk_seq", "chunk", "score", "similarity", "vector_rank", "keyword_rank", "chunk_score", "lists")
     return json_response({"results": [dict(zip(keys, r)) for r in rows]})
 
 

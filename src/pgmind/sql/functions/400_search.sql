@@ -1,5 +1,5 @@
--- Search over a vectorizer's chunks (PL/pgSQL): who may search what, the words of a query, the
--- ranked lists and their fusion.  Query understanding (translation, expansion, topic) is
+-- Search over a vectorizer's chunks (PL/pgSQL): who may search what, the ranked lists and their
+-- fusion (the words of a query: 402_search_words.sql).  Query understanding (translation, expansion, topic) is
 -- 410_query.sql, RAG 420_rag.sql, image search 430_image_search.sql.  ai.search needs the model
 -- server for the vector side and for an expansion; keyword search alone works anywhere.  Runs
 -- with the caller's rights: the caller must be able to read the chunks (and the source table when
@@ -46,49 +46,25 @@ begin
 end $$;
 grant execute on function ai_internal._search_target(text, name) to public;
 
--- The words of a text as the chunks' fts column stems them (320_vectorizer_registration.sql), once each.  The
--- stored generated column cannot call this without rebuilding every store, so the two expressions
--- are twins: tests/test_search_rag.py runs the column's own expression against this one.
-create or replace function ai_internal._fts_words(t text) returns text[]
-language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-    select tsvector_to_array(to_tsvector('english'::regconfig, ai.fts_text(t)))
-$$;
-grant execute on function ai_internal._fts_words(text) to public;
-
--- The words of a question as an OR query (a question is not a conjunction of its words; ranking
--- sorts out which documents have more of them).
-create or replace function ai.keyword_query(query text) returns tsquery
-language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-    select to_tsquery('simple', string_agg(quote_literal(w), ' | ')) from unnest(ai_internal._fts_words(query)) w
-$$;
-grant execute on function ai.keyword_query(text) to public;
-
--- All the words of a text as an AND query (null for none).
-create or replace function ai_internal._all_words(t text) returns tsquery
-language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-    select to_tsquery('simple', string_agg(quote_literal(w), ' & ')) from unnest(ai_internal._fts_words(t)) w
-$$;
-grant execute on function ai_internal._all_words(text) to public;
-
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean, int);
+-- (two columns were added to the result, chunk_score and lists: the previous shape is dropped here)
+select ai_internal._drop_if_result_differs(
+    'ai.search(text, text, int, text, text, int, float8, float8, int, text, text, text, boolean, int, text)',
+    'TABLE(key jsonb, chunk_seq integer, chunk text, score double precision, similarity double precision, vector_rank integer, keyword_rank integer, chunk_score double precision, lists jsonb)');
+select ai_internal._drop_if_result_differs(
+    'ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int, float8, float8, int, text, int, text[])',
+    'TABLE(key jsonb, chunk_seq integer, chunk text, score double precision, similarity double precision, vector_rank integer, keyword_rank integer, chunk_score double precision, lists jsonb)');
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text, tsquery, text, int, int,
                                                 float8, float8, int, text);
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
                                                 float8, float8, int, text);
 drop function if exists ai_internal._search_run(text, text, text, regclass, text, text, text[], tsquery[], text, int, int,
                                                 float8, float8, int, text, int);
--- A text as a regular expression that matches it literally.
-create or replace function ai_internal._regex_quote(t text) returns text
-language sql immutable strict parallel safe set search_path = pg_catalog, pg_temp as $$
-    select regexp_replace(t, '([!$()*+.:<=>?\[\\\]^{|}-])', '\\\1', 'g')
-$$;
-grant execute on function ai_internal._regex_quote(text) to public;
-
 -- The retrieval itself, for ai.search and ai.search_images: one ranked list per query vector (qvs,
 -- in the HNSW index, iterative scans so a selective filter still gives k rows) and one per keyword
 -- query (tqs), and one of the pages that have a heading named in heads (an expansion's names:
@@ -102,7 +78,7 @@ create or replace function ai_internal._search_run(
     qvs text[], tqs tsquery[], mode text, n int, k int, vector_weight float8, keyword_weight float8, rrf_k int, fusion text,
     per_source int default null, heads text[] default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
-               vector_rank int, keyword_rank int)
+               vector_rank int, keyword_rank int, chunk_score float8, lists jsonb)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     where_filter text := '';
@@ -115,11 +91,13 @@ begin
     if mode = 'keyword' then
         qvs := null;       -- (keyword search alone needs no embedding: similarity is then null)
     end if;
+    -- (an empty keyword query stays in its place as null: a list's place is its name in ``lists``)
     tqs := case when mode = 'vector' then null
-                else array(select t from unnest(tqs) t where numnode(t) > 0) end;
+                else array(select case when numnode(t) > 0 then t end from unnest(tqs) t) end;
     qvs := array(select v from unnest(qvs) v where v is not null);
     heads := case when mode = 'vector' then '{}' else coalesce(heads, '{}') end;
-    lists := case when mode = 'keyword' then 0 else cardinality(qvs) end + coalesce(cardinality(tqs), 0)
+    lists := case when mode = 'keyword' then 0 else cardinality(qvs) end
+             + coalesce((select count(*) from unnest(tqs) t where t is not null), 0)::int
              + case when cardinality(heads) > 0 then 1 else 0 end;
     if lists = 0 then
         return;
@@ -163,7 +141,7 @@ begin
                            lateral (select %1$s as key, c.chunk_seq, c.chunk,
                                            %5$s as sim,
                                            ts_rank(c.fts, q.tq, 1)::float8 as raw
-                                    from %2$s c where c.fts @@ q.tq %4$s
+                                    from %2$s c where q.tq is not null and c.fts @@ q.tq %4$s
                                     order by raw desc limit $3) x',
                           _search_run.key_json, _search_run.store, ai_internal._vector_schema(), where_filter, sim_sql);
     -- The heading list: the source rows with a heading line ("## COMMENT", "### 9.18.2. COALESCE")
@@ -193,23 +171,38 @@ begin
     -- retrievers often pick different chunks of the right document, which chunk-level fusion
     -- scores as half-hits (see docs/benchmarks.md).  One list alone keeps its own score (similarity
     -- or ts_rank).
+    -- What a reader sees matches the order: score is what ordered the row (the document's fused
+    -- score under document fusion, the same for its chunks), chunk_score the chunk's own (its fused
+    -- score, or its list's score when one list ran), vector_rank / keyword_rank and lists the ranks
+    -- that made the score (the document's rank in each list under document fusion, else the
+    -- chunk's), lists by name with each list's own score of the row's best chunk there.
     return query execute format('
-        with lists as (%s union all %s union all (%s)),
+        with lists as (select case when a.list = 1 then ''vector'' when a.list = 2 then ''expansion''
+                                   when a.list = -1 then ''keyword'' when a.list = -2 then ''expansion_keywords''
+                                   when a.list = -1000 then ''headings'' else a.list::text end as name, a.*
+                       from (%s union all %s union all (%s)) a),
              hits as (
                  select l.key, l.chunk_seq, min(l.chunk) as chunk, max(l.sim) as sim, max(l.raw) as raw,
                         min(l.r) filter (where l.is_vector) as vr, min(l.r) filter (where not l.is_vector) as wr,
-                        sum(case when l.is_vector then $5 else $6 end / ($7 + l.r)) as chunk_score
+                        sum(case when l.is_vector then $5 else $6 end / ($7 + l.r)) as chunk_score,
+                        jsonb_object_agg(l.name, jsonb_build_object(''rank'', l.r, ''score'', l.raw)) as chunk_lists
                  from lists l group by l.key, l.chunk_seq),
              doc_lists as (
-                 select l.key, bool_or(l.is_vector) as is_vector,
+                 select l.key, l.name, bool_or(l.is_vector) as is_vector, max(l.raw) as raw,
                         rank() over (partition by l.list order by min(l.r)) as dr
-                 from lists l group by l.list, l.key),
+                 from lists l group by l.list, l.name, l.key),
              doc_scores as (
-                 select d.key, sum(case when d.is_vector then $5 else $6 end / ($7 + d.dr)) as doc_score
+                 select d.key, sum(case when d.is_vector then $5 else $6 end / ($7 + d.dr)) as doc_score,
+                        min(d.dr) filter (where d.is_vector) as dvr, min(d.dr) filter (where not d.is_vector) as dwr,
+                        jsonb_object_agg(d.name, jsonb_build_object(''rank'', d.dr, ''score'', d.raw)) as doc_lists
                  from doc_lists d group by d.key)
         select h.key, h.chunk_seq, h.chunk,
                case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
-               h.sim, h.vr::int, h.wr::int
+               h.sim,
+               (case when $8 = ''document'' then d.dvr else h.vr end)::int,
+               (case when $8 = ''document'' then d.dwr else h.wr end)::int,
+               case when $9 = 1 then h.raw else h.chunk_score end,
+               case when $8 = ''document'' then d.doc_lists else h.chunk_lists end
         from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc nulls last) as nth
               from hits x) h
         join doc_scores d on d.key = h.key
@@ -225,10 +218,10 @@ create or replace function ai.search(
     name text, query text, k int default 10, mode text default 'hybrid', filter text default null,
     rrf_k int default 60, vector_weight float8 default 1.0, keyword_weight float8 default 1.0,
     candidates int default null, rerank text default null, keyword_query text default null,
-    fusion text default 'document', expand boolean default false, chunks_per_source int default null,
+    fusion text default 'document', expand boolean default false, chunks_per_source int default 2,
     expansion text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
-               vector_rank int, keyword_rank int)
+               vector_rank int, keyword_rank int, chunk_score float8, lists jsonb)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     t record;
@@ -273,15 +266,17 @@ begin
         -- the first stage's best candidates, re-scored by the rerank model (a cross-encoder)
         return query
             with first as (
-                select s.key, s.chunk_seq, s.chunk, s.similarity, s.vector_rank, s.keyword_rank, s.pos
+                select s.key, s.chunk_seq, s.chunk, s.similarity, s.vector_rank, s.keyword_rank, s.lists, s.pos
                 from ai.search(name, query, n, mode, filter, rrf_k, vector_weight, keyword_weight, candidates,
                                keyword_query => keyword_query, fusion => fusion, expand => expand,
                                chunks_per_source => chunks_per_source, expansion => expansion) with ordinality
-                     s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos)),
+                     s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, chunk_score, lists, pos)),
             scored as (
-                select r.idx, r.score from ai.rerank(rerank, query,
+                select r.idx, r.score, rank() over (order by r.score desc) as rk from ai.rerank(rerank, query,
                     (select array_agg(f.chunk order by f.pos) from first f)) r)
-            select f.key, f.chunk_seq, f.chunk, sc.score, f.similarity, f.vector_rank, f.keyword_rank
+            -- (the reranker's score orders: it is score and chunk_score; lists gains the rerank list)
+            select f.key, f.chunk_seq, f.chunk, sc.score, f.similarity, f.vector_rank, f.keyword_rank, sc.score,
+                   f.lists || jsonb_build_object('rerank', jsonb_build_object('rank', sc.rk, 'score', sc.score))
             from first f join scored sc on sc.idx = f.pos
             order by sc.score desc limit k;
         return;

@@ -14,10 +14,15 @@ begin
 end $$;
 grant execute on function ai_internal._require_image_kb(text, jsonb) to public;
 
+-- (two columns were added to the result, chunk_score and lists, with ai.search's: older shapes dropped)
+select ai_internal._drop_if_result_differs('ai.search_images(text, text, int, text, text)',
+    'TABLE(key jsonb, chunk_seq integer, chunk text, score double precision, similarity double precision, vector_rank integer, keyword_rank integer, chunk_score double precision, lists jsonb)');
+select ai_internal._drop_if_result_differs('ai.search_images(text, bytea, int, text)',
+    'TABLE(key jsonb, chunk_seq integer, chunk text, score double precision, similarity double precision, vector_rank integer, keyword_rank integer, chunk_score double precision, lists jsonb)');
 create or replace function ai.search_images(name text, query text, k int default 10, filter text default null,
                                             mode text default 'hybrid')
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
-               vector_rank int, keyword_rank int)
+               vector_rank int, keyword_rank int, chunk_score float8, lists jsonb)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     t record;
@@ -57,7 +62,7 @@ grant execute on function ai.search_images(text, text, integer, text, text) to p
 
 create or replace function ai.search_images(name text, image bytea, k int default 10, filter text default null)
 returns table (key jsonb, chunk_seq int, chunk text, score float8, similarity float8,
-               vector_rank int, keyword_rank int)
+               vector_rank int, keyword_rank int, chunk_score float8, lists jsonb)
 language plpgsql volatile set search_path = pg_catalog, pg_temp as $$
 declare
     t record;
