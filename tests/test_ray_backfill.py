@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from conftest import as_role, sql_error
+from conftest import sql_error
 from pgmind.client import Pgmind
 from pgmind.devserver import free_port, settings_env
 from pgmind.errors import InvalidRequestError, PermissionDeniedError, PgmindError
@@ -68,6 +69,7 @@ def ray_address():
                 pass
             _kill_group(p, signal.SIGKILL)     # (what the node started: its raylet, its actors)
             p.wait(10)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _port_open(port: int) -> bool:

@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Callable
 
+import psycopg
+
 from ..config import Settings
 from ..db import connect, service_dsn
 from ..db.connection import from_sql_error, redact
@@ -188,11 +190,8 @@ def _plan(conn, name: str, shards: int) -> list:
     try:
         rows = conn.execute("select version, after_key, upto_key, pending from ai.vectorizer_shards(%s, %s)",
                             (name, shards)).fetchall()
-    except Exception as e:  # noqa: BLE001 - a database error becomes the library's (SQLSTATE, hint kept)
-        import psycopg
-        if isinstance(e, psycopg.Error):
-            raise from_sql_error(e) from None
-        raise
+    except psycopg.Error as e:      # (its SQLSTATE, message and hint kept)
+        raise from_sql_error(e) from None
     return [Shard(*r) for r in rows]
 
 
@@ -213,7 +212,6 @@ def backfill(settings: Settings, dsn: str, name: str, *, address: str | None = "
     target = parse_address(address)
     start = time.monotonic()
     with connect(dsn, autocommit=True, application_name="pgmind ray driver") as conn:
-        import psycopg
         try:
             if requeue:
                 conn.execute("select ai.vectorizer_backfill(%s)", (name,))
