@@ -586,6 +586,26 @@ def test_models_masked_and_tested(page, stack):
 
 
 
+def test_alter_builds_a_new_version_that_takes_over(page, stack, installed, settings):
+    sign_in(page, stack)
+    page.goto(stack["url"] + "/kbs/cdocs")
+    page.click("#alter-box summary")
+    page.fill("#alter-chunking", '{"method": "none", "max_tokens": 128}')
+    page.click("#alter")
+    assert page.inner_text("#notice") == "A new version is being built."
+    assert "building" in page.inner_text("#versions")
+    page.goto(stack["url"] + "/kbs/cdocs")
+    page.click("#alter-box summary")
+    page.fill("#alter-chunking", "[not json")
+    page.click("#alter")
+    assert "not valid JSON" in page.inner_text("#error-message")
+    drain(settings, installed)
+    page.goto(stack["url"] + "/kbs/cdocs")
+    versions = page.inner_text("#versions")
+    assert "v2" in versions and "building" not in versions and '"max_tokens": 128' in versions
+
+
+
 def test_image_search_by_words_and_by_picture(page, stack, installed, settings, tmp_path):
     """An image collection on a clip-as-service stand-in: found by words and by an uploaded picture;
     a broken picture is never a server error (the stand-in embeds any bytes; a real model's refusal

@@ -164,6 +164,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "kind": ("Kind", "类型"),
     "progress": ("Progress", "进度"),
     "models": ("Models", "模型"),
+    "alter": ("Change the model or the chunking", "更换模型或分块方式"),
+    "alter_button": ("Build a new version", "构建新版本"),
+    "alter_help": ("ai.alter_vectorizer: the new version is embedded beside the active one, which keeps serving "
+                   "until the new one is complete.",
+                   "ai.alter_vectorizer:新版本在当前版本旁嵌入,完成之前当前版本继续服务。"),
+    "altered": ("A new version is being built.", "正在构建新版本。"),
     "images": ("Images", "图片"),
     "by_words": ("Find pictures by words", "按文字找图片"),
     "by_picture": ("Find pictures like this one", "按图片找相似图片"),

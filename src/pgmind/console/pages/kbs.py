@@ -169,7 +169,7 @@ async def kb_page(request: Request, name: str):
     notice = request.query_params.get("notice")
     return render(request, "kb.html", session=session, name=name, versions=versions, docs=docs, state=state,
                   states=STATES, next_url=next_url, first=after is None, problem=problem, pausable=pausable,
-                  notice=notice if notice in ("requeued", "deleted", "paused", "resumed") else None,
+                  notice=notice if notice in ("requeued", "deleted", "paused", "resumed", "altered") else None,
                   notice_n=integer(request.query_params.get("n"), "n", 0, 0, 10**12))
 
 
@@ -204,44 +204,76 @@ async def retry(request: Request, name: str):
     return _back(name, "requeued", "pending", n)
 
 
+async def plain_source(conn, vid: int, hint: str) -> tuple[str, str, str]:
+    """The source table (name, key columns for alias s, key-from-JSON for alias k), locked, once it is
+    known that no code of its owner's can run in this session when it is read or changed, besides
+    pgmind's own SECURITY DEFINER trigger (where SET ROLE is refused): a plain table, no row
+    security, no rules, no foreign keys (their actions fire other tables' triggers), every trigger
+    SECURITY DEFINER, key columns of built-in types."""
+    source, key_cols, kfj, key_columns = await (await conn.execute(
+        "select source::text, ai_internal._key_cols(%s, 's'), ai_internal._key_from_json(%s, 'k'), "
+        "key_columns::text[] from ai_internal._vectorizer_info(%s)", (vid, vid, vid))).fetchone()
+    await conn.execute(sql.SQL("lock table {} in row exclusive mode").format(sql.SQL(source)))
+    plain = (await (await conn.execute("""
+        select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
+           and not exists (select 1 from pg_trigger g left join pg_proc p on p.oid = g.tgfoid
+                           where g.tgrelid = c.oid and (g.tgisinternal or not coalesce(p.prosecdef, false)))
+           and not exists (select 1 from pg_constraint k where k.confrelid = c.oid and k.contype = 'f')
+           and not exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attnum > 0
+                           and not a.attisdropped and a.atttypid >= 16384 and a.attname = any (%s::name[]))
+        from pg_class c where c.oid = %s::regclass""", (key_columns, source))).fetchone())[0]
+    if not plain:
+        raise errors.PermissionDeniedError(
+            f"the console works only on a plain source table; {source} has triggers, rules, row security, "
+            "foreign keys or key types of its own", hint=hint.format(source=source))
+    return source, key_cols, kfj
+
+
 @router.post(PREFIX + "/kbs/{name}/delete")
 @page
 async def delete_document(request: Request, name: str):
-    """Deletes the document's row from the source table, as the role.  Only where no code of the
-    owner's can run in this session besides pgmind's own SECURITY DEFINER trigger (where SET ROLE
-    is refused): a plain table, no row security, no rules, no foreign keys (their actions fire other
-    tables' triggers), every trigger SECURITY DEFINER, key columns of built-in types."""
+    """Deletes the document's row from the source table, as the role (a plain source only:
+    plain_source)."""
     session = await signed_in(request)
     data = await check_csrf(request, session)
     name = kb_name(request, name)
     key = _key_field(data)
     async with as_role(request, session.role, write=True) as conn:
         _, vid = await _visible(conn, request, name)
-        info = await (await conn.execute("select source::text, ai_internal._key_cols(%s, 's'), "
-                                         "ai_internal._key_from_json(%s, 'k'), key_columns::text[] "
-                                         "from ai_internal._vectorizer_info(%s)", (vid, vid, vid))).fetchone()
-        source, key_cols, kfj, key_columns = info
-        await conn.execute(sql.SQL("lock table {} in row exclusive mode").format(sql.SQL(source)))
-        plain = (await (await conn.execute("""
-            select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
-               and not exists (select 1 from pg_trigger g left join pg_proc p on p.oid = g.tgfoid
-                               where g.tgrelid = c.oid and (g.tgisinternal or not coalesce(p.prosecdef, false)))
-               and not exists (select 1 from pg_constraint k where k.confrelid = c.oid and k.contype = 'f')
-               and not exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attnum > 0
-                               and not a.attisdropped and a.atttypid >= 16384
-                               and a.attname = any (%s::name[]))
-            from pg_class c where c.oid = %s::regclass""", (key_columns, source))).fetchone())[0]
-        if not plain:
-            raise errors.PermissionDeniedError(
-                f"the console deletes rows only from a plain source table; {source} has triggers, rules, "
-                "row security, foreign keys or key types of its own",
-                hint=f"delete the row from SQL as your own role: delete from {source} where ...")
+        source, key_cols, kfj = await plain_source(conn, vid, "delete the row from SQL as your own role: "
+                                                             "delete from {source} where ...")
         match = _key_match(key_cols, kfj, "=")
         cur = await conn.execute(sql.SQL("delete from {} s where ").format(sql.SQL(source)) + match, (Jsonb(key),))
         if cur.rowcount == 0:
             # (not in the source: a key only the queue or the quarantine still has)
             await conn.execute("select ai_internal._forget(%s, array[%s::jsonb])", (vid, Jsonb(key)))
     return _back(name, "deleted", data.get("state") if data.get("state") in STATES else "done")
+
+
+@router.post(PREFIX + "/kbs/{name}/alter")
+@page
+async def alter(request: Request, name: str):
+    """ai.alter_vectorizer: a new version with another model or chunking, embedded beside the active
+    one (its own progress row above) and switched to by a worker when complete.  It reads every key
+    of the source, so only over a plain source table (plain_source)."""
+    session = await signed_in(request)
+    data = await check_csrf(request, session)
+    name = kb_name(request, name)
+    model = text(data.get("model"), "model", limit=200, required=False) or None
+    raw = text(data.get("chunking"), "chunking", limit=4000, required=False).strip()
+    try:
+        chunking = json.loads(raw) if raw else None
+    except ValueError:
+        raise errors.InvalidRequestError("the chunking is not valid JSON",
+                                         hint='e.g. {"method": "markdown", "max_tokens": 256, "overlap": 32}') from None
+    if chunking is not None and not isinstance(chunking, dict):
+        raise errors.InvalidRequestError("the chunking is a JSON object", hint='e.g. {"method": "none"}')
+    async with as_role(request, session.role, write=True) as conn:
+        _, vid = await _visible(conn, request, name)
+        await plain_source(conn, vid, "run it from SQL as your own role: select ai.alter_vectorizer(...)")
+        await conn.execute("select ai.alter_vectorizer(%s, model => %s, chunking => %s)",
+                           (name, model, Jsonb(chunking) if chunking is not None else None))
+    return _back(name, "altered")
 
 
 @router.post(PREFIX + "/kbs/{name}/pause")
