@@ -324,6 +324,19 @@ def test_pause_and_resume(conn, settings, installed, nobody):
             w.close()
         err = sql_error(conn, "select ai.pause_vectorizer('no_such_vectorizer')")
         assert err.sqlstate == "42704" and err.diag.message_hint
+        # the CLI: pgmind vectorizer pause / resume, the status's paused column; a role granted nothing refused
+        from typer.testing import CliRunner
+        from pgmind.cli import app
+        env = settings_env(settings)
+        out = CliRunner().invoke(app, ["vectorizer", "pause", "ray_pause"], env=env)
+        assert out.exit_code == 0 and "ray_pause: paused" in out.output, out.output
+        out = CliRunner().invoke(app, ["vectorizer", "status", "--json"], env=env)
+        assert next(r for r in json.loads(out.output) if r["name"] == "ray_pause")["paused"] is True
+        nobody_dsn = psycopg.conninfo.make_conninfo(installed, user="sec_nobody")
+        out = CliRunner().invoke(app, ["--dsn", nobody_dsn, "vectorizer", "resume", "ray_pause"], env=env)
+        assert out.exit_code == 1 and "must own the source table" in out.output and "hint:" in out.output
+        out = CliRunner().invoke(app, ["vectorizer", "resume", "ray_pause"], env=env)
+        assert out.exit_code == 0 and "ray_pause: resumed" in out.output, out.output
     finally:
         drop(conn, "ray_pause", "ray_pause")
 
