@@ -109,8 +109,12 @@ declare
     t record;
     cfg jsonb;
     found jsonb := '[]';
+    candidates jsonb := '[]';
     topic_score float8;
     ex text;
+    best float8;
+    bar float8;
+    decline jsonb;
 begin
     if name is null or question is null then
         return null;
@@ -147,18 +151,36 @@ begin
                                            rerank => cfg->>'rerank', expansion => ex,
                                            candidates => case when cfg->>'rerank' is not null
                                                               then (cfg->>'rerank_candidates')::numeric::int end) with ordinality
-                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, pos))
+                          s(key, chunk_seq, chunk, score, similarity, vector_rank, keyword_rank, chunk_score, lists, pos))
         select coalesce(jsonb_agg(jsonb_build_object('key', h.key, 'chunk_seq', h.chunk_seq, 'chunk', h.chunk,
-                                                     'score', h.score, 'similarity', h.similarity) order by h.pos), '[]')
-          into found
-          from hits h
-         where (select max(case when cfg->>'rerank' is null then x.similarity else x.score end) from hits x)
-               >= case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end;
+                                                     'score', h.score, 'similarity', h.similarity) order by h.pos), '[]'),
+               max(case when cfg->>'rerank' is null then h.similarity else h.score end)
+          into candidates, best
+          from hits h;
+        bar := case when cfg->>'rerank' is null then threshold else (cfg->>'rerank_threshold')::float8 end;
+        if best >= bar then
+            found := candidates;
+        end if;
     end if;
+    -- why a question is declined, with what was measured, so a reader (and the console) can tell an
+    -- off-topic question from a threshold set too high for the model (a fine-tuned one's scale)
+    decline := case
+        when coalesce(topic_score < (cfg->>'topic_threshold')::float8, false) then
+            jsonb_build_object('reason', 'off_topic', 'topic_score', topic_score,
+                               'topic_threshold', (cfg->>'topic_threshold')::float8)
+        when jsonb_array_length(candidates) = 0 then jsonb_build_object('reason', 'nothing_found')
+        when jsonb_array_length(found) = 0 then
+            jsonb_build_object('reason', 'below_threshold', 'best', best, 'threshold', bar,
+                               'measure', case when cfg->>'rerank' is null then 'similarity' else 'rerank score' end,
+                               'nearest', (select jsonb_agg(jsonb_build_object('key', c->'key', 'chunk_seq', c->'chunk_seq',
+                                                                               'similarity', c->'similarity', 'score', c->'score'))
+                                           from (select c from jsonb_array_elements(candidates) c limit 3) x))
+        end;
     return ai_internal._json_request('/pgmind/v1/rag/compose',
                jsonb_build_object('settings', cfg, 'name', name, 'question', question, 'expansion', ex,
                                   'model', t.model, 'hits', found))
            || jsonb_build_object('model', model, 'topic_score', topic_score, 'ground', (cfg->>'ground')::boolean,
+                                 'best_similarity', best, 'threshold', bar, 'decline', decline,
                                  'options', jsonb_build_object('max_tokens', (cfg->>'max_tokens')::numeric::int,
                                                                'temperature', 0.1));
 end $$;
@@ -193,6 +215,7 @@ begin
     return jsonb_build_object('answer', coalesce(g->>'answer', answer), 'draft', g->'draft',
                               'confidence', g->'confidence', 'grounding', g->'grounding',
                               'sources', p->'sources', 'answered', true,
-                              'usage', reply->'usage', 'model', p->>'model', 'topic_score', p->'topic_score');
+                              'usage', reply->'usage', 'model', p->>'model', 'topic_score', p->'topic_score',
+                              'best_similarity', p->'best_similarity', 'threshold', p->'threshold');
 end $$;
 grant execute on function ai.rag(text, text, integer, text, double precision, text, jsonb) to public;
