@@ -519,22 +519,34 @@ def test_chinese_interface_and_the_switch(browser, stack):
 
 
 def test_feedback_rows_are_the_writers_and_the_owners(stack, installed):
-    """ai.feedback's row security: a role writes rows as itself only, reads its own; the knowledge
-    base's owner reads (and may delete) every row about it; nobody else reads them."""
+    """ai.feedback's row security: a role writes rows as itself only, about a knowledge base it may
+    search, and reads its own; the knowledge base's owner reads (and may delete) every row about it;
+    nobody else reads them."""
+    import psycopg
+    insert = ("insert into ai.feedback (vectorizer_id, vectorizer, question, answered, rating) "
+              "values (ai_internal._vectorizer_id('cdocs'), 'cdocs', %s, false, -1)")
     with as_role(installed, "con_other") as other, as_role(installed, "con_owner") as owner:
-        other.execute("insert into ai.feedback (vectorizer_id, vectorizer, question, answered, rating) "
-                      "values (ai_internal._vectorizer_id('cdocs'), 'cdocs', 'rls other', false, -1)")
-        owner.execute("insert into ai.feedback (vectorizer_id, vectorizer, question, answered, rating) "
-                      "values (ai_internal._vectorizer_id('cdocs'), 'cdocs', 'rls owner', true, 1)")
-        mine = lambda c: sorted(r[0] for r in c.execute(  # noqa: E731
-            "select question from ai.feedback where question like 'rls %'"))
-        assert mine(owner) == ["rls other", "rls owner"] and mine(other) == ["rls other"]
-        import psycopg
+        # not allowed to search cdocs: no feedback about it
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            other.execute("insert into ai.feedback (vectorizer_id, vectorizer, question, answered, rating, created_by) "
-                          "values (ai_internal._vectorizer_id('cdocs'), 'cdocs', 'rls forged', true, 1, 'con_owner')")
-        assert other.execute("delete from ai.feedback where question like 'rls %'").rowcount == 0
-        assert owner.execute("delete from ai.feedback where question like 'rls %'").rowcount == 2
+            other.execute(insert, ("rls refused",))
+        (store,) = owner.execute("select store from ai_internal._search_target('cdocs', current_user)").fetchone()
+        owner.execute(f"grant usage on schema con_app to con_other; grant select on con_app.docs, {store} to con_other")
+        try:
+            other.execute(insert, ("rls other",))
+            owner.execute(insert, ("rls owner",))
+            mine = lambda c: sorted(r[0] for r in c.execute(  # noqa: E731
+                "select question from ai.feedback where question like 'rls %'"))
+            assert mine(owner) == ["rls other", "rls owner"] and mine(other) == ["rls other"]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                other.execute("insert into ai.feedback (vectorizer_id, vectorizer, question, answered, rating, "
+                              "created_by) values (ai_internal._vectorizer_id('cdocs'), 'cdocs', 'rls forged', true, "
+                              "1, 'con_owner')")
+            assert other.execute("delete from ai.feedback where question like 'rls %'").rowcount == 0
+            assert owner.execute("delete from ai.feedback where question like 'rls %'").rowcount == 2
+        finally:
+            owner.execute(f"revoke select on con_app.docs, {store} from con_other; "
+                          "revoke usage on schema con_app from con_other")
+
 
 
 def test_health_is_for_administrators_only(browser, page, stack, installed):

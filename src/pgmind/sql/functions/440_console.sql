@@ -1,10 +1,13 @@
--- Answer feedback (ai.feedback, migration 010): a role records feedback as itself, naming the
--- knowledge base it asked (the id must be that name's); the writer reads its own rows, the knowledge
--- base's owner (members of its role) and administrators read and delete every row about it.
+-- Answer feedback (ai.feedback, migration 010): a role records feedback as itself, naming a
+-- knowledge base it may search (the id must be that name's); the writer reads its own rows, the
+-- knowledge base's owner (members of its role) and administrators read and delete every row about it.
 alter table ai.feedback enable row level security;
 drop policy if exists feedback_insert on ai.feedback;
+-- (only on a knowledge base the role may search: _search_target raises 42501 for anyone else, so
+-- nobody can fill another owner's feedback with rows about what they cannot see)
 create policy feedback_insert on ai.feedback for insert
-    with check (created_by = current_user and vectorizer_id = ai_internal._vectorizer_id(vectorizer));
+    with check (created_by = current_user
+                and vectorizer_id = (select t.vid from ai_internal._search_target(vectorizer, current_user) t));
 drop policy if exists feedback_select on ai.feedback;
 create policy feedback_select on ai.feedback for select
     using (created_by = current_user or ai_internal._owns_vectorizer(vectorizer_id, current_user));
