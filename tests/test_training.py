@@ -76,6 +76,9 @@ def test_finetune_registers_a_model_that_embeds(conn, faq_kb, settings, installe
     # registered, owned by the job's owner, same dimension; the server embeds with the new weights
     owner, dims, opts = conn.execute("select owner, dimensions, options from ai.model_registry where model_id = 'e5-ops'").fetchone()
     assert owner == job["owner"] and dims == 384 and opts["finetuned_from"] == "e5-small"
+    # RAG's threshold carried to the new similarity scale, not inherited (issue 38, item 4)
+    assert m["rag_threshold"] == {"base": 0.87, "fine_tuned": opts["rag_threshold"]}
+    assert -1 < opts["rag_threshold"] < 1
     a, b = conn.execute("select ai.embed('e5-ops', '怎么备份数据库')::real[], ai.embed('e5-small', '怎么备份数据库')::real[]").fetchone()
     assert len(a) == 384 and a != b
     pairs = conn.execute("select count(*) filter (where split = 'eval'), count(*) filter (where passage is not null) "

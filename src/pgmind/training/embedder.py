@@ -98,6 +98,21 @@ def mine(engine, pairs: list[Pair], pool: list[tuple[str, str]], P: np.ndarray, 
     return hard
 
 
+def carried_threshold(engine, tuned, questions: list[str], passages: list[str], base_pool: np.ndarray,
+                      threshold: float) -> float:
+    """The base model's RAG threshold on the fine-tuned model's scale.  Training moves similarities
+    (contrastive training spreads them), so the base's number means something else after it; it is
+    carried over by what it means: the share of (question, passage) pairs at or above it, held-out
+    questions against the pool (``base_pool``: the base's vectors of ``passages``), under each model."""
+    def sims(Q, P):
+        Q = Q / np.linalg.norm(Q, axis=1, keepdims=True)
+        return (Q @ (P / np.linalg.norm(P, axis=1, keepdims=True)).T).ravel()
+    base = sims(embed_all(engine, engine._encoder, questions, True), base_pool)
+    after = sims(embed_all(engine, tuned, questions, True), embed_all(engine, tuned, passages, False))
+    share = float((base >= threshold).mean())
+    return float(np.quantile(after, min(1.0, max(0.0, 1.0 - share))))
+
+
 def rank_metrics(engine, encoder, questions: list[Pair], pool: list[tuple[str, str]], P=None) -> dict:
     """recall@1/5/10 and MRR of each question's row among ``pool`` (passage, key); ``P``: the
     pool's vectors, when already computed."""

@@ -362,6 +362,14 @@ class Runner:
         options = {**base.options, "weights": str(weights), "finetuned_from": base.model_id,
                    "training_job": self.job["id"]}
         options.pop("alias_of", None)
+        # RAG's threshold is a similarity on the base's scale: carried to the new one, not inherited
+        # (issue 38: a knowledge base switched to the fine-tuned model declined or answered otherwise)
+        if options.pop("rag_threshold", None) is not None and eval_pairs:
+            options["rag_threshold"] = round(embedder.carried_threshold(
+                engine, encoder, [p.question for p in eval_pairs], [p for p, _ in pool], base_pool,
+                float(base.options["rag_threshold"])), 3)
+            metrics["rag_threshold"] = {"base": base.options["rag_threshold"], "fine_tuned": options["rag_threshold"]}
+            self._set_metrics(metrics)
         with self._finishing():
             torch.save(encoder.state_dict(), weights)
             self._register("embedding", base.model_name, options, base.dimensions)
