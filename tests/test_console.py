@@ -389,6 +389,7 @@ def test_a_decline_says_why(page, stack, installed):
         assert "does not contain the answer" in page.inner_text("#answer")
         reason = page.inner_text("#reason")
         assert "Threshold" in reason and "1.000" in reason and "Best similarity" in reason
+        assert "below the similarity threshold" in reason and "Nearest passages" in reason
         shot(page, "ask-declined")
     finally:
         with as_role(installed, "con_owner") as o:

@@ -164,6 +164,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "kind": ("Kind", "类型"),
     "progress": ("Progress", "进度"),
     "models": ("Models", "模型"),
+    "decline_off_topic": ("The question is not about this knowledge base's topic.", "问题与本知识库的主题无关。"),
+    "decline_nothing_found": ("Nothing in the knowledge base matched the question.", "知识库中没有与问题匹配的内容。"),
+    "decline_below_threshold": ("The nearest passages are below the similarity threshold.",
+                                "最接近的段落低于相似度阈值。"),
+    "nearest": ("Nearest passages", "最接近的段落"),
     "alter": ("Change the model or the chunking", "更换模型或分块方式"),
     "alter_button": ("Build a new version", "构建新版本"),
     "alter_help": ("ai.alter_vectorizer: the new version is embedded beside the active one, which keeps serving "

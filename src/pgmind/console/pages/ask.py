@@ -69,7 +69,21 @@ async def ask(request: Request, name: str):
     (row,) = await search_api._query(request, "select ai.rag_prompt(%s, %s, %s)", (name, question, k), name)
     prompt = row[0]
     if not prompt["answered"]:
-        reason = await _decline_reason(request, name, question, prompt)
+        t = i18n.translator(i18n.language(request))
+        decline = prompt.get("decline")
+        if isinstance(decline, dict):
+            # (ai.rag_prompt says why itself: off_topic, nothing_found or below_threshold, with what it measured)
+            reason = {"topic_score": decline.get("topic_score", prompt.get("topic_score")),
+                      "topic_threshold": decline.get("topic_threshold"),
+                      "best_similarity": prompt.get("best_similarity", decline.get("best")),
+                      "threshold": prompt.get("threshold", decline.get("threshold")),
+                      "nearest": [{"key_text": key_text(c["key"]) if isinstance(c.get("key"), dict) else str(c.get("key")),
+                                   "similarity": c.get("similarity")} for c in decline.get("nearest") or []]}
+            code = decline.get("reason")
+        else:       # (a database whose ai.rag_prompt predates "decline": measured here)
+            reason = await _decline_reason(request, name, question, prompt)
+            code = None
+        reason["why"] = t("decline_" + code) if code in ("off_topic", "nothing_found", "below_threshold") else None
 
         async def declined():
             yield _event({"type": "sources", "sources": []})

@@ -57,9 +57,15 @@
     var dl = $("reason");
     dl.replaceChildren();
     var fmt = function (v) { return v === null || v === undefined ? "—" : (typeof v === "number" ? v.toFixed(3) : String(v)); };
-    [[label("topic-score"), fmt(r.topic_score) + " / " + fmt(r.topic_threshold)],
-     [label("best-similarity"), fmt(r.best_similarity)],
-     [label("threshold"), fmt(r.threshold)]].forEach(function (p) {
+    var rowsShown = [];
+    if (r.why) rowsShown.push([label("decline-reason"), r.why]);
+    rowsShown.push([label("topic-score"), fmt(r.topic_score) + " / " + fmt(r.topic_threshold)],
+                   [label("best-similarity"), fmt(r.best_similarity)],
+                   [label("threshold"), fmt(r.threshold)]);
+    if (r.nearest && r.nearest.length) {
+      rowsShown.push([label("nearest"), r.nearest.map(function (n) { return n.key_text + " (" + fmt(n.similarity) + ")"; }).join(" · ")]);
+    }
+    rowsShown.forEach(function (p) {
       dl.appendChild(el("dt", p[0]));
       dl.appendChild(el("dd", p[1]));
     });
