@@ -42,6 +42,11 @@ def ray_address():
     ray_bin = str(Path(sys.executable).parent / "ray")
     port = free_port()
     temp = tempfile.mkdtemp(prefix="pgr", dir="/tmp")          # (Ray's socket paths must stay short)
+    # Ray's token authentication off for this private loopback cluster, explicitly: with RAY_AUTH_MODE
+    # unset, Ray 2.60 turns it on for a head node whenever ~/.ray/auth_token exists (a local
+    # `ray.init()` writes one), and a driver must then find the token.  The CLI drivers inherit it.
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--object-store-memory=100000000", "--block"]
     procs = []
@@ -70,6 +75,10 @@ def ray_address():
             _kill_group(p, signal.SIGKILL)     # (what the node started: its raylet, its actors)
             p.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+        if saved_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_mode
 
 
 def _port_open(port: int) -> bool:
