@@ -387,9 +387,27 @@ def test_a_decline_says_why(page, stack, installed):
         page.wait_for_selector("#reason:not([hidden])")
         assert page.inner_text("#status") == "Declined"
         assert "does not contain the answer" in page.inner_text("#answer")
+        # the reason is ai.rag_prompt's own (why_declined's sentence of its "decline"), not a number the
+        # console worked out: the bar is the knowledge base's 1, the nearest passages link to their documents
+        why = page.inner_text("#decline-why")
+        assert why.startswith("(declined: the nearest passage's similarity ") and "below the threshold 1.000" in why
         reason = page.inner_text("#reason")
-        assert "Threshold" in reason and "1.000" in reason and "Best similarity" in reason
-        assert "below the similarity threshold" in reason and "Nearest passages" in reason
+        assert "Best similarity" in reason and "Threshold" in reason and "1.000" in reason
+        assert "Nearest passages" in reason and "Topic score" not in reason
+        links = page.locator("#reason a.nearest-link")
+        assert links.count() >= 1
+        href = links.first.get_attribute("href")
+        assert "/kbs/cdocs/doc?key=" in href and "#chunk-" in href
+        shot(page, "ask-declined")
+        links.first.click()
+        page.wait_for_url(re.compile(r".*/kbs/cdocs/doc\?key=.*"))
+        assert page.locator("[id^=chunk-]").count() >= 1
+        # a Chinese question gets the sentence in Chinese (the console's language is English)
+        page.goto(stack["url"] + "/kbs/cdocs/ask")
+        page.fill("#question", "大熊猫吃什么?")
+        page.click("#ask")
+        page.wait_for_selector("#decline-why")
+        assert page.inner_text("#decline-why").startswith("（已拒答：最相近段落的相似度")
         shot(page, "ask-declined")
     finally:
         with as_role(installed, "con_owner") as o:

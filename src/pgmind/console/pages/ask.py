@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 
 from ...errors import InvalidRequestError, PgmindError
 from ...evaluation import key_text
-from ...rag.grounding import checked_reply
+from ...rag.grounding import checked_reply, why_declined
 from ...rag.text import language
 from ...server import search_api
 from ...server.deps import caller, service
@@ -42,21 +42,6 @@ async def ask_page(request: Request, name: str):
     return render(request, "ask.html", session=session, name=name)
 
 
-async def _decline_reason(request: Request, name: str, question: str, prompt: dict) -> dict:
-    """Why ai.rag_prompt declined: the topic score against its threshold, and the best similarity of
-    a vector search against the similarity threshold (resolved as rag_prompt does)."""
-    (row,) = await search_api._query(
-        request,
-        """select ai_internal._kb_settings(t.config),
-                  coalesce((t.config->'rag'->>'threshold')::float8, t.model_threshold,
-                           (ai_internal._kb_settings(t.config)->>'threshold')::float8),
-                  (select max(s.similarity) from ai.search(%s, %s, k => 5, mode => 'vector') s)
-           from ai_internal._search_target(%s, current_user) t""", (name, question, name), name)
-    settings, threshold, best = row
-    return {"topic_score": prompt.get("topic_score"), "topic_threshold": (settings or {}).get("topic_threshold"),
-            "topic": (settings or {}).get("topic"), "best_similarity": best, "threshold": threshold}
-
-
 @router.post(PREFIX + "/kbs/{name}/ask")
 @page
 async def ask(request: Request, name: str):
@@ -69,21 +54,7 @@ async def ask(request: Request, name: str):
     (row,) = await search_api._query(request, "select ai.rag_prompt(%s, %s, %s)", (name, question, k), name)
     prompt = row[0]
     if not prompt["answered"]:
-        t = i18n.translator(i18n.language(request))
-        decline = prompt.get("decline")
-        if isinstance(decline, dict):
-            # (ai.rag_prompt says why itself: off_topic, nothing_found or below_threshold, with what it measured)
-            reason = {"topic_score": decline.get("topic_score", prompt.get("topic_score")),
-                      "topic_threshold": decline.get("topic_threshold"),
-                      "best_similarity": prompt.get("best_similarity", decline.get("best")),
-                      "threshold": prompt.get("threshold", decline.get("threshold")),
-                      "nearest": [{"key_text": key_text(c["key"]) if isinstance(c.get("key"), dict) else str(c.get("key")),
-                                   "similarity": c.get("similarity")} for c in decline.get("nearest") or []]}
-            code = decline.get("reason")
-        else:       # (a database whose ai.rag_prompt predates "decline": measured here)
-            reason = await _decline_reason(request, name, question, prompt)
-            code = None
-        reason["why"] = t("decline_" + code) if code in ("off_topic", "nothing_found", "below_threshold") else None
+        reason = _decline(name, question, prompt)
 
         async def declined():
             yield _event({"type": "sources", "sources": []})
@@ -93,8 +64,7 @@ async def ask(request: Request, name: str):
     sources = [{"n": i, "key": s.get("key"), "key_text": key_text(s["key"]) if isinstance(s.get("key"), dict)
                 else str(s.get("key")), "chunk_seq": s.get("chunk_seq"), "chunk": (s.get("chunk") or "")[:600],
                 "similarity": s.get("similarity"),
-                "url": f"{PREFIX}/kbs/{name}/doc?key=" + _q(json.dumps(s.get("key"), ensure_ascii=False))
-                       + f"&chunk={s.get('chunk_seq')}#chunk-{s.get('chunk_seq')}"}
+                "url": _doc_url(name, s.get("key"), s.get("chunk_seq"))}
                for i, s in enumerate(prompt["sources"], 1)]
     svc, who = service(request), caller(request, "pgmind-console")
     spec, deltas = await svc.chat_stream(prompt["model"], prompt["messages"], prompt["options"], who)
@@ -115,6 +85,28 @@ async def ask(request: Request, name: str):
         yield _event({"type": "done", "answered": True, "answer": checked.get("answer", answer),
                       "confidence": checked.get("confidence"), "model": spec.model_id, "sources": sources})
     return _stream(events())
+
+
+def _doc_url(name: str, key, chunk_seq) -> str:
+    return (f"{PREFIX}/kbs/{name}/doc?key=" + _q(json.dumps(key, ensure_ascii=False))
+            + f"&chunk={chunk_seq}#chunk-{chunk_seq}")
+
+
+def _decline(name: str, question: str, prompt: dict) -> dict:
+    """What the page shows of a decline: ai.rag_prompt's own "decline" (its reason, what it measured,
+    the nearest passages as links to their documents) and why_declined's sentence for it, in the
+    question's language.  Nothing is measured here: a database whose rag_prompt gives no "decline"
+    shows the decline without a reason."""
+    decline = prompt.get("decline") if isinstance(prompt.get("decline"), dict) else {}
+    nearest = [{"key_text": key_text(c["key"]) if isinstance(c.get("key"), dict) else str(c.get("key")),
+                "chunk_seq": c.get("chunk_seq"), "similarity": c.get("similarity"), "score": c.get("score"),
+                "url": _doc_url(name, c.get("key"), c.get("chunk_seq"))}
+               for c in decline.get("nearest") or [] if isinstance(c, dict)]
+    return {"code": decline.get("reason"), "why": why_declined(decline or None, question),
+            "topic_score": decline.get("topic_score"), "topic_threshold": decline.get("topic_threshold"),
+            "best": decline.get("best", prompt.get("best_similarity")),
+            "threshold": decline.get("threshold", prompt.get("threshold")),
+            "measure": decline.get("measure"), "nearest": nearest}
 
 
 def _q(s: str) -> str:

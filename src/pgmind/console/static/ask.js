@@ -53,23 +53,39 @@
     box.appendChild(document.createTextNode(text.slice(at)));
   }
 
+  // why ai.rag_prompt declined, as it said (the server puts its sentence in "why"): what it measured,
+  // and the nearest passages as links to their documents
   function showReason(r) {
     var dl = $("reason");
     dl.replaceChildren();
     var fmt = function (v) { return v === null || v === undefined ? "—" : (typeof v === "number" ? v.toFixed(3) : String(v)); };
-    var rowsShown = [];
-    if (r.why) rowsShown.push([label("decline-reason"), r.why]);
-    rowsShown.push([label("topic-score"), fmt(r.topic_score) + " / " + fmt(r.topic_threshold)],
-                   [label("best-similarity"), fmt(r.best_similarity)],
-                   [label("threshold"), fmt(r.threshold)]);
-    if (r.nearest && r.nearest.length) {
-      rowsShown.push([label("nearest"), r.nearest.map(function (n) { return n.key_text + " (" + fmt(n.similarity) + ")"; }).join(" · ")]);
+    var add = function (term, value) {
+      dl.appendChild(el("dt", term));
+      var dd = el("dd");
+      if (value instanceof Node) dd.appendChild(value); else dd.textContent = value;
+      dl.appendChild(dd);
+      return dd;
+    };
+    if (r.why) add(label("decline-reason"), r.why).id = "decline-why";
+    if (r.code === "off_topic") add(label("topic-score"), fmt(r.topic_score) + " / " + fmt(r.topic_threshold));
+    if (r.best !== null && r.best !== undefined) {
+      add(r.measure && r.measure !== "similarity" ? label("best-score") : label("best-similarity"), fmt(r.best));
     }
-    rowsShown.forEach(function (p) {
-      dl.appendChild(el("dt", p[0]));
-      dl.appendChild(el("dd", p[1]));
-    });
-    dl.hidden = false;
+    if (r.threshold !== null && r.threshold !== undefined) add(label("threshold"), fmt(r.threshold));
+    if (r.nearest && r.nearest.length) {
+      var ul = el("ul", null, "nearest");
+      r.nearest.forEach(function (n) {
+        var li = el("li");
+        var a = el("a", n.key_text + " · #" + n.chunk_seq, "nearest-link");
+        a.href = n.url;
+        li.appendChild(a);
+        li.appendChild(document.createTextNode(" (" + fmt(n.similarity)
+          + (n.score !== null && n.score !== undefined && n.score !== n.similarity ? " / " + fmt(n.score) : "") + ")"));
+        ul.appendChild(li);
+      });
+      add(label("nearest"), ul);
+    }
+    dl.hidden = dl.childNodes.length === 0;
   }
 
   function finish(ev, question) {
