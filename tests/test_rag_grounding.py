@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from pgmind.rag.grounding import claims, ground, split_sentences
+from pgmind.rag.grounding import claims, ground, split_sentences, why_declined
 
 FILLFACTOR = ("# CREATE INDEX\nfillfactor (integer)\nThe fillfactor for an index is a percentage. B-trees use a "
               "default fillfactor of 90, but any integer value from 10 to 100 can be selected.")
@@ -113,3 +113,32 @@ def test_a_reply_to_a_prompt_is_checked_unless_the_knowledge_base_turned_it_off(
     c = checked_reply("Default fillfactor?", "It is 70 [1].", prompt)
     assert c["confidence"] == "not_confirmed" and c["draft"] == "It is 70 [1]." and "70" not in c["answer"]
     assert checked_reply("Default fillfactor?", "It is 70 [1].", {**prompt, "ground": False}) == {"confidence": None}
+
+
+def test_a_decline_says_why_in_the_questions_language():
+    """Issue 38, item 4: a decline names what was measured — not silence."""
+    low = {"reason": "below_threshold", "best": 0.31, "threshold": 0.38, "measure": "similarity",
+           "nearest": [{"key": {"path": "functions-admin.html"}, "chunk_seq": 3, "similarity": 0.31}]}
+    assert why_declined(low, "kill a slow query") == ("(declined: the nearest passage's similarity 0.310 is below "
+                                                     "the threshold 0.380; nearest: functions-admin.html #3)")
+    assert why_declined(low, "怎么杀掉慢查询") == "（已拒答：最相近段落的相似度 0.310 低于阈值 0.380；最相近：functions-admin.html #3）"
+    off = {"reason": "off_topic", "topic_score": -3.1, "topic_threshold": 2.0}
+    assert "topic score -3.10, below 2.00" in why_declined(off, "MySQL default port")
+    assert why_declined({"reason": "nothing_found"}, "北京天气") == "（已拒答：没有检索到任何内容）"
+    # answered, unknown or incomplete: nothing made up
+    assert why_declined(None, "x") is None and why_declined({"reason": "later"}, "x") is None
+    assert why_declined({"reason": "off_topic", "topic_score": None, "topic_threshold": 2.0}, "x") is None
+
+
+_ANY = st.one_of(st.none(), st.text(max_size=20), st.floats(), st.integers(), st.lists(st.text(max_size=5), max_size=3),
+                 st.lists(st.dictionaries(st.sampled_from(["key", "chunk_seq"]), st.one_of(
+                     st.integers(), st.text(max_size=5), st.dictionaries(st.text(max_size=5), st.text(max_size=5)))),
+                     max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from(["reason", "best", "threshold", "measure", "nearest", "topic_score",
+                                        "topic_threshold", "other"]),
+                       st.one_of(_ANY, st.sampled_from(["off_topic", "nothing_found", "below_threshold"]))),
+       st.text(max_size=40))
+def test_why_declined_never_fails(decline, question):
+    assert why_declined(decline, question) is None or isinstance(why_declined(decline, question), str)

@@ -349,6 +349,11 @@ def test_rag_declines_when_nothing_passes_the_threshold(db, conn):
     assert d["reason"] == "below_threshold" and d["measure"] == "similarity"
     assert d["best"] == r["best_similarity"] < d["threshold"] == r["threshold"]
     assert 1 <= len(d["nearest"]) <= 3 and all(n["similarity"] <= d["best"] + 1e-9 for n in d["nearest"])
+    # the bar in force is the model's calibrated one; the defaults do not show a number that is not
+    (calibrated,) = conn.execute("""select (m.options->>'rag_threshold')::float8 from ai.vectorizer_status s
+                                    join ai.models m on m.model_id = s.model
+                                    where s.name = 'kb' and s.status = 'active'""").fetchone()
+    assert r["threshold"] == calibrated and conn.execute("select ai.rag_defaults()->'threshold'").fetchone()[0] is None
     ok = conn.execute("select ai.rag_prompt('kb', 'What is the difference between json and jsonb?')").fetchone()[0]
     assert ok["answered"] and ok["decline"] is None and ok["best_similarity"] >= ok["threshold"]
 
@@ -625,7 +630,7 @@ def test_cli_search_ask_eval(settings, kb, tmp_path):
     every = json.loads(run("search", "jsonb", "--in", "kb", "-k", "6", "--chunks-per-source", "0", "--json"))
     assert len(every) == 6 and all("lists" in h and "chunk_score" in h for h in every)
     out = run("ask", "Who won the 2018 FIFA World Cup?", "--in", "kb")
-    assert "does not contain the answer" in out
+    assert "does not contain the answer" in out and "(declined: the nearest passage's similarity" in out
     qfile = tmp_path / "q.jsonl"
     qfile.write_text(json.dumps({"question": "jsonb", "lang": "en", "gold": ["datatype-json.html"], "facts": []}))
     report = json.loads(run("eval", "kb", str(qfile), "--mode", "keyword", "--json"))

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from .config import Settings, load_settings
 from .errors import PgmindError
-from .rag.grounding import label
+from .rag.grounding import label, why_declined
 
 if TYPE_CHECKING:
     from .client import Pgmind
@@ -655,6 +655,8 @@ def ask(ctx: typer.Context, question: str = typer.Argument(..., help="The questi
         console.print(result.answer, markup=False, highlight=False)
         if result.confidence:
             console.print(label(result.confidence, question), style="bold", markup=False, highlight=False)
+        if why_declined(result.decline, question):
+            console.print(why_declined(result.decline, question), style="dim", markup=False, highlight=False)
         for src in result.sources:
             key = ", ".join(str(v) for v in src["key"].values())
             console.print(f"[dim][{src['n']}] {key} #{src['chunk_seq']} (similarity {src['similarity']:.3f})[/]")

@@ -61,6 +61,7 @@ class Answer:
     confidence: str | None = None
     draft: str | None = None
     grounding: dict | None = None
+    decline: dict | None = None     # why it declined (ai.rag's "decline"): reason and what was measured
 
 
 @dataclass(frozen=True)
@@ -356,7 +357,7 @@ class Pgmind:
             (row,) = self._query("select ai.rag(%s, %s, %s, %s, %s, %s)", (name, question, k, model, threshold, filter))
             r = row[0]
             return Answer(r["answer"], r["sources"], r["answered"], r.get("usage"), r.get("model"),
-                          r.get("confidence"), r.get("draft"), r.get("grounding"))
+                          r.get("confidence"), r.get("draft"), r.get("grounding"), r.get("decline"))
         (row,) = self._query("select ai.rag_prompt(%s, %s, %s, %s, %s, %s)",
                              (name, question, k, model, threshold, filter))
         return AnswerStream(self.settings, row[0], self._role_token(), question)
@@ -445,7 +446,7 @@ class AnswerStream:
     def __iter__(self) -> Iterator[str]:
         p = self.prompt
         if not p["answered"]:
-            self.result = Answer(p["answer"], [], False)
+            self.result = Answer(p["answer"], [], False, decline=p.get("decline"))
             yield p["answer"]
             return
         body = {"model": p["model"], "messages": p["messages"], "stream": True,

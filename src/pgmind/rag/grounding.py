@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from .text import CITATION, CODE_BLOCK, CODE_SPAN, language, sentence_units
 
-__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "split_sentences"]
+__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "split_sentences",
+           "why_declined"]
 
 _CITE = re.compile(r"\s*(?:" + CITATION.pattern + ")")     # (with the space before it)
 # identifiers outside code: snake_case names (pg_total_relation_size, shared_buffers), calls
@@ -292,6 +293,39 @@ LABELS = {
 def label(confidence: str, question: str) -> str:
     """The confidence in words, in the question's language (what the CLI and the console show)."""
     return LABELS[language(question)].get(confidence, confidence)
+
+
+WHY_DECLINED = {
+    "en": {"off_topic": "(declined: the question is not about this knowledge base's topic; topic score {topic_score:.2f}, "
+                        "below {topic_threshold:.2f})",
+           "nothing_found": "(declined: the search found nothing)",
+           "below_threshold": "(declined: the nearest passage's {measure} {best:.3f} is below the threshold "
+                              "{threshold:.3f}; nearest: {nearest})"},
+    "zh": {"off_topic": "（已拒答：问题与知识库的主题无关；主题得分 {topic_score:.2f}，低于 {topic_threshold:.2f}）",
+           "nothing_found": "（已拒答：没有检索到任何内容）",
+           "below_threshold": "（已拒答：最相近段落的{measure} {best:.3f} 低于阈值 {threshold:.3f}；最相近：{nearest}）"},
+}
+
+
+def why_declined(decline: dict | None, question: str) -> str | None:
+    """Why ai.rag declined (its "decline"), in words, in the question's language: an off-topic
+    question, nothing found, or a best passage below the threshold with the nearest ones named (a
+    threshold too high for the model shows as near misses, not silence)."""
+    if not isinstance(decline, dict) or not isinstance(decline.get("reason"), str) \
+            or decline["reason"] not in WHY_DECLINED["en"]:
+        return None
+    lang = language(question)
+    measure = decline.get("measure")
+    if lang == "zh":
+        measure = {"similarity": "相似度", "rerank score": "相关性得分"}.get(measure, measure)
+    near = decline.get("nearest") if isinstance(decline.get("nearest"), list) else []
+    nearest = ("、" if lang == "zh" else ", ").join(
+        f"{', '.join(str(v) for v in n['key'].values())} #{n.get('chunk_seq')}"
+        for n in near if isinstance(n, dict) and isinstance(n.get("key"), dict))
+    try:
+        return WHY_DECLINED[lang][decline["reason"]].format(**{**decline, "measure": measure, "nearest": nearest})
+    except (KeyError, TypeError, ValueError):        # (a field missing or null: say no more than that)
+        return None
 
 
 def checked(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None) -> dict:

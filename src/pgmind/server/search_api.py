@@ -163,7 +163,8 @@ async def ask(request: Request, body: AskRequest):
     prompt = row[0]
     svc, who = service(request), caller(request, "pgmind-api")
     if not prompt["answered"]:
-        result = {"answer": prompt["answer"], "sources": [], "answered": False, "usage": None, "confidence": None}
+        result = {"answer": prompt["answer"], "sources": [], "answered": False, "usage": None, "confidence": None,
+                  "decline": prompt.get("decline")}
         if not body.stream:
             return json_response(result)
 

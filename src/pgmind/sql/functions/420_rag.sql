@@ -13,7 +13,7 @@ language sql immutable as $$ select '{
     "model": "qwen-1.5b",
     "k": 5,
     "chunks_per_source": 2,
-    "threshold": 0.5,
+    "threshold": null,
     "rerank": null,
     "rerank_candidates": 5,
     "rerank_threshold": 0.5,
@@ -127,9 +127,10 @@ begin
     cfg := ai_internal._kb_settings(t.config);
     k := coalesce(k, (cfg->>'k')::numeric::int);
     model := coalesce(model, cfg->>'model');
-    -- the threshold: this call's, else the knowledge base's, else the embedding model's, else the default
-    threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold,
-                          (cfg->>'threshold')::float8);
+    -- the threshold: this call's, else the knowledge base's, else the embedding model's calibrated
+    -- one (options.rag_threshold), else 0.5 (a model nobody calibrated).  rag_defaults() says null,
+    -- "the model's": a number there was not the one in force (issue 38)
+    threshold := coalesce(threshold, (t.config->'rag'->>'threshold')::float8, t.model_threshold, 0.5);
     -- A question about another subject (another product, the weather) is declined before any
     -- search: its best chunks can be as close as a real question's.
     topic_score := ai_internal._topic_score(cfg, question);
