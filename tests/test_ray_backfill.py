@@ -119,9 +119,9 @@ def drop(conn, table: str, *names: str) -> None:
     conn.execute(f"drop table if exists {table} cascade")
 
 
-def backfill_cmd(settings, name: str, address: str, *args: str, dsn: str | None = None) -> list[str]:
-    base = [sys.executable, "-m", "pgmind.cli"] + (["--dsn", dsn] if dsn else [])
-    return [*base, "vectorizer", "backfill", name, "--ray", address, "--batch", "16", *args]
+def backfill_cmd(settings, name: str, address: str, *args: str) -> list[str]:
+    """The CLI's Ray backfill (batches of 16 rows unless args say otherwise: the later --batch wins)."""
+    return [sys.executable, "-m", "pgmind.cli", "vectorizer", "backfill", name, "--ray", address, "--batch", "16", *args]
 
 
 def run_backfill(settings, name, address, *args, timeout=300) -> subprocess.CompletedProcess:
@@ -180,7 +180,7 @@ def test_ray_gives_the_workers_chunks_and_quarantines_a_poison_row_alone(conn, s
         sample = [k for k in range(1, n + 1) if k % 20 == 0 or k == 13]
         conn.execute("select ai_internal._enqueue(v.id, array(select jsonb_build_object('id', k) from unnest(%s::int[]) k)) "
                      "from ai.vectorizers v where v.name = 'ray_by_worker'", (sample,))
-        r = run_backfill(settings, "ray_by_ray", ray_address)
+        r = run_backfill(settings, "ray_by_ray", ray_address, "--batch", "64")
         assert r.returncode == 0, r.stderr + r.stdout
         assert f"{n - 1} rows" in r.stdout and "1 quarantined" in r.stdout and "Ray actors" in r.stdout
         w = Worker(settings, installed, names=["ray_by_worker"], poll_interval=0.1)
