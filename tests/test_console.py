@@ -11,6 +11,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -601,6 +602,113 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         with connect(installed, autocommit=True) as c:
             c.execute("drop owned by con_admin cascade")
             c.execute("drop role con_admin")
+
+
+CALLS_MODEL = "console-calls-<b>m</b>"
+CALLS_ROLE = "<script>window.__xss = 1</script>"       # a role name in the log: any text PostgreSQL allows
+
+
+@pytest.fixture
+def call_log_admin(installed):
+    """con_calls_admin (a pgmind administrator with an API key) and 60 calls of a model whose name,
+    caller and error texts are markup: 55 ok, 5 errors, one a minute over the last hour."""
+    with connect(installed, autocommit=True) as c:
+        if c.execute("select 1 from pg_roles where rolname = 'con_calls_admin'").fetchone():
+            c.execute("drop owned by con_calls_admin cascade")
+            c.execute("drop role con_calls_admin")
+        c.execute("create role con_calls_admin login")
+        c.execute("grant pgmind_admin to con_calls_admin")
+        key = c.execute("select ai.create_api_key('con_calls_admin')").fetchone()[0]
+        c.execute("delete from ai.call_log where model_id = %s", (CALLS_MODEL,))
+        c.execute("""insert into ai.call_log (called_at, model_id, provider, operation, client, caller, items,
+                                              latency_ms, status, http_status, error)
+                     select now() - make_interval(mins => i), %s, 'openai', case when i %% 2 = 0 then 'embed' else 'chat' end,
+                            'sql', %s, 1, 10 + i, case when i %% 12 = 0 then 'error' else 'ok' end,
+                            case when i %% 12 = 0 then 500 end,
+                            case when i %% 12 = 0 then %s || i end
+                     from generate_series(0, 59) i""", (CALLS_MODEL, CALLS_ROLE, XSS + " failed #"))
+    yield key
+    with connect(installed, autocommit=True) as c:
+        c.execute("delete from ai.call_log where model_id = %s", (CALLS_MODEL,))
+        c.execute("drop owned by con_calls_admin cascade")
+        c.execute("drop role con_calls_admin")
+
+
+def test_call_log_for_administrators_only(browser, page, stack, installed, call_log_admin):
+    import psycopg
+    # not an administrator: no link, the page is "not found", and the functions refuse the role (42501)
+    sign_in(page, stack)
+    page.goto(stack["url"] + "/models")
+    assert page.locator("#call-log-link").count() == 0
+    assert page.goto(stack["url"] + "/models/calls").status == 404
+    with as_role(installed, "con_other") as o:
+        for q in ("select * from ai_internal._call_log_page(null, null, null, false, null, null, null, 10)",
+                  "select * from ai_internal._call_log_minutes(null, null, null, 60)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                o.execute(q)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            o.execute("select * from ai.call_log limit 1")
+    # an administrator reads the page of calls, without payloads
+    with as_role(installed, "con_calls_admin") as a:
+        got = a.execute("select count(*) from ai_internal._call_log_page(%s, null, null, false, null, null, null, 500)",
+                        (CALLS_MODEL,)).fetchone()[0]
+        assert got == 60
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            a.execute("select * from ai.call_log limit 1")          # the table itself stays the service's
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    admin = context.new_page()
+    admin.dialogs = []
+    admin.on("dialog", lambda d: (admin.dialogs.append(d.message), d.accept()))
+    try:
+        admin.goto(stack["url"] + "/signin")
+        admin.fill("#key", call_log_admin)
+        admin.click("#signin")
+        admin.wait_for_url(re.compile(r"/console/kbs$"))
+        admin.click("#nav-models")
+        admin.click("#call-log-link")
+        admin.fill("#f-model", CALLS_MODEL)
+        admin.click("#apply-filters")
+        rows = admin.locator("#calls tr.call")
+        assert rows.count() == 50                              # a page; the next one starts below its last id
+        assert CALLS_MODEL in admin.inner_text("#calls") and CALLS_ROLE in admin.inner_text("#calls")
+        assert admin.locator("#recent-errors tr").count() == 1 + 5
+        assert XSS + " failed #0" in admin.inner_text("#recent-errors")
+        # the charts: inline SVG, bars of calls, lines of latency, drawn without script
+        assert admin.locator("#chart-calls svg rect.bar").count() >= 55
+        assert admin.locator("#chart-latency svg polyline.line").count() >= 2
+        no_xss(admin)
+        shot(admin, "call-log")
+        ids = [int(r) for r in rows.evaluate_all("rs => rs.map(r => r.dataset.id)")]
+        admin.click("#next-page")
+        older = [int(r) for r in admin.locator("#calls tr.call").evaluate_all("rs => rs.map(r => r.dataset.id)")]
+        assert len(older) == 10 and max(older) < min(ids)
+        # filters: errors only, one operation, a time range
+        admin.goto(stack["url"] + "/models/calls?errors=1&model=" + quote(CALLS_MODEL))
+        assert admin.locator("#calls tr.call").count() == 5
+        assert admin.locator("#calls tr.call.ok").count() == 0
+        admin.goto(stack["url"] + "/models/calls?operation=chat&model=" + quote(CALLS_MODEL))
+        assert admin.locator("#calls tr.call").count() == 30
+        assert "1" in admin.locator("#calls tr.call td").nth(6).inner_text()        # items
+        admin.goto(stack["url"] + "/models/calls?since=2000-01-01T00:00&until=2000-01-02T00:00&model="
+                   + quote(CALLS_MODEL))
+        assert admin.locator("#no-calls").count() == 1
+        # bad filters: a 400 page that says what is wrong, never a 500
+        cases = {"?model=a%00b": "NUL", "?since=yesterday": "not a date and time",
+                 "?since=2026-13-45T99:99": "not a date and time", "?until=" + "9" * 5000: "until has",
+                 "?operation=%3Cscript%3E": "unknown operation", "?caller=" + "r" * 100: "caller has",
+                 "?before=-1": "before is -1", "?before=abc": "not a whole number",
+                 "?since=2026-12-07T10:00&until=2026-12-07T09:00": "time range is empty",
+                 "?model=" + "m" * 300: "model has"}
+        for query, said in cases.items():
+            response = admin.goto(stack["url"] + "/models/calls" + query)
+            assert response.status == 400, query
+            assert said in admin.inner_text("main"), query
+            assert "Traceback" not in admin.content()
+        response = admin.goto(stack["url"] + "/models/calls?caller=%ED%A0%80x")       # a lone surrogate's bytes
+        assert response.status < 500 and "Traceback" not in admin.content()
+        no_xss(admin)
+    finally:
+        context.close()
 
 
 def test_models_masked_and_tested(page, stack):

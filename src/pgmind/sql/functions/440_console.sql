@@ -50,3 +50,54 @@ begin
     end if;
 end $$;
 grant execute on function ai_internal._queue_page(integer, text, integer, jsonb, integer) to public;
+
+-- The model call log for pgmind administrators in the web console.  ai.call_log stays readable by the
+-- service role only (its payloads can hold users' text); these definer functions check that the
+-- session's role is an administrator first (42501 for anyone else, even where a grant was changed
+-- by hand), then return one page of calls without the payload, newest first after the cursor (the
+-- id of the page's last row), or per-minute aggregates of the last hour(s).
+select ai_internal._drop_if_result_differs('ai_internal._call_log_page(text, text, name, boolean, timestamptz, timestamptz, bigint, int)', 'TABLE(id bigint, called_at timestamp with time zone, model_id text, provider text, operation text, client text, caller name, items integer, input_tokens integer, output_tokens integer, latency_ms double precision, status text, http_status integer, error text)');
+create or replace function ai_internal._call_log_page(p_model text, p_operation text, p_caller name,
+                                                      p_errors_only boolean, p_since timestamptz,
+                                                      p_until timestamptz, p_before bigint, n int)
+returns table (id bigint, called_at timestamptz, model_id text, provider text, operation text, client text,
+               caller name, items int, input_tokens int, output_tokens int, latency_ms float8, status text,
+               http_status int, error text)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai_internal._require_admin('may read the model call log');
+    return query
+        select c.id, c.called_at, c.model_id, c.provider, c.operation, c.client, c.caller, c.items,
+               c.input_tokens, c.output_tokens, c.latency_ms, c.status, c.http_status, c.error
+        from ai.call_log c
+        where (p_model is null or c.model_id = p_model)
+          and (p_operation is null or c.operation = p_operation)
+          and (p_caller is null or c.caller = p_caller)
+          and (not coalesce(p_errors_only, false) or c.status = 'error')
+          and (p_since is null or c.called_at >= p_since)
+          and (p_until is null or c.called_at < p_until)
+          and (p_before is null or c.id < p_before)
+        order by c.id desc
+        limit least(greatest(coalesce(n, 50), 1), 500);
+end $$;
+grant execute on function ai_internal._call_log_page(text, text, name, boolean, timestamptz, timestamptz, bigint, integer) to pgmind_admin;
+
+select ai_internal._drop_if_result_differs('ai_internal._call_log_minutes(text, text, name, int)', 'TABLE(minute timestamp with time zone, calls bigint, errors bigint, p50_ms double precision, p95_ms double precision)');
+create or replace function ai_internal._call_log_minutes(p_model text, p_operation text, p_caller name, minutes int)
+returns table (minute timestamptz, calls bigint, errors bigint, p50_ms float8, p95_ms float8)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai_internal._require_admin('may read the model call log');
+    minutes := least(greatest(coalesce(minutes, 60), 1), 1440);
+    return query
+        select date_trunc('minute', c.called_at), count(*), count(*) filter (where c.status = 'error'),
+               percentile_cont(0.5) within group (order by c.latency_ms),
+               percentile_cont(0.95) within group (order by c.latency_ms)
+        from ai.call_log c
+        where c.called_at >= now() - make_interval(mins => minutes)
+          and (p_model is null or c.model_id = p_model)
+          and (p_operation is null or c.operation = p_operation)
+          and (p_caller is null or c.caller = p_caller)
+        group by 1 order by 1;
+end $$;
+grant execute on function ai_internal._call_log_minutes(text, text, name, integer) to pgmind_admin;
