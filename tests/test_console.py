@@ -580,11 +580,18 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         # psql as in the console: the view's to_regclass needs it)
         c.execute("grant usage on schema con_app to con_admin")
         admin_key = c.execute("select ai.create_api_key('con_admin')").fetchone()[0]
+        c.execute("""insert into ai.vectorizer_progress (vectorizer_id, version, at, rows, chunks, worker_id)
+                     select v.id, 1, now() - make_interval(mins => m), 40 + m, 40 + m, 'console-test'
+                     from ai.vectorizers v, generate_series(3, 9) m where v.name = 'cdocs'""")
     try:
-        # not an administrator: no link, and the page is "not found"
+        # not an administrator: no link, the page is "not found", and the throughput is refused (42501)
         sign_in(page, stack)
         assert page.locator("#nav-health").count() == 0
         assert page.goto(stack["url"] + "/health").status == 404
+        import psycopg
+        with as_role(installed, "con_other") as o:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                o.execute("select * from ai_internal._throughput_minutes(60)")
         context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
         admin = context.new_page()
         admin.goto(stack["url"] + "/signin")
@@ -596,10 +603,15 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         admin.click("#nav-health")
         assert "PostgreSQL" in admin.inner_text("#health-services")
         assert "cdocs" in admin.inner_text("#queues")
+        # throughput: the rows written per minute in the last hour, a line per knowledge base
+        chart = admin.locator("#chart-throughput")
+        assert "cdocs" in chart.locator("ul.legend").inner_text()
+        assert chart.locator("svg polyline.line").count() >= 1
         shot(admin, "health")
         context.close()
     finally:
         with connect(installed, autocommit=True) as c:
+            c.execute("delete from ai.vectorizer_progress where worker_id = 'console-test'")
             c.execute("drop owned by con_admin cascade")
             c.execute("drop role con_admin")
 

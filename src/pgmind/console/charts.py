@@ -37,9 +37,9 @@ def _key(t: datetime) -> datetime:
 
 
 def minute_chart(title: str, unit: str, axis: list[datetime], series: dict[str, dict[datetime, float]],
-                 kind: str = "lines") -> Chart:
-    """Series keyed by minute (a datetime) drawn over `axis`; a minute a series lacks is a gap in a
-    line, a zero in bars."""
+                 kind: str = "lines", missing: float | None = None) -> Chart:
+    """Series keyed by minute (a datetime) drawn over `axis`; a minute a series lacks is `missing`:
+    None is a gap in a line (a zero in bars), 0 for counts (nothing written that minute)."""
     values = {name: {_key(k): v for k, v in points.items() if v is not None} for name, points in series.items()}
     top = max([v for points in values.values() for v in points.values()] + [0.0])
     y_max = top * 1.1 if top > 0 else 1.0
@@ -69,7 +69,7 @@ def minute_chart(title: str, unit: str, axis: list[datetime], series: dict[str, 
         else:
             segments, current = [], []
             for i, t in enumerate(axis):
-                v = points.get(_key(t))
+                v = points.get(_key(t), missing)
                 if v is None:
                     if current:
                         segments.append(current)

@@ -212,6 +212,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "newest": ("Newest", "最新"),
     "older": ("Older calls", "更早的调用"),
     "recent_errors": ("Recent errors", "最近的错误"),
+    "rows_per_minute": ("Rows written per minute, the last hour", "每分钟写入的行数（最近一小时）"),
 }
 
 

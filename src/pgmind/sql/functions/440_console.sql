@@ -101,3 +101,22 @@ begin
         group by 1 order by 1;
 end $$;
 grant execute on function ai_internal._call_log_minutes(text, text, name, integer) to pgmind_admin;
+
+-- Rows and chunks written per minute by each vectorizer (all its versions) over the last minutes,
+-- for the health page of the web console, administrators only: ai.vectorizer_progress is internal
+-- (revoked from public); this checks the session's role first (42501 for anyone else) and returns
+-- the per-minute sums, nothing else.
+select ai_internal._drop_if_result_differs('ai_internal._throughput_minutes(int)', 'TABLE(vectorizer text, minute timestamp with time zone, rows bigint, chunks bigint)');
+create or replace function ai_internal._throughput_minutes(minutes int)
+returns table (vectorizer text, minute timestamptz, rows bigint, chunks bigint)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    perform ai_internal._require_admin('may read the vectorizers'' throughput');
+    minutes := least(greatest(coalesce(minutes, 60), 1), 1440);
+    return query
+        select v.name::text, date_trunc('minute', p.at), sum(p.rows)::bigint, sum(p.chunks)::bigint
+        from ai.vectorizer_progress p join ai.vectorizers v on v.id = p.vectorizer_id
+        where p.at >= now() - make_interval(mins => minutes)
+        group by 1, 2 order by 1, 2;
+end $$;
+grant execute on function ai_internal._throughput_minutes(integer) to pgmind_admin;
