@@ -114,6 +114,19 @@ def test_status_and_workers_views(conn, docs, settings, installed, server, token
     apps = conn.execute("select count(*) from pg_stat_activity where application_name = %s",
                         (f"pgmind worker {w.worker_id}",)).fetchone()[0]
     assert apps == 1
+    # the state says why rows wait (issue 38, item 7): a killed worker (silent past a lease) is not alive
+    conn.execute("update ai.vectorizer_workers set heartbeat_at = now() - interval '10 minutes'")
+    assert conn.execute("select alive from ai.vectorizer_worker_status where worker_id = %s",
+                        (w.worker_id,)).fetchone()[0] is False
+    assert conn.execute("select state, workers from ai.vectorizer_status where name = 'docs'").fetchone() == ("done", 0)
+    conn.execute("insert into docs values (98, 'waits', 'queued with no worker alive')")
+    assert conn.execute("select state from ai.vectorizer_status where name = 'docs'").fetchone()[0] == "no worker running"
+    w.heartbeat(force=True)
+    assert conn.execute("select state, workers from ai.vectorizer_status where name = 'docs'").fetchone() == ("queued", 1)
+    conn.execute("select ai.pause_vectorizer('docs')")
+    assert conn.execute("select state from ai.vectorizer_status where name = 'docs'").fetchone()[0] == "paused"
+    conn.execute("select ai.resume_vectorizer('docs')")
+    w.drain()
     import httpx
     conn.execute("insert into docs values (99, 'late', 'queued, not yet embedded')")
     text = httpx.get(server + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
@@ -417,3 +430,33 @@ def test_a_model_in_use_cannot_be_dropped(conn, docs):
     assert err.sqlstate == "2BP01" and "docs" in err.diag.message_primary and "alter_vectorizer" in err.diag.message_hint
     conn.execute("select ai.drop_vectorizer('docs')")
     assert conn.execute("select ai.drop_model('minilm-in-use')").fetchone()[0] is True
+
+
+def test_status_lists_what_each_role_may_see_when_others_keep_private_schemas(conn, installed):
+    """A vectorizer in a schema only its owner may use: the others' status still lists (without it,
+    or with done unknown), never 42501 for the whole view (seen from the console)."""
+    conn.execute("drop schema if exists carol_s cascade")
+    for r in ("carol", "dave"):
+        conn.execute(f"drop role if exists {r}")
+        conn.execute(f"create role {r} login")
+    try:
+        conn.execute("create schema carol_s authorization carol")
+        with connect(psycopg.conninfo.make_conninfo(installed, user="carol"), autocommit=True) as carol:
+            carol.execute("create table carol_s.notes (id int primary key, body text)")
+            carol.execute("insert into carol_s.notes values (1, 'private')")
+            carol.execute("select ai.create_vectorizer('carol_s.notes'::regclass, name => 'carol_notes', "
+                          "content => 'body', model => 'e5-small')")
+            assert carol.execute("select pending from ai.vectorizer_status where name = 'carol_notes'").fetchone() == (1,)
+        with connect(psycopg.conninfo.make_conninfo(installed, user="dave"), autocommit=True) as dave:
+            assert dave.execute("select count(*) from ai.vectorizer_status where name = 'carol_notes'").fetchone() == (0,)
+            conn.execute("grant pgmind_admin to dave")
+            # an administrator without usage on carol's schema: listed, its done count unknown
+            assert dave.execute("select pending, done from ai.vectorizer_status "
+                                "where name = 'carol_notes'").fetchone() == (1, None)
+    finally:
+        conn.execute("select ai.drop_vectorizer('carol_notes')") if conn.execute(
+            "select count(*) from ai.vectorizers where name = 'carol_notes'").fetchone()[0] else None
+        conn.execute("drop schema if exists carol_s cascade")
+        for r in ("carol", "dave"):
+            conn.execute(f"drop owned by {r}")
+            conn.execute(f"drop role {r}")

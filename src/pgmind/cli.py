@@ -248,11 +248,13 @@ def _show_rows(rows: list[dict], as_json: bool, headers: tuple[str, ...]) -> Non
 
 @command(vectorizer_app, "status")
 def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Pending, leased, done and failed rows of each vectorizer, its lag and throughput."""
+    """Pending, leased, done and failed rows of each vectorizer, its state (done, working, queued, no
+    worker running, paused), lag, throughput and ETA."""
     with _library(ctx) as db:
         rows = db.vectorizer_status()
-    _show_rows(rows, as_json, headers=("name", "version", "status", "model", "pending", "leased", "done", "errors",
-                                       "lag_seconds", "rows_per_second", "last_error", "paused", "eta_seconds"))
+    _show_rows(rows, as_json, headers=("name", "version", "status", "state", "model", "pending", "leased", "done",
+                                       "errors", "lag_seconds", "rows_per_second", "eta_seconds", "workers",
+                                       "paused", "last_error"))
 
 
 @command(vectorizer_app, "backfill")
@@ -375,7 +377,7 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
         if embed:       # (the summary first: embedding may take long, or fail)
             with _EmbedBar("embedding") as bar:
                 totals = db.embed_pending(into, batch=batch, progress=bar)
-            _print_totals(totals)
+            _print_totals(totals, db, into)
 
 
 def _print_ingest(result, rows: bool) -> None:
@@ -426,7 +428,7 @@ def ingest_images(ctx: typer.Context, folder: str = typer.Argument(..., help="A 
         if embed:
             with _EmbedBar("embedding pictures") as bar:
                 totals = db.embed_pending(into, batch=batch, progress=bar)
-            _print_totals(totals)
+            _print_totals(totals, db, into)
 
 
 @command(app, "search-images")
@@ -592,8 +594,14 @@ class _TrainingBar(_Bar):
         self.progress.update(self._task("train", total=1.0, job=job_id), completed=fraction)
 
 
-def _print_totals(totals) -> None:
+def _print_totals(totals, db=None, name: str | None = None) -> None:
+    """What this process embedded and, with the knowledge base named, where it stands: another
+    worker (pgmind serve's) may have done part of the work, so this process's count alone misleads."""
     console.print(f"{totals.rows} rows, {totals.chunks} chunks, {totals.quarantined} quarantined")
+    for s in (db.vectorizer_status() if db is not None else []):
+        if s["name"] == name and s["status"] == "active":
+            console.print(f"{name}: {s['done']} documents embedded, {s['pending'] + s['leased']} queued, "
+                          f"{s['errors']} quarantined ({s['state']})", markup=False, highlight=False)
 
 
 # -- search and ask ----------------------------------------------------------------------------

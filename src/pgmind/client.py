@@ -218,10 +218,10 @@ class Pgmind:
         """Each vectorizer version's pending, leased, done and failed rows, lag and throughput."""
         rows = self._query("""select name, version, status, model, pending, leased, coalesce(done, 0), errors,
                                      coalesce(extract(epoch from lag)::int, 0), round(rows_per_second, 2),
-                                     coalesce(last_error, ''), paused, extract(epoch from eta)::int
+                                     coalesce(last_error, ''), paused, extract(epoch from eta)::int, state, workers
                               from ai.vectorizer_status order by name, version""", None)
         keys = ("name", "version", "status", "model", "pending", "leased", "done", "errors", "lag_seconds",
-                "rows_per_second", "last_error", "paused", "eta_seconds")
+                "rows_per_second", "last_error", "paused", "eta_seconds", "state", "workers")
         return [dict(zip(keys, r)) for r in rows]
 
     def backfill(self, name: str, *, batch: int = 32, progress: Callable | None = None, ray: str | None = None,

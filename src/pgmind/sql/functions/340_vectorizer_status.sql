@@ -24,9 +24,15 @@ grant execute on function ai_internal._store_is_plain(regclass) to public;
 create or replace function ai_internal._vectorizer_done(p_schema name, p_store name) returns bigint
 language plpgsql stable set search_path = pg_catalog, pg_temp as $$
 declare
-    rel oid := to_regclass(format('%I.%I', p_schema, p_store));
+    rel oid;
     n bigint;
 begin
+    -- (to_regclass in a schema the caller may not use raises 42501: one role's chunks in a schema of
+    -- its own must not make the whole view fail for the others)
+    if not has_schema_privilege(p_schema, 'usage') then
+        return null;
+    end if;
+    rel := to_regclass(format('%I.%I', p_schema, p_store));
     if rel is null or not has_table_privilege(rel, 'select') or not ai_internal._store_is_plain(rel) then
         return null;
     end if;
@@ -51,7 +57,15 @@ select v.name, v.source::text as source, format('%I.%I', v.dest_schema, v.dest_v
        case when coalesce(q.pending, 0) + coalesce(q.leased, 0) = 0 then interval '0'
             when coalesce(p.rows_last_minute, 0) > 0
             then make_interval(secs => round((q.pending + q.leased) / (p.rows_last_minute / 60.0))::float8)
-       end as eta
+       end as eta,
+       -- (issue 38: "no worker is running" is a state, not silence) a worker is alive while its
+       -- heartbeat is younger than a lease (120 s): one silent longer has lost its leases
+       w.alive as workers,
+       case when v.paused_at is not null then 'paused'
+            when coalesce(q.pending, 0) + coalesce(q.leased, 0) = 0 then 'done'
+            when coalesce(q.leased, 0) > 0 then 'working'
+            when w.alive = 0 then 'no worker running'
+            else 'queued' end as state
 from ai.vectorizers v
 join ai.vectorizer_versions ver on ver.vectorizer_id = v.id
 left join lateral (
@@ -63,6 +77,8 @@ left join lateral (
 left join lateral (
     select count(*) as errors, (array_agg(error order by failed_at desc))[1] as last_error
     from ai._vectorizer_errors e where e.vectorizer_id = v.id and e.version = ver.version) e on true
+cross join lateral (
+    select count(*)::int as alive from ai.vectorizer_workers w where w.heartbeat_at > now() - interval '120 seconds') w
 left join lateral (
     select sum(rows) as rows_last_minute from ai.vectorizer_progress p
     where p.vectorizer_id = v.id and p.version = ver.version and p.at > now() - interval '1 minute') p on true
@@ -78,7 +94,9 @@ where ai_internal._is_admin(current_user) or pg_has_role(current_user, v.owner, 
 -- (a worker's last error may quote any vectorizer's data: administrators only see it)
 create or replace view ai.vectorizer_worker_status as
 select worker_id, hostname, pid, started_at, heartbeat_at, now() - heartbeat_at as silent_for,
-       rows_done, chunks_done, errors, case when ai_internal._is_admin(current_user) then last_error end as last_error
+       rows_done, chunks_done, errors, case when ai_internal._is_admin(current_user) then last_error end as last_error,
+       -- (a worker that exited cleanly leaves the list; one killed stays, silent, until it is not alive)
+       heartbeat_at > now() - interval '120 seconds' as alive
 from ai.vectorizer_workers;
 
 grant select on ai.vectorizer_status, ai.vectorizer_errors, ai.vectorizer_worker_status to public;
