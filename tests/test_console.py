@@ -723,6 +723,79 @@ def test_call_log_for_administrators_only(browser, page, stack, installed, call_
         context.close()
 
 
+def test_create_a_kb_over_an_existing_table_with_a_chunk_preview(page, stack, installed, settings):
+    with as_role(installed, "con_owner") as o:
+        o.execute("create table con_app.notes (id int primary key, body text, n int)")
+        o.execute("insert into con_app.notes values (1, %s, 1), (2, %s, 2), (3, %s, 3), (4, 'four', 4)",
+                  ("one two three " * 20, XSS, "大熊猫吃竹子。" * 10))
+        o.execute("create table con_app.trig (id int primary key, body text)")
+        o.execute("create function con_app.noisy() returns trigger language plpgsql as "
+                  "$$ begin return new; end $$")
+        o.execute("create trigger noisy before insert on con_app.trig for each row execute function con_app.noisy()")
+    try:
+        sign_in(page, stack)
+        page.goto(stack["url"] + "/new")
+        page.click("#from-table")
+        options = page.locator("#table option").all_inner_texts()
+        assert "con_app.notes" in options and "con_app.docs" in options
+        page.select_option("#table", "con_app.notes")
+        page.click("#choose-table")
+        assert page.locator("#column option").all_inner_texts() == ["body"]      # the text columns only
+        page.fill("#max-tokens", "8")
+        page.fill("#overlap", "0")
+        page.click("#preview")
+        rows = page.locator("#chunk-preview .preview-row")
+        assert rows.count() == 3                                                  # 3 rows, cut by the chunker
+        assert page.locator("#chunk-preview .preview-chunk").count() > 3
+        assert XSS in page.inner_text("#chunk-preview") or "xss" in page.inner_text("#chunk-preview")
+        no_xss(page)
+        shot(page, "new-from-table")
+        # no CSRF token: refused; bad input: a 400 page that says what is wrong
+        assert page.request.post(stack["url"] + "/new/table", form={"table": "con_app.notes", "column": "body",
+                                                                    "action": "preview"}).status == 403
+        csrf = page.locator("#kb-table-form input[name=csrf]").get_attribute("value")
+        base = {"csrf": csrf, "table": "con_app.notes", "column": "body", "action": "preview"}
+        cases = [({"column": "body); drop table con_app.notes; --"}, "no text column"),
+                 ({"column": "n"}, "no text column"),
+                 ({"table": "ai.call_log"}, "no table"),
+                 ({"table": "con_app.notes\x00"}, "NUL"),
+                 ({"max_tokens": "99999"}, "max_tokens is 99999"),
+                 ({"max_tokens": "16", "overlap": "8"}, "invalid chunk sizes"),
+                 ({"method": "<script>"}, "unknown chunking method"),
+                 ({"action": "create", "name": "Bad Name", "model": "console-emb"}, "invalid knowledge base name"),
+                 ({"action": "create", "name": "cnotes", "model": "no-such"}, "not an embedding model")]
+        for change, said in cases:
+            r = page.request.post(stack["url"] + "/new/table", form={**base, **change},
+                                  headers={"Origin": stack["server"]})
+            assert r.status == 400, change
+            assert said in r.text(), change
+        # a table with a trigger of its owner's: refused before any of it is read
+        page.goto(stack["url"] + "/new/table?table=con_app.trig")
+        page.click("#preview")
+        assert "plain table" in page.inner_text("main")
+        # create: ai.create_vectorizer as the role, then the worker embeds the 4 rows
+        page.goto(stack["url"] + "/new/table?table=con_app.notes")
+        page.fill("#kb-name", "cnotes")
+        page.select_option("#kb-model", "console-emb")
+        page.fill("#max-tokens", "64")
+        page.fill("#overlap", "8")
+        page.click("#create-kb")
+        page.wait_for_url(re.compile(r"/console/kbs/cnotes"))
+        with as_role(installed, "con_owner") as o:
+            v = o.execute("select source, chunking->>'max_tokens' from ai.vectorizer_status "
+                          "where name = 'cnotes'").fetchone()
+        assert v == ("con_app.notes", "64")
+        drain(settings, installed, "cnotes")
+        with as_role(installed, "con_owner") as o:
+            assert o.execute("select done, pending from ai.vectorizer_status where name = 'cnotes'").fetchone() == (4, 0)
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.drop_vectorizer('cnotes') where exists (select 1 from ai.vectorizer_status "
+                      "where name = 'cnotes')")
+            c.execute("drop table if exists con_app.notes, con_app.trig")
+            c.execute("drop function if exists con_app.noisy()")
+
+
 def test_models_masked_and_tested(page, stack):
     sign_in(page, stack)
     page.click("#nav-models")

@@ -8,7 +8,7 @@ thin view over the library and SQL calls the HTTP API makes, run as the signed-i
     db.py         a transaction as the signed-in role
     web.py        templates, security headers, the session of a request, error pages
     charts.py     charts as server-rendered SVG (templates/_chart.html)
-    pages/        one module per page family (auth, kbs, create, search, ask, evaluation, images, models, calls, health)
+    pages/        one module per page family (auth, kbs, create, from_table, search, ask, evaluation, images, models, calls, health)
 
 A new page: a module under pages/ with its own APIRouter, its template under templates/, its
 strings in i18n.MESSAGES, and one line below."""
@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from .pages import ask, auth, calls, create, evaluation, health, images, kbs, models, search
+from .pages import ask, auth, calls, create, evaluation, from_table, health, images, kbs, models, search
 
 router = APIRouter(include_in_schema=False)
-for _module in (kbs, create, search, ask, evaluation, images, calls, models, health, auth):     # (auth last: its catch-all 404)
+for _module in (kbs, create, from_table, search, ask, evaluation, images, calls, models, health, auth):     # (auth last: its catch-all 404)
     router.include_router(_module.router)
 
 __all__ = ["router"]

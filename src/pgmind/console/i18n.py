@@ -213,6 +213,19 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "older": ("Older calls", "更早的调用"),
     "recent_errors": ("Recent errors", "最近的错误"),
     "rows_per_minute": ("Rows written per minute, the last hour", "每分钟写入的行数（最近一小时）"),
+    "new_kb_table": ("New knowledge base over a table", "基于已有表新建知识库"),
+    "new_kb_table_help": ("Pick a table you own and its text column: the knowledge base embeds that column of every row, and keeps it current as rows change (ai.create_vectorizer, as your role).", "选择您拥有的一张表及其文本列：知识库嵌入每一行的该列，并在行变化时保持更新（以您的角色运行 ai.create_vectorizer）。"),
+    "no_tables": ("Your role owns no table with a primary key.", "您的角色没有带主键的表。"),
+    "table": ("Table", "表"),
+    "choose_table": ("Choose", "选择"),
+    "no_text_columns": ("This table has no text column.", "这张表没有文本列。"),
+    "content_column": ("Content column", "内容列"),
+    "max_tokens": ("Chunk size (tokens)", "分块大小（词元）"),
+    "overlap": ("Overlap (tokens)", "重叠（词元）"),
+    "preview_chunks": ("Preview the chunks of {n} rows", "预览 {n} 行的分块"),
+    "row": ("Row", "行"),
+    "chunks": ("chunks", "个分块"),
+    "from_table": ("…or over an existing table", "……或基于已有的表"),
 }
 
 
