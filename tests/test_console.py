@@ -409,7 +409,6 @@ def test_a_decline_says_why(page, stack, installed):
         page.click("#ask")
         page.wait_for_selector("#decline-why")
         assert page.inner_text("#decline-why").startswith("（已拒答：最相近段落的相似度")
-        shot(page, "ask-declined")
     finally:
         with as_role(installed, "con_owner") as o:
             o.execute("""select ai.configure_rag('cdocs', '{"threshold": -1}')""")
