@@ -30,10 +30,11 @@ def _when(value, where: str) -> datetime | None:
         return None
     try:
         t = datetime.fromisoformat(value)
-    except ValueError:
+        # (in UTC: the page shows it so, and an offset that leaves the calendar is caught here)
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise InvalidRequestError(f"{where} is not a date and time: {value[:40]!r}",
                                   hint="give it as 2026-12-07T14:05 (UTC)") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
 def filters(params) -> dict:
