@@ -484,6 +484,34 @@ def test_a_request_from_another_origin_is_refused(page, stack, conn):
     assert conn.execute("select count(*) from ai.feedback where question = 'csrf'").fetchone()[0] == 0
 
 
+def test_a_roles_own_code_never_runs_in_the_consoles_session(page, stack, installed):
+    """A review found two ways in (both critical, fixed): a function of the role's own, in a schema on
+    its search path, standing in for a built-in the console's queries call (starts_with(name, text)
+    beats pg_catalog's starts_with(text, text)), and deleting a key the source lacks, which deleted
+    from the chunk table as the role (its triggers: the owner's code).  The gateway's sessions resolve
+    names in pg_catalog only, and a key the source lacks is an error."""
+    with connect(installed, autocommit=True) as c:
+        c.execute("drop schema if exists con_owner cascade")
+        c.execute("create schema con_owner authorization con_owner")
+    try:
+        with as_role(installed, "con_owner") as o:
+            o.execute("""create function con_owner.starts_with(name, text) returns boolean language plpgsql
+                         as $$ begin raise exception 'the role''s own code ran'; end $$""")
+            o.execute("""create function con_owner.lower(text) returns text language plpgsql
+                         as $$ begin raise exception 'the role''s own code ran'; end $$""")
+        sign_in(page, stack)
+        for path in ("/new", "/new/table", "/kbs", "/kbs/cdocs"):
+            page.goto(stack["url"] + path)
+            assert "own code ran" not in page.content(), path
+        token = page.get_attribute('meta[name="csrf-token"]', "content")
+        r = page.request.post(stack["url"] + "/kbs/cdocs/delete", form={"key": '{"id": 424242}', "csrf": token},
+                              headers={"Origin": stack["server"]})
+        assert r.status == 400 and "has no row with that key" in r.text()
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("drop schema if exists con_owner cascade")
+
+
 def test_bad_input_gives_an_error_page(page, stack):
     sign_in(page, stack)
     cases = {"/kbs/cdocs/search?q=" + "x" * 3000: "question has 3000 characters",
@@ -898,3 +926,6 @@ def test_sign_in_attempts_are_limited(stack):
         assert codes[:10] == [401] * 10 and codes[10] == 429
         r = c.post("/signin", data={"key": stack["keys"]["con_owner"], "csrf": token})
         assert r.status_code == 429 and int(r.headers["retry-after"]) > 0    # the right key waits too
+        # a client's own X-Forwarded-For is not its address (the server trusts no proxy headers)
+        r = c.post("/signin", data={"key": "pgmk-wrong", "csrf": token}, headers={"X-Forwarded-For": "10.9.8.7"})
+        assert r.status_code == 429

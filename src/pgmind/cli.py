@@ -204,7 +204,10 @@ def _run_server(settings: Settings, token: str, host: str, port: int, worker: bo
                 print(f"pgmind serve is ready at {url} (OpenAI-compatible at {url}/v1; vectorizer worker and trainer "
                       f"{'on' if worker else 'off'}; local models load on first use; Ctrl-C stops it)", flush=True)
     # database backends keep their connection to the model server open between calls
+    # (proxy_headers off: uvicorn would take X-Forwarded-For from any local client as its address, and
+    # the console limits sign-in attempts per address)
     Server(uvicorn.Config(create_app(settings, token, worker=worker), host=host, port=port, log_level="warning",
+                          proxy_headers=False,
                           access_log=False, timeout_keep_alive=300)).run()
 
 

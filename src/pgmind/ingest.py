@@ -156,23 +156,32 @@ def walk(root: Path) -> Iterator[Path]:
             yield f
 
 
-def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str) -> None:
-    table = sql.Identifier(name)
+CHUNKING = '{"method": "markdown", "max_tokens": 256, "overlap": 32, "title": true}'
+
+
+def create_table(conn: psycopg.Connection, name: str, schema: str | None = None) -> sql.Identifier:
+    """The documents table, if it does not exist; its name as SQL."""
+    table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
     conn.execute(sql.SQL("""create table if not exists {} (
         path text primary key, title text not null, section text, body text not null,
         mtime timestamptz, sha256 text not null)""").format(table))
+    return table
+
+
+def ensure_table(conn: psycopg.Connection, name: str, model: str, chunking: str, schema: str | None = None) -> None:
+    table = create_table(conn, name, schema)
     exists = conn.execute("select exists (select 1 from ai.vectorizer_status where name = %s)", (name,)).fetchone()[0]
     if not exists:
         conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => %s, "
                      "chunking => %s::jsonb, backfill => true)",
-                     (name, name, CONTENT, model, chunking))
+                     (table.as_string(conn), name, CONTENT, model, chunking))
 
 
 def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: str = "e5-small",
-           chunking: str = '{"method": "markdown", "max_tokens": 256, "overlap": 32, "title": true}',
+           chunking: str = CHUNKING,
            progress: Callable[[int, int], None] | None = None, topic: str | None = None,
-           rows: bool = False) -> IngestResult:
-    """Loads a folder into table ``name`` with a vectorizer.  ``topic`` (e.g. "PostgreSQL") tells the
+           rows: bool = False, schema: str | None = None) -> IngestResult:
+    """Loads a folder into table ``name`` (in ``schema``, else the first of the search path) with a vectorizer.  ``topic`` (e.g. "PostgreSQL") tells the
     chat model what the documents are about when it expands questions (RAG setting "topic").
     ``rows``: each row of a .csv, .tsv or .xlsx file is a document (else each file is one)."""
     root = Path(folder).expanduser().resolve()
@@ -184,14 +193,15 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
     files = list(walk(root))
     result = IngestResult(files=len(files))
     with conn.transaction():
-        ensure_table(conn, name, model, chunking)
-    known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(sql.Identifier(name))).fetchall())
-    stored = sql.SQL("select title, section, body from {} where path = %s").format(sql.Identifier(name))
+        ensure_table(conn, name, model, chunking, schema)
+    table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(table)).fetchall())
+    stored = sql.SQL("select title, section, body from {} where path = %s").format(table)
     seen = set()
     upsert = sql.SQL("""insert into {t} (path, title, section, body, mtime, sha256) values (%s, %s, %s, %s, %s, %s)
                         on conflict (path) do update set title = excluded.title, section = excluded.section,
                             body = excluded.body, mtime = excluded.mtime, sha256 = excluded.sha256""").format(
-        t=sql.Identifier(name))
+        t=table)
     batch: list[SourceFile] = []
     sample: list[str] = []
 
@@ -249,7 +259,7 @@ def ingest(conn: psycopg.Connection, folder: str | Path, name: str, *, model: st
     gone = [p for p in known if p not in seen]
     if gone:
         with conn.transaction():
-            conn.execute(sql.SQL("delete from {} where path = any(%s)").format(sql.Identifier(name)), (gone,))
+            conn.execute(sql.SQL("delete from {} where path = any(%s)").format(table), (gone,))
         result.removed = len(gone)
     result.language = _set_language(conn, name, sample)
     if topic is not None:

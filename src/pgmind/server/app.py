@@ -108,6 +108,10 @@ def _start_trainer(settings: Settings):
     return stop, thread
 
 
+async def _reset_gateway(conn) -> None:
+    await conn.execute("reset all")
+
+
 def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -116,9 +120,13 @@ def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:
         pool = AsyncConnectionPool(service_dsn(settings), min_size=1, max_size=8, open=False,
                                    kwargs={"application_name": "pgmind serve", "autocommit": True})
         await pool.open(wait=True, timeout=30)
+        # (the gateway's sessions act as many roles: names resolve in pg_catalog only, so no role's
+        # function or operator can stand in for a built-in one a query calls, and what a request's
+        # code set — a role, a setting — is reset before the connection serves the next request)
         search_pool = AsyncConnectionPool(service_dsn(settings, role=GATEWAY_ROLE), min_size=0, max_size=8,
-                                          open=False, kwargs={"application_name": "pgmind serve (search)",
-                                                              "autocommit": True})
+                                          open=False, reset=_reset_gateway,
+                                          kwargs={"application_name": "pgmind serve (search)", "autocommit": True,
+                                                  "options": "-c search_path=pg_catalog,pg_temp"})
         await search_pool.open(wait=False)
         call_log = CallLog(pool)
         call_log.start()

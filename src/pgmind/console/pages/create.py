@@ -20,7 +20,7 @@ from psycopg import sql
 
 from ... import errors
 from ...db.connection import GATEWAY_ROLE, from_sql_error, service_dsn
-from ...ingest import SUFFIXES, IngestResult, ingest
+from ...ingest import CHUNKING, SUFFIXES, IngestResult, create_table, ingest
 from .. import i18n
 from ..db import as_role, rows
 from ..web import PREFIX, check_csrf, page, render, signed_in, text
@@ -70,14 +70,24 @@ def _ingest_as(settings, role: str, schema: str, folder: Path, name: str, model:
             raise errors.PermissionDeniedError(f"the console cannot act as role {role}",
                                                hint="sign in with an API key of a role that is not a superuser")
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("set search_path = {}").format(sql.Identifier(schema)))
-        taken = conn.execute("select to_regclass(%s) is not null or exists (select 1 from ai.vectorizer_status "
-                             "where name = %s)", (sql.Identifier(schema, name).as_string(conn), name)).fetchone()[0]
-        if taken:
-            raise errors.InvalidRequestError(f'a table or knowledge base named "{name}" exists already',
-                                             hint="choose another name (the console makes new knowledge bases "
-                                                  "only; add files to one with pgmind ingest)")
-        return ingest(conn, folder, name, model=model)
+        # (names resolve in pg_catalog only: no function or operator of the role's can stand in for a
+        # built-in one ingest's SQL uses; the new table is named with its schema)
+        conn.execute("set search_path = pg_catalog, pg_temp")
+        # one transaction, and the table made by it: the role cannot put a trigger, rule or default of
+        # its own (its code, run in this gateway session) on a table nobody else can see yet
+        with conn.transaction():
+            taken = conn.execute("select to_regclass(%s) is not null or exists (select 1 from ai.vectorizer_status "
+                                 "where name = %s)", (sql.Identifier(schema, name).as_string(conn), name)).fetchone()[0]
+            if not taken:
+                create_table(conn, name, schema)
+                taken = not conn.execute("select c.xmin = pg_current_xact_id()::xid from pg_class c "
+                                         "where c.oid = %s::regclass",
+                                         (sql.Identifier(schema, name).as_string(conn),)).fetchone()[0]
+            if taken:
+                raise errors.InvalidRequestError(f'a table or knowledge base named "{name}" exists already',
+                                                 hint="choose another name (the console makes new knowledge bases "
+                                                      "only; add files to one with pgmind ingest)")
+            return ingest(conn, folder, name, model=model, chunking=CHUNKING, schema=schema)
 
 
 @router.post(PREFIX + "/new")

@@ -244,9 +244,12 @@ async def delete_document(request: Request, name: str):
                                                              "delete from {source} where ...")
         match = _key_match(key_cols, kfj, "=")
         cur = await conn.execute(sql.SQL("delete from {} s where ").format(sql.SQL(source)) + match, (Jsonb(key),))
+        # (a key the source no longer has is not deleted from the chunks here: that would run as the
+        # role on the chunk table, whose triggers are its owner's code; pgmind's trigger removed its
+        # chunks when the row went)
         if cur.rowcount == 0:
-            # (not in the source: a key only the queue or the quarantine still has)
-            await conn.execute("select ai_internal._forget(%s, array[%s::jsonb])", (vid, Jsonb(key)))
+            raise errors.InvalidRequestError(f"{source} has no row with that key",
+                                             hint="it was deleted already; its chunks went with it")
     return _back(name, "deleted", data.get("state") if data.get("state") in STATES else "done")
 
 

@@ -3,12 +3,13 @@
 
 -- Is a chunk table still the plain table pgmind made, safe to read in another role's session?  Its
 -- owner could have put code there that a read would run: a view, rules, row security, or a column
--- changed to a type of its own (whose casts and operators are the owner's functions).  So: an
--- ordinary table, no rules or row security, and every column of a built-in type or pgvector's.
+-- changed to a type of its own (whose casts and operators are the owner's functions), or a trigger.
+-- So: an ordinary table, no rules, row security or triggers, every column of a built-in type or pgvector's.
 create or replace function ai_internal._store_is_plain(rel regclass) returns boolean
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
-                   and not c.relhasrules)
+                   and not c.relhasrules
+                   and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and not g.tgisinternal))
        and not exists (select 1 from pg_attribute a
                        where a.attrelid = rel and a.attnum > 0 and not a.attisdropped and a.atttypid >= 16384
                          and a.atttypid not in (select t.oid from pg_type t join pg_depend d
