@@ -175,7 +175,10 @@ begin
                                'measure', case when cfg->>'rerank' is null then 'similarity' else 'rerank score' end,
                                'nearest', (select jsonb_agg(jsonb_build_object('key', c->'key', 'chunk_seq', c->'chunk_seq',
                                                                                'similarity', c->'similarity', 'score', c->'score'))
-                                           from (select c from jsonb_array_elements(candidates) c limit 3) x))
+                                           from (select c from jsonb_array_elements(candidates) c
+                                                 order by (c->>case when cfg->>'rerank' is null then 'similarity'
+                                                                    else 'score' end)::float8 desc nulls last
+                                                 limit 3) x))
         end;
     return ai_internal._json_request('/pgmind/v1/rag/compose',
                jsonb_build_object('settings', cfg, 'name', name, 'question', question, 'expansion', ex,
