@@ -36,6 +36,9 @@ begin
         ('ai', 'drop_vectorizer', 'Removes a vectorizer (and its chunks, unless drop_chunks => false).'),
         ('ai', 'vectorizer_backfill', 'Queues every row of a vectorizer''s table again.'),
         ('ai', 'vectorizer_retry', 'Retries a vectorizer''s failed rows (see ai.vectorizer_errors) now.'),
+        ('ai', 'pause_vectorizer', 'Stops workers and Ray actors claiming a vectorizer''s queue (a batch in flight finishes; changes are still queued). Owner or administrator: else 42501.'),
+        ('ai', 'resume_vectorizer', 'Lets workers claim a paused vectorizer''s queue again. Owner or administrator: else 42501.'),
+        ('ai', 'vectorizer_shards', 'A Ray backfill''s plan: the vectorizer''s queue as contiguous key ranges covering every key. Owner or administrator: else 42501.'),
         ('ai', 'search', 'Search a vectorizer''s chunks by meaning, by words, or both (mode vector | keyword | hybrid), with a filter on the source table; expand => true also searches the chat model''s short answer (as RAG does), expansion => text your own. Unknown name: 42704.'),
         ('ai', 'search_images', 'Search an image vectorizer by text (Chinese or English) or by an image.'),
         ('ai', 'rag', 'An answer to a question from a knowledge base, with its sources, or a decline when the base does not hold it.'),
@@ -93,7 +96,8 @@ begin
         ('installed_files', 'Internal: the SQL files pgmind install applied, with their hashes.'),
         ('migrations', 'Internal: the schema migrations applied.'),
         ('_settings', 'Internal: installation settings (server URL).'),
-        ('_vectorizer_errors', 'Internal: the table behind ai.vectorizer_errors.')
+        ('_vectorizer_errors', 'Internal: the table behind ai.vectorizer_errors.'),
+        ('feedback', 'Thumbs up/down and corrected answers on RAG answers (the console writes them): each row its writer''s; the knowledge base''s owner and administrators read them; exported as a pgmind eval file.')
     ) as t(rel, note) loop
         if to_regclass('ai.' || quote_ident(c.rel)) is not null then
             execute format('comment on %s ai.%I is %L',
