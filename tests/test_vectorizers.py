@@ -322,6 +322,7 @@ def test_alter_switches_atomically(conn, docs, settings, installed, server):
     w = make_worker(settings, installed)
     w.drain()
     assert conn.execute("select vector_dims(embedding) from docs_chunks limit 1").fetchone()[0] == 384
+    conn.execute("""select ai.configure_rag('docs', '{"threshold": 0.8, "k": 4}')""")
     conn.execute("select ai.alter_vectorizer('docs', model => 'use-m3')")
     st = conn.execute("select version, status, pending from ai.vectorizer_status where name = 'docs' order by version"
                       ).fetchall()
@@ -334,6 +335,8 @@ def test_alter_switches_atomically(conn, docs, settings, installed, server):
     w.drain()
     st = conn.execute("select version, status, model from ai.vectorizer_status where name = 'docs'").fetchall()
     assert st == [(2, "active", "use-m3")]
+    # the owner's threshold was on e5-small's scale: reset with the switch (issue 38), other settings kept
+    assert conn.execute("select config->'rag' from ai.vectorizers where name = 'docs'").fetchone()[0] == {"k": 4}
     assert conn.execute("select count(distinct id), min(vector_dims(embedding)) from docs_chunks").fetchone() == (13, 512)
     assert conn.execute("select to_regclass('docs_chunks_v1')").fetchone()[0] is None
     assert conn.execute("select has_table_privilege('public', 'docs_chunks', 'select')").fetchone()[0]

@@ -227,6 +227,12 @@ begin
     delete from ai.vectorizer_versions where vectorizer_id = vid and version = old.version;
     update ai.vectorizer_versions set status = 'active', activated_at = now()
     where vectorizer_id = vid and version = p_version;
+    -- a RAG threshold the owner set is a similarity on the old model's scale: with another model it
+    -- goes, and the new model's calibrated one applies (ai.rag returns the threshold in force)
+    update ai.vectorizers v set config = jsonb_set(v.config, '{rag}', (v.config->'rag') - 'threshold')
+    where v.id = vid and v.config->'rag' ? 'threshold'
+      and (select ver.model from ai.vectorizer_versions ver
+           where ver.vectorizer_id = vid and ver.version = p_version) is distinct from old.model;
     return old.store_table;
 end $$;
 
