@@ -135,11 +135,16 @@ async def form(request: Request) -> FormData:
 async def check_csrf(request: Request, session: Session | None) -> FormData:
     """The form of a state-changing request, once its origin and token are checked."""
     data = await form(request)
-    expected = session.csrf if session else pre_token(request)
+    require_token(request, session.csrf if session else pre_token(request), data)
+    return data
+
+
+def require_token(request: Request, expected: str | None, data: FormData) -> None:
+    """A state-changing request's origin and CSRF token (header, else form field), checked: the one
+    check for every form, multipart uploads (read with their own limits) included."""
     given = request.headers.get(csrf.HEADER) or data.get(csrf.FIELD)
     if not csrf.same_origin(request) or not csrf.token_matches(expected, given if isinstance(given, str) else None):
         raise CsrfRefused()
-    return data
 
 
 def text(value, where: str, limit: int = 2000, required: bool = True) -> str:

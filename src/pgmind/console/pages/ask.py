@@ -21,7 +21,7 @@ from ...server.deps import caller, service
 from .. import i18n
 from ..db import as_role, rows
 from ..web import PREFIX, check_csrf, integer, page, render, secure, signed_in, text
-from .kbs import kb_name, not_found, status_rows
+from .kbs import kb_name, visible
 from .search import act_as
 
 router = APIRouter()
@@ -37,8 +37,7 @@ async def ask_page(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     async with as_role(request, session.role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
     return render(request, "ask.html", session=session, name=name)
 
 
@@ -141,8 +140,7 @@ async def feedback(request: Request, name: str):
         raise InvalidRequestError("the sources field is not a JSON list", hint="use the page's form") from None
     answered = data.get("answered") == "true"
     async with as_role(request, session.role, write=True) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
         await conn.execute(
             """insert into ai.feedback (vectorizer_id, vectorizer, question, answer, answered, rating, correction,
                                         sources, lang)
@@ -173,8 +171,7 @@ async def export(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     async with as_role(request, session.role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
         found = await rows(conn, "select question, answer, answered, rating, correction, sources, lang "
                                  "from ai.feedback where vectorizer = %s order by id limit 100000", (name,))
     lines = [json.dumps(x, ensure_ascii=False) for x in map(eval_line, found) if x is not None]

@@ -23,7 +23,7 @@ from ...db.connection import GATEWAY_ROLE, from_sql_error, service_dsn
 from ...ingest import CHUNKING, SUFFIXES, IngestResult, create_table, ingest
 from .. import i18n
 from ..db import as_role, rows
-from ..web import PREFIX, check_csrf, page, render, signed_in, text
+from ..web import PREFIX, page, render, require_token, signed_in, text
 
 router = APIRouter()
 MAX_FILES = 50
@@ -96,11 +96,7 @@ async def create(request: Request):
     session = await signed_in(request)
     t = i18n.translator(i18n.language(request))
     form = await request.form(max_files=MAX_FILES + 1, max_fields=20, max_part_size=64 * 1024)
-    from ..csrf import FIELD, HEADER, same_origin, token_matches
-    given = request.headers.get(HEADER) or form.get(FIELD)
-    if not same_origin(request) or not token_matches(session.csrf, given if isinstance(given, str) else None):
-        from ..web import CsrfRefused
-        raise CsrfRefused()
+    require_token(request, session.csrf, form)
     name = text(form.get("name"), t("name"), limit=48)
     if not _NAME.match(name):
         raise errors.InvalidRequestError(f"invalid knowledge base name {name[:60]!r}",

@@ -10,16 +10,15 @@ import json
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 
 from ... import errors
 from ...evaluation import evaluate_retrieval, load_questions
 from ..db import as_role, rows
-from ..web import PREFIX, check_csrf, page, render, signed_in, state
+from ..web import PREFIX, page, render, require_token, signed_in, state
 from .ask import eval_line
-from .kbs import kb_name, not_found, status_rows
+from .kbs import kb_name, visible
 from .search import act_as
 from ...server import search_api
 
@@ -62,8 +61,7 @@ async def eval_page(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     async with as_role(request, session.role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
     return render(request, "eval.html", session=session, name=name, modes=MODES,
                   runs=_runs(request, session.role, name))
 
@@ -74,11 +72,7 @@ async def run_eval(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     form = await request.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
-    from ..csrf import FIELD, HEADER, same_origin, token_matches
-    from ..web import CsrfRefused
-    given = request.headers.get(HEADER) or form.get(FIELD)
-    if not same_origin(request) or not token_matches(session.csrf, given if isinstance(given, str) else None):
-        raise CsrfRefused()
+    require_token(request, session.csrf, form)
     modes = [m for m in form.getlist("mode") if m in MODES] or ["hybrid"]
     source = form.get("source")
     if source == "file":
@@ -91,8 +85,7 @@ async def run_eval(request: Request, name: str):
         label = getattr(upload, "filename", None) or "questions.jsonl"
     else:
         async with as_role(request, session.role) as conn:
-            if not await status_rows(conn, name):
-                raise not_found(request)
+            await visible(conn, request, name)
             found = await rows(conn, "select question, answer, answered, rating, correction, sources, lang "
                                      "from ai.feedback where vectorizer = %s order by id limit 100000", (name,))
         raw = "".join(json.dumps(x, ensure_ascii=False) + "\n"
@@ -112,8 +105,7 @@ async def run_eval(request: Request, name: str):
         raise errors.InvalidRequestError(f"{len(questions)} questions; the console runs at most {MAX_QUESTIONS}",
                                          hint="run pgmind eval for more")
     async with as_role(request, session.role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
     act_as(request, session.role)
     loop = asyncio.get_running_loop()
     scores = await loop.run_in_executor(None, evaluate_retrieval, _RoleSearch(request, loop), name, questions,

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request
 from ... import errors
 from ...server import search_api
 from ..db import as_role
-from ..web import PREFIX, integer, page, render, signed_in, text
-from .kbs import kb_name, not_found, status_rows
+from ..web import PREFIX, integer, page, render, require_token, signed_in, text
+from .kbs import kb_name, visible
 from .search import act_as, marked, terms
 
 router = APIRouter()
@@ -22,8 +22,7 @@ MAX_PICTURE = 10 * 1024 * 1024
 
 async def _check(request: Request, role: str, name: str) -> None:
     async with as_role(request, role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
 
 
 def _grid(rows, words: list[str]) -> list[dict]:
@@ -56,11 +55,7 @@ async def search_by_picture(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     form = await request.form(max_files=1, max_fields=10, max_part_size=64 * 1024)
-    from ..csrf import FIELD, HEADER, same_origin, token_matches
-    from ..web import CsrfRefused
-    given = request.headers.get(HEADER) or form.get(FIELD)
-    if not same_origin(request) or not token_matches(session.csrf, given if isinstance(given, str) else None):
-        raise CsrfRefused()
+    require_token(request, session.csrf, form)
     k = integer(form.get("k"), "k", 12, 1, 100)
     upload = form.get("picture")
     if upload is None or not hasattr(upload, "read"):

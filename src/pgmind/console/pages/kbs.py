@@ -141,10 +141,16 @@ async def documents(conn, name: str, vid: int, state: str, after) -> tuple[list[
     return found, last, None
 
 
-async def _visible(conn, request: Request, name: str) -> tuple[list[dict], int]:
+async def visible(conn, request: Request, name: str) -> list[dict]:
+    """The knowledge base's versions, as the role sees them; not found (404) when it sees none."""
     versions = await status_rows(conn, name)
     if not versions:
         raise not_found(request)
+    return versions
+
+
+async def _visible(conn, request: Request, name: str) -> tuple[list[dict], int]:
+    versions = await visible(conn, request, name)
     vid = (await (await conn.execute("select ai_internal._vectorizer_id(%s)", (name,))).fetchone())[0]
     return versions, vid
 

@@ -14,7 +14,7 @@ from ...errors import InvalidRequestError
 from ...server import search_api
 from ...server.deps import Principal
 from ..web import PREFIX, integer, page, render, signed_in, text
-from .kbs import kb_name, status_rows, not_found
+from .kbs import kb_name, visible
 from ..db import as_role
 
 router = APIRouter()
@@ -124,8 +124,7 @@ async def hit_test(request: Request, name: str):
     if q.get("compare"):
         configs.append(_config(request, "b_"))
     async with as_role(request, session.role) as conn:
-        if not await status_rows(conn, name):
-            raise not_found(request)
+        await visible(conn, request, name)
     results = []
     if question.strip():
         act_as(request, session.role)
