@@ -25,10 +25,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..config import Settings
 from ..db import connect, service_dsn
-from ..db.connection import from_sql_error, redact
+from ..db.connection import SERVICE_ROLE, from_sql_error, redact
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,31 @@ def _ray():
     return ray
 
 
+# -- what travels to the actors ---------------------------------------------------------------
+def shippable(settings: Settings, dsn: str) -> Settings:
+    """The settings the driver sends its actors.  Ray keeps an actor's arguments in its control store,
+    where whoever reaches the cluster can read them, and sends them to other machines: so no secret
+    travels — the service DSN goes without its password, and the model server's token and the
+    other DSNs not at all.  Each node supplies the password itself (:func:`_node_dsn`)."""
+    params = conninfo_to_dict(service_dsn(settings, dsn))
+    params.pop("password", None)
+    return replace(settings, service_dsn=make_conninfo(**params), dsn=None, gateway_dsn=None, token=None)
+
+
+def _node_dsn(settings: Settings) -> str:
+    """The service DSN on the actor's own node: PGMIND_SERVICE_DSN where the node sets it, else the
+    shipped DSN with the password file `pgmind install` wrote under the pgmind home (a local cluster:
+    the driver's machine), else libpq's own (PGPASSWORD, ~/.pgpass) — docs/scale.md."""
+    given = os.environ.get("PGMIND_SERVICE_DSN")
+    if given:
+        return given
+    params = conninfo_to_dict(settings.service_dsn)
+    password = settings.role_password(SERVICE_ROLE)
+    if password:
+        params["password"] = password
+    return make_conninfo(**params)
+
+
 # -- the actor ---------------------------------------------------------------------------------
 class ShardRunner:
     """One Ray actor: a vectorizer worker with its own model copy, over one vectorizer's shards."""
@@ -110,7 +136,9 @@ class ShardRunner:
     def __init__(self, settings: Settings, name: str, batch_rows: int, lease_seconds: float, poll: float = 0.5):
         from .worker import Worker
         self.name, self.poll = name, poll
-        # settings.service_dsn is the driver's service DSN: the actor connects as pgmind's service role
+        # settings.service_dsn is the driver's service DSN without its password: the actor connects as
+        # pgmind's service role with the password its own node holds
+        settings = replace(settings, service_dsn=_node_dsn(settings))
         self.worker = Worker(settings, settings.service_dsn, names=[name], batch_rows=batch_rows,
                              lease_seconds=lease_seconds, poll_interval=poll,
                              worker_id=f"ray:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
@@ -245,7 +273,7 @@ def backfill(settings: Settings, dsn: str, name: str, *, address: str | None = "
             room = max(1, int(gpus / num_gpus)) if num_gpus else max(1, int(resources.get("CPU", 1)))
             n = min(actors, room) if actors else room
             shards = _plan(conn, name, n * shards_per_actor)
-            svc = replace(settings, service_dsn=service_dsn(settings, dsn))
+            svc = shippable(settings, dsn)
             Runner = ray.remote(ShardRunner).options(num_cpus=1 if not num_gpus else 0, num_gpus=num_gpus,
                                                      max_restarts=3, max_task_retries=3)
             pool = [Runner.remote(svc, name, batch_rows, lease_seconds) for _ in range(min(n, len(shards)))]
