@@ -212,10 +212,12 @@ async def retry(request: Request, name: str):
 
 async def plain_source(conn, vid: int, hint: str) -> tuple[str, str, str]:
     """The source table (name, key columns for alias s, key-from-JSON for alias k), locked, once it is
-    known that no code of its owner's can run in this session when it is read or changed, besides
-    pgmind's own SECURITY DEFINER trigger (where SET ROLE is refused): a plain table, no row
-    security, no rules, no foreign keys (their actions fire other tables' triggers), every trigger
-    SECURITY DEFINER, key columns of built-in types."""
+    known that no code of another role's can run in this session when it is read or changed: a plain
+    table, no row security, no rules, no foreign keys (their actions fire other tables' triggers), key
+    columns of built-in types, and every trigger SECURITY DEFINER (where SET ROLE is refused) and
+    either pgmind's own or the signed-in role's: pgmind's functions take the session's role for the
+    caller, so another owner's definer trigger in an administrator's session would act as the
+    administrator."""
     source, key_cols, kfj, key_columns = await (await conn.execute(
         "select source::text, ai_internal._key_cols(%s, 's'), ai_internal._key_from_json(%s, 'k'), "
         "key_columns::text[] from ai_internal._vectorizer_info(%s)", (vid, vid, vid))).fetchone()
@@ -223,7 +225,11 @@ async def plain_source(conn, vid: int, hint: str) -> tuple[str, str, str]:
     plain = (await (await conn.execute("""
         select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
            and not exists (select 1 from pg_trigger g left join pg_proc p on p.oid = g.tgfoid
-                           where g.tgrelid = c.oid and (g.tgisinternal or not coalesce(p.prosecdef, false)))
+                           where g.tgrelid = c.oid
+                             and (g.tgisinternal or not coalesce(p.prosecdef, false)
+                                  or p.proowner not in ((select n.nspowner from pg_namespace n
+                                                         where n.nspname = 'ai_internal'),
+                                                        (select r.oid from pg_roles r where r.rolname = current_user))))
            and not exists (select 1 from pg_constraint k where k.confrelid = c.oid and k.contype = 'f')
            and not exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.attnum > 0
                            and not a.attisdropped and a.atttypid >= 16384 and a.attname = any (%s::name[]))
