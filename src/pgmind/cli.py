@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 from rich.console import Console
@@ -360,9 +360,11 @@ def models_test(ctx: typer.Context, model: str = typer.Argument(..., help="The m
 
 # -- knowledge bases: ingest, search, ask --------------------------------------------------------
 @command(app)
-def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder of documents: .html, .md, .txt, .pdf, "
-                                                                  ".docx, .csv and .xlsx files (text in UTF-8, UTF-16, "
-                                                                  "GBK/GB18030 or Big5)."),
+def ingest(ctx: typer.Context, sources: List[str] = typer.Argument(
+               ..., metavar="FOLDER_OR_URL...",
+               help="A folder of documents: .html, .md, .txt, .pdf, .docx, .csv and .xlsx files (text in UTF-8, "
+                    "UTF-16, GBK/GB18030 or Big5); and/or http(s) URLs of pages under ai.load_allow_list, one "
+                    "page each (links are not followed), read by their content type."),
            into: str = typer.Option(..., "--into", help="The table (and vectorizer) name, e.g. pg_docs."),
            model: str = typer.Option("e5-small", help="The embedding model of a new vectorizer."),
            embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the changed files now "
@@ -372,10 +374,12 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
                                                           "the chat model expands questions with it."),
            rows: bool = typer.Option(False, "--rows", help="Each row of a .csv, .tsv or .xlsx file is a document "
                                                            "(its header row names the fields); else each file is one.")):
-    """Load a folder into a table with a vectorizer; re-running updates changed files and removes deleted ones."""
+    """Load a folder and/or web pages into a table with a vectorizer; re-running updates changed files and pages
+    and removes deleted files (and pages that answer 404 or 410)."""
     with _library(ctx) as db:
-        with _ReadBar("reading files", rate=True) as bar:
-            result = db.ingest(folder, into, model=model, topic=topic, rows=rows, progress=bar)
+        pages = any(s[:8].lower().startswith(("http://", "https://")) for s in sources)
+        with _ReadBar("reading files and pages" if pages else "reading files", rate=True) as bar:
+            result = db.ingest(sources, into, model=model, topic=topic, rows=rows, progress=bar)
         _print_ingest(result, rows)
         if embed:       # (the summary first: embedding may take long, or fail)
             with _EmbedBar("embedding") as bar:
@@ -386,7 +390,8 @@ def ingest(ctx: typer.Context, folder: str = typer.Argument(..., help="A folder 
 def _print_ingest(result, rows: bool) -> None:
     from collections import Counter
     textless = sum(why in ("an empty file", "no text in it") for _, why in result.skipped)
-    console.print(f"{result.files} files: {result.changed} {'rows' if rows else 'documents'} new or changed, "
+    found = f"{result.files} files" + (f", {result.urls} {'URL' if result.urls == 1 else 'URLs'}" if result.urls else "")
+    console.print(f"{found}: {result.changed} {'rows' if rows else 'documents'} new or changed, "
                   f"{result.unchanged} unchanged, {result.removed} removed, {len(result.skipped)} skipped "
                   f"({len(result.skipped) - textless} not documents, {textless} without text), "
                   f"{len(result.failed)} unreadable")

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import httpx
 import psycopg
@@ -294,17 +294,19 @@ class Pgmind:
         return w.totals
 
     # -- knowledge bases ------------------------------------------------------------------------
-    def ingest(self, folder: str | Path, name: str, *, model: str = "e5-small", topic: str | None = None,
-               rows: bool = False, progress: Callable[[int, int | None], None] | None = None) -> IngestResult:
-        """Load a folder of documents into table ``name`` with a vectorizer (pgmind.ingest.ingest);
-        the vectorizer's queue then holds what changed (embed_pending, or a worker, embeds it).
-        ``progress(files_read, files)`` is called once connected (files None: not counted yet) and
-        as files are read."""
+    def ingest(self, sources: str | Path | Sequence[str | Path], name: str, *, model: str = "e5-small",
+               topic: str | None = None, rows: bool = False,
+               progress: Callable[[int, int | None], None] | None = None) -> IngestResult:
+        """Load a folder of documents and/or web pages (http(s) URLs under ai.load_allow_list; at
+        most one folder) into table ``name`` with a vectorizer (pgmind.ingest.ingest); the
+        vectorizer's queue then holds what changed (embed_pending, or a worker, embeds it).
+        ``progress(read, files_and_pages)`` is called once connected (None: not counted yet) and as
+        files and pages are read."""
         from .ingest import ingest
         with _sql_errors(), db_connect(self.dsn) as conn:
             if progress:
                 progress(0, None)
-            return ingest(conn, folder, name, model=model, topic=topic, rows=rows, progress=progress)
+            return ingest(conn, sources, name, model=model, topic=topic, rows=rows, progress=progress)
 
     def ingest_images(self, folder: str | Path, name: str, *, model: str = "image-features",
                       store_bytes: bool = False, ocr: bool = False, allow_load: bool = False,

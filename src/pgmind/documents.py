@@ -366,20 +366,29 @@ def declared_charset(raw: bytes) -> str | None:
     for pattern in _DECLARED:
         m = pattern.search(head)
         if m:
-            label = m.group(1).decode("ascii").lower()
-            try:
-                name = codecs.lookup(_LABELS.get(label, label)).name
-            except LookupError:
-                return None
-            return None if name.startswith(("utf-16", "utf-32")) else name
+            return charset_codec(m.group(1).decode("ascii"))
     return None
 
 
-def decode_text(raw: bytes, *, html: bool = False) -> tuple[str, str]:
+def charset_codec(label: str) -> str | None:
+    """The Python codec of a charset label (as a page or an HTTP Content-Type names it), read as
+    browsers read it; None for a label Python does not know, or UTF-16/32 (a page that reads as
+    ASCII and declares it is mistaken, and browsers ignore it)."""
+    label = label.strip().lower()
+    try:
+        name = codecs.lookup(_LABELS.get(label, label)).name
+    except LookupError:
+        return None
+    return None if name.startswith(("utf-16", "utf-32")) else name
+
+
+def decode_text(raw: bytes, *, html: bool = False, charset: str | None = None) -> tuple[str, str]:
     """The text of a text file (line ends as "\n") and the encoding it was read in: 'utf-8',
     'utf-16-le', 'utf-16-be', 'utf-32-le', 'utf-32-be', 'gb18030', 'big5', 'big5-hkscs', 'cp1252', or
-    for HTML the Python name of the charset the page declares.  Raises ValueError, saying why, for
-    bytes that are not text, or not in an encoding recognized with confidence."""
+    the Python name of the charset declared: by a web server (``charset``, from its Content-Type),
+    else for HTML by the page.  A byte order mark, then valid UTF-8, come before either declaration
+    (a page re-saved as UTF-8 often still declares its old charset).  Raises ValueError, saying why,
+    for bytes that are not text, or not in an encoding recognized with confidence."""
     for bom, name in _BOMS:
         if raw.startswith(bom):
             text = _strict(raw[len(bom):], name)
@@ -390,11 +399,15 @@ def decode_text(raw: bytes, *, html: bool = False) -> tuple[str, str]:
         name, text = "utf-8", _strict(raw, "utf-8")
         if text is None and b"\x00" in raw:
             raise ValueError("not text: it has NUL bytes (a binary file, or UTF-16 without a byte order mark)")
-        declared = declared_charset(raw) if text is None and html else None
+        declared, by = None, "the page"
+        if text is None and charset:
+            declared, by = charset_codec(charset), "the server"
+        if text is None and declared is None and html:
+            declared, by = declared_charset(raw), "the page"
         if declared:
             name, text = declared, _strict(raw, declared)
             if text is None:
-                raise ValueError(f"not {declared} text, the charset the page declares")
+                raise ValueError(f"not {declared} text, the charset {by} declares")
         if text is None:
             text, name = _legacy(raw)
     if "\x00" in text:
