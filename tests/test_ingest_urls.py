@@ -241,3 +241,30 @@ def test_ingest_sources_are_checked(installed, tmp_path):
             (tmp_path / "a").mkdir()
             (tmp_path / "b").mkdir()
             ingest(c, [tmp_path / "a", tmp_path / "b"], "kb3")
+
+
+def test_the_cli_names_each_page_left_out(settings, installed, site):
+    import subprocess
+    import sys
+
+    from pgmind.db import connect
+    from pgmind.devserver import settings_env
+    b = site.base + "/allowed"
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.allow_load_from(%s)", (b,))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pgmind.cli", "ingest", f"{b}/hnsw", f"{b}/logo.png",
+                               f"{site.base}/private/secret.txt", f"{b}/nothing", "--into", "cliweb", "--no-embed"],
+                              env=settings_env(settings), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "0 files, 4 URLs: 1 documents new or changed, 0 unchanged, 0 removed, 2 skipped" in proc.stdout
+        err = " ".join(proc.stderr.split())
+        assert f"skipped {b}/logo.png: unsupported content type image/png" in err
+        assert f"skipped {site.base}/private/secret.txt: {site.base}/private/secret.txt is not under a location " \
+               "allowed for loading (hint: an administrator allows a site with select ai.allow_load_from(" in err
+        assert f"unreadable {b}/nothing: no page at {b}/nothing (HTTP 404)" in err
+    finally:
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.disallow_load_from(%s)", (b,))
+            c.execute("select ai.drop_vectorizer('cliweb')")
+            c.execute("drop table if exists cliweb")
