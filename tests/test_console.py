@@ -835,7 +835,6 @@ def test_models_masked_and_tested(page, stack):
     assert "8 dimensions" in page.inner_text("#test-result")
     page.locator("tr.model[data-model=console-chat] button.test-model").click()
     assert "echo:" in page.inner_text("#test-result")
-    shot(page, "models")
 
 
 
@@ -859,10 +858,24 @@ def test_alter_builds_a_new_version_that_takes_over(page, stack, installed, sett
 
 
 
-def test_image_search_by_words_and_by_picture(page, stack, installed, settings, tmp_path):
-    """An image collection on a clip-as-service stand-in: found by words and by an uploaded picture;
-    a broken picture is never a server error (the stand-in embeds any bytes; a real model's refusal
-    is the database's error, shown with its SQLSTATE)."""
+def pictures_drawn(page) -> None:
+    """Waits until every picture of the grid has loaded and was decoded by the browser."""
+    for img in page.locator("#image-hits img.thumb").all():
+        img.scroll_into_view_if_needed()
+        for _ in range(50):
+            if img.evaluate("i => i.complete && i.naturalWidth > 0"):
+                break
+            page.wait_for_timeout(100)
+        else:
+            raise AssertionError(f"a picture did not load: {img.get_attribute('src')}")
+
+
+def test_image_search_by_words_and_by_picture(browser, page, stack, installed, settings, tmp_path):
+    """An image collection on a clip-as-service stand-in: listed with the knowledge bases, found by
+    words and by an uploaded picture, a grid of the pictures themselves (served by the console as the
+    role, re-encoded) with their names, escaped (a file named as markup); uploads that are no picture
+    or too big are refused, a request without the token too; another role gets no picture, and a key
+    is no path."""
     import io
     from PIL import Image
 
@@ -872,7 +885,8 @@ def test_image_search_by_words_and_by_picture(page, stack, installed, settings, 
         return out.getvalue()
     folder = tmp_path / "pics"
     folder.mkdir()
-    for name, colour in (("red.png", (220, 30, 30)), ("blue.png", (30, 30, 220))):
+    evil = "<img src=x onerror=alert(1)>red"
+    for name, colour in ((evil + ".png", (220, 30, 30)), ("blue.png", (30, 30, 220))):
         (folder / name).write_bytes(png(colour))
     standin = StandIn(dim=16)
     with connect(installed, autocommit=True) as c:
@@ -885,19 +899,30 @@ def test_image_search_by_words_and_by_picture(page, stack, installed, settings, 
         with as_role(installed, "con_owner") as o:
             o.execute("create table con_app.pics (id int primary key, path text not null)")
             o.execute("insert into con_app.pics values (1, %s), (2, %s)",
-                      (str(folder / "red.png"), str(folder / "blue.png")))
+                      (str(folder / (evil + ".png")), str(folder / "blue.png")))
             o.execute("select ai.create_vectorizer('con_app.pics'::regclass, name => 'cpics', content => 'path', "
                       "model => 'console-clip', modality => 'image', labels => 0)")
         drain(settings, installed, "cpics")
         sign_in(page, stack)
-        page.goto(stack["url"] + "/kbs/cpics/images")
+        assert page.locator("tr.kb-row[data-kb=cpics] a.badge.images").count() == 1
+        assert page.locator("tr.kb-row[data-kb=cdocs] a.badge.images").count() == 0
+        page.click("tr.kb-row[data-kb=cpics] a.badge.images")
         page.fill("#image-q", "a red picture")
         page.click("#image-search")
         assert page.locator("#image-hits li.image-hit").count() == 2
+        # the pictures themselves, made by the console (decoded: the browser drew them)
+        pictures_drawn(page)
+        assert evil in page.inner_text("#image-hits")
+        no_xss(page)
+        src = page.locator("#image-hits img.thumb").first.get_attribute("src")
+        r = page.request.get(stack["server"] + src)
+        assert r.status == 200 and r.headers["content-type"] in ("image/png", "image/jpeg")
+        assert r.headers["x-content-type-options"] == "nosniff"
         (tmp_path / "query.png").write_bytes(png((200, 40, 40)))
         page.set_input_files("#picture", str(tmp_path / "query.png"))
         page.click("#picture-search")
         assert page.locator("#image-hits li.image-hit").count() == 2
+        pictures_drawn(page)
         shot(page, "images")
         (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
         page.goto(stack["url"] + "/kbs/cpics/images")
@@ -906,6 +931,33 @@ def test_image_search_by_words_and_by_picture(page, stack, installed, settings, 
             page.click("#picture-search")
         assert answer.value.status < 500 and "Traceback" not in page.content()
         no_xss(page)
+        # uploads: not a picture, too big, no token
+        token = page.get_attribute('meta[name="csrf-token"]', "content")
+        url = stack["url"] + "/kbs/cpics/images"
+
+        def upload(data: bytes, with_token=True):
+            return page.request.post(url, headers={"Origin": stack["server"]}, multipart={
+                **({"csrf": token} if with_token else {}),
+                "picture": {"name": "p.png", "mimeType": "image/png", "buffer": data}})
+        r = upload(b"<html><script>alert(1)</script></html>")
+        assert r.status == 400 and "not a picture" in r.text()
+        r = upload(b"\x89PNG\r\n\x1a\n" + b"\0" * (11 * 1024 * 1024))
+        assert r.status == 400 and "over 10 MB" in r.text()
+        assert upload(png((1, 2, 3)), with_token=False).status == 403
+        # a key is a key: no path in it reaches the file system, and a key the table lacks is not found
+        for key, status in (('{"id": "../../../etc/passwd"}', 400), ('{"id": 99}', 404), ("[1]", 400)):
+            assert page.request.get(stack["url"] + "/kbs/cpics/picture?key=" + quote(key)).status == status, key
+        # a text knowledge base: no picture to show (its content is an expression, not one column)
+        assert page.request.get(stack["url"] + '/kbs/cdocs/picture?key=' + quote('{"id": 1}')).status == 403
+        page.goto(stack["url"] + "/kbs/cdocs/images")
+        assert page.locator("#not-images").count() == 1
+        # another role: not found, the page and the pictures
+        context = browser.new_context()
+        other = context.new_page()
+        sign_in(other, stack, "con_other")
+        assert other.goto(stack["url"] + "/kbs/cpics/images?q=red").status == 404
+        assert other.request.get(stack["server"] + src).status == 404
+        context.close()
     finally:
         with connect(installed, autocommit=True) as c:
             c.execute("select ai.drop_vectorizer('cpics') where exists (select 1 from ai.vectorizer_status "
@@ -914,6 +966,229 @@ def test_image_search_by_words_and_by_picture(page, stack, installed, settings, 
             c.execute("select ai.disallow_load_from(%s)", (str(folder),))
             c.execute("select ai.drop_model('console-clip', if_exists => true)")
         standin.close()
+
+def _admin_page(browser, stack, installed, role: str):
+    """A page signed in as a fresh pgmind administrator ``role`` (made here; the caller drops it)."""
+    with connect(installed, autocommit=True) as c:
+        if c.execute("select 1 from pg_roles where rolname = %s", (role,)).fetchone():
+            c.execute(f"drop owned by {role} cascade")
+            c.execute(f"drop role {role}")
+        c.execute(f"create role {role}")
+        c.execute(f"grant pgmind_admin to {role}")
+        key = c.execute("select ai.create_api_key(%s)", (role,)).fetchone()[0]
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.accept()))
+    pg.goto(stack["url"] + "/signin")
+    pg.fill("#key", key)
+    pg.click("#signin")
+    pg.wait_for_url(re.compile(r"/console/kbs$"))
+    return context, pg
+
+
+def _drop_role(installed, role: str) -> None:
+    with connect(installed, autocommit=True) as c:
+        c.execute(f"drop owned by {role} cascade")
+        c.execute(f"drop role {role}")
+
+
+def test_models_registered_granted_and_revoked_by_an_administrator(browser, page, stack, installed, conn):
+    """Register a model (its secret stored, never shown), grant it to a role and take it back, from the
+    page, through ai.create_model / ai.grant_model / ai.revoke_model as the administrator; others get
+    no form and "not found", and a request without the token is refused."""
+    secret = "sk-registered-secret-4242"
+    conn.execute("select ai.drop_model('console-reg', if_exists => true)")
+    context, admin = _admin_page(browser, stack, installed, "con_madmin")
+    try:
+        admin.click("#nav-models")
+        admin.click("#register-box summary")
+        admin.fill("#r-model-id", "console-reg")
+        admin.select_option("#r-type", "embedding")
+        admin.select_option("#r-provider", "openai")
+        admin.fill("#r-name", '<img src=x onerror="window.__xss = 1">emb')
+        admin.fill("#r-url", stack["standin"].url + "/v1")
+        admin.select_option("#r-auth", "token")
+        admin.fill("#r-token", secret)
+        admin.fill("#r-options", '{"dimensions": 8}')
+        admin.click("#register")
+        admin.wait_for_url(re.compile(r"/console/models\?notice=registered"))
+        assert admin.inner_text("#notice") == "Model console-reg registered."
+        row = admin.locator("tr.model[data-model=console-reg]")
+        assert row.count() == 1 and "********" in row.locator(".auth").inner_text()
+        assert secret not in admin.content() and secret not in admin.url
+        assert '<img src=x onerror="window.__xss = 1">emb' in row.inner_text()
+        no_xss(admin)
+        owner, name, dims = conn.execute("select owner, model_name, dimensions from ai.models "
+                                         "where model_id = 'console-reg'").fetchone()
+        assert owner == "con_madmin" and name.endswith(">emb") and dims == 8
+        # grant it to con_other, then take it back
+        row.locator(".grant-role").fill("con_other")
+        row.locator("button.grant").click()
+        assert admin.inner_text("#notice") == "Grant on console-reg given."
+        assert "con_other" in admin.locator("tr.model[data-model=console-reg] td.grantees").inner_text()
+        assert conn.execute("select ai_internal._may_use('con_other', 'console-reg')").fetchone()[0]
+        shot(admin, "models")
+        admin.locator("tr.model[data-model=console-reg] .grant-role").fill("con_other")
+        admin.locator("tr.model[data-model=console-reg] button.revoke").click()
+        assert admin.inner_text("#notice") == "Grant on console-reg taken back."
+        assert not conn.execute("select ai_internal._may_use('con_other', 'console-reg')").fetchone()[0]
+        # the database's own errors, shown: an unknown role, a duplicate id, bad options
+        admin.locator("tr.model[data-model=console-reg] .grant-role").fill("no_such_role")
+        admin.locator("tr.model[data-model=console-reg] button.grant").click()
+        assert "does not exist" in admin.inner_text("#error-message")
+        assert admin.inner_text("#error-sqlstate") == "42704"
+        admin.goto(stack["url"] + "/models")
+        token = admin.get_attribute('meta[name="csrf-token"]', "content")
+        base = {"csrf": token, "model_id": "console-reg", "type": "embedding", "provider": "openai",
+                "name": "m", "url": stack["standin"].url + "/v1", "auth_kind": "none"}
+        for change, said in (({}, "already exists"), ({"model_id": "<b>x</b>"}, "invalid model id"),
+                             ({"model_id": "x2", "options": "[1"}, "not valid JSON"),
+                             ({"model_id": "x2", "type": "<script>"}, "unknown model type"),
+                             ({"model_id": "x2", "auth_kind": "token", "token": ""}, "token is empty")):
+            r = admin.request.post(stack["url"] + "/models/register", form={**base, **change},
+                                   headers={"Origin": stack["server"]})
+            assert r.status in (400, 409), change
+            assert said in r.text(), change
+        # no token: refused, and nothing granted
+        r = admin.request.post(stack["url"] + "/models/grant", form={"model": "console-reg", "role": "con_other"})
+        assert r.status == 403
+        assert not conn.execute("select ai_internal._may_use('con_other', 'console-reg')").fetchone()[0]
+    finally:
+        context.close()
+        conn.execute("select ai.drop_model('console-reg', if_exists => true)")
+        _drop_role(installed, "con_madmin")
+    # not an administrator: no forms, and the actions are "not found"
+    sign_in(page, stack)
+    page.click("#nav-models")
+    assert page.locator("#register-form").count() == 0 and page.locator("form.grant-form").count() == 0
+    token = page.get_attribute('meta[name="csrf-token"]', "content")
+    for path, form in (("/models/register", {"model_id": "x3", "type": "chat", "provider": "openai", "name": "x"}),
+                       ("/models/grant", {"model": "console-emb", "role": "con_owner"})):
+        r = page.request.post(stack["url"] + path, form={"csrf": token, **form}, headers={"Origin": stack["server"]})
+        assert r.status == 404, path
+
+
+def test_a_transform_of_a_roles_own_never_runs_in_the_consoles_session(page, stack, installed, conn):
+    """Security finding M2: "test this model" ran the model's transform functions in the gateway's
+    session, where a role's function could SET ROLE to any API key's role.  A transform function of
+    con_other's that switches to con_owner and reads its documents: in psql, as con_other, the switch
+    fails (con_other is no member of con_owner); in the console it is refused before it runs."""
+    import psycopg
+    conn.execute("drop schema if exists con_xf cascade")
+    conn.execute("create schema con_xf authorization con_other")
+    with as_role(installed, "con_other") as o:
+        o.execute("""create function con_xf.steal(model text, input text) returns jsonb language plpgsql as $$
+                     begin
+                         perform set_config('role', 'con_owner', true);
+                         return jsonb_build_object('input', (select string_agg(body, ' ') from con_app.docs));
+                     end $$""")
+    conn.execute("select ai.drop_model('console-xf', if_exists => true)")
+    conn.execute("select ai.create_model('console-xf', %s, 'openai', 'rerank', 'rr', in_fn => 'con_xf.steal'::regproc)",
+                  (stack["standin"].url + "/v1",))
+    conn.execute("select ai.grant_model('console-xf', 'con_other')")
+    try:
+        with as_role(installed, "con_other") as o:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                o.execute("select ai.call_model('console-xf', 'x')")
+        sign_in(page, stack, "con_other")
+        page.click("#nav-models")
+        row = page.locator("tr.model[data-model=console-xf]")
+        assert "con_xf.steal" in row.inner_text()
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            row.locator("button.test-model").click()
+        assert answer.value.status == 403
+        assert "con_xf.steal(text,text) (con_other)" in page.inner_text("#error-message")
+        assert page.inner_text("#error-sqlstate") == "42501"
+        assert "bamboo" not in page.content()
+        # the console's models still test (no transforms)
+        page.goto(stack["url"] + "/models")
+        page.locator("tr.model[data-model=console-emb] button.test-model").click()
+        assert "8 dimensions" in page.inner_text("#test-result")
+    finally:
+        conn.execute("select ai.drop_model('console-xf', if_exists => true)")
+        conn.execute("drop schema if exists con_xf cascade")
+
+
+def test_sign_in_rotates_the_session_and_a_revoked_key_ends_its_sessions(browser, stack, installed, conn):
+    key = conn.execute("select ai.create_api_key('con_owner', 'rotation')").fetchone()[0]
+    contexts = [browser.new_context(), browser.new_context()]
+    try:
+        pages = [c.new_page() for c in contexts]
+
+        def sign(pg):
+            pg.goto(stack["url"] + "/signin")
+            pg.fill("#key", key)
+            pg.click("#signin")
+            pg.wait_for_url(re.compile(r"/console/kbs$"))
+            return next(c["value"] for c in pg.context.cookies() if c["name"] == "pgmind_session")
+        first = sign(pages[0])
+        second = sign(pages[0])                       # signed in again in the same browser: a new id
+        assert second != first
+        # the old id is worth nothing now
+        ctx = browser.new_context()
+        ctx.add_cookies([{"name": "pgmind_session", "value": first, "url": stack["server"] + "/console"}])
+        stale = ctx.new_page()
+        stale.goto(stack["url"] + "/kbs")
+        assert "/console/signin" in stale.url
+        ctx.close()
+        sign(pages[1])                                # a second browser on the same key
+        for pg in pages:
+            pg.goto(stack["url"] + "/kbs")
+            assert pg.locator("tr.kb-row[data-kb=cdocs]").count() == 1
+        conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
+        # the first request after the revocation ends every session of the key
+        pages[0].goto(stack["url"] + "/kbs")
+        assert "/console/signin" in pages[0].url
+        st_cookie = next(c["value"] for c in pages[1].context.cookies() if c["name"] == "pgmind_session")
+        r = httpx.get(stack["url"] + "/kbs", cookies={"pgmind_session": st_cookie}, follow_redirects=False)
+        assert r.status_code == 303 and "/signin" in r.headers["location"]
+        pages[1].goto(stack["url"] + "/signin")
+        pages[1].fill("#key", key)
+        pages[1].click("#signin")
+        assert "unknown or revoked" in pages[1].inner_text("#signin-error")
+    finally:
+        for c in contexts:
+            c.close()
+
+
+def test_documents_of_a_source_with_row_security(browser, page, stack, installed, settings, conn):
+    """The chunk table has no row security; the source's policies are its owner's code, which the
+    console does not run.  A role they apply to (an administrator with select on both tables, whose
+    policy shows it row 1 only) sees no chunk of the knowledge base, on the list and by a document's
+    address; the table's owner, to whom they do not apply, sees them all."""
+    with as_role(installed, "con_owner") as o:
+        o.execute("create table con_app.secret (id int primary key, who text not null, body text not null)")
+        o.execute("insert into con_app.secret values (1, 'con_radmin', 'visible note'), (2, 'nobody', 'hidden salary 9000')")
+        o.execute("alter table con_app.secret enable row level security")
+        o.execute("create policy mine on con_app.secret for select using (who = current_user)")
+        o.execute("select ai.create_vectorizer('con_app.secret'::regclass, name => 'csecret', content => 'body', "
+                  "model => 'console-emb', chunking => '{\"method\": \"none\"}')")
+    drain(settings, installed, "csecret")
+    context = None
+    try:
+        store = conn.execute("select store from ai_internal._search_target('csecret', current_user)").fetchone()[0]
+        context, admin = _admin_page(browser, stack, installed, "con_radmin")
+        conn.execute(f"grant usage on schema con_app to con_radmin; grant select on con_app.secret, {store} to con_radmin")
+        admin.goto(stack["url"] + "/kbs/csecret")
+        assert admin.locator("#docs tr.doc").count() == 0
+        assert "row security" in admin.inner_text("#problem")
+        assert "hidden salary" not in admin.content()
+        response = admin.goto(stack["url"] + '/kbs/csecret/doc?key={"id":%202}')
+        assert response.status == 403 and "hidden salary" not in admin.content()
+        assert admin.inner_text("#error-sqlstate") == "42501"
+        # the owner: the policies do not apply to it, and it sees both documents
+        sign_in(page, stack)
+        page.goto(stack["url"] + "/kbs/csecret")
+        assert page.locator("#docs tr.doc").count() == 2 and page.locator("#problem").count() == 0
+    finally:
+        if context:
+            context.close()
+        conn.execute("select ai.drop_vectorizer('csecret') where exists (select 1 from ai.vectorizer_status "
+                     "where name = 'csecret')")
+        conn.execute("drop table if exists con_app.secret")
+        if conn.execute("select 1 from pg_roles where rolname = 'con_radmin'").fetchone():
+            _drop_role(installed, "con_radmin")
 
 
 # (last: it locks this client address out of signing in)

@@ -226,6 +226,54 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "row": ("Row", "行"),
     "chunks": ("chunks", "个分块"),
     "from_table": ("…or over an existing table", "……或基于已有的表"),
+    "rls_hidden": ("The source table's row security may hide some rows from your role, and the console runs no "
+                   "table owner's code (its policies), so it shows none of the chunks.",
+                   "来源表的行级安全策略可能对您的角色隐藏部分行，而控制台不运行表所有者的代码（其策略），因此不显示任何分块。"),
+    "rls_hidden_hint": ("Search it from SQL as your own role: select * from ai.search('<name>', '<question>')",
+                        "请在 SQL 中以您自己的角色搜索：select * from ai.search('<名称>', '<问题>')"),
+    # images (pages/images.py)
+    "not_images": ("This knowledge base is not an image collection.", "此知识库不是图片集。"),
+    "not_images_hint": ("Image collections are vectorizers on an image model, e.g. from pgmind ingest-images.",
+                        "图片集是使用图像模型的向量化器，例如用 pgmind ingest-images 创建的。"),
+    "picture_limits": ("JPEG, PNG, WebP, GIF, BMP or TIFF, at most {mb} MB", "JPEG、PNG、WebP、GIF、BMP 或 TIFF，不超过 {mb} MB"),
+    "picture_hint": ("Send one picture: JPEG, PNG, WebP, GIF, BMP or TIFF, at most 10 MB.",
+                     "请发送一张图片：JPEG、PNG、WebP、GIF、BMP 或 TIFF，不超过 10 MB。"),
+    "picture_too_big": ("The picture is over {mb} MB.", "图片超过 {mb} MB。"),
+    "no_picture": ("No picture was sent.", "没有收到图片。"),
+    "not_a_picture": ("The file is not a picture (JPEG, PNG, WebP, GIF, BMP or TIFF).",
+                      "该文件不是图片（JPEG、PNG、WebP、GIF、BMP 或 TIFF）。"),
+    "picture_not_column": ("The console shows pictures whose content is one column of a plain table; {source}'s is not.",
+                           "控制台只显示内容为普通表中单个列的图片；{source} 不是。"),
+    "picture_not_column_hint": ("Read it from SQL as your own role: select ai.load_file(...) or the bytes column.",
+                                "请在 SQL 中以您自己的角色读取：select ai.load_file(...) 或字节列。"),
+    "image_collection": ("images", "图片"),
+    # models: register, grant, and the transform rule (pages/models.py)
+    "untrusted_transform": ("This model's transform functions belong to a role the console does not run code of: {fns}.",
+                            "此模型的转换函数属于控制台不会运行其代码的角色：{fns}。"),
+    "untrusted_transform_hint": ("The console's session can act as every API key's role, so only functions of a superuser or of "
+                                 "pgmind's install role run there. Test it from psql as your own role: select ai.call_model('{model}', '...')",
+                                 "控制台的会话可以切换到所有持有 API 密钥的角色，因此只运行超级用户或 pgmind 安装角色的函数。"
+                                 "请在 psql 中以您自己的角色测试：select ai.call_model('{model}', '...')"),
+    "transforms": ("Transform functions", "转换函数"),
+    "model_registered": ("Model {model} registered.", "已注册模型 {model}。"),
+    "model_granted": ("Grant on {model} given.", "已授予 {model} 的使用权。"),
+    "model_revoked": ("Grant on {model} taken back.", "已收回 {model} 的使用权。"),
+    "role": ("role", "角色"),
+    "grant": ("Grant", "授权"),
+    "revoke": ("Revoke", "收回"),
+    "register_model": ("Register a model", "注册模型"),
+    "model_id": ("Model id", "模型 ID"),
+    "auth_none": ("none", "无"),
+    "auth_token": ("a secret (stored apart, never shown)", "密钥（单独保存，从不显示）"),
+    "auth_env": ("an environment variable of the model server", "模型服务器的环境变量"),
+    "secret": ("Secret", "密钥"),
+    "env_var": ("Environment variable", "环境变量"),
+    "options": ("Options (JSON)", "选项（JSON）"),
+    "register": ("Register", "注册"),
+    "register_help": ("ai.create_model as your role (administrators): the same checks as in psql; the model server "
+                      "probes the model (an embedding model's dimensions). Transform functions: SQL only.",
+                      "以您的角色运行 ai.create_model（管理员）：与 psql 中相同的检查；模型服务器会探测模型（嵌入模型的维度）。"
+                      "转换函数只能在 SQL 中设置。"),
 }
 
 

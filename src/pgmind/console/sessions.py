@@ -64,6 +64,15 @@ class SessionStore:
         with self._lock:
             self._sessions.pop(sid or "", None)
 
+    def delete_key(self, key_sha256: str) -> int:
+        """Ends every session of an API key (it was revoked, or its role dropped or made a superuser):
+        the one request that noticed it ends them all, not only its own."""
+        with self._lock:
+            gone = [sid for sid, s in self._sessions.items() if s.key_sha256 == key_sha256]
+            for sid in gone:
+                del self._sessions[sid]
+        return len(gone)
+
     def _drop_expired(self, now: float) -> None:
         for sid in [sid for sid, s in self._sessions.items() if s.expired(now)]:
             del self._sessions[sid]

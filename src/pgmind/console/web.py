@@ -119,7 +119,7 @@ async def signed_in(request: Request) -> Session:
         raise SignInNeeded()
     found = await live_role(request, s.key_sha256)
     if found is None or found[0] != s.role:
-        st.sessions.delete(s.id)
+        st.sessions.delete_key(s.key_sha256)
         raise SignInNeeded()
     s.admin = found[1]
     return s

@@ -55,6 +55,9 @@ async def signin(request: Request):
         st.limiter.failed(client)
         return render(request, "signin.html", status=401, error=t("bad_key"), hint=t("bad_key_hint"))
     st.limiter.succeeded(client)
+    # a new id at every sign-in, and the session this browser had before is ended: an id someone
+    # planted or saw before the sign-in is worth nothing after it
+    st.sessions.delete(request.cookies.get(COOKIE))
     session = st.sessions.create(found[0], key_digest(key), admin=found[1])
     response = secure(RedirectResponse(f"{PREFIX}/kbs", status_code=303))
     response.set_cookie(COOKIE, session.id, httponly=True, samesite="strict", path=PREFIX,

@@ -73,6 +73,11 @@ async def kb_list(request: Request):
     session = await signed_in(request)
     async with as_role(request, session.role) as conn:
         found = await status_rows(conn)
+        # (an image collection is a knowledge base on an image model: its page is the image search)
+        images = {r["model_id"] for r in await rows(conn, "select model_id from ai.models "
+                                                          "where model_type = 'image_embedding'")}
+    for kb in found:
+        kb["images"] = kb["model"] in images
     return render(request, "kbs.html", session=session, kbs=found)
 
 
@@ -89,11 +94,28 @@ def _cursor(raw: str | None) -> object | None:
 
 async def _target(conn, name: str):
     """The active version's chunk table, checked by ai_internal._search_target (plain table, the
-    role may read it), locked, then checked again (so it cannot change in between)."""
-    q = "select vid, store, key_json, key_cols from ai_internal._search_target(%s, current_user)"
+    role may read it), locked, then checked again (so it cannot change in between); None when the
+    source's row security hides rows from the role (hides_rows)."""
+    q = "select vid, store, key_json, key_cols, source::text from ai_internal._search_target(%s, current_user)"
     t = await (await conn.execute(q, (name,))).fetchone()
     await conn.execute(sql.SQL("lock table {} in access share mode").format(sql.SQL(t[1])))
-    return await (await conn.execute(q, (name,))).fetchone()
+    t = await (await conn.execute(q, (name,))).fetchone()
+    return None if await hides_rows(conn, t[4]) else t[:4]
+
+
+async def hides_rows(conn, source: str) -> bool:
+    """Whether row security on the source may hide rows from the role.  The chunk table has no row
+    security of its own: ai.search carries the source's to the chunks by reading the source as the
+    caller, which runs the policies, the owner's code, that must not run in the gateway's session.
+    So the console shows no chunk of such a source (search it from SQL) unless the policies do not
+    apply to the role: it owns the table (and row security is not forced on the owner) or it
+    bypasses row security."""
+    row = await (await conn.execute("""
+        select c.relrowsecurity and not (
+                   coalesce((select r.rolbypassrls from pg_roles r where r.rolname = current_user), false)
+                   or (not c.relforcerowsecurity and pg_has_role(current_user, c.relowner, 'USAGE')))
+        from pg_class c where c.oid = %s::regclass""", (source,))).fetchone()
+    return bool(row and row[0])
 
 
 def _key_match(key_cols: str, kfj: str, op: str) -> sql.Composable:
@@ -108,7 +130,10 @@ async def documents(conn, name: str, vid: int, state: str, after) -> tuple[list[
     if state == "done":
         try:
             async with conn.transaction():      # (a savepoint: no right to the chunks is not the end of the page)
-                _, store, key_json, key_cols = await _target(conn, name)
+                target = await _target(conn, name)
+                if target is None:
+                    return [], None, "rls_hidden"
+                _, store, key_json, key_cols = target
                 kfj = (await (await conn.execute("select ai_internal._key_from_json(%s, 'k')", (vid,))).fetchone())[0]
                 cond = sql.SQL("")
                 params: list = []
@@ -321,7 +346,11 @@ async def document(request: Request, name: str):
     marked = integer(request.query_params.get("chunk"), "chunk", -1, -1, 10**6)
     async with as_role(request, session.role) as conn:
         _, vid = await _visible(conn, request, name)
-        _, store, _, key_cols = await _target(conn, name)
+        target = await _target(conn, name)
+        if target is None:
+            t = i18n.translator(i18n.language(request))
+            raise errors.PermissionDeniedError(t("rls_hidden"), hint=t("rls_hidden_hint"))
+        _, store, _, key_cols = target
         kfj = (await (await conn.execute("select ai_internal._key_from_json(%s, 'k')", (vid,))).fetchone())[0]
         match = _key_match(key_cols, kfj, "=")
         chunks = await rows(conn, sql.SQL("select c.chunk_seq, c.chunk from {} c where ").format(sql.SQL(store))
