@@ -328,7 +328,7 @@ def test_ask_streams_after_the_sources(stack):
     assert events[0]["sources"] and events[-1]["answered"]
 
 
-def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path):
+def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path, settings):
     sign_in(page, stack)
     page.goto(stack["url"] + "/kbs/cdocs/ask")
     page.fill("#question", "What do pandas eat?")
@@ -373,8 +373,40 @@ def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path):
     page.set_input_files("#questions", str(questions))
     page.click("#run-eval")
     assert page.locator("#eval-runs tr.eval-row[data-run='2'][data-lang='zh']").count() == 3
-    assert page.locator("#eval-runs tr.eval-row[data-run='1']").count() >= 3       # the earlier run is kept
+    questions.write_text("\n".join(json.dumps(q, ensure_ascii=False) for q in (
+        {"question": "大熊猫吃什么", "lang": "zh", "gold": ["2"], "facts": ["竹子"]},
+        {"question": "What do pandas eat?", "lang": "en", "gold": ["1"], "facts": ["bamboo"]},
+        {"question": "Who won the 2018 World Cup?", "lang": "en", "gold": []})) + "\n", encoding="utf-8")
+    page.check("#source-file")
+    page.set_input_files("#questions", str(questions))
+    page.check("#with-answers")
+    page.click("#run-eval")
+    assert page.locator("#eval-runs tr.eval-row[data-run='3'][data-lang='zh']").count() == 3
+    assert page.locator("#eval-runs tr.eval-row[data-run='1']").count() >= 3       # the earlier runs are kept
+    # answers and declines per language (RAG as the role, the stand-in chat model echoes its prompt,
+    # so it answers everything: the unanswerable question is not declined)
+    assert page.locator("#eval-answers tr.answer-row[data-run='3']").count() == 3     # all, en, zh
+    all_row = page.locator("#eval-answers tr.answer-row[data-run='3'][data-lang='all']")
+    assert all_row.locator("td.declined").inner_text() == "0.0"
+    assert page.locator("#last-answers tr.answered-q").count() == 3
+    # the runs side by side: recall@5 and MRR per mode, and the answers, as SVG bars, one group a run
+    assert page.locator("#eval-charts figure.chart").count() == 3
+    assert page.locator("#chart-eval-1 svg rect.bar").count() >= 6
+    assert "#3" in page.inner_text("#chart-eval-1") and "hybrid" in page.inner_text("#chart-eval-1 ul.legend")
+    no_xss(page)
     shot(page, "eval")
+    # kept in the pgmind home, so a restart keeps them: read back on a fresh page
+    kept = list((settings.home / "console" / "eval").glob("*/*.jsonl"))
+    assert len(kept) == 1 and len(kept[0].read_text(encoding="utf-8").splitlines()) == 3
+    page.goto(stack["url"] + "/kbs/cdocs/eval")
+    assert page.locator("#eval-runs tr.eval-row[data-run='3']").count() >= 3
+    # bad files: a 400 that names the upload, not a temporary file
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n", encoding="utf-8")
+    page.check("#source-file")
+    page.set_input_files("#questions", str(bad))
+    page.click("#run-eval")
+    assert "bad.jsonl:1" in page.inner_text("#error-message") and "/tmp" not in page.inner_text("main")
 
 
 def test_a_decline_says_why(page, stack, installed):

@@ -81,3 +81,29 @@ def minute_chart(title: str, unit: str, axis: list[datetime], series: dict[str, 
             chart.lines.append({"name": name, "colour": colour, "segments": [" ".join(p) for p in segments],
                                 "dots": [seg[0] for seg in segments if len(seg) == 1]})
     return chart
+
+
+def group_chart(title: str, unit: str, groups: list[str], series: dict[str, list[float | None]],
+                y_max: float | None = None) -> Chart:
+    """Bars side by side: one group per label of ``groups`` (e.g. evaluation runs, oldest first), one
+    bar per series in each (e.g. a retrieval mode); a missing value (None) draws no bar.  Scores
+    from 0 to 1 pass y_max=1, so runs compare on one scale."""
+    top = max([v for values in series.values() for v in values if v is not None] + [0.0])
+    y_max = y_max or (top * 1.1 if top > 0 else 1.0)
+    n = max(len(groups), 1)
+    plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
+    step = plot_w / n
+    w = max(step * 0.8 / max(len(series), 1), 1.0)
+    chart = Chart(title, unit, y_max, [(round(LEFT + step * (i + 0.5), 1), g) for i, g in enumerate(groups)],
+                  empty=not groups or top == 0)
+    for s, (name, values) in enumerate(series.items()):
+        colour = COLOURS[s % len(COLOURS)]
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            y = round(TOP + plot_h * (1 - min(v, y_max) / y_max), 1)
+            chart.bars.append({"x": round(LEFT + step * i + step * 0.1 + w * s, 1), "y": y, "w": round(w, 1),
+                               "h": round(TOP + plot_h - y, 1), "colour": colour,
+                               "label": f"{groups[i]} · {name}: {v:g}{(' ' + unit) if unit else ''}"})
+        chart.lines.append({"name": name, "colour": colour, "segments": []})
+    return chart

@@ -179,9 +179,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "eval_feedback": ("This knowledge base's feedback", "本知识库收集的反馈"),
     "eval_file": ("A questions file (pgmind eval JSONL)", "问题文件(pgmind eval 的 JSONL)"),
     "run_eval": ("Run pgmind eval", "运行 pgmind eval"),
-    "eval_help": ("Retrieval only (recall@k, MRR, nDCG per mode and language), every search as your role; "
-                  "answers and declines: pgmind eval from the command line.",
-                  "只评测检索(按模式和语言的 recall@k、MRR、nDCG),每次搜索都以您的角色进行;回答与拒答请在命令行运行 pgmind eval。"),
+    "eval_help": ("Every search and answer runs as your role. Retrieval: recall@k, MRR and nDCG per mode and language "
+                  "(answerable questions only). Answers: RAG as the knowledge base is configured; a question with an empty "
+                  "gold list should be declined. Runs are kept (the last 20) and compared below.",
+                  "每次搜索和回答都以您的角色进行。检索：按模式和语言的 recall@k、MRR 和 nDCG（仅可回答的问题）。"
+                  "回答：按知识库配置的 RAG；gold 为空的问题应当拒答。运行记录会保留（最近 20 次）并在下方对比。"),
     "runs": ("Runs (newest first)", "历次运行(最新在前)"),
     "when": ("When", "时间"),
     "questions": ("Questions", "问题"),
@@ -231,6 +233,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
                    "来源表的行级安全策略可能对您的角色隐藏部分行，而控制台不运行表所有者的代码（其策略），因此不显示任何分块。"),
     "rls_hidden_hint": ("Search it from SQL as your own role: select * from ai.search('<name>', '<question>')",
                         "请在 SQL 中以您自己的角色搜索：select * from ai.search('<名称>', '<问题>')"),
+    # evaluation (pages/evaluation.py)
+    "eval_answers": ("Answers and declines too (a model call per question; at most {n} questions)",
+                     "同时评测回答与拒答（每个问题调用一次模型；最多 {n} 个问题）"),
+    "runs_compared": ("Runs side by side (the last 10, all languages)", "历次运行对比（最近 10 次，全部语言）"),
+    "chart_recall5": ("recall@5 per mode", "各模式的 recall@5"),
+    "chart_mrr": ("MRR per mode", "各模式的 MRR"),
+    "chart_answers": ("Answers and declines", "回答与拒答"),
+    "facts": ("Answered with the facts", "回答包含事实"),
+    "declined_right": ("Unanswerable, declined", "无法回答且已拒答"),
+    "answerable_declined": ("Answerable, declined", "可回答却拒答"),
+    "faulty": ("Faulty answers", "有缺陷的回答"),
+    "in_language": ("In the question's language", "使用问题的语言"),
+    "answers_declines": ("Answers and declines per language", "各语言的回答与拒答"),
+    "answers_of_run": ("The answers of run {n}", "第 {n} 次运行的回答"),
     # images (pages/images.py)
     "not_images": ("This knowledge base is not an image collection.", "此知识库不是图片集。"),
     "not_images_hint": ("Image collections are vectorizers on an image model, e.g. from pgmind ingest-images.",
