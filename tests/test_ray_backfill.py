@@ -420,6 +420,18 @@ def test_who_may_start_a_backfill(conn, settings, installed, owner, nobody, sec_
         with pytest.raises(PermissionDeniedError) as e:
             ShardRunner(replace(settings, service_dsn=installed), "ray_victim", 8, 30.0)
         assert "superuser" in e.value.message and "pgmind_service" in e.value.hint
+        # ... and a member of a superuser's role (it could SET ROLE to it)
+        su = conn.execute("select current_user").fetchone()[0]
+        conn.execute("drop role if exists ray_member")
+        conn.execute("create role ray_member login")
+        conn.execute(psycopg.sql.SQL("grant {} to ray_member").format(psycopg.sql.Identifier(su)))
+        try:
+            with pytest.raises(PermissionDeniedError) as e:
+                ShardRunner(replace(settings, service_dsn=psycopg.conninfo.make_conninfo(installed, user="ray_member")),
+                            "ray_victim", 8, 30.0)
+            assert "member" in e.value.message
+        finally:
+            conn.execute("drop role ray_member")
         # an owner's content expression that, run by an actor, tries to pause someone else's vectorizer:
         # it runs as its owner in the service role's session, which acts for no one
         owner.execute("drop table if exists sec_app.ray_evil cascade")

@@ -123,7 +123,7 @@ def _node_dsn(settings: Settings) -> str:
     if given:
         return given
     params = conninfo_to_dict(settings.service_dsn)
-    password = settings.role_password(SERVICE_ROLE)
+    password = settings.role_password(SERVICE_ROLE) if params.get("user") == SERVICE_ROLE else None
     if password:
         params["password"] = password
     return make_conninfo(**params)
@@ -142,12 +142,15 @@ class ShardRunner:
         self.worker = Worker(settings, settings.service_dsn, names=[name], batch_rows=batch_rows,
                              lease_seconds=lease_seconds, poll_interval=poll,
                              worker_id=f"ray:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}")
-        su, = self.worker.conn.execute("select rolsuper or rolbypassrls from pg_catalog.pg_roles "
-                                       "where rolname = current_user").fetchone()
+        # (a member of such a role can SET ROLE to it: memberships count)
+        su, = self.worker.conn.execute("select exists (select 1 from pg_catalog.pg_roles r "
+                                       "where (r.rolsuper or r.rolbypassrls) "
+                                       "and pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER'))").fetchone()
         self.worker.conn.commit()
         if su:   # the owners' content expressions must never run in a session that could become more
             self.worker.close()
-            raise PermissionDeniedError("a Ray actor refuses to run as a superuser (or a role that bypasses row security)",
+            raise PermissionDeniedError("a Ray actor refuses to run as a superuser, a role that bypasses row "
+                                        "security, or a member of either",
                                         hint="point PGMIND_SERVICE_DSN at pgmind's service role, pgmind_service")
         versions = self.worker.versions()
         if versions:     # the model loads once, here (its tokenizer with it)
