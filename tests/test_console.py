@@ -642,6 +642,10 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         c.execute("""insert into ai.vectorizer_progress (vectorizer_id, version, at, rows, chunks, worker_id)
                      select v.id, 1, now() - make_interval(mins => m), 40 + m, 40 + m, 'console-test'
                      from ai.vectorizers v, generate_series(3, 9) m where v.name = 'cdocs'""")
+        # a row waiting five minutes: the queue's lag
+        c.execute("""insert into ai.vectorizer_queue (vectorizer_id, version, key, queued_at)
+                     select v.id, 1, '{"id": 777777}', now() - interval '5 minutes'
+                     from ai.vectorizers v where v.name = 'cdocs'""")
     try:
         # not an administrator: no link, the page is "not found", and the throughput is refused (42501)
         sign_in(page, stack)
@@ -666,11 +670,18 @@ def test_health_is_for_administrators_only(browser, page, stack, installed):
         chart = admin.locator("#chart-throughput")
         assert "cdocs" in chart.locator("ul.legend").inner_text()
         assert chart.locator("svg polyline.line").count() >= 1
+        # the queue lag over time: the console's own samples, one a minute (this minute's at least)
+        lag = admin.locator("#chart-lag")
+        assert "cdocs" in lag.locator("ul.legend").inner_text()
+        assert lag.locator("svg polyline.line, svg circle").count() >= 1
+        top = int(re.search(r"\n(\d+)\n0\n", lag.inner_text()).group(1))
+        assert 330 <= top < 400        # the y axis: 1.1 × the lag, five minutes and the test's seconds
         shot(admin, "health")
         context.close()
     finally:
         with connect(installed, autocommit=True) as c:
             c.execute("delete from ai.vectorizer_progress where worker_id = 'console-test'")
+            c.execute("""delete from ai.vectorizer_queue where key = '{"id": 777777}'""")
             c.execute("drop owned by con_admin cascade")
             c.execute("drop role con_admin")
 

@@ -110,3 +110,56 @@ def test_vendored_htmx_is_the_recorded_file():
     digest = hashlib.sha256((VENDOR / "htmx-2.0.11.min.js").read_bytes()).hexdigest()
     assert f"htmx-2.0.11.min.js sha256 {digest}" in recorded
     assert (VENDOR / "htmx-LICENSE.txt").read_text().startswith("Zero-Clause BSD")
+
+
+def test_session_store_ends_every_session_of_a_key():
+    store = SessionStore(Clock())
+    a, b = store.create("alice", "k" * 64), store.create("alice", "k" * 64)
+    other = store.create("bob", "o" * 64)
+    assert store.delete_key("k" * 64) == 2
+    assert store.get(a.id) is None and store.get(b.id) is None and store.get(other.id) is other
+
+
+def test_queue_lag_history_one_sample_a_minute_and_gone_knowledge_bases_dropped():
+    from datetime import datetime, timedelta, timezone
+
+    from pgmind.console.lag import LagHistory
+    h = LagHistory(kept=3)
+    t0 = datetime(2026, 12, 7, 12, 0, 5, tzinfo=timezone.utc)
+    h.record(t0, [("a", 5, 30.0), ("b", 0, 0.0)])
+    h.record(t0 + timedelta(seconds=30), [("a", 4, 60.0), ("b", 0, 0.0)])     # the same minute: replaced
+    for i in range(1, 4):
+        h.record(t0 + timedelta(minutes=i), [("a", 1, 10.0 * i)])             # b is gone
+    series = h.series()
+    assert set(series) == {"a"} and len(series["a"]) == 3                    # the last 3 minutes kept
+    assert series["a"][datetime(2026, 12, 7, 12, 3, tzinfo=timezone.utc)] == 30.0
+
+
+def test_group_chart_bars_per_run_and_mode():
+    from pgmind.console.charts import group_chart
+    c = group_chart("recall@5", "", ["#1", "#2"], {"vector": [0.5, None], "hybrid": [1.0, 0.25]}, y_max=1.0)
+    assert len(c.bars) == 3 and [n["name"] for n in c.lines] == ["vector", "hybrid"]
+    assert [x for _, x in c.x_labels] == ["#1", "#2"] and not c.empty
+    full = next(b for b in c.bars if b["label"] == "#1 · hybrid: 1")
+    assert full["y"] == 10 and full["h"] == 148                              # the whole height: 1 of 1
+    assert group_chart("t", "", [], {}).empty
+
+
+def test_uploaded_pictures_are_told_by_their_first_bytes():
+    from pgmind.console.pages.images import picture_type
+    assert picture_type(b"\x89PNG\r\n\x1a\nrest") == "PNG" and picture_type(b"\xff\xd8\xff\xe0") == "JPEG"
+    assert picture_type(b"RIFF\0\0\0\0WEBPVP8 ") == "WEBP" and picture_type(b"GIF89a") == "GIF"
+    assert picture_type(b"<svg xmlns='http://www.w3.org/2000/svg'>") is None
+    assert picture_type(b"<html>") is None and picture_type(b"") is None
+
+
+def test_eval_runs_kept_per_role_and_knowledge_base(tmp_path):
+    from pgmind.console.eval_store import KEPT, EvalStore
+    store = EvalStore(tmp_path)
+    for i in range(KEPT + 2):
+        runs = store.add(10, "alice", 7, {"scores": {"i": i}})
+    assert len(runs) == KEPT and runs[-1]["n"] == KEPT + 2 and runs[0]["n"] == 3
+    assert store.runs(10, "alice", 7) == runs
+    assert store.runs(11, "alice", 7) == [] and store.runs(10, "bob", 7) == [] and store.runs(10, "alice", 8) == []
+    folder = next((tmp_path / "console" / "eval").iterdir())
+    assert folder.stat().st_mode & 0o077 == 0

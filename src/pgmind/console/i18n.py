@@ -233,6 +233,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
                    "来源表的行级安全策略可能对您的角色隐藏部分行，而控制台不运行表所有者的代码（其策略），因此不显示任何分块。"),
     "rls_hidden_hint": ("Search it from SQL as your own role: select * from ai.search('<name>', '<question>')",
                         "请在 SQL 中以您自己的角色搜索：select * from ai.search('<名称>', '<问题>')"),
+    "lag_over_time": ("Oldest queued row's age, the last hour (sampled each minute)",
+                      "最早排队行的等待时长（最近一小时，每分钟采样）"),
     # evaluation (pages/evaluation.py)
     "eval_answers": ("Answers and declines too (a model call per question; at most {n} questions)",
                      "同时评测回答与拒答（每个问题调用一次模型；最多 {n} 个问题）"),

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData
 from ..errors import InvalidRequestError, PgmindError
 from ..models.validation import check_text
 from . import csrf, i18n
+from .lag import LagHistory
 from .sessions import COOKIE, PRE_COOKIE, Session, SessionStore, SignInLimiter
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ class CsrfRefused(Exception):
 
 
 def state(request: Request):
-    """The console's per-app state, made on first use (the app only includes the router)."""
+    """The console's per-app state, made on first use (the app only includes the router); the queue
+    lag sampler starts with it."""
     st = getattr(request.app.state, "console", None)
     if st is None:
         st = request.app.state.console = _State()
+        st.lag.start(request.app.state.pool)
     return st
 
 
@@ -62,6 +65,7 @@ class _State:
     def __init__(self):
         self.sessions = SessionStore()
         self.limiter = SignInLimiter()
+        self.lag = LagHistory()
 
 
 def secure(response: Response) -> Response:

@@ -1,8 +1,10 @@
 """Health, for pgmind administrators only (others get "not found", and see no link): the database,
 the model server (this process), the vectorizer workers' heartbeats, each knowledge base's queue and
-its oldest item's age beside a chart of the rows written per minute over the last hour (per
-vectorizer, from ai_internal._throughput_minutes: ai.vectorizer_progress is internal), and the training jobs with their progress — all read as the signed-in
-administrator (ai.vectorizer_worker_status, ai.vectorizer_status, ai.training_jobs), nothing more."""
+its oldest item's age, charts of the last hour: the rows written per minute (per vectorizer, from
+ai_internal._throughput_minutes: ai.vectorizer_progress is internal) and the queue lag over time (the
+console's own samples, console/lag.py), and the training jobs with their progress — read as the
+signed-in administrator (ai.vectorizer_worker_status, ai.vectorizer_status, ai.training_jobs), but for
+the lag samples, which the server takes as its service role."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
@@ -11,7 +13,7 @@ from ... import __version__, errors
 from .. import i18n
 from ..charts import last_minutes, minute_chart
 from ..db import as_role, rows
-from ..web import PREFIX, page, render, signed_in
+from ..web import PREFIX, page, render, signed_in, state
 
 router = APIRouter()
 
@@ -44,7 +46,11 @@ async def health(request: Request):
     series: dict[str, dict] = {}
     for w in written:
         series.setdefault(w["vectorizer"], {})[w["minute"]] = float(w["rows"])
-    throughput = minute_chart(t("rows_per_minute"), t("rows"), last_minutes(60), series, missing=0.0)
+    axis = last_minutes(60)
+    throughput = minute_chart(t("rows_per_minute"), t("rows"), axis, series, missing=0.0)
+    # the lag's history is the console's own samples (console/lag.py); this minute's is taken now
+    history = state(request).lag
+    await history.sample(request.app.state.pool)
+    lag = minute_chart(t("lag_over_time"), "s", axis, history.series(), missing=None)
     return render(request, "health.html", session=session, database=database, version=__version__,
-                  workers=workers, queues=queues, jobs=jobs,
-                  throughput=throughput)
+                  workers=workers, queues=queues, jobs=jobs, throughput=throughput, lag=lag)
