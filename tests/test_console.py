@@ -993,7 +993,13 @@ def test_image_search_by_words_and_by_picture(browser, page, stack, installed, s
         # a text knowledge base: no picture to show (its content is an expression, not one column)
         assert page.request.get(stack["url"] + '/kbs/cdocs/picture?key=' + quote('{"id": 1}')).status == 403
         page.goto(stack["url"] + "/kbs/cdocs/images")
-        assert page.locator("#not-images").count() == 1
+        assert page.locator("#not-images").count() == 1 and page.locator("#tab-images").count() == 0
+        # an image collection's pages: its documents and the image search; the text pages say so
+        for path in ("/kbs/cpics/search?q=red", "/kbs/cpics/ask", "/kbs/cpics/eval"):
+            page.goto(stack["url"] + path)
+            assert page.locator("#image-kb").count() == 1 and page.locator("#tab-search").count() == 0, path
+        page.click("#to-images")
+        assert page.locator("#images-words").count() == 1
         # another role: not found, the page and the pictures
         context = browser.new_context()
         other = context.new_page()

@@ -265,6 +265,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "picture_not_column_hint": ("Read it from SQL as your own role: select ai.load_file(...) or the bytes column.",
                                 "请在 SQL 中以您自己的角色读取：select ai.load_file(...) 或字节列。"),
     "image_collection": ("images", "图片"),
+    "image_kb_here": ("This knowledge base is an image collection: find its pictures by words or by a picture on",
+                      "此知识库是图片集：请按文字或图片查找，前往"),
     # models: register, grant, and the transform rule (pages/models.py)
     "untrusted_transform": ("This model's transform functions belong to a role the console does not run code of: {fns}.",
                             "此模型的转换函数属于控制台不会运行其代码的角色：{fns}。"),

@@ -21,7 +21,7 @@ from ...server.deps import caller, service
 from .. import i18n
 from ..db import as_role, rows
 from ..web import PREFIX, check_csrf, integer, page, render, secure, signed_in, text
-from .kbs import kb_name, visible
+from .kbs import image_collection, kb_name, visible
 from .search import act_as
 
 router = APIRouter()
@@ -37,8 +37,8 @@ async def ask_page(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     async with as_role(request, session.role) as conn:
-        await visible(conn, request, name)
-    return render(request, "ask.html", session=session, name=name)
+        image_kb = await image_collection(conn, await visible(conn, request, name))
+    return render(request, "ask.html", session=session, name=name, image_kb=image_kb)
 
 
 @router.post(PREFIX + "/kbs/{name}/ask")

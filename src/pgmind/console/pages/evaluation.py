@@ -26,7 +26,7 @@ from ..db import as_role, rows
 from ..eval_store import EvalStore
 from ..web import PREFIX, page, render, require_token, signed_in
 from .ask import eval_line
-from .kbs import kb_name, visible
+from .kbs import image_collection, kb_name, visible
 from .search import act_as
 
 router = APIRouter()
@@ -110,8 +110,8 @@ def _charts(request: Request, runs: list[dict]) -> list:
     return out
 
 
-async def _render(request: Request, session, name: str, runs: list[dict]):
-    return render(request, "eval.html", session=session, name=name, modes=MODES, runs=runs,
+async def _render(request: Request, session, name: str, runs: list[dict], image_kb: bool = False):
+    return render(request, "eval.html", session=session, name=name, modes=MODES, runs=runs, image_kb=image_kb,
                   charts=_charts(request, runs) if runs else [], max_answered=MAX_ANSWERED)
 
 
@@ -121,10 +121,10 @@ async def eval_page(request: Request, name: str):
     session = await signed_in(request)
     name = kb_name(request, name)
     async with as_role(request, session.role) as conn:
-        await visible(conn, request, name)
+        image_kb = await image_collection(conn, await visible(conn, request, name))
         oid, vid = await _who(conn, name)
     runs = await asyncio.to_thread(_store(request).runs, oid, session.role, vid)
-    return await _render(request, session, name, runs)
+    return await _render(request, session, name, runs, image_kb=image_kb)
 
 
 @router.post(PREFIX + "/kbs/{name}/eval")

@@ -24,9 +24,9 @@ from ... import errors
 from ...images import codec
 from ...server import search_api
 from .. import i18n
-from ..db import as_role, rows
+from ..db import as_role
 from ..web import PREFIX, integer, page, render, require_token, secure, signed_in, text
-from .kbs import _cursor, _key_match, hides_rows, kb_name, not_found, visible
+from .kbs import _cursor, _key_match, hides_rows, image_collection, kb_name, not_found, visible
 from .search import act_as, marked, terms
 
 router = APIRouter()
@@ -43,18 +43,10 @@ def picture_type(data: bytes) -> str | None:
     return next((kind for magic, kind in MAGIC if data.startswith(magic)), None)
 
 
-async def image_models(conn) -> set[str]:
-    """The image models the role sees: a knowledge base on one is an image collection."""
-    return {r["model_id"] for r in await rows(conn, "select model_id from ai.models where model_type = 'image_embedding'")}
-
-
 async def _check(request: Request, role: str, name: str) -> bool:
-    """Visible (else not found); True when it is an image collection (the active version's model is
-    an image model the role sees)."""
+    """Visible (else not found); True when it is an image collection."""
     async with as_role(request, role) as conn:
-        versions = await visible(conn, request, name)
-        models = await image_models(conn)
-    return any(v["model"] in models for v in versions if v["status"] == "active")
+        return await image_collection(conn, await visible(conn, request, name))
 
 
 def _grid(name: str, rows_, words: list[str]) -> list[dict]:
@@ -84,7 +76,7 @@ async def images_page(request: Request, name: str):
                                         (name, words, k), name)
         hits = _grid(name, found, terms(words))
     return render(request, "images.html", session=session, name=name, words=words, k=k, hits=hits,
-                  is_images=is_images, max_mb=MAX_PICTURE >> 20)
+                  is_images=is_images, image_kb=is_images, max_mb=MAX_PICTURE >> 20)
 
 
 @router.post(PREFIX + "/kbs/{name}/images")
@@ -114,7 +106,7 @@ async def search_by_picture(request: Request, name: str):
     found = await search_api._query(request, "select to_jsonb(s) from ai.search_images(%s, %s::bytea, k => %s) s",
                                     (name, data, k), name)
     return render(request, "images.html", session=session, name=name, words="", k=k, hits=_grid(name, found, []),
-                  by_picture=True, is_images=True, max_mb=MAX_PICTURE >> 20)
+                  by_picture=True, is_images=True, image_kb=True, max_mb=MAX_PICTURE >> 20)
 
 
 async def _picture_bytes(conn, request: Request, name: str, key) -> bytes:

@@ -174,6 +174,14 @@ async def visible(conn, request: Request, name: str) -> list[dict]:
     return versions
 
 
+async def image_collection(conn, versions: list[dict]) -> bool:
+    """Whether the knowledge base is an image collection: its active version's model is an image
+    model (of those the role sees); its pages are then the documents and the image search."""
+    models = {r["model_id"] for r in await rows(conn, "select model_id from ai.models "
+                                                      "where model_type = 'image_embedding'")}
+    return any(v["model"] in models for v in versions if v["status"] == "active")
+
+
 async def _visible(conn, request: Request, name: str) -> tuple[list[dict], int]:
     versions = await visible(conn, request, name)
     vid = (await (await conn.execute("select ai_internal._vectorizer_id(%s)", (name,))).fetchone())[0]
@@ -192,6 +200,7 @@ async def kb_page(request: Request, name: str):
         versions, vid = await _visible(conn, request, name)
         docs, next_after, problem = await documents(conn, name, vid, state, after)
         pausable = await has_pause(conn)
+        image_kb = await image_collection(conn, versions)
     next_url = None
     if next_after is not None:
         from urllib.parse import urlencode
@@ -199,6 +208,7 @@ async def kb_page(request: Request, name: str):
                                                                                             ensure_ascii=False)})
     notice = request.query_params.get("notice")
     return render(request, "kb.html", session=session, name=name, versions=versions, docs=docs, state=state,
+                  image_kb=image_kb,
                   states=STATES, next_url=next_url, first=after is None, problem=problem, pausable=pausable,
                   notice=notice if notice in ("requeued", "deleted", "paused", "resumed", "altered") else None,
                   notice_n=integer(request.query_params.get("n"), "n", 0, 0, 10**12))

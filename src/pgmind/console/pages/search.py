@@ -14,7 +14,7 @@ from ...errors import InvalidRequestError
 from ...server import search_api
 from ...server.deps import Principal
 from ..web import PREFIX, integer, page, render, signed_in, text
-from .kbs import kb_name, visible
+from .kbs import image_collection, kb_name, visible
 from ..db import as_role
 
 router = APIRouter()
@@ -124,12 +124,13 @@ async def hit_test(request: Request, name: str):
     if q.get("compare"):
         configs.append(_config(request, "b_"))
     async with as_role(request, session.role) as conn:
-        await visible(conn, request, name)
+        image_kb = await image_collection(conn, await visible(conn, request, name))
     results = []
-    if question.strip():
+    if question.strip() and not image_kb:
         act_as(request, session.role)
         for c in configs:
             results.append(await run_search(request, name, question, c["mode"], c["k"], parse_filter(c["filter"])))
     has_lists = any(h["lists"] for hits in results for h in hits)
     return render(request, "search.html", session=session, name=name, question=question, configs=configs,
-                  results=results, modes=MODES, compare=bool(q.get("compare")), has_lists=has_lists)
+                  results=results, modes=MODES, compare=bool(q.get("compare")), has_lists=has_lists,
+                  image_kb=image_kb)
