@@ -216,3 +216,54 @@ def test_ingest_a_folder_of_files_people_have(installed, conn, tmp_path):
         with connect(installed, autocommit=True) as c:
             c.execute("select ai.drop_vectorizer('filekb')")
             c.execute("drop table filekb")
+
+
+# -- what one document may cost to read (red-team M3) -------------------------------------------------
+def test_a_pdf_over_its_page_or_ocr_budget_is_refused_not_read_in_part(monkeypatch):
+    from PIL import Image
+    from pypdf import PdfWriter
+
+    import pgmind.documents as documents
+    w = PdfWriter()
+    for _ in range(3):
+        w.add_blank_page(612, 792)
+    buf = BytesIO()
+    w.write(buf)
+    monkeypatch.setattr(documents, "MAX_PDF_PAGES", 2)
+    with pytest.raises(ValueError, match="has 3 pages; at most 2"):
+        documents.pdf_to_text(buf.getvalue())
+    # scanned pages: each costs an OCR pass, so only so many are read
+    pages = [Image.new("RGB", (64, 64), "white") for _ in range(3)]
+    scan = BytesIO()
+    pages[0].save(scan, "PDF", save_all=True, append_images=pages[1:])
+    ocr = []
+    monkeypatch.setattr(documents, "_ocr_page", lambda page: ocr.append(1) or "")
+    monkeypatch.setattr(documents, "MAX_PDF_PAGES", 100)
+    monkeypatch.setattr(documents, "MAX_OCR_PAGES", 2)
+    with pytest.raises(ValueError, match="more than 2 scanned pages"):
+        documents.pdf_to_text(scan.getvalue())
+    assert len(ocr) == 2
+
+
+def test_an_office_file_that_unzips_past_the_budget_is_refused(monkeypatch):
+    import zipfile
+
+    import pgmind.documents as documents
+    monkeypatch.setattr(documents, "MAX_UNZIPPED_BYTES", 1024 * 1024)
+    bomb = BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("word/document.xml", b"\0" * (4 * 1024 * 1024))     # 4 MiB of zeros: a few KiB zipped
+    assert len(bomb.getvalue()) < 64 * 1024
+    with pytest.raises(ValueError, match="unzips to 4 MiB; at most 1 MiB"):
+        docx_to_text(bomb.getvalue())
+    with pytest.raises(ValueError, match="unzips to 4 MiB"):
+        xlsx_sheets(bomb.getvalue())
+    monkeypatch.setattr(documents, "MAX_ZIP_MEMBERS", 3)
+    many = BytesIO()
+    with zipfile.ZipFile(many, "w") as z:
+        for i in range(5):
+            z.writestr(f"x{i}", b"x")
+    with pytest.raises(ValueError, match="has 5 parts; at most 3"):
+        docx_to_text(many.getvalue())
+    monkeypatch.setattr(documents, "MAX_ZIP_MEMBERS", 20_000)
+    assert docx_to_text(make_docx()).text         # a real one is still read

@@ -229,6 +229,41 @@ def html_to_text(html: str) -> Document:
     return Document(title, text)
 
 
+# What one document may cost to read (red-team M3: an upload or a file in a folder must not hold a
+# worker or the model server for hours, nor fill memory): a workbook's or a Word file's parts as
+# unzipped, a PDF's pages, the pages read by OCR (~1 s each on one core), the text it yields.  Over
+# a budget the document is refused with its reason (counted and named like any unreadable file),
+# never read in part.
+MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
+MAX_ZIP_MEMBERS = 20_000
+MAX_PDF_PAGES = 5_000
+MAX_OCR_PAGES = 100
+MAX_TEXT_CHARS = 50_000_000
+
+
+def _check_zip(raw: bytes, kind: str) -> None:
+    """An Office file (a zip) whose parts unzip past the budget is refused before any is read."""
+    import zipfile
+    from io import BytesIO
+    try:
+        members = zipfile.ZipFile(BytesIO(raw)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ValueError(f"not a readable {kind} ({type(e).__name__}: {e})") from None
+    if len(members) > MAX_ZIP_MEMBERS:
+        raise ValueError(f"the {kind} has {len(members)} parts; at most {MAX_ZIP_MEMBERS} are read")
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNZIPPED_BYTES:
+        raise ValueError(f"the {kind} unzips to {total // 2**20} MiB; at most {MAX_UNZIPPED_BYTES // 2**20} MiB "
+                         "are read (split it into smaller files)")
+
+
+def _has_images(page) -> bool:
+    try:
+        return len(page.images) > 0
+    except Exception:  # noqa: BLE001 - an image pypdf cannot decode: nothing for OCR to read
+        return False
+
+
 def _ocr_page(page) -> str:
     """A page without a text layer (a scan): the text of its images, by OCR (Chinese and English).
     Without the OCR engine installed, the page stays empty, as before."""
@@ -261,7 +296,22 @@ def pdf_to_text(raw: bytes) -> Document:
         reader = PdfReader(BytesIO(raw))
         if reader.is_encrypted and not reader.decrypt(""):
             raise ValueError("the PDF is encrypted with a password")
-        pages = [(page.extract_text() or "").strip() or _ocr_page(page) for page in reader.pages]
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise ValueError(f"the PDF has {len(reader.pages)} pages; at most {MAX_PDF_PAGES} are read "
+                             "(split it into smaller files)")
+        pages, ocr, chars = [], 0, 0
+        for page in reader.pages:
+            text = (page.extract_text() or "").strip()
+            if not text and _has_images(page):
+                ocr += 1
+                if ocr > MAX_OCR_PAGES:
+                    raise ValueError(f"the PDF has more than {MAX_OCR_PAGES} scanned pages to read by OCR "
+                                     "(split it into smaller files)")
+                text = _ocr_page(page)
+            chars += len(text)
+            if chars > MAX_TEXT_CHARS:
+                raise ValueError(f"the PDF's text is over {MAX_TEXT_CHARS:,} characters (split it into smaller files)")
+            pages.append(text)
         meta_title = (reader.metadata.title if reader.metadata else None) or ""
     except (PyPdfError, OSError, KeyError, TypeError, AttributeError) as e:
         # pypdf reports damaged files with several exception types
@@ -518,6 +568,7 @@ def xlsx_sheets(raw: bytes) -> list[tuple[str, list[list[str]]]]:
 
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
+    _check_zip(raw, ".xlsx workbook")
     try:
         wb = load_workbook(BytesIO(raw), read_only=True, data_only=True)
         sheets = []
@@ -550,6 +601,7 @@ def docx_to_text(raw: bytes) -> Document:
         from lxml.etree import XMLSyntaxError
     except ImportError:                                # python-docx depends on lxml: not reached
         XMLSyntaxError = ValueError                    # noqa: N806
+    _check_zip(raw, ".docx document")
     try:
         d = docx.Document(BytesIO(raw))
         blocks, headings = [], []
