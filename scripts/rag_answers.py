@@ -47,7 +47,8 @@ def main() -> int:
                 draft = reply["message"]["content"] or ""
                 g = conn.execute("select ai_internal._json_request('/pgmind/v1/rag/ground', %s)",
                                  (json.dumps({"question": q["question"], "answer": draft, "hits": p["sources"],
-                                              "sentences": p["sentences"]}),)).fetchone()[0]
+                                              "sentences": p["sentences"],
+                                              "answer_style": p.get("answer_style")}),)).fetchone()[0]
                 r = {"answered": True, "answer": g["answer"], "draft": draft, "confidence": g["confidence"],
                      "grounding": g["grounding"], "sources": p["sources"], "sentences": p["sentences"]}
             q.update(seconds=round(time.monotonic() - started, 1), answered=r["answered"], answer=r["answer"],

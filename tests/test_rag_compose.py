@@ -32,3 +32,28 @@ def test_golden_prompt(server, token, rec):
     assert got["answered"] == want["answered"] and got["answer"] == want["answer"]
     assert [(s["n"], s["key"], s["chunk_seq"], s["chunk"]) for s in got["sources"]] == \
         [(s["n"], s["key"], s["chunk_seq"], s["chunk"]) for s in want["sources"]]
+
+
+def test_labelled_sentences_for_quote_first_answers():
+    """answer_style "quote": every sentence shown stands on its own line after a label S1, S2, …
+    numbered across the sources, and each shown sentence carries its label (what grounding.quoted
+    maps the model's choice back with)."""
+    import numpy as np
+
+    from pgmind.rag.compose import compose, plan, render
+    chunks = ["## VACUUM\nVACUUM reclaims storage. It can run in parallel. FULL rewrites the table.",
+              "## ANALYZE\nANALYZE collects statistics."]
+    p = plan(chunks, [2, 2])
+    vectors = np.eye(len(p.texts), 4, dtype=np.float32) + 0.1
+    query = np.array([[1, 0, 0, 0]], dtype=np.float32)
+    text, shown = render(p, vectors, query, labelled=True)
+    assert [s["label"] for s in shown] == [1, 2, 3]
+    assert text.startswith("[1] ## VACUUM\nS1 VACUUM reclaims storage.\nS2 ")
+    assert "[2] ## ANALYZE\nS3 ANALYZE collects statistics.\n\n" in text
+    plain, shown_plain = render(p, vectors, query)
+    assert "S1" not in plain and all("label" not in s for s in shown_plain)
+    prompt = compose({"answer_style": "quote", "quote_prompt_en": "{sources}Q: {question}", "prompt_en": "free"},
+                     "kb", "What does VACUUM do?", [{"n": 1, "chunk": chunks[0]}], text, shown)
+    assert prompt["answer_style"] == "quote" and prompt["messages"][-1]["content"].startswith("[1] ## VACUUM\nS1 ")
+    assert compose({"prompt_en": "free"}, "kb", "What does VACUUM do?", [{"n": 1, "chunk": chunks[0]}], text,
+                   shown)["answer_style"] == "free"

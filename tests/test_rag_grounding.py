@@ -142,3 +142,70 @@ _ANY = st.one_of(st.none(), st.text(max_size=20), st.floats(), st.integers(), st
        st.text(max_size=40))
 def test_why_declined_never_fails(decline, question):
     assert why_declined(decline, question) is None or isinstance(why_declined(decline, question), str)
+
+
+# -- quote-first answers (answer_style "quote"): the model chooses a labelled sentence ----------------
+SENTENCES = [{"n": 1, "text": "B-trees use a default fillfactor of 90, but any integer value from 10 to 100 can be "
+                              "selected.", "similarity": 0.6, "label": 1},
+             {"n": 2, "text": "The pg_hba.conf file is read on start-up and when the main server process receives a "
+                              "SIGHUP signal.", "similarity": 0.2, "label": 2}]
+
+
+def test_quote_first_the_chosen_sentence_is_quoted_after_the_checked_words():
+    from pgmind.rag.grounding import checked
+    c = checked("What is the default fillfactor for a B-tree index?", "S1: The default is 90.",
+                [FILLFACTOR, HBA], SENTENCES, "quote")
+    assert c["confidence"] == "supported" and c["grounding"]["chosen"] == [1] and c["grounding"]["style"] == "quote"
+    assert c["answer"] == ('The default is 90. [1]\n\nSource [1]: "B-trees use a default fillfactor of 90, but any '
+                           'integer value from 10 to 100 can be selected."')
+
+
+def test_quote_first_label_shapes_and_chinese():
+    from pgmind.rag.grounding import quoted
+    for reply in ("**S2**: On a SIGHUP.", "S2. On a SIGHUP.", "[S2] On a SIGHUP.", "On a SIGHUP (S2)."):
+        g = quoted("When is pg_hba.conf read?", reply, [FILLFACTOR, HBA], SENTENCES)
+        assert g.chosen == [2] and g.answer.split("\n")[0] in ("On a SIGHUP. [2]", "On a SIGHUP [2]."), reply
+        assert 'Source [2]: "The pg_hba.conf file is read' in g.answer
+    g = quoted("pg_hba.conf 什么时候读取?", "S2 启动时以及收到 SIGHUP 信号时读取。", [FILLFACTOR, HBA], SENTENCES)
+    assert g.answer.startswith("启动时以及收到 SIGHUP 信号时读取。 [2]") and "原文 [2]：“The pg_hba.conf file" in g.answer
+    assert g.confidence == "supported"
+
+
+def test_quote_first_a_wrong_value_in_the_words_goes_the_quote_stays():
+    from pgmind.rag.grounding import quoted
+    g = quoted("What is the default fillfactor for a B-tree index?", "S1 The default is 70.", [FILLFACTOR, HBA],
+               SENTENCES)
+    assert "70" not in g.answer and g.confidence == "not_confirmed"
+    assert 'Source [1]: "B-trees use a default fillfactor of 90' in g.answer
+
+
+def test_quote_first_words_that_copy_the_sentence_and_labels_not_shown():
+    from pgmind.rag.grounding import quoted
+    g = quoted("What is the default fillfactor for a B-tree index?",
+               "S1, B-trees use a default fillfactor of 90, but any integer value from 10 to 100 can be selected.",
+               [FILLFACTOR, HBA], SENTENCES)
+    assert g.answer == ('Source [1]: "B-trees use a default fillfactor of 90, but any integer value from 10 to 100 '
+                        'can be selected."') and g.confidence == "partly"
+    # a label it was not shown: checked as a free answer, the quote chosen by similarity
+    g = quoted("What is the default fillfactor for a B-tree index?", "S9 It is 90 [1].", [FILLFACTOR, HBA], SENTENCES)
+    assert g.chosen == [] and g.answer.startswith("It is 90 [1].") and "S9" not in g.answer
+
+
+@given(st.text(max_size=300))
+def test_quote_first_never_fails_on_any_reply(reply):
+    from pgmind.rag.grounding import quoted
+    g = quoted("What is the default fillfactor?", reply, [FILLFACTOR, HBA], SENTENCES)
+    assert isinstance(g.answer, str) and g.confidence in ("supported", "partly", "not_confirmed")
+
+
+def test_brief_answers_keep_the_first_answering_sentence_and_its_example():
+    from pgmind.rag.grounding import checked
+    draft = ("B-tree indexes default to a `fillfactor` of 90 [1]. The command is:\n```sql\nCREATE INDEX i ON t (c) "
+             "WITH (fillfactor = 90);\n```\nThis makes the index 90 percent full, which is always best.")
+    c = checked("What is the default fillfactor for a B-tree index?", draft, [FILLFACTOR, HBA], SENTENCES, "brief")
+    assert c["answer"].startswith("B-tree indexes default to a `fillfactor` of 90 [1]. The command is:\n```sql")
+    assert "always best" not in c["answer"] and c["draft"] == draft
+    assert 'Source [1]: "B-trees use a default fillfactor of 90' in c["answer"]
+    # an answer of one sentence stays as it is (with the quote)
+    one = checked("What is the default fillfactor?", "It is 90 [1].", [FILLFACTOR], SENTENCES[:1], "brief")
+    assert one["answer"].startswith("It is 90 [1].\n\nSource [1]")

@@ -19,7 +19,7 @@ import numpy as np
 
 from .text import estimate_tokens, fill, language, sentence_units
 
-__all__ = ["Plan", "budget", "compose", "plan", "render"]
+__all__ = ["STYLES", "Plan", "budget", "compose", "plan", "render", "style"]
 
 
 def budget(hits: list[dict], context_tokens: int) -> list[dict]:
@@ -79,14 +79,19 @@ def _order(values: list[float | None]) -> list[int]:
     return sorted(range(len(values)), key=lambda i: (values[i] is None, -(values[i] or 0.0), i))
 
 
-def render(p: Plan, unit_vectors: np.ndarray | None, query_vectors: np.ndarray | None) -> tuple[str, list[dict]]:
+def render(p: Plan, unit_vectors: np.ndarray | None, query_vectors: np.ndarray | None,
+           labelled: bool = False) -> tuple[str, list[dict]]:
     """The sources' text for the prompt: "[n] …" blocks.  A chunk's sentences are taken by turns:
     its best by the question, its best by the expansion, its second by the question, …  The
     question's best always stays (an expansion from the model's prior may be wrong), and the
     expansion adds the sentence that names the command where the question only describes the task.
     ``query_vectors``: the question's, then the expansion's when there is one.  Also returns the
     sentences shown, each with its similarity to the question ({"n", "text", "similarity"}): the
-    candidates an answer's quote is chosen from (pgmind.rag.grounding)."""
+    candidates an answer's quote is chosen from (pgmind.rag.grounding).
+
+    ``labelled`` (quote-first answers): each sentence shown stands on its own line after a label,
+    S1, S2, … across the sources, for the model to choose by (each shown sentence carries its
+    "label"); a source's sentences are then all shown when it has no more than it may show."""
     sq = se = []
     if p.texts:
         sq = _cosines(unit_vectors, query_vectors[0])
@@ -94,17 +99,41 @@ def render(p: Plan, unit_vectors: np.ndarray | None, query_vectors: np.ndarray |
     parts, shown = [], []
     for s in p.sources:
         if s.want is None or len(s.units) <= s.want:
-            body = s.chunk
-            shown.extend({"n": s.n, "text": u, "similarity": sq[s.first + j]} for j, u in enumerate(s.units))
+            chosen = list(range(s.first, s.first + len(s.units)))
         else:
             idx = range(s.first, s.first + len(s.units))
             rq = {idx[j]: r for r, j in enumerate(_order([sq[i] for i in idx]))}
             re_ = {idx[j]: r for r, j in enumerate(_order([se[i] for i in idx]))}
-            chosen = sorted(idx, key=lambda i: (min(rq[i], re_[i]), rq[i]))[:s.want]
-            body = (s.title + "\n" if s.title is not None else "") + " … ".join(p.texts[i] for i in sorted(chosen))
-            shown.extend({"n": s.n, "text": p.texts[i], "similarity": sq[i]} for i in sorted(chosen))
+            chosen = sorted(sorted(idx, key=lambda i: (min(rq[i], re_[i]), rq[i]))[:s.want])
+        title = s.title + "\n" if s.title is not None else ""
+        if labelled and chosen:
+            lines = []
+            for i in chosen:
+                label = len(shown) + 1
+                shown.append({"n": s.n, "text": p.texts[i], "similarity": sq[i], "label": label})
+                lines.append(f"S{label} {p.texts[i]}")
+            body = title + "\n".join(lines)
+        elif s.want is None or len(s.units) <= s.want:
+            body = s.chunk
+            shown.extend({"n": s.n, "text": p.texts[i], "similarity": sq[i]} for i in chosen)
+        else:
+            body = title + " … ".join(p.texts[i] for i in chosen)
+            shown.extend({"n": s.n, "text": p.texts[i], "similarity": sq[i]} for i in chosen)
         parts.append(f"[{s.n}] {body}\n\n")
     return "".join(parts), shown
+
+
+STYLES = ("free", "brief", "quote")
+
+
+def style(settings: dict) -> str:
+    """How the model answers (the setting "answer_style"): "free", in its own words, checked
+    afterwards; "brief", the same prompt, and the answer shown is its first sentence that names
+    something the sources hold (with its example), then the quote (pgmind.rag.grounding); or
+    "quote", choosing the sentence that answers by its label first and adding one sentence of its
+    own (pgmind.rag.grounding.quoted)."""
+    value = settings.get("answer_style") or "free"
+    return value if value in STYLES else "free"
 
 
 def compose(settings: dict, name: str, question: str, sources: list[dict], context: str,
@@ -114,12 +143,14 @@ def compose(settings: dict, name: str, question: str, sources: list[dict], conte
     lang = language(question)
     if not sources:
         return {"answered": False, "answer": settings.get(f"decline_{lang}"), "sources": [], "messages": None,
-                "sentences": []}
+                "sentences": [], "answer_style": style(settings)}
     system = settings.get(f"system_{lang}")
     system = system if isinstance(system, str) else ""
     messages = [{"role": "system", "content": system}] if system else []
     topic = settings.get("topic") if isinstance(settings.get("topic"), str) else None
-    messages.append({"role": "user", "content": fill(settings.get(f"prompt_{lang}"),
+    template = settings.get(f"quote_prompt_{lang}") if style(settings) == "quote" else None
+    messages.append({"role": "user", "content": fill(template or settings.get(f"prompt_{lang}"),
                                                      {"sources": context, "question": question,
                                                       "topic": name if topic is None else topic})})
-    return {"answered": True, "answer": None, "sources": sources, "messages": messages, "sentences": sentences or []}
+    return {"answered": True, "answer": None, "sources": sources, "messages": messages, "sentences": sentences or [],
+            "answer_style": style(settings)}

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 
 from .text import CITATION, CODE_BLOCK, CODE_SPAN, language, sentence_units
 
-__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "split_sentences",
-           "why_declined"]
+__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "quoted",
+           "split_sentences", "why_declined"]
 
 _CITE = re.compile(r"\s*(?:" + CITATION.pattern + ")")     # (with the space before it)
 # identifiers outside code: snake_case names (pg_total_relation_size, shared_buffers), calls
@@ -75,12 +75,15 @@ class Grounded:
     removed: list[str]        # sentences taken out: a claim no source holds
     citations_fixed: int
     quote: dict | None        # {"n", "text"}: the source sentence that best answers the question
+    style: str = "free"       # free | quote (the model chose the quote: ``chosen`` its labels)
+    chosen: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"confidence": self.confidence,
                 "claims": [{"text": c.text, "kind": c.kind, "sources": c.sources, "supported": c.supported}
                            for c in self.claims],
-                "removed": self.removed, "citations_fixed": self.citations_fixed, "quote": self.quote}
+                "removed": self.removed, "citations_fixed": self.citations_fixed, "quote": self.quote,
+                "style": self.style, "chosen": self.chosen}
 
 
 def split_sentences(answer: str) -> list[str]:
@@ -225,9 +228,32 @@ _WORDS = {
 }
 
 
-def ground(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None) -> Grounded:
+def _first_answer(kept: list[str], sources: list[str]) -> tuple[list[str], list[str]]:
+    """A brief answer (answer_style "brief"): the sentences up to the first that names something the
+    sources hold (with the code block it introduces), and the rest.  The prompt asks for the answer
+    first; what a small model adds after it is where most of its wrong values and made-up
+    requirements were (eval/grades)."""
+    def intro(s: str) -> bool:
+        return bool(re.search(r"[:：]\s*$", _CITE.sub("", s)))
+
+    for i, sentence in enumerate(kept):
+        if any(_holds(src, c) for c in claims(sentence) for src in sources):
+            end = i + 1
+            # its example: a code block right after it, or after one sentence that introduces it
+            if end < len(kept) and kept[end].startswith("```") and intro(sentence):
+                end += 1
+            elif end + 1 < len(kept) and intro(kept[end]) and kept[end + 1].startswith("```"):
+                end += 2
+            return kept[:end], kept[end:]
+    return kept, []
+
+
+def ground(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None,
+           chosen: list[dict] | None = None, brief: bool = False) -> Grounded:
     """``sources``: the chunks the answer was written from, source n at position n - 1;
-    ``candidates``: the sentences the prompt showed ({"n", "text", "similarity"}), from compose."""
+    ``candidates``: the sentences the prompt showed ({"n", "text", "similarity"}), from compose;
+    ``chosen``: the sentences the model chose to quote (quote-first answers: ``quoted``), else the
+    quote is chosen here."""
     lang = language(question)
     words = _WORDS[lang]
     sentences = split_sentences(answer or "")
@@ -258,16 +284,23 @@ def ground(question: str, answer: str, sources: list[str], candidates: list[dict
         # what is left confirms nothing (glue between the sentences taken out): nothing to show of it
         removed.extend(_flat(k) for k in kept)
         kept = []
+    trimmed = []
+    if brief and kept:
+        kept, trimmed = _first_answer(kept, sources)
     supported = [c for c in all_claims if c.supported]
     cited_all = {n for s in kept for n in _cited(s)}
-    quote = _quote(question, candidates or [], sources, supported, cited_all) if sources else None
+    if chosen:
+        quote = {"n": int(chosen[0]["n"]), "text": chosen[0]["text"]}
+    else:
+        quote = _quote(question, candidates or [], sources, supported, cited_all) if sources else None
+        chosen = [quote] if quote else []
     if not all_claims:
         confidence = "partly"
     elif removed:
         confidence = "partly" if kept and supported else "not_confirmed"
     else:
         confidence = "supported"
-    if not removed and not fixed:
+    if not removed and not fixed and not trimmed:
         body = (answer or "").strip()
     else:
         body = _join(kept, lang) if kept else words["none"]
@@ -276,9 +309,56 @@ def ground(question: str, answer: str, sources: list[str], candidates: list[dict
     parts = [body]
     if removed and kept:
         parts.append(words["removed"].format(k=len(removed)))
-    if quote and not any(quote["text"] in s for s in kept):
-        parts.append(words["quote"].format(n=quote["n"], text=quote["text"]))
-    return Grounded("\n\n".join(parts), confidence, all_claims, removed, fixed, quote)
+    for q in chosen:
+        if not any(q["text"] in s for s in kept):
+            parts.append(words["quote"].format(n=q["n"], text=q["text"]))
+    return Grounded("\n\n".join(p for p in parts if p and p.strip()), confidence, all_claims, removed, fixed, quote)
+
+
+# A quote-first answer starts with the labels of the sentences it quotes ("S4", "S2, S5:", "**S3**");
+# a label later in the text stands for its sentence's source
+_LEAD_LABELS = re.compile(r"^[\s*_>#\[(（【]*S(\d{1,3})(?:[\s*_\])）】]*(?:[,，、和与]|and)?[\s*_\[(（【]*S(\d{1,3}))?[\s*_\])）】]*[:：.,，、。-]?\s*")
+_LABEL = re.compile(r"[\[(（【]?\bS(\d{1,3})\b[\])）】]?")
+_TOKEN = re.compile(r"[a-z0-9_]+|[\u4e00-\u9fff]", re.I)
+
+
+def _copies(words: str, quote: str) -> bool:
+    """Whether the model's words only repeat the sentence it quotes (most of their words are in it):
+    the quote already says it."""
+    w, q = _TOKEN.findall(words.lower()), set(_TOKEN.findall(quote.lower()))
+    return bool(w) and sum(t in q for t in w) >= 0.8 * len(w) and len(w) >= 0.5 * len(q)
+
+
+def quoted(question: str, answer: str, sources: list[str], candidates: list[dict]) -> Grounded:
+    """A quote-first answer (the setting answer_style = "quote"): the model was shown the sources'
+    sentences under labels (S1, S2, …: pgmind.rag.compose.render) and asked for the label of the one
+    that answers, then a few words of its own.  Choosing is what a small model does well, and a
+    verbatim sentence cannot state a wrong value: the answer is the model's words, checked as any
+    answer is (``ground``), then the chosen sentence(s) quoted.  Words that only copy the sentence
+    are left out (the quote says it); a reply without a label it was shown is checked as a free
+    answer, with the quote chosen here."""
+    by_label = {c["label"]: c for c in candidates if type(c.get("label")) is int and 1 <= int(c.get("n", 0)) <= len(sources)}
+    text = answer or ""
+    lead = _LEAD_LABELS.match(text)
+    if lead:
+        labels, words = [int(x) for x in lead.groups() if x], text[lead.end():]
+    else:      # (a label later on: "Use CONCURRENTLY (S4).")
+        labels, words = [int(m.group(1)) for m in _LABEL.finditer(text)], text
+    chosen = [by_label[k] for k in dict.fromkeys(labels) if k in by_label][:2]
+    if not chosen:
+        g = ground(question, _LABEL.sub("", text).strip(), sources, candidates)
+        g.style = "quote"
+        return g
+    # a label in the words: the citation of its sentence's source
+    words = _LABEL.sub(lambda m: f"[{by_label[int(m.group(1))]['n']}]" if int(m.group(1)) in by_label else "", words)
+    words = re.sub(r"[ \t]*(\[\d+\])", r" \1", words).strip()
+    if words and _copies(_CITE.sub(" ", words), " ".join(c["text"] for c in chosen)):
+        words = ""
+    if words and not CITATION.search(words):
+        words += f" [{chosen[0]['n']}]"
+    g = ground(question, words, sources, candidates, chosen=chosen)
+    g.style, g.chosen = "quote", [c["label"] for c in chosen]
+    return g
 
 
 LABELS = {
@@ -328,10 +408,13 @@ def why_declined(decline: dict | None, question: str) -> str | None:
         return None
 
 
-def checked(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None) -> dict:
+def checked(question: str, answer: str, sources: list[str], candidates: list[dict] | None = None,
+            style: str = "free") -> dict:
     """What ai.rag, /v1/ask and the Python API return of a checked answer: the answer to show, the
-    model's own words ("draft") when the check changed them, the confidence, and the details."""
-    g = ground(question, answer, sources, candidates)
+    model's own words ("draft") when the check changed them, the confidence, and the details.
+    ``style``: the knowledge base's answer_style ("quote": ``quoted``)."""
+    g = quoted(question, answer, sources, candidates or []) if style == "quote" else \
+        ground(question, answer, sources, candidates, brief=style == "brief")
     details = g.to_dict()
     return {"answer": g.answer, "draft": answer if g.answer != answer else None,
             "confidence": details.pop("confidence"), "grounding": details}
@@ -343,4 +426,5 @@ def checked_reply(question: str, draft: str, prompt: dict) -> dict:
     turned the check off (then only {"confidence": None})."""
     if prompt.get("ground") is False:
         return {"confidence": None}
-    return checked(question, draft, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [])
+    return checked(question, draft, [s["chunk"] for s in prompt["sources"]], prompt.get("sentences") or [],
+                   prompt.get("answer_style") or "free")

@@ -135,14 +135,17 @@ async def compose(request: Request):
     sources = rag_compose.budget(_hits(body), context_tokens)
     context, sentences = "", []
     if sources:
-        plan = rag_compose.plan([s["chunk"] for s in sources], _per_source(settings))
+        quote = rag_compose.style(settings) == "quote"
+        per_source = _per_source(settings)
+        # (a quote-first answer chooses among labelled sentences: whole chunks are shown as all of theirs)
+        plan = rag_compose.plan([s["chunk"] for s in sources], per_source or ([100] if quote else None))
         units = queries = None
         if plan.texts:
             svc, who = service(request), caller(request, "sql")
             _, units = await svc.embed(model, plan.texts, who, "document")
             _, queries = await svc.embed(model, [t for t in (question, expansion) if t is not None], who, "query")
             units, queries = units.vectors, queries.vectors
-        context, sentences = await asyncio.to_thread(rag_compose.render, plan, units, queries)
+        context, sentences = await asyncio.to_thread(rag_compose.render, plan, units, queries, quote)
     return json_response(rag_compose.compose(settings, name, question, sources, context, sentences))
 
 
@@ -163,4 +166,7 @@ async def ground(request: Request):
         raise InvalidRequestError(f"the sources hold over {_MAX_GROUND_CHARS} characters; an answer is checked "
                                   "against what its prompt held", hint="pass the sources rag_prompt returned")
     # (a thread: checking a long answer against many sources must not hold up the other requests)
-    return json_response(await asyncio.to_thread(rag_grounding.checked, question, answer, chunks, sentences))
+    style = body.get("answer_style") or "free"
+    if style not in rag_compose.STYLES:
+        raise InvalidRequestError('"answer_style" must be "free", "brief" or "quote"', hint="pass what rag_prompt returned")
+    return json_response(await asyncio.to_thread(rag_grounding.checked, question, answer, chunks, sentences, style))

@@ -25,6 +25,9 @@ language sql immutable as $$ select '{
     "system_zh": "",
     "prompt_en": "Sources from the {topic} documentation:\n{sources}Question: {question}\nUsing only the sources, answer in one to three short sentences of your own words, in English, for {topic}. Start with the exact command, function or setting that does it, and cite the sources like [1].",
     "prompt_zh": "以下是{topic}文档中的资料:\n{sources}问题: {question}\n请只根据以上资料回答,针对{topic}。用一到三句简短的中文:第一句直接回答;问怎么做时,写出能做到这件事的具体命令、函数或设置名称并用中文说明,不要照抄资料。在句末注明出处编号,如 [1]。",
+    "answer_style": "free",
+    "quote_prompt_en": "Sentences from the {topic} documentation, each after its label (S1, S2, ...), under their source [n]:\n{sources}Question: {question}\nFind the one sentence that best answers the question. Start your reply with its label and a colon, like \"S3: \", then answer the question in one short sentence of your own, in English, for {topic}, naming the exact command, function or setting.",
+    "quote_prompt_zh": "以下是{topic}文档中的句子,每句前面是它的编号(S1、S2……),按出处 [n] 分组:\n{sources}问题: {question}\n找出最能回答这个问题的那一句。回答以它的编号和冒号开头,如 \"S3: \",然后用一句简短的中文回答问题,针对{topic},写出具体的命令、函数或设置名称。",
     "decline_en": "The knowledge base does not contain the answer.",
     "decline_zh": "知识库中没有这个问题的答案。",
     "language": null,
@@ -81,6 +84,7 @@ begin
         when key = 'language' then jsonb_typeof(value) = 'null' or value #>> '{}' in ('en', 'zh')
         when key in ('translate_model', 'rerank', 'expand_model', 'topic', 'topic_model') then jsonb_typeof(value) in ('null', 'string')
         when key in ('expand', 'ground') then jsonb_typeof(value) = 'boolean'
+        when key = 'answer_style' then value #>> '{}' in ('free', 'brief', 'quote')
         when key in ('rerank_threshold', 'topic_threshold') then jsonb_typeof(value) = 'number' and value::text::numeric between -1000 and 1000
         else jsonb_typeof(value) = 'string' end;
     if unknown is not null then
@@ -88,7 +92,7 @@ begin
             using errcode = '22023',
                   hint = 'k and chunks_per_source are 1..100, source_sentences 1..100, an array of them (one per source rank) or null; context_tokens and max_tokens positive integers, expand_tokens 1..512; threshold -1..1 or null; '
                          'language en, zh or null; rerank a model or null, rerank_candidates 1..100, '
-                         'rerank_threshold and topic_threshold numbers; expand and ground true or false; the others texts (see ai.rag_defaults())';
+                         'rerank_threshold and topic_threshold numbers; expand and ground true or false; answer_style free, brief or quote; the others texts (see ai.rag_defaults())';
     end if;
     update ai.vectorizers v
        set config = jsonb_set(v.config, '{rag}', coalesce(v.config->'rag', '{}') || configure_rag.config)
@@ -207,14 +211,14 @@ declare
 begin
     p := ai.rag_prompt(name, question, k, model, threshold, filter);
     if p is null or not (p->>'answered')::boolean then
-        return p - 'messages' - 'options' - 'sentences' - 'ground' || '{"usage": null, "confidence": null}';
+        return p - 'messages' - 'options' - 'sentences' - 'ground' - 'answer_style' || '{"usage": null, "confidence": null}';
     end if;
     reply := ai.chat(p->>'model', p->'messages', (p->'options') || coalesce(options, '{}'));
     answer := coalesce(reply->'message'->>'content', '');
     if coalesce((p->>'ground')::boolean, true) then
         g := ai_internal._json_request('/pgmind/v1/rag/ground',
                  jsonb_build_object('question', question, 'answer', answer, 'hits', p->'sources',
-                                    'sentences', p->'sentences'));
+                                    'sentences', p->'sentences', 'answer_style', p->'answer_style'));
     end if;
     return jsonb_build_object('answer', coalesce(g->>'answer', answer), 'draft', g->'draft',
                               'confidence', g->'confidence', 'grounding', g->'grounding',
