@@ -4,7 +4,8 @@ role with an API key, its chunk table filled directly (no model runs: this measu
 embedding; its vector index dropped, which these pages do not use), a thousand documents queued and a thousand quarantined.  Then, signed in as the owner
 over loopback HTTP, the median and worst time of: the list of knowledge bases, the knowledge base's
 page (first page of documents, a page from the middle by its cursor, the pending and quarantined
-tabs), and one document.
+tabs), and one document; and the queue lag sample the health page's chart is made of (one grouped
+query over the queue, run once a minute by the server).
 
     .venv/bin/python bench/bench_console.py [--docs 100000] [--rounds 20]
 
@@ -91,6 +92,14 @@ def main() -> None:
                    "document": timed(c, "/kbs/big/doc?" + str(httpx.QueryParams({"key": middle})), args.rounds)}
             page = c.get("/kbs/big").text
             assert len(re.findall(r'<tr class="doc">', page)) == 50
+        # the health page's queue lag sample (console/lag.py), which the server runs once a minute
+        from pgmind.console.lag import QUERY
+        samples = []
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            conn.execute(QUERY).fetchall()
+            samples.append((time.perf_counter() - t) * 1000)
+        out["lag_sample"] = {"median_ms": round(statistics.median(samples), 1), "max_ms": round(max(samples), 1)}
         print(json.dumps(out))
 
 

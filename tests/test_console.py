@@ -1077,7 +1077,9 @@ def test_models_registered_granted_and_revoked_by_an_administrator(browser, page
         assert admin.inner_text("#notice") == "Grant on console-reg given."
         assert "con_other" in admin.locator("tr.model[data-model=console-reg] td.grantees").inner_text()
         assert conn.execute("select ai_internal._may_use('con_other', 'console-reg')").fetchone()[0]
+        admin.click("#register-box summary")
         shot(admin, "models")
+        admin.click("#register-box summary")
         admin.locator("tr.model[data-model=console-reg] .grant-role").fill("con_other")
         admin.locator("tr.model[data-model=console-reg] button.revoke").click()
         assert admin.inner_text("#notice") == "Grant on console-reg taken back."
