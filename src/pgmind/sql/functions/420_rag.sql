@@ -25,7 +25,7 @@ language sql immutable as $$ select '{
     "system_zh": "",
     "prompt_en": "Sources from the {topic} documentation:\n{sources}Question: {question}\nUsing only the sources, answer in one to three short sentences of your own words, in English, for {topic}. Start with the exact command, function or setting that does it, and cite the sources like [1].",
     "prompt_zh": "以下是{topic}文档中的资料:\n{sources}问题: {question}\n请只根据以上资料回答,针对{topic}。用一到三句简短的中文:第一句直接回答;问怎么做时,写出能做到这件事的具体命令、函数或设置名称并用中文说明,不要照抄资料。在句末注明出处编号,如 [1]。",
-    "answer_style": "free",
+    "answer_style": "brief",
     "quote_prompt_en": "Sentences from the {topic} documentation, each after its label (S1, S2, ...), under their source [n]:\n{sources}Question: {question}\nFind the one sentence that best answers the question. Start your reply with its label and a colon, like \"S3: \", then answer the question in one short sentence of your own, in English, for {topic}, naming the exact command, function or setting.",
     "quote_prompt_zh": "以下是{topic}文档中的句子,每句前面是它的编号(S1、S2……),按出处 [n] 分组:\n{sources}问题: {question}\n找出最能回答这个问题的那一句。回答以它的编号和冒号开头,如 \"S3: \",然后用一句简短的中文回答问题,针对{topic},写出具体的命令、函数或设置名称。",
     "decline_en": "The knowledge base does not contain the answer.",
