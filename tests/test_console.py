@@ -1242,6 +1242,79 @@ def test_documents_of_a_source_with_row_security(browser, page, stack, installed
             _drop_role(installed, "con_radmin")
 
 
+def test_the_demo_consoles_pages_on_its_kinds_of_knowledge_base(browser, stack, installed, settings, tmp_path):
+    """`make demo`'s console, walked: a picture collection made as `pgmind ingest-images --allow-load`
+    makes it (a table of paths, its vectorizer loading them through the allow-list), beside the text
+    knowledge base, and a role set up by scripts/demo.sh's own SQL (an administrator with select on
+    every source and chunk table, not their owner): every page opens, with what it is for on it."""
+    import io
+    from PIL import Image
+
+    from pgmind.images.collection import ingest_images
+    demo_sql = Path(__file__).parent.parent.joinpath("scripts/demo.sh").read_text()
+    demo_sql = demo_sql[demo_sql.index("<<'SQL'\n") + 8:demo_sql.index("\nSQL\n")].replace("console_demo", "con_demo")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, colour in (("dog.png", (120, 80, 40)), ("sky.png", (90, 160, 230))):
+        out = io.BytesIO()
+        Image.new("RGB", (80, 60), colour).save(out, format="PNG")
+        (folder / name).write_bytes(out.getvalue())
+    standin = StandIn(dim=16)
+    context = None
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('console-clip2', if_exists => true)")
+        c.execute("""select ai.create_model('console-clip2', %s, 'clip', 'image_embedding', 'ViT-B-32',
+                                            '{"author_type": "none"}')""", (standin.url + "/post",))
+        c.execute("drop table if exists public.con_photos")
+        ingest_images(c, folder, "con_photos", model="console-clip2", allow_load=True)
+    try:
+        drain(settings, installed, "con_photos")
+        with connect(installed, autocommit=True) as c:
+            if c.execute("select 1 from pg_roles where rolname = 'con_demo'").fetchone():
+                c.execute("drop owned by con_demo cascade")
+                c.execute("drop role con_demo")
+            c.execute(demo_sql)
+            key = c.execute("select ai.create_api_key('con_demo', 'make demo')").fetchone()[0]
+        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        pg.dialogs = []
+        pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.accept()))
+        pg.goto(stack["url"] + "/signin")
+        pg.fill("#key", key)
+        pg.click("#signin")
+        pg.wait_for_url(re.compile(r"/console/kbs$"))
+        assert pg.locator("tr.kb-row[data-kb=con_photos] a.badge.images").count() == 1
+        pages = {"/kbs": "#kb-list", "/kbs/cdocs": "#docs", "/kbs/cdocs?state=quarantined": "#versions",
+                 '/kbs/cdocs/doc?key={"id":%201}': "section.chunk", "/kbs/cdocs/search?q=panda": "li.hit",
+                 "/kbs/cdocs/ask": "#ask-form", "/kbs/cdocs/eval": "#eval-form",
+                 "/kbs/con_photos": "#docs", "/kbs/con_photos/images?q=dog": "li.image-hit",
+                 "/kbs/con_photos/search": "#image-kb", "/new": "#new-form", "/new/table": "main",
+                 "/models": "#models", "/models/calls": "#calls, #no-calls", "/health": "#queues"}
+        for path, what in pages.items():
+            response = pg.goto(stack["url"] + path)
+            assert response.status == 200, (path, pg.inner_text("main")[:300])
+            assert pg.locator(what).count() >= 1, path
+            assert "Traceback" not in pg.content()
+        # the photos themselves, loaded by path through the allow-list as con_demo
+        pg.goto(stack["url"] + "/kbs/con_photos/images?q=dog")
+        pictures_drawn(pg)
+        assert "dog" in pg.inner_text("#image-hits")
+        no_xss(pg)
+    finally:
+        if context:
+            context.close()
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.drop_vectorizer('con_photos') where exists (select 1 from ai.vectorizer_status "
+                      "where name = 'con_photos')")
+            c.execute("drop table if exists public.con_photos")
+            c.execute("select ai.disallow_load_from(%s)", (str(folder),))
+            c.execute("select ai.drop_model('console-clip2', if_exists => true)")
+            if c.execute("select 1 from pg_roles where rolname = 'con_demo'").fetchone():
+                c.execute("drop owned by con_demo cascade")
+                c.execute("drop role con_demo")
+        standin.close()
+
+
 # (last: it locks this client address out of signing in)
 def test_sign_in_attempts_are_limited(stack):
     with httpx.Client(base_url=stack["url"]) as c:
