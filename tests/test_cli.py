@@ -138,3 +138,24 @@ def test_serve_prints_a_ready_line(settings, server):
     """Issue 38: `pgmind serve` says when it serves, and where (the server fixture's output is its log)."""
     log = (settings.home / "server.log").read_text()
     assert f"pgmind serve is ready at http://127.0.0.1:{settings.server_port}" in log, log[-2000:]
+
+
+def test_tables_show_each_value_under_its_header():
+    """Cells are looked up by key (the library's dicts list keys in their own order); a table wider
+    than the terminal is printed a "header: value" line a cell instead of as letters cut to one."""
+    from pgmind import cli
+    row = {"state": "done", "name": "docs", "extra": "not shown", "model": "e5-small"}
+    width = cli.console.width
+    try:
+        cli.console.width = 120
+        with cli.console.capture() as cap:
+            cli._show_rows([row], False, ("name", ("state", "now"), "model"))
+        lines = [line for line in cap.get().splitlines() if "docs" in line or "now" in line]
+        assert [line.split("┃")[1:4] if "┃" in line else line.split("│")[1:4] for line in lines] == [
+            [" name ", " now  ", " model    "], [" docs ", " done ", " e5-small "]]
+        cli.console.width = 20
+        with cli.console.capture() as cap:
+            cli._show_rows([row, {**row, "name": "kb"}], False, ("name", ("state", "now"), "model"))
+        assert cap.get() == " name: docs\n  now: done\nmodel: e5-small\n\n name: kb\n  now: done\nmodel: e5-small\n"
+    finally:
+        cli.console.width = width

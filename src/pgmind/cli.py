@@ -238,15 +238,31 @@ def _stop_on_signals():
     return stop
 
 
-def _show_rows(rows: list[dict], as_json: bool, headers: tuple[str, ...]) -> None:
-    """Rows as JSON objects or as a table under these headers."""
+def _show_rows(rows: list[dict], as_json: bool, columns: tuple[str | tuple[str, str], ...]) -> None:
+    """Rows as JSON objects, or as a table of these columns: a key, or (key, header).  Each cell is
+    looked up by its key (never by position: the library's dicts need not list keys in this order)."""
     if as_json:
         print(json.dumps(rows, default=str, ensure_ascii=False, indent=2))
         return
-    table = Table(*headers)
-    for r in rows:
-        table.add_row(*(str(x) for x in r.values()))
-    console.print(table)
+    columns = tuple((c, c) if isinstance(c, str) else c for c in columns)
+    cells = [["" if r.get(key) is None else str(r.get(key)) for key, _ in columns] for r in rows]
+    table = Table(*(header for _, header in columns))
+    for row in cells:
+        table.add_row(*row)
+    from rich.cells import cell_len
+    natural = sum(max([cell_len(header)] + [cell_len(row[i]) for row in cells]) + 3
+                  for i, (_, header) in enumerate(columns)) + 1
+    if natural <= console.width or not cells:
+        console.print(table)
+        return
+    # wider than the terminal (rich would cut every cell, the headers to a letter): one
+    # "header: value" line a cell, a blank line between rows
+    width = max(len(header) for _, header in columns)
+    for i, row in enumerate(cells):
+        if i:
+            console.print()
+        for (_, header), value in zip(columns, row):
+            console.print(f"{header:>{width}}: {value}", markup=False, highlight=False)
 
 
 @command(vectorizer_app, "status")
@@ -255,9 +271,9 @@ def vectorizer_status(ctx: typer.Context, as_json: bool = typer.Option(False, "-
     worker running, paused), lag, throughput and ETA."""
     with _library(ctx) as db:
         rows = db.vectorizer_status()
-    _show_rows(rows, as_json, headers=("name", "version", "status", "state", "model", "pending", "leased", "done",
-                                       "errors", "lag_seconds", "rows_per_second", "eta_seconds", "workers",
-                                       "paused", "last_error"))
+    _show_rows(rows, as_json, ("name", "version", "status", "state", "model", "pending", "leased", "done",
+                               "errors", "lag_seconds", "rows_per_second", "eta_seconds", "workers",
+                               "paused", "last_error"))
 
 
 @command(vectorizer_app, "backfill")
@@ -278,9 +294,10 @@ def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help
                                                                 "(a killed actor's rows wait this long).")):
     """Queue every row of the source table and embed them here, or on a Ray cluster with --ray; a progress bar."""
     if ray is None:
-        with _library(ctx) as db, _EmbedBar(name) as bar:
-            totals = db.backfill(name, batch=batch, progress=bar, requeue=requeue)
-        _print_totals(totals)
+        with _library(ctx) as db:
+            with _EmbedBar(name) as bar:
+                totals = db.backfill(name, batch=batch, progress=bar, requeue=requeue)
+            _print_totals(totals, db, name)      # (pgmind serve's worker may have embedded part of it)
         return
     with _library(ctx) as db, _RayBar(name) as bar:
         result = db.backfill(name, batch=batch, progress=bar, ray=ray, requeue=requeue, actors=actors, lease=lease)
@@ -319,7 +336,8 @@ def models_list(ctx: typer.Context, as_json: bool = typer.Option(False, "--json"
     rows = [{**m, "dimensions": "" if m["dimensions"] is None else str(m["dimensions"]),
              "url": "(local)" if m["url"] is None else m["url"], "granted_to": ",".join(m["granted_to"])}
             for m in models]
-    _show_rows(rows, as_json, headers=("model", "provider", "type", "name", "dims", "url", "granted to"))
+    _show_rows(rows, as_json, (("model_id", "model"), "provider", "type", "name", ("dimensions", "dims"), "url",
+                               ("granted_to", "granted to")))
 
 
 @command(models_app, "show")
