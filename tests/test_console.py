@@ -407,6 +407,14 @@ def test_ask_in_the_browser_and_feedback_exported(page, stack, conn, tmp_path, s
     page.set_input_files("#questions", str(bad))
     page.click("#run-eval")
     assert "bad.jsonl:1" in page.inner_text("#error-message") and "/tmp" not in page.inner_text("main")
+    many = tmp_path / "many.jsonl"
+    many.write_text("".join(json.dumps({"question": f"q{i}", "gold": ["1"]}) + "\n" for i in range(21)))
+    page.goto(stack["url"] + "/kbs/cdocs/eval")
+    page.check("#source-file")
+    page.set_input_files("#questions", str(many))
+    page.check("#with-answers")
+    page.click("#run-eval")
+    assert "the console answers at most 20" in page.inner_text("#error-message")
 
 
 def test_a_decline_says_why(page, stack, installed):
