@@ -1102,8 +1102,8 @@ def test_models_registered_granted_and_revoked_by_an_administrator(browser, page
         base = {"csrf": token, "model_id": "console-reg", "type": "embedding", "provider": "openai",
                 "name": "m", "url": stack["standin"].url + "/v1", "auth_kind": "none"}
         for change, said in (({}, "already exists"), ({"model_id": "<b>x</b>"}, "invalid model id"),
-                             ({"model_id": "x2", "options": "[1"}, "not valid JSON"),
-                             ({"model_id": "x2", "type": "<script>"}, "unknown model type"),
+                             ({"model_id": "x2", "options": "[1"}, "not a JSON object"),
+                             ({"model_id": "x2", "type": "<script>"}, "Unknown model type"),
                              ({"model_id": "x2", "auth_kind": "token", "token": ""}, "token is empty")):
             r = admin.request.post(stack["url"] + "/models/register", form={**base, **change},
                                    headers={"Origin": stack["server"]})

@@ -249,6 +249,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "in_language": ("In the question's language", "使用问题的语言"),
     "answers_declines": ("Answers and declines per language", "各语言的回答与拒答"),
     "answers_of_run": ("The answers of run {n}", "第 {n} 次运行的回答"),
+    "too_many_answers": ("{n} questions to answer; the console answers at most {most} (a model call each).",
+                         "要回答 {n} 个问题；控制台最多回答 {most} 个（每个调用一次模型）。"),
+    "too_many_answers_hint": ("Untick the answers, or run pgmind eval --answers for more.",
+                              "请取消勾选回答，或用 pgmind eval --answers 评测更多问题。"),
     # images (pages/images.py)
     "not_images": ("This knowledge base is not an image collection.", "此知识库不是图片集。"),
     "not_images_hint": ("Image collections are vectorizers on an image model, e.g. from pgmind ingest-images.",
@@ -265,6 +269,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "picture_not_column_hint": ("Read it from SQL as your own role: select ai.load_file(...) or the bytes column.",
                                 "请在 SQL 中以您自己的角色读取：select ai.load_file(...) 或字节列。"),
     "image_collection": ("images", "图片"),
+    "which_picture": ("Which picture? The link names none.", "哪张图片？链接中没有指明。"),
+    "which_picture_hint": ("Open it from the grid of hits.", "请从搜索结果中打开。"),
     "image_kb_here": ("This knowledge base is an image collection: find its pictures by words or by a picture on",
                       "此知识库是图片集：请按文字或图片查找，前往"),
     # models: register, grant, and the transform rule (pages/models.py)
@@ -290,6 +296,9 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "env_var": ("Environment variable", "环境变量"),
     "options": ("Options (JSON)", "选项（JSON）"),
     "register": ("Register", "注册"),
+    "bad_auth_kind": ("Unknown credential kind {kind!r}.", "未知的凭据类型 {kind!r}。"),
+    "bad_model_type": ("Unknown model type {kind!r}.", "未知的模型类型 {kind!r}。"),
+    "bad_options": ("The options are not a JSON object.", "选项不是 JSON 对象。"),
     "register_help": ("ai.create_model as your role (administrators): the same checks as in psql; the model server "
                       "probes the model (an embedding model's dimensions). Transform functions: SQL only.",
                       "以您的角色运行 ai.create_model（管理员）：与 psql 中相同的检查；模型服务器会探测模型（嵌入模型的维度）。"

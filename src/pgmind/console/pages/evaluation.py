@@ -169,9 +169,9 @@ async def run_eval(request: Request, name: str):
         raise errors.InvalidRequestError(f"{len(questions)} questions; the console runs at most {MAX_QUESTIONS}",
                                          hint="run pgmind eval for more")
     if with_answers and len(questions) > MAX_ANSWERED:
-        raise errors.InvalidRequestError(f"{len(questions)} questions to answer; the console answers at most "
-                                         f"{MAX_ANSWERED} (a model call each)",
-                                         hint="untick the answers, or run pgmind eval --answers for more")
+        t = i18n.translator(i18n.language(request))
+        raise errors.InvalidRequestError(t("too_many_answers", n=len(questions), most=MAX_ANSWERED),
+                                         hint=t("too_many_answers_hint"))
     async with as_role(request, session.role) as conn:
         await visible(conn, request, name)
         oid, vid = await _who(conn, name)

@@ -163,7 +163,8 @@ async def picture(request: Request, name: str):
     name = kb_name(request, name)
     key = _cursor(request.query_params.get("key"))
     if not isinstance(key, dict):
-        raise errors.InvalidRequestError("which picture? the link names none", hint="open it from the grid")
+        t = i18n.translator(i18n.language(request))
+        raise errors.InvalidRequestError(t("which_picture"), hint=t("which_picture_hint"))
     async with as_role(request, session.role) as conn:
         data = await _picture_bytes(conn, request, name, key)
     # (decoding is CPU work: off the event loop)

@@ -110,12 +110,12 @@ def _back(notice: str, model: str):
                                    status_code=303))
 
 
-def _auth(data) -> dict:
+def _auth(data, t) -> dict:
     """The credential as ai.create_model takes it; the secret goes to the database and nowhere else
     (not the page, not the log, not a redirect)."""
     kind = data.get("auth_kind") or "none"
     if kind not in AUTH_KINDS:
-        raise errors.InvalidRequestError(f"unknown credential kind {str(kind)[:20]!r}", hint="none, token or env")
+        raise errors.InvalidRequestError(t("bad_auth_kind", kind=str(kind)[:20]), hint=", ".join(AUTH_KINDS))
     if kind == "token":
         return {"author_type": "token", "token": text(data.get("token"), "token", limit=4000)}
     if kind == "env":
@@ -129,24 +129,24 @@ async def register(request: Request):
     session = await signed_in(request)
     data = await check_csrf(request, session)
     require_admin(request, session)
+    t = i18n.translator(i18n.language(request))
     model = text(data.get("model_id"), "model id", limit=200).strip()
     kind = text(data.get("type"), "type", limit=40)
     if kind not in TYPES:
-        raise errors.InvalidRequestError(f"unknown model type {kind[:40]!r}", hint="one of " + ", ".join(TYPES))
+        raise errors.InvalidRequestError(t("bad_model_type", kind=kind[:40]), hint=", ".join(TYPES))
     raw = text(data.get("options"), "options", limit=4000, required=False).strip()
     try:
         options = json.loads(raw) if raw else {}
     except ValueError:
-        raise errors.InvalidRequestError("the options are not valid JSON",
-                                         hint='e.g. {"dimensions": 1024, "timeout": 30}') from None
+        options = None
     if not isinstance(options, dict):
-        raise errors.InvalidRequestError("the options are a JSON object", hint='e.g. {"dimensions": 1024}')
+        raise errors.InvalidRequestError(t("bad_options"), hint='{"dimensions": 1024, "timeout": 30}')
     async with as_role(request, session.role, write=True) as conn:
         # ai.create_model checks the role (administrators only), the id, provider, URL and options
         await conn.execute("select ai.create_model(%s, %s, %s, %s, %s, %s, options => %s)",
                            (model, text(data.get("url"), "URL", limit=2000, required=False).strip() or None,
                             text(data.get("provider"), "provider", limit=100), kind,
-                            text(data.get("name"), "name", limit=200).strip(), Jsonb(_auth(data)), Jsonb(options)))
+                            text(data.get("name"), "name", limit=200).strip(), Jsonb(_auth(data, t)), Jsonb(options)))
     return _back("registered", model)
 
 
