@@ -1008,6 +1008,10 @@ def test_image_search_by_words_and_by_picture(browser, page, stack, installed, s
             assert page.locator("#image-kb").count() == 1 and page.locator("#tab-search").count() == 0, path
         page.click("#to-images")
         assert page.locator("#images-words").count() == 1
+        # a picture's document page shows it above its text
+        page.goto(stack["url"] + '/kbs/cpics/doc?key=' + quote('{"id": 2}'))
+        assert page.locator("#tab-images").count() == 1 and "blue" in page.inner_text("#document")
+        page.wait_for_function("() => document.getElementById('doc-picture').naturalWidth > 0")
         # another role: not found, the page and the pictures
         context = browser.new_context()
         other = context.new_page()

@@ -355,7 +355,8 @@ async def document(request: Request, name: str):
         raise errors.InvalidRequestError("which document? the link names none", hint="open a document from a list")
     marked = integer(request.query_params.get("chunk"), "chunk", -1, -1, 10**6)
     async with as_role(request, session.role) as conn:
-        _, vid = await _visible(conn, request, name)
+        versions, vid = await _visible(conn, request, name)
+        image_kb = await image_collection(conn, versions)
         target = await _target(conn, name)
         if target is None:
             t = i18n.translator(i18n.language(request))
@@ -367,5 +368,6 @@ async def document(request: Request, name: str):
                             + match + sql.SQL(" order by c.chunk_seq limit 2000"), (Jsonb(key),))
     if not chunks:
         raise not_found(request)
-    return render(request, "doc.html", session=session, name=name, key=json.dumps(key, ensure_ascii=False),
+    return render(request, "doc.html", session=session, name=name, image_kb=image_kb,
+                  key=json.dumps(key, ensure_ascii=False),
                   chunks=chunks, marked=marked)
