@@ -17,6 +17,7 @@ from ..errors import DimensionMismatchError, InvalidRequestError
 from .local.batching import EmbeddingBatcher, Unbatched
 from .local.embed_cache import EmbedCache
 from .local.loader import load_identity
+from .local.reply_cache import ReplyCache
 from .providers import Provider, ProviderContext, provider_class
 from .providers.transport import Transport
 from .spec import ModelSpec
@@ -33,6 +34,7 @@ class ModelHub:
         caller (a standalone worker's) runs each call directly."""
         self.settings = settings
         self.embed_cache = EmbedCache(settings.embed_cache)
+        self.reply_cache = ReplyCache()
         self.batching = batching
         self.transport = transport or Transport(secret_env=settings.secret_env_names)
         self._local: dict[tuple, object] = {}
@@ -153,9 +155,19 @@ class ModelHub:
         check_chat_features(spec, self.provider(spec).chat_features, messages, options)
 
     async def chat(self, spec: ModelSpec, messages: list[dict], options: dict,
-                   cancel: threading.Event | None = None) -> ChatResult:
+                   cancel: threading.Event | None = None, reuse: bool = False) -> ChatResult:
+        """``reuse``: a greedy reply this caller got before for the same call may answer
+        (local.reply_cache: query understanding asks for it)."""
         self.check_chat(spec, messages, options)
-        return await self.provider(spec).chat(messages, options, cancel)
+        if not (reuse and ReplyCache.applies(spec, options)):
+            return await self.provider(spec).chat(messages, options, cancel)
+        key = ReplyCache.key(spec, messages, options)
+        found = self.reply_cache.get(key)
+        if found is not None:
+            return found
+        result = await self.provider(spec).chat(messages, options, cancel)
+        self.reply_cache.put(key, result)
+        return result
 
     async def chat_stream(self, spec: ModelSpec, messages: list[dict], options: dict) -> AsyncIterator[ChatDelta]:
         self.check_chat(spec, messages, options)

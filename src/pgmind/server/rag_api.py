@@ -48,10 +48,12 @@ def _settings(body: dict) -> dict:
 
 
 async def _chat(request: Request, call: rag_query.ChatCall):
+    """Query understanding's calls are greedy: a question this role asked before is answered from
+    its own kept replies (models.local.reply_cache), not translated or expanded again."""
     who = caller(request, "sql")
     svc = service(request)
     _, result = await while_connected(request, lambda cancel: svc.chat(call.model, call.messages, call.options,
-                                                                        who, cancel))
+                                                                        who, cancel, reuse=True))
     return result
 
 

@@ -100,11 +100,13 @@ class ModelService:
         return spec, result
 
     async def chat(self, model_id: str, messages, options: dict, caller: Caller,
-                   cancel: threading.Event | None = None) -> tuple[ModelSpec, ChatResult]:
+                   cancel: threading.Event | None = None, reuse: bool = False) -> tuple[ModelSpec, ChatResult]:
+        """``reuse``: a greedy reply the same caller got before may answer (hub.chat); the grant is
+        checked and the call logged all the same."""
         messages, options = check_messages(messages), check_chat_options(options)
         spec = await self.resolve(model_id, caller)
         async with self._record(spec, "chat", caller, len(messages), {"messages": messages}) as usage:
-            result = await self.hub.chat(spec, messages, options, cancel)
+            result = await self.hub.chat(spec, messages, options, cancel, reuse)
             usage["in"], usage["out"] = result.input_tokens, result.output_tokens
         return spec, result
 
