@@ -93,3 +93,15 @@ def test_answers_in_the_questions_language():
         assert not in_language(english, "zh"), english
         assert in_language(english, "en"), english
     assert not in_language("使用 COALESCE 函数把空值换成零 [1]", "en")
+
+
+def test_a_pasted_chunk_is_a_fault_and_the_checked_answers_quote_is_not():
+    """The answer shown ends with a verbatim source sentence on purpose (pgmind.rag.grounding's quote
+    line): the answer above it is what must not be pasted."""
+    from pgmind.evaluation import answer_faults
+    chunk = ("CONCURRENTLY When this option is used, PostgreSQL will build the index without taking any locks that "
+             "prevent concurrent inserts, updates, or deletes on the table.")
+    assert "pasted" in answer_faults("How?", chunk, [chunk])
+    assert "pasted" not in answer_faults("How?", f'Use `CREATE INDEX CONCURRENTLY` [1].\n\nSource [1]: "{chunk}"', [chunk])
+    assert "pasted" not in answer_faults("怎么做?", f"用 `CREATE INDEX CONCURRENTLY` [1]。\n\n原文 [1]：“{chunk}”", [chunk])
+    assert "pasted" in answer_faults("How?", f'{chunk}\n\nSource [1]: "{chunk}"', [chunk])

@@ -20,6 +20,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 from .errors import InvalidRequestError
+from .rag.grounding import QUOTE_LINE
 from .rag.text import CITATION, CODE_BLOCK, CODE_SPAN
 
 MODES = ("vector", "keyword", "hybrid", "hybrid+expand")   # +expand: the chat model's expansion too, as RAG searches
@@ -152,9 +153,11 @@ def answer_faults(question: str, answer: str, chunks: list[str]) -> list[str]:
     # (what the answer says of its own: all that follows the question, up to where it comes again)
     if q and bare.startswith(q) and len(re.findall(r"[^\W_]", bare[len(q):].split(q, 1)[0])) < 2:
         faults.append("echo")
-    if chunks and flat:
-        copied = _longest_copied(flat, [" ".join(c.split()).lower() for c in chunks])
-        if copied >= 120 and copied > len(flat) / 2:
+    # (the checked answer's closing quote of a source is verbatim by design: what counts is the rest)
+    own = " ".join(QUOTE_LINE.sub(" ", answer).split()).lower()
+    if chunks and own:
+        copied = _longest_copied(own, [" ".join(c.split()).lower() for c in chunks])
+        if copied >= 120 and copied > len(own) / 2:
             faults.append("pasted")
     return faults
 

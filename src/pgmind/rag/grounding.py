@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .text import CITATION, CODE_BLOCK, CODE_SPAN, language, sentence_units
 
-__all__ = ["Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "quoted",
+__all__ = ["QUOTE_LINE", "Claim", "Grounded", "checked", "checked_reply", "claims", "ground", "label", "quoted",
            "split_sentences", "why_declined"]
 
 _CITE = re.compile(r"\s*(?:" + CITATION.pattern + ")")     # (with the space before it)
@@ -219,6 +219,9 @@ def _quote(question: str, candidates: list[dict], sources: list[str], supported:
     best = max(pool, key=score)
     return {"n": int(best["n"]), "text": best["text"]}
 
+
+# the quote line an answer ends with (_WORDS' "quote"): the source's words, verbatim on purpose
+QUOTE_LINE = re.compile(r'^(?:Source \[\d+\]: ".*"|原文 \[\d+\]：“.*”)[ \t]*$', re.M)
 
 _WORDS = {
     "en": {"none": "The sources do not confirm the model's answer; the passage closest to the question is quoted below.",
