@@ -45,11 +45,17 @@ def code_blocks(lang: set[str]):
 def cli_lines():
     """Every `pgmind …` command line of the shell blocks: (where, argv after 'pgmind')."""
     for doc, first, body in code_blocks({"", "sh", "bash", "shell"}):
-        for i, line in enumerate(body.splitlines()):
+        lines, i = body.split("\n"), 0
+        while i < len(lines):
+            start, line = i, lines[i]
+            while line.endswith("\\") and i + 1 < len(lines):    # a backslash: the command goes on
+                i += 1
+                line = line[:-1] + " " + lines[i]
+            i += 1
             # (a command starts its line; an indented "pgmind serve" is a diagram's box)
             words = shlex.split(line, comments=True) if re.match(r"(\.venv/bin/)?pgmind\s", line) else []
             if words:
-                yield f"{doc}:{first + i}", [w for w in words[1:] if w != "&"]
+                yield f"{doc}:{first + start}", [w for w in words[1:] if w != "&"]
 
 
 def test_every_cli_snippet_parses():
