@@ -954,6 +954,11 @@ def test_image_search_by_words_and_by_picture(browser, page, stack, installed, s
             o.execute("select ai.create_vectorizer('con_app.pics'::regclass, name => 'cpics', content => 'path', "
                       "model => 'console-clip', modality => 'image', labels => 0)")
         drain(settings, installed, "cpics")
+        with connect(installed, autocommit=True) as c:
+            # labels and text read in the picture (OCR) as the vectorizer writes them, markup included
+            (store,) = c.execute("select store from ai_internal._search_target('cpics', current_user)").fetchone()
+            c.execute(f"update {store} set chunk = %s where id = 2",
+                      ("blue\ncat 90%; <i>dog</i> 5%\n<script>window.__xss = 1</script>熊猫 OCR",))
         sign_in(page, stack)
         assert page.locator("tr.kb-row[data-kb=cpics] a.badge.images").count() == 1
         assert page.locator("tr.kb-row[data-kb=cdocs] a.badge.images").count() == 0
@@ -964,6 +969,8 @@ def test_image_search_by_words_and_by_picture(browser, page, stack, installed, s
         # the pictures themselves, made by the console (decoded: the browser drew them)
         pictures_drawn(page)
         assert evil in page.inner_text("#image-hits")
+        labels = page.locator("#image-hits li.image-hit .labels").all_inner_texts()
+        assert any("cat 90%; <i>dog</i> 5%" in x and "<script>window.__xss = 1</script>熊猫 OCR" in x for x in labels)
         no_xss(page)
         src = page.locator("#image-hits img.thumb").first.get_attribute("src")
         r = page.request.get(stack["server"] + src)
