@@ -45,7 +45,10 @@ class LagHistory:
         return {name: {m: lag for m, lag, _ in samples} for name, samples in sorted(self._samples.items())}
 
     async def sample(self, pool) -> None:
-        async with pool.connection() as conn:
+        async with pool.connection() as conn, conn.transaction():
+            # (names in pg_catalog only: a count(jsonb) someone put in a schema on the service role's
+            # default path would otherwise be a closer match than pg_catalog's count("any"))
+            await conn.execute("set local search_path = pg_catalog, pg_temp")
             found = await (await conn.execute(QUERY)).fetchall()
         self.record(datetime.now(timezone.utc), found)
 
