@@ -8,6 +8,8 @@ thin view over the library and SQL calls the HTTP API makes, run as the signed-i
     db.py         a transaction as the signed-in role
     web.py        templates, security headers, the session of a request, error pages
     charts.py     charts as server-rendered SVG (templates/_chart.html)
+    lag.py        the queue lag's history (sampled once a minute) for the health page
+    eval_store.py evaluation runs kept in the pgmind home
     pages/        one module per page family (auth, kbs, create, from_table, search, ask, evaluation, images, models, calls, health)
 
 A new page: a module under pages/ with its own APIRouter, its template under templates/, its
