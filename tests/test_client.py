@@ -169,3 +169,29 @@ def test_training_job(kb, conn, server):
         assert 0.5 in followed[1:]                      # its progress, from the row, while it ran there
     finally:
         conn.execute("delete from ai.training_jobs where id = %s", (job.id,))
+
+
+def test_a_busy_model_server_is_not_called_unreachable(tmp_path, monkeypatch):
+    """An answer that does not start in time says the server is busy, not "cannot reach it, start
+    pgmind serve" (a timeout is an httpx TransportError too); a closed port still says unreachable."""
+    import socket
+
+    from pgmind import client
+    from pgmind.config import load_settings
+    from pgmind.errors import ModelServerUnavailableError
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()                                # accepts, never answers: a server busy elsewhere
+    prompt = {"answered": True, "model": "m", "messages": [], "options": {}, "sources": []}
+    monkeypatch.setattr(client, "ANSWER_WAIT", 1.0)
+    try:
+        busy = load_settings(home=str(tmp_path), server_url=f"http://127.0.0.1:{listener.getsockname()[1]}")
+        with pytest.raises(ModelServerUnavailableError, match="did not start the answer within 1 s") as e:
+            list(client.AnswerStream(busy, prompt, "token"))
+        assert "busy" in e.value.hint
+    finally:
+        listener.close()
+    gone = load_settings(home=str(tmp_path), server_url=f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(ModelServerUnavailableError, match="cannot reach the model server") as e:
+        list(client.AnswerStream(gone, prompt, "token"))
+    assert "pgmind serve" in e.value.hint

@@ -438,6 +438,9 @@ class Pgmind:
             time.sleep(poll)
 
 
+ANSWER_WAIT = 300.0        # seconds the model server may take to start an answer, or between two pieces
+
+
 class AnswerStream:
     """Iterates over the answer as the model writes it (from the model server, OpenAI protocol)."""
 
@@ -457,7 +460,7 @@ class AnswerStream:
         try:
             with httpx.stream("POST", self.settings.effective_server_url + "/v1/chat/completions", json=body,
                               headers={"Authorization": f"Bearer {self.token}"},
-                              timeout=httpx.Timeout(300, connect=5)) as r:
+                              timeout=httpx.Timeout(ANSWER_WAIT, connect=5)) as r:
                 if r.status_code >= 400:
                     r.read()
                     raise PgmindError(f"the model server answered {r.status_code}: {r.text[:300]}")
@@ -474,6 +477,14 @@ class AnswerStream:
                         if piece:
                             parts.append(piece)
                             yield piece
+        except httpx.TimeoutException:
+            # (a timeout is a TransportError too: it is not "cannot reach", and "start pgmind serve"
+            # would send the user to start a server that runs)
+            raise ModelServerUnavailableError(
+                f"the model server at {self.settings.effective_server_url} did not "
+                f"{'go on with' if parts else 'start'} the answer within {ANSWER_WAIT:.0f} s",
+                hint="it is busy (a training job, other answers, a model loading; see pgmind status and its "
+                     "log): try again when it is idle") from None
         except httpx.TransportError:
             raise ModelServerUnavailableError(
                 f"cannot reach the model server at {self.settings.effective_server_url}") from None
