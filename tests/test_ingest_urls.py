@@ -268,3 +268,24 @@ def test_the_cli_names_each_page_left_out(settings, installed, site):
             c.execute("select ai.disallow_load_from(%s)", (b,))
             c.execute("select ai.drop_vectorizer('cliweb')")
             c.execute("drop table if exists cliweb")
+
+
+def test_a_user_is_held_to_the_administrators_list(installed, owner, site):
+    """A role that is not an administrator reads the list (ai.load_allow_list is public) and is held
+    to it; it cannot add to it."""
+    from pgmind.db import connect
+    b = site.base + "/allowed"
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.allow_load_from(%s)", (b,))
+    try:
+        with pytest.raises(Exception, match="pgmind_admin|permission|administrator"):
+            owner.execute("select ai.allow_load_from(%s)", (site.base + "/private",))
+        r = ingest(owner, [f"{b}/hnsw", f"{site.base}/private/secret.txt"], "userweb", schema="sec_app")
+        assert (r.urls, r.changed) == (2, 1)
+        assert [u for u, _ in r.skipped] == [f"{site.base}/private/secret.txt"]
+        assert owner.execute("select path from sec_app.userweb").fetchall() == [(f"{b}/hnsw",)]
+    finally:
+        owner.execute("select ai.drop_vectorizer('userweb')")
+        owner.execute("drop table if exists sec_app.userweb")
+        with connect(installed, autocommit=True) as c:
+            c.execute("select ai.disallow_load_from(%s)", (b,))
