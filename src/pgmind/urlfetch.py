@@ -129,7 +129,7 @@ class _CheckedBackend(httpcore.NetworkBackend):
         self._allow = allow
         self._inner = httpcore.SyncBackend()
 
-    def address(self, host: str, port: int) -> str:
+    def addresses(self, host: str, port: int) -> list[str]:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError) as e:
@@ -145,10 +145,18 @@ class _CheckedBackend(httpcore.NetworkBackend):
                     f"{host} resolves to {addr}, a loopback or private address",
                     hint=f"an administrator who means that server allows its address: "
                          f"select ai.allow_load_from('http://{addr if addr.version == 4 else f'[{addr}]'}:{port}/')")
-        return str(addrs[0])
+        return list(dict.fromkeys(str(a) for a in addrs))
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        return self._inner.connect_tcp(self.address(host, port), port, timeout, local_address, socket_options)
+        # each checked address in turn, as a connection to the name would try them (an IPv6
+        # address first on a machine without an IPv6 route must not fail the page)
+        failure = None
+        for addr in self.addresses(host, port):
+            try:
+                return self._inner.connect_tcp(addr, port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                failure = e
+        raise failure
 
     def connect_unix_socket(self, path, timeout=None, socket_options=None):
         raise PermissionDeniedError("pages are fetched over TCP only")
