@@ -289,3 +289,29 @@ def test_a_user_is_held_to_the_administrators_list(installed, owner, site):
         owner.execute("drop table if exists sec_app.userweb")
         with connect(installed, autocommit=True) as c:
             c.execute("select ai.disallow_load_from(%s)", (b,))
+
+
+def test_load_file_connects_only_where_ingest_may(site):
+    """ai.load_file's http(s) loader (images.loader) connects under the same address rules: a name
+    on its list that resolves to loopback leads nowhere unless the address is listed too; never the
+    metadata address."""
+    import asyncio
+
+    from pgmind.images.loader import Allowed, Loader
+
+    async def load(prefixes, url):
+        async def allowed():
+            return [Allowed(p) for p in prefixes]
+        loader = Loader(allowed, ttl=0)
+        try:
+            return await loader.load(url)
+        finally:
+            await loader.aclose()
+
+    named = f"http://localhost:{site.port}/allowed/"
+    with pytest.raises(PermissionDeniedError, match="resolves to 127.0.0.1, a loopback or private"):
+        asyncio.run(load([named], named + "hnsw"))
+    assert asyncio.run(load([named, site.base + "/"], named + "hnsw")) == MARKDOWN.encode()
+    assert asyncio.run(load([site.base + "/allowed"], site.base + "/allowed/hnsw")) == MARKDOWN.encode()
+    with pytest.raises(PermissionDeniedError, match="metadata"):
+        asyncio.run(load(["http://169.254.169.254/"], "http://169.254.169.254/latest/meta-data/"))

@@ -6,27 +6,18 @@ Every hop of a redirect, and the connection actually made, is checked:
 
 - the URL, canonical as ai.load_file matches it (lower-case host, no user info, ``..`` resolved:
   images.loader.canonical), starts with an allowed http(s) prefix;
-- every address its host resolves to is public — not loopback, private, link-local, shared or
-  reserved — unless a prefix names that very address (and port): a name on the list cannot lead to
-  127.0.0.1 or 10.x (``localhost``, ``127.1``, a DNS answer that changed since the check), and the
-  connection goes to the address that was checked, never to a second lookup's;
-- never a cloud's instance metadata service (169.254.169.254, fd00:ec2::254, Alibaba Cloud's
-  100.100.100.200) nor an unspecified address (0.0.0.0, ::), listed or not: they hand out the
-  machine's credentials, and 0.0.0.0 reaches this machine;
+- the connection goes only to a public address, or one a prefix names itself, never to a cloud
+  metadata address, and to the address that was checked (checked_connect);
 - redirects are followed by hand, at most 5, each target checked as above;
 - the body is capped as sent and as decompressed (a gzip bomb stops at the cap); connecting, each
   read and the whole fetch have time limits;
-- no proxy from the environment (the proxy would make the connection these checks are about), no
-  cookies kept between pages.
+- no cookies kept between pages.
 
 The allow-list is read as the signed-in role (the view is public), so a user's ingest is held to
 the administrator's list whoever runs it.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
-import ssl
 import time
 import urllib.parse
 import zlib
@@ -36,9 +27,9 @@ from email.utils import parsedate_to_datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Iterable
 
-import httpcore
 import httpx
 
+from . import checked_connect
 from .errors import InvalidRequestError, PermissionDeniedError, ProviderError, ProviderTimeoutError
 from .images.loader import canonical
 
@@ -47,12 +38,8 @@ MAX_BYTES = 50 * 1024 * 1024          # a page or a PDF; larger is refused, not 
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0                   # between two reads
 TOTAL_TIMEOUT = 120.0                 # the whole page: a server that trickles a byte a second stops here
-# instance metadata services: AWS/GCP/Azure/Alibaba Cloud's, IPv4 and AWS's IPv6
-_METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
 ALLOW_HINT = ("an administrator allows a site with select ai.allow_load_from('https://host/path/'); "
               "see select prefix from ai.load_allow_list")
-
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -71,15 +58,6 @@ class PageGoneError(InvalidRequestError):
     def __init__(self, message: str, *, url: str, status: int, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.url, self.status = url, status
-
-
-def _plain(addr: Address) -> Address:
-    """An IPv4-mapped IPv6 address (::ffff:127.0.0.1) as the IPv4 address it is."""
-    return addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
-
-
-def _is_public(addr: Address) -> bool:
-    return addr.is_global and not addr.is_multicast
 
 
 class AllowList:
@@ -107,72 +85,6 @@ class AllowList:
         if not any(c.startswith(p) or c + "/" == p for p in self.prefixes):
             raise PermissionDeniedError(f"{c} is not under a location allowed for loading", hint=ALLOW_HINT)
         return c
-
-    def names_address(self, addr: Address, port: int) -> bool:
-        """Whether a prefix names this address (and port) itself: the administrator meant it."""
-        for p in self.prefixes:
-            parts = urllib.parse.urlsplit(p)
-            try:
-                listed = _plain(ipaddress.ip_address(parts.hostname or ""))
-            except ValueError:
-                continue
-            if listed == addr and (parts.port or (443 if parts.scheme == "https" else 80)) == port:
-                return True
-        return False
-
-
-class _CheckedBackend(httpcore.NetworkBackend):
-    """Connects only to an address the allow-list permits: the host is resolved here, each address
-    checked, and the connection made to the checked address (TLS still names the host)."""
-
-    def __init__(self, allow: AllowList):
-        self._allow = allow
-        self._inner = httpcore.SyncBackend()
-
-    def addresses(self, host: str, port: int) -> list[str]:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as e:
-            raise ProviderError(f"cannot resolve {host}: {getattr(e, 'strerror', None) or e}",
-                                hint="check the host name and this machine's DNS") from None
-        addrs = [_plain(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos]
-        for addr in addrs:
-            if addr in _METADATA or addr.is_unspecified:
-                raise PermissionDeniedError(f"{host} is {addr}, a cloud metadata or unspecified address, "
-                                            "which is never fetched", hint="ingest the page from its real host")
-            if not _is_public(addr) and not self._allow.names_address(addr, port):
-                raise PermissionDeniedError(
-                    f"{host} resolves to {addr}, a loopback or private address",
-                    hint=f"an administrator who means that server allows its address: "
-                         f"select ai.allow_load_from('http://{addr if addr.version == 4 else f'[{addr}]'}:{port}/')")
-        return list(dict.fromkeys(str(a) for a in addrs))
-
-    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        # each checked address in turn, as a connection to the name would try them (an IPv6
-        # address first on a machine without an IPv6 route must not fail the page)
-        failure = None
-        for addr in self.addresses(host, port):
-            try:
-                return self._inner.connect_tcp(addr, port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                failure = e
-        raise failure
-
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
-        raise PermissionDeniedError("pages are fetched over TCP only")
-
-    def sleep(self, seconds):
-        self._inner.sleep(seconds)
-
-
-class _CheckedTransport(httpx.HTTPTransport):
-    def __init__(self, allow: AllowList):
-        super().__init__(trust_env=False)
-        # httpx has no public way to give its connection pool a network backend: the pool is made
-        # again the way HTTPTransport makes it, with the checking backend
-        import certifi
-        self._pool = httpcore.ConnectionPool(ssl_context=ssl.create_default_context(cafile=certifi.where()),
-                                             network_backend=_CheckedBackend(allow), max_connections=4)
 
 
 class _Decoder:
@@ -209,7 +121,7 @@ class Fetcher:
                  read_timeout: float = READ_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT):
         self.allow, self.max_bytes, self.total_timeout = allow, max_bytes, total_timeout
         self._http = httpx.Client(
-            transport=_CheckedTransport(allow), follow_redirects=False, trust_env=False,
+            transport=checked_connect.transport(lambda: allow.prefixes), follow_redirects=False, trust_env=False,
             cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
             headers={"User-Agent": "pgmind-ingest", "Accept-Encoding": "gzip, deflate",

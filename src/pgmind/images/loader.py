@@ -1,7 +1,8 @@
 """ai.load_file: the bytes of a file, an http(s) URL or an S3 object — only under a prefix an
 administrator allowed (ai.allow_load_from; empty by default).  Paths are resolved (``..``,
 symlinks) and checked on the file actually opened; redirects are followed by hand and every hop is
-checked against the same list; sizes are capped while reading."""
+checked against the same list, and each connection's address too (checked_connect: public, or
+named by a prefix; never a metadata address); sizes are capped while reading."""
 from __future__ import annotations
 
 import asyncio
@@ -160,7 +161,12 @@ class Loader:
     # -- http(s) --------------------------------------------------------------------------------
     async def _read_http(self, url: str) -> bytes:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=30.0, follow_redirects=False,
+            # connections only to public addresses or ones a prefix names, never a cloud metadata
+            # address, and to the address checked (checked_connect): a name on the list whose DNS
+            # answer is 127.0.0.1 or 169.254.169.254 leads nowhere
+            from ..checked_connect import async_transport
+            self._http = httpx.AsyncClient(timeout=30.0, follow_redirects=False, trust_env=False,
+                                           transport=async_transport(lambda: [e.prefix for e in self._entries or []]),
                                            headers={"User-Agent": "pgmind-load-file"})
         for _ in range(MAX_REDIRECTS + 1):
             try:
