@@ -65,19 +65,22 @@ def main() -> None:
     ap.add_argument("--target", action="append", required=True, help="label=DSN|SERVER_URL|TOKEN_FILE (two)")
     ap.add_argument("--per-language", type=int, default=5, help="answerable questions per language for RAG")
     ap.add_argument("--search-rounds", type=int, default=3, help="times each question is searched per mode")
+    ap.add_argument("--modes", default=",".join(MODES), help="search modes to time (comma-separated)")
+    ap.add_argument("--languages", default="en,zh", help="question languages to time (comma-separated)")
     args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m in MODES]
     targets = []
     for t in args.target:
         label, rest = t.split("=", 1)
         dsn, url, token_file = rest.split("|")
         targets.append((label, psycopg.connect(dsn, autocommit=True), url, Path(token_file).read_text().strip()))
-    qs = load_questions(args.questions)
+    qs = [q for q in load_questions(args.questions) if q.lang in args.languages.split(",")]
     # (per language too: a Chinese question is translated first, ~20x an English one's time, so the
     # median of both together falls between the two groups and says little)
     search: dict = {label: {(m, lang): [] for m in MODES for lang in ("en", "zh")} for label, *_ in targets}
     for _ in range(args.search_rounds):
         for q in qs:
-            for mode in MODES:
+            for mode in modes:
                 for label, conn, *_ in targets:
                     t0 = time.perf_counter()
                     conn.execute("select count(*) from ai.search(%s, %s, k => 10, mode => %s)",

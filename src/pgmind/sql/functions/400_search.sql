@@ -176,6 +176,8 @@ begin
     -- score, or its list's score when one list ran), vector_rank / keyword_rank and lists the ranks
     -- that made the score (the document's rank in each list under document fusion, else the
     -- chunk's), lists by name with each list's own score of the row's best chunk there.
+    -- (each row's lists are built for the k rows returned only, after the limit: building them for
+    -- every candidate cost English keyword search 10%; bench/bench_versions.py)
     return query execute format('
         with lists as (select case when a.list = 1 then ''vector'' when a.list = 2 then ''expansion''
                                    when a.list = -1 then ''keyword'' when a.list = -2 then ''expansion_keywords''
@@ -184,8 +186,7 @@ begin
              hits as (
                  select l.key, l.chunk_seq, min(l.chunk) as chunk, max(l.sim) as sim, max(l.raw) as raw,
                         min(l.r) filter (where l.is_vector) as vr, min(l.r) filter (where not l.is_vector) as wr,
-                        sum(case when l.is_vector then $5 else $6 end / ($7 + l.r)) as chunk_score,
-                        jsonb_object_agg(l.name, jsonb_build_object(''rank'', l.r, ''score'', l.raw)) as chunk_lists
+                        sum(case when l.is_vector then $5 else $6 end / ($7 + l.r)) as chunk_score
                  from lists l group by l.key, l.chunk_seq),
              doc_lists as (
                  select l.key, l.name, bool_or(l.is_vector) as is_vector, max(l.raw) as raw,
@@ -193,22 +194,30 @@ begin
                  from lists l group by l.list, l.name, l.key),
              doc_scores as (
                  select d.key, sum(case when d.is_vector then $5 else $6 end / ($7 + d.dr)) as doc_score,
-                        min(d.dr) filter (where d.is_vector) as dvr, min(d.dr) filter (where not d.is_vector) as dwr,
-                        jsonb_object_agg(d.name, jsonb_build_object(''rank'', d.dr, ''score'', d.raw)) as doc_lists
-                 from doc_lists d group by d.key)
-        select h.key, h.chunk_seq, h.chunk,
-               case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
-               h.sim,
-               (case when $8 = ''document'' then d.dvr else h.vr end)::int,
-               (case when $8 = ''document'' then d.dwr else h.wr end)::int,
-               case when $9 = 1 then h.raw else h.chunk_score end,
-               case when $8 = ''document'' then d.doc_lists else h.chunk_lists end
-        from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc nulls last) as nth
-              from hits x) h
-        join doc_scores d on d.key = h.key
-        where $10 is null or h.nth <= $10
-        order by score desc, h.chunk_score desc, h.raw desc nulls last
-        limit $4', vector_sql, keyword_sql, heading_sql)
+                        min(d.dr) filter (where d.is_vector) as dvr, min(d.dr) filter (where not d.is_vector) as dwr
+                 from doc_lists d group by d.key),
+             top as (
+                 select h.key, h.chunk_seq, h.chunk,
+                        case when $9 = 1 then h.raw when $8 = ''document'' then d.doc_score else h.chunk_score end as score,
+                        h.sim,
+                        (case when $8 = ''document'' then d.dvr else h.vr end)::int as vr,
+                        (case when $8 = ''document'' then d.dwr else h.wr end)::int as wr,
+                        case when $9 = 1 then h.raw else h.chunk_score end as chunk_score,
+                        h.chunk_score as fused, h.raw
+                 from (select x.*, row_number() over (partition by x.key order by x.chunk_score desc, x.raw desc nulls last) as nth
+                       from hits x) h
+                 join doc_scores d on d.key = h.key
+                 where $10 is null or h.nth <= $10
+                 order by score desc, h.chunk_score desc, h.raw desc nulls last
+                 limit $4)
+        select t.key, t.chunk_seq, t.chunk, t.score, t.sim, t.vr, t.wr, t.chunk_score,
+               case when $8 = ''document''
+                    then (select jsonb_object_agg(d.name, jsonb_build_object(''rank'', d.dr, ''score'', d.raw))
+                          from doc_lists d where d.key = t.key)
+                    else (select jsonb_object_agg(l.name, jsonb_build_object(''rank'', l.r, ''score'', l.raw))
+                          from lists l where l.key = t.key and l.chunk_seq = t.chunk_seq) end
+        from top t
+        order by t.score desc, t.fused desc, t.raw desc nulls last', vector_sql, keyword_sql, heading_sql)
         using case when mode = 'keyword' then null else qvs end, tqs, n, k, vector_weight, keyword_weight,
               rrf_k::float8, fusion, lists, per_source, heads;
 end $$;
