@@ -28,6 +28,24 @@ def test_openai_sdk_embeddings(openai_client, conn):
     assert len(floats.data[0].embedding) == 384
 
 
+def test_float_vectors_are_the_models_float32(server, token):
+    """Float vectors are written as their shortest float32 text where orjson is installed (server/deps.py):
+    read back as float32 they are bit for bit what base64 sends, in both protocols."""
+    import base64
+    texts = ["熊猫吃竹子", "VACUUM reclaims storage occupied by dead tuples."]
+    auth = {"Authorization": f"Bearer {token}"}
+    b64 = httpx.post(server + "/v1/embeddings", headers=auth, timeout=60,
+                     json={"model": "minilm", "input": texts, "encoding_format": "base64"}).json()
+    exact = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in b64["data"]])
+    floats = httpx.post(server + "/v1/embeddings", headers=auth, timeout=60,
+                        json={"model": "minilm", "input": texts}).json()
+    assert [d["index"] for d in floats["data"]] == [0, 1]
+    assert np.array_equal(np.asarray([d["embedding"] for d in floats["data"]], dtype=np.float32), exact)
+    ds = httpx.post(server + "/api/v1/services/embeddings/text-embedding/text-embedding", headers=auth, timeout=60,
+                    json={"model": "minilm", "input": {"texts": texts}, "parameters": {"text_type": "query"}}).json()
+    assert np.array_equal(np.asarray([e["embedding"] for e in ds["output"]["embeddings"]], dtype=np.float32), exact)
+
+
 def test_openai_sdk_chat_and_stream(openai_client):
     resp = openai_client.chat.completions.create(
         model="qwen-0.5b", messages=[{"role": "user", "content": "Say hello in Chinese."}], max_tokens=16, seed=1)

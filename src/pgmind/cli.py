@@ -182,13 +182,19 @@ def serve(ctx: typer.Context,
     _run_server(settings, token, host or settings.server_host, port or settings.server_port, worker)
 
 
-def _run_server(settings: Settings, token: str, host: str, port: int, worker: bool) -> None:
-    # OpenMP threads spin after each model call by default, taking cores from PostgreSQL on the
-    # same machine; a short spin keeps most of the speed (set before any model library loads)
+def _passive_openmp() -> None:
+    """For every command that runs models in this process (serve, worker, ingest, backfill): set
+    before torch or llama.cpp loads, which read it once.  OpenMP threads spin after each model call
+    by default, taking cores from PostgreSQL on the same machine (and from the worker's own COPY and
+    chunking between batches); a short spin keeps most of the speed.  llama.cpp's threads spin while
+    they wait: on a busy 2-core machine that cut generation 4x (docs/benchmarks.md); passive waiting
+    gives the cores back.  A value the user set wins."""
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
-    # and llama.cpp's OpenMP threads spin while they wait: on a busy 2-core machine that cut
-    # generation 4x (docs/benchmarks.md); passive waiting gives the cores back
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _run_server(settings: Settings, token: str, host: str, port: int, worker: bool) -> None:
+    _passive_openmp()
     import uvicorn
     from .server.app import create_app
     if host not in ("127.0.0.1", "localhost", "::1"):
@@ -220,6 +226,7 @@ def worker(ctx: typer.Context,
            lease: float = typer.Option(120.0, help="Seconds a claimed batch stays leased to this worker."),
            once: bool = typer.Option(False, "--once", help="Drain the queues, then exit.")):
     """Run a vectorizer worker (run several, on several machines, to scale out)."""
+    _passive_openmp()
     logging.getLogger().setLevel(logging.INFO)
     with _library(ctx) as db:
         totals = db.run_worker(vectorizer or None, batch=batch, lease=lease, once=once,
@@ -294,6 +301,7 @@ def vectorizer_backfill(ctx: typer.Context, name: str = typer.Argument(..., help
                                                                 "(a killed actor's rows wait this long).")):
     """Queue every row of the source table and embed them here, or on a Ray cluster with --ray; a progress bar."""
     if ray is None:
+        _passive_openmp()
         with _library(ctx) as db:
             with _EmbedBar(name) as bar:
                 totals = db.backfill(name, batch=batch, progress=bar, requeue=requeue)
@@ -394,6 +402,7 @@ def ingest(ctx: typer.Context, sources: List[str] = typer.Argument(
                                                            "(its header row names the fields); else each file is one.")):
     """Load a folder and/or web pages into a table with a vectorizer; re-running updates changed files and pages
     and removes deleted files (and pages that answer 404 or 410)."""
+    _passive_openmp()
     with _library(ctx) as db:
         pages = any(s[:8].lower().startswith(("http://", "https://")) for s in sources)
         with _ReadBar("reading files and pages" if pages else "reading files", rate=True) as bar:
@@ -441,6 +450,7 @@ def ingest_images(ctx: typer.Context, folder: str = typer.Argument(..., help="A 
                   embed: bool = typer.Option(True, "--embed/--no-embed", help="Embed the new pictures now."),
                   batch: int = typer.Option(16, help="Pictures per embedding batch.")):
     """Load a folder of pictures into a table with an image vectorizer (re-running updates it)."""
+    _passive_openmp()
     with _library(ctx) as db:
         with _ReadBar("reading pictures", rate=False) as bar:
             result = db.ingest_images(folder, into, model=model, store_bytes=store_bytes, ocr=ocr,

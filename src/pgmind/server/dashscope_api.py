@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import uuid
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError
-from .deps import authenticate, caller, json_body, json_response, service
+from .deps import authenticate, caller, json_body, service, vectors_response
 
 router = APIRouter(dependencies=[Depends(authenticate)])
 
@@ -29,8 +30,8 @@ async def text_embedding(request: Request):
     spec, result = await service(request).embed(body.get("model"), texts, caller(request, "dashscope-api"),
                                                 params.get("text_type") or "document", truncate,
                                                 params.get("dimension"))
-    return json_response({"output": {"embeddings": [{"text_index": i, "embedding": v}
-                                                    for i, v in enumerate(result.vectors.tolist())]},
+    return vectors_response({"output": {"embeddings": [{"text_index": i, "embedding": v} for i, v in
+                                                      enumerate(np.ascontiguousarray(result.vectors, dtype="<f4"))]},
                           "usage": {"total_tokens": result.input_tokens}, "request_id": str(uuid.uuid4())})
 
 

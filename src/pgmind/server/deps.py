@@ -115,6 +115,24 @@ def json_response(obj) -> Response:
                     media_type="application/json")
 
 
+try:
+    import orjson as _orjson
+except ImportError:        # (not a dependency of pgmind's own: json does the same, slower)
+    _orjson = None
+
+
+def vectors_response(obj) -> Response:
+    """json_response for a body whose vectors are float32 numpy rows.  Python's json writes each
+    float as the float64 it widens to (0.012345679104328156): for 32 vectors of 384 that took 15 ms
+    of CPU and the client 8 ms more to read, a tenth of a 32-text request on 2 cores
+    (bench/bench_embed_server.py).  orjson, where installed, writes each as its shortest float32
+    text (0.012345679) in under 1 ms, 40% fewer bytes; parsed back, every value is the same float32."""
+    if _orjson is not None:
+        return Response(_orjson.dumps(obj, option=_orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return Response(json.dumps(obj, ensure_ascii=False, separators=(",", ":"),
+                               default=lambda o: o.tolist()).encode("utf-8"), media_type="application/json")
+
+
 async def json_body(request: Request) -> dict:
     raw = await request.body()
     try:

@@ -6,13 +6,14 @@ import json
 import time
 import uuid
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from ..errors import InvalidRequestError, PgmindError, UnknownModelError
 from ..models.types import chat_completion
 from . import token_ids
-from .deps import authenticate, caller, json_body, json_response, service, while_connected
+from .deps import authenticate, caller, json_body, service, vectors_response, while_connected
 from .service import vectors_to_base64
 
 router = APIRouter(dependencies=[Depends(authenticate)])
@@ -45,8 +46,9 @@ async def embeddings(request: Request):
     spec, result = await svc.embed(body.get("model"), texts, caller(request, "openai-api"),
                                    body.get("input_type") or "query", truncate, body.get("dimensions"))
     vectors = result.vectors
-    values = vectors_to_base64(vectors) if fmt == "base64" else vectors.tolist()
-    return json_response({"object": "list", "model": spec.model_id,
+    # (float: the numpy rows themselves, written by vectors_response)
+    values = vectors_to_base64(vectors) if fmt == "base64" else list(np.ascontiguousarray(vectors, dtype="<f4"))
+    return vectors_response({"object": "list", "model": spec.model_id,
                           "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(values)],
                           "usage": {"prompt_tokens": result.input_tokens, "total_tokens": result.input_tokens}})
 

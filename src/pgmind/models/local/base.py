@@ -39,6 +39,10 @@ class LocalEmbeddingModel(ABC):
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)
 
+    def count_tokens_many(self, texts: list[str]) -> list[int]:
+        """count_tokens of each; a model with a tokenizer that reads a batch at once overrides it."""
+        return [self.count_tokens(t) for t in texts]
+
     def truncate(self, text: str, max_tokens: int) -> str:
         """Cut text to about max_tokens (subclasses with a tokenizer may do better)."""
         while self.count_tokens(text) > max_tokens and text:
@@ -55,7 +59,7 @@ class LocalEmbeddingModel(ABC):
             if not t.strip():
                 raise InvalidRequestError(f"input {i} is empty",
                                           hint="pass NULL to get NULL, or filter out empty texts")
-            n = self.count_tokens(t)
+        for i, (t, n) in enumerate(zip(texts, self.count_tokens_many(texts))):
             if self.max_tokens and n > self.max_tokens:
                 if not truncate:
                     raise InputTooLongError(

