@@ -10,6 +10,10 @@ machine falls on both alike), with the ratio of their throughputs.
 - ``--loop``: also a hand-written sentence-transformers loop (`encode` under bf16 autocast): what
   a user would write, for scale.
 
+Besides wall time, the CPU time each arm spent (the server's process and this client for the
+server arm, this process for the others): on a machine so busy that wall times mean little (load
+15-20 on 2 cores), CPU time per text is the steadier figure of what the server adds.
+
 Texts are paragraphs of the PostgreSQL manual (four consecutive sentences, ~100-150 tokens).
 
     nice -n 10 .venv/bin/python bench/bench_embed_server.py [--model minilm] [--texts 2000] [--batch 32]
@@ -73,6 +77,15 @@ def main() -> None:
                                      convert_to_numpy=True)
         token = sb.settings.server_token(create=False)
         arms = {"server": [], "in-process": []} | ({"loop": []} if st is not None else {})
+        cpu_s = dict.fromkeys(arms, 0.0)
+        server_stat = Path(f"/proc/{sb.server.pid}/stat")
+
+        def cpu_now(name: str) -> float:
+            own = time.process_time()
+            if name != "server":
+                return own
+            fields = server_stat.read_text().rsplit(")", 1)[1].split()
+            return own + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         with httpx.Client(base_url=sb.settings.effective_server_url, timeout=600,
                           headers={"Authorization": f"Bearer {token}"}) as http:
             def server(batch):
@@ -85,24 +98,25 @@ def main() -> None:
                 return model.embed(checked, "query", validated=True)
 
             calls = {"server": server, "in-process": in_process, "loop": loop if st is not None else None}
-            for name in arms:                          # (warm: the model loaded, first passes made)
+            for name in arms:                          # (warm: the model loaded, a first pass made)
                 calls[name](batches[0])
-                calls[name](batches[1])
             names = list(arms)
             for i, batch in enumerate(batches):
                 # (the order turns each batch: no arm always runs right after another)
                 for name in names[i % len(names):] + names[:i % len(names)]:
-                    t = time.perf_counter()
+                    c, t = cpu_now(name), time.perf_counter()
                     calls[name](batch)
                     arms[name].append(time.perf_counter() - t)
+                    cpu_s[name] += cpu_now(name) - c
     print(f"\n{cpu()}; model {args.model}; {len(texts)} manual paragraphs in requests of {args.batch}; "
           f"arms interleaved request by request\n")
-    base = sum(arms["in-process"])
-    print("| arm | texts/s | p50 per request | p95 | throughput / in-process |")
-    print("|---|---|---|---|---|")
+    base, base_cpu = sum(arms["in-process"]), cpu_s["in-process"]
+    print("| arm | texts/s | p50 per request | p95 | throughput / in-process | CPU ms per text | CPU: in-process / arm |")
+    print("|---|---|---|---|---|---|---|")
     for name, xs in arms.items():
         print(f"| {name} | {len(texts) / sum(xs):.1f} | {statistics.median(xs) * 1000:.0f} ms | "
-              f"{pct(xs, 0.95) * 1000:.0f} ms | **{base / sum(xs):.3f}** |")
+              f"{pct(xs, 0.95) * 1000:.0f} ms | **{base / sum(xs):.3f}** | {cpu_s[name] / len(texts) * 1000:.1f} | "
+              f"**{base_cpu / cpu_s[name]:.3f}** |")
 
 
 if __name__ == "__main__":
