@@ -279,6 +279,119 @@ def test_upload_refuses_bad_names_and_other_schemas(page, stack):
         assert r.status == 400 and said in r.text(), (fields, r.text()[:300])
 
 
+@pytest.fixture
+def clip_model(installed):
+    """An image model (a clip-as-service stand-in) granted to con_owner."""
+    standin = StandIn(dim=16)
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('console-clip3', if_exists => true)")
+        c.execute("""select ai.create_model('console-clip3', %s, 'clip', 'image_embedding', 'ViT-B-32',
+                                            '{"author_type": "token", "token": "t"}')""", (standin.url + "/post",))
+        c.execute("select ai.grant_model('console-clip3', 'con_owner')")
+    yield "console-clip3"
+    with connect(installed, autocommit=True) as c:
+        c.execute("select ai.drop_model('console-clip3', if_exists => true)")
+    standin.close()
+
+
+def _picture(colour, fmt: str = "PNG") -> bytes:
+    import io
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_create_an_image_collection_from_uploaded_pictures(page, stack, installed, settings, clip_model):
+    """Three pictures dropped on the box, one broken: it is listed as failed with its reason and stored
+    nowhere; the two others are read by ingest-images' code into the role's new table (their bytes,
+    keyed by their names: no server path), embedded, listed with the image badge and found by words
+    and by a picture."""
+    import base64
+    broken = "<img src=x onerror=window.__xss=1>broken.png"
+    dropped = [("red.png", _picture((220, 30, 30)), "image/png"),
+               ("blue", _picture((30, 30, 220), "JPEG"), "image/jpeg"),      # no suffix: named by its bytes
+               (broken, b"\x89PNG\r\n\x1a\n broken", "image/png")]
+    sign_in(page, stack)
+    try:
+        page.click("#nav-new")
+        page.fill("#images-name", "upics")
+        page.select_option("#images-schema", "con_app")
+        page.select_option("#images-model", clip_model)
+        page.evaluate("""files => {
+            const dt = new DataTransfer();
+            for (const [name, b64, type] of files) {
+                const bin = atob(b64), bytes = new Uint8Array(bin.length);
+                for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+                dt.items.add(new File([bytes], name, {type}));
+            }
+            document.getElementById("images-dropzone").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        }""", [[n, base64.b64encode(d).decode(), m] for n, d, m in dropped])
+        assert page.eval_on_selector("#images-files", "i => i.files.length") == 3
+        shot(page, "new-images")
+        page.click("#create-images")
+        assert "3 pictures received, 2 stored" in page.inner_text("#created-summary")
+        failed = page.locator("#upload-failed tr.failed")
+        assert failed.count() == 1 and failed.locator("td.file").inner_text() == broken
+        assert "not an image" in failed.locator("td.reason").inner_text()
+        assert "pgmind-upload" not in page.content()
+        shot(page, "created-images")
+        no_xss(page)
+        with as_role(installed, "con_owner") as o:
+            stored = o.execute("select path, octet_length(img) from con_app.upics order by path").fetchall()
+        assert [p for p, _ in stored] == ["blue.jpg", "red.png"] and all(n for _, n in stored)
+        drain(settings, installed, "upics")
+        page.goto(stack["url"] + "/kbs")
+        assert page.locator("tr.kb-row[data-kb=upics] a.badge.images").count() == 1
+        page.goto(stack["url"] + "/kbs/upics")
+        assert page.locator("#docs tr.doc").count() == 2 and "pgmind-upload" not in page.inner_text("#docs")
+        page.goto(stack["url"] + "/kbs/upics/images")
+        page.fill("#image-q", "a red picture")
+        page.click("#image-search")
+        assert page.locator("#image-hits li.image-hit").count() == 2
+        pictures_drawn(page)
+        found = page.inner_text("#image-hits")
+        assert "red.png" in found and "blue.jpg" in found
+        page.set_input_files("#picture", files=[{"name": "q.png", "mimeType": "image/png",
+                                                 "buffer": _picture((200, 40, 40))}])
+        page.click("#picture-search")
+        assert page.locator("#image-hits li.image-hit").count() == 2
+        pictures_drawn(page)
+        no_xss(page)
+    finally:
+        with as_role(installed, "con_owner") as o:
+            o.execute("select ai.drop_vectorizer('upics') where exists (select 1 from ai.vectorizer_status "
+                      "where name = 'upics')")
+            o.execute("drop table if exists con_app.upics")
+
+
+def test_picture_upload_refuses_no_pictures_too_many_and_too_big(page, stack, installed, clip_model):
+    """A file that is no picture (by its first bytes, whatever its name), 51 pictures, one over 10 MB,
+    a text model: each refuses the whole upload with the reason, and nothing is made."""
+    sign_in(page, stack)
+    token = page.get_attribute('meta[name="csrf-token"]', "content")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    fields = {"name": "refused", "schema": "con_app", "model": clip_model, "csrf": token}
+    png = _picture((1, 2, 3))
+    with httpx.Client(cookies=cookies, headers={"Origin": stack["server"]}, timeout=60) as client:
+        for form, files, said in (
+                ({}, [("a.png", png), ("x.png", b"<html><script>alert(1)</script></html>")],
+                 "x.png is not a picture"),
+                ({}, [(f"p{i}.png", png) for i in range(51)], "51 pictures; the limit is 50"),
+                ({}, [("big.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (10 * 1024 * 1024))], "big.png is over 10 MB"),
+                ({}, [], "No pictures were sent"),
+                ({"model": "console-emb"}, [("a.png", png)], "not an image model")):
+            r = client.post(stack["url"] + "/new/images", data={**fields, **form},
+                            files=[("files", (n, d, "image/png")) for n, d in files] or [("x", ("", b"", "text/plain"))])
+            assert r.status_code == 400 and said in r.text, (said, r.status_code, r.text[:300])
+        r = client.post(stack["url"] + "/new/images", data={**fields, "csrf": "forged"},
+                        files=[("files", ("a.png", png, "image/png"))])
+        assert r.status_code == 403
+    with as_role(installed, "con_owner") as o:
+        assert o.execute("select to_regclass('con_app.refused')").fetchone()[0] is None
+
+
 # -- hit test ----------------------------------------------------------------------------------------
 
 def test_hit_test_english_and_chinese_side_by_side(page, stack):

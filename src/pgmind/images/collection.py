@@ -4,7 +4,11 @@ The table: ``path`` (absolute; the primary key), ``name``, ``width``, ``height``
 ``mtime``, ``sha256`` and, with ``store_bytes``, ``img`` (the file itself).  Its image vectorizer
 embeds ``img``, or loads ``path`` through ai.load_file's allow-list: the folder must be on it, or
 ``allow_load`` adds it (an administrator's change, made only when asked for).  Re-running updates
-changed files and removes gone ones; a file Pillow cannot read is reported and left out."""
+changed files and removes gone ones; a file Pillow cannot read is reported and left out.
+
+``schema`` names the table's schema (else the first of the search path); ``relative`` keys the rows
+by the path within the folder, as ``pgmind ingest`` does (for a folder that is not kept, e.g. the
+console's upload; the pictures must then be stored: ``store_bytes``)."""
 from __future__ import annotations
 
 import hashlib
@@ -33,15 +37,28 @@ class ImageIngestResult:
     allowed: str | None = None          # the folder, when this run added it to the load allow-list (allow_load)
 
 
+def create_table(conn: psycopg.Connection, name: str, schema: str | None = None) -> sql.Identifier:
+    """The pictures table, if it does not exist; its name as SQL."""
+    table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    conn.execute(sql.SQL("""create table if not exists {} (
+        path text primary key, name text not null, width int not null, height int not null, bytes int not null,
+        mtime timestamptz not null, sha256 text not null, img bytea)""").format(table))
+    return table
+
+
 def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, model: str = "image-features",
                   store_bytes: bool = False, ocr: bool = False, allow_load: bool = False,
-                  progress: Callable[[int, int], None] | None = None) -> ImageIngestResult:
+                  progress: Callable[[int, int], None] | None = None, schema: str | None = None,
+                  relative: bool = False) -> ImageIngestResult:
     """Without ``store_bytes`` the vectorizer reads the pictures by path, through ai.load_file: the
     folder must be on its allow-list, which changes only with ``allow_load`` (then the folder is
     added, by an administrator: ai.allow_load_from), never on its own."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise InvalidRequestError(f"{folder} is not a folder", hint="pass a folder of pictures")
+    if relative and not store_bytes:
+        raise InvalidRequestError("relative paths name no file the vectorizer could load",
+                                  hint="store the pictures in the table (store_bytes)")
     result = ImageIngestResult()
     if not store_bytes:
         allowed = {r[0] for r in conn.execute("select prefix from ai.load_allow_list")}
@@ -55,20 +72,18 @@ def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, mo
             result.allowed = str(root)
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
     result.files = len(files)
-    table = sql.Identifier(into)
     with conn.transaction():
-        conn.execute(sql.SQL("""create table if not exists {} (
-            path text primary key, name text not null, width int not null, height int not null, bytes int not null,
-            mtime timestamptz not null, sha256 text not null, img bytea)""").format(table))
+        table = create_table(conn, into, schema)
         known = dict(conn.execute(sql.SQL("select path, sha256 from {}").format(table)).fetchall())
     for i, f in enumerate(files, 1):
         raw = f.read_bytes()
         digest = hashlib.sha256(raw).hexdigest()
-        if known.pop(str(f), None) == digest:
+        key = f.relative_to(root).as_posix() if relative else str(f)
+        if known.pop(key, None) == digest:
             result.unchanged += 1
         else:
             try:
-                img = codec.open_image(raw, str(f))
+                img = codec.open_image(raw, key)
             except PgmindError as e:
                 result.failed.append((str(f.relative_to(root)), e.message))
                 continue
@@ -78,7 +93,7 @@ def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, mo
                     on conflict (path) do update set name = excluded.name, width = excluded.width,
                         height = excluded.height, bytes = excluded.bytes, mtime = excluded.mtime,
                         sha256 = excluded.sha256, img = excluded.img""").format(table),
-                    (str(f), f.name, img.width, img.height, len(raw),
+                    (key, f.name, img.width, img.height, len(raw),
                      datetime.fromtimestamp(f.stat().st_mtime, timezone.utc), digest, raw if store_bytes else None))
             result.changed += 1
         if progress:
@@ -91,7 +106,7 @@ def ingest_images(conn: psycopg.Connection, folder: str | Path, into: str, *, mo
         if not has:
             conn.execute("select ai.create_vectorizer(%s::regclass, name => %s, content => %s, model => %s, "
                          "modality => 'image', ocr => %s)",
-                         (into, into, "img" if store_bytes else "path", model, ocr))
+                         (table.as_string(conn), into, "img" if store_bytes else "path", model, ocr))
     return result
 
 

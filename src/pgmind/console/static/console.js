@@ -24,17 +24,19 @@
     }
   });
 })();
-// drag and drop onto the upload box: the dropped files become the file input's
+// drag and drop onto an upload box (documents, pictures): the dropped files become its file input's
 (function () {
-  var zone = document.getElementById("dropzone"), input = document.getElementById("files");
-  if (!zone || !input) return;
-  ["dragenter", "dragover"].forEach(function (t) {
-    zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.add("over"); });
-  });
-  zone.addEventListener("dragleave", function () { zone.classList.remove("over"); });
-  zone.addEventListener("drop", function (e) {
-    e.preventDefault();
-    zone.classList.remove("over");
-    if (e.dataTransfer && e.dataTransfer.files.length) input.files = e.dataTransfer.files;
+  Array.prototype.forEach.call(document.querySelectorAll(".dropzone"), function (zone) {
+    var input = zone.querySelector('input[type="file"]');
+    if (!input) return;
+    ["dragenter", "dragover"].forEach(function (t) {
+      zone.addEventListener(t, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    zone.addEventListener("dragleave", function () { zone.classList.remove("over"); });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      zone.classList.remove("over");
+      if (e.dataTransfer && e.dataTransfer.files.length) input.files = e.dataTransfer.files;
+    });
   });
 })();
