@@ -20,7 +20,8 @@ def _settings(tmp_path, **kw):
     (tmp_path / "pgmind_service.password").write_text(SERVICE_PW)
     (tmp_path / "pgmind_service.password").chmod(0o600)
     return load_settings(home=str(tmp_path), token=TOKEN,
-                         dsn=f"host=db.internal port=5432 dbname=app user=admin password={INSTALL_PW}", **kw)
+                         dsn=f"host=db.internal port=5432 dbname=app user=admin password={INSTALL_PW} "
+                             f"sslpassword={INSTALL_PW}", **kw)
 
 
 def test_no_secret_travels_to_the_actors(tmp_path, monkeypatch):

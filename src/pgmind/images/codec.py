@@ -41,7 +41,9 @@ def open_image(data, where: str = "the image"):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            # (only the formats pgmind names: Pillow's other readers — EPS through Ghostscript, PSD,
+            # FITS, … — are more native code for bytes a table owner wrote)
+            img = Image.open(io.BytesIO(data), formats=list(MIME))
             fmt = img.format
             w, h = img.size
             if w * h > MAX_PIXELS:

@@ -109,7 +109,15 @@ def _start_trainer(settings: Settings):
 
 
 async def _reset_gateway(conn) -> None:
+    """Back to the gateway's own state before the pool hands the connection to the next request.
+    RESET ALL leaves the role as it is: a role set for the session (set_config('role', …, false) in
+    code that ran there) is reset by name, and a connection still not the gateway's own is dropped
+    (the pool discards one whose reset fails)."""
+    await conn.execute("reset role")
     await conn.execute("reset all")
+    (own,) = await (await conn.execute("select current_user = session_user")).fetchone()
+    if not own:
+        raise RuntimeError("a gateway connection still acts as another role: dropped")
 
 
 def create_app(settings: Settings, token: str, worker: bool = False) -> FastAPI:

@@ -120,10 +120,12 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
                     """select c.relrowsecurity,
                               exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
                                       and a.attname = any(%s) and not a.attisdropped),
-                              c.relkind not in ('r', 'p') or c.relhasrules
+                              c.relkind not in ('r', 'p') or c.relhasrules or not ai_internal._planner_safe(c.oid)
                        from pg_class c where c.oid = %s::regclass""",
                     (list(filter_columns), source))).fetchone()     # (the query itself checks the target again)
-                if not_table:    # (a view's functions, or a rule's, would run here as the caller)
+                # (a view's functions, a rule's, or an index's or statistics object's — which the planner
+                # runs: ai_internal._planner_safe — would run here as the caller)
+                if not_table:
                     raise PermissionDeniedError(f'the source of knowledge base "{name}" is no longer a plain table',
                                                 hint="search it from SQL as your own role, or re-create the "
                                                      "vectorizer over a table")

@@ -112,6 +112,7 @@ def shippable(settings: Settings, dsn: str) -> Settings:
     other DSNs not at all.  Each node supplies the password itself (:func:`_node_dsn`)."""
     params = conninfo_to_dict(service_dsn(settings, dsn))
     params.pop("password", None)
+    params.pop("sslpassword", None)     # (a client key's passphrase)
     return replace(settings, service_dsn=make_conninfo(**params), dsn=None, gateway_dsn=None, token=None)
 
 

@@ -57,7 +57,8 @@ async def _plain(conn, table: str, column: str, mode: str) -> None:
     its owner's in this session."""
     await conn.execute(sql.SQL("lock table {} in " + mode + " mode").format(sql.SQL(table)))
     ok = (await (await conn.execute("""
-        select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
+        select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules and not c.relhassubclass
+           and ai_internal._planner_safe(c.oid)
            and not exists (select 1 from pg_trigger g left join pg_proc p on p.oid = g.tgfoid
                            where g.tgrelid = c.oid and (g.tgisinternal or not coalesce(p.prosecdef, false)))
            and not exists (select 1 from pg_constraint k where k.confrelid = c.oid and k.contype = 'f')

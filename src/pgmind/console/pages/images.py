@@ -125,7 +125,7 @@ async def _picture_bytes(conn, request: Request, name: str, key) -> bytes:
         where c.oid = %s::regclass and a.attnum > 0 and not a.attisdropped
           and %s in (a.attname::text, quote_ident(a.attname))
           and a.atttypid in ('text'::regtype, 'varchar'::regtype, 'bytea'::regtype)
-          and c.relkind = 'r' and not c.relhasrules
+          and c.relkind = 'r' and not c.relhasrules and not c.relhassubclass and ai_internal._planner_safe(c.oid)
           and not exists (select 1 from pg_attribute k join ai_internal._vectorizer_info(%s) i
                                  on k.attname = any (i.key_columns)
                           where k.attrelid = c.oid and k.atttypid >= 16384)""",
@@ -134,11 +134,14 @@ async def _picture_bytes(conn, request: Request, name: str, key) -> bytes:
         raise errors.PermissionDeniedError(t("picture_not_column", source=source), hint=t("picture_not_column_hint"))
     if await hides_rows(conn, source):
         raise errors.PermissionDeniedError(t("rls_hidden"), hint=t("rls_hidden_hint"))
+    # (the size first: a picture over the limit is never read into this process)
     found = await (await conn.execute(
-        sql.SQL("select s.{} from {} s where ").format(sql.Identifier(column[0]), sql.SQL(source))
-        + _key_match(key_cols, kfj, "="), (Jsonb(key),))).fetchone()
-    if found is None or found[0] is None:
+        sql.SQL("select case when octet_length(s.{0}) <= %s then s.{0} end, octet_length(s.{0}) from only {1} s where ")
+        .format(sql.Identifier(column[0]), sql.SQL(source)) + _key_match(key_cols, kfj, "="),
+        (codec.MAX_BYTES, Jsonb(key)))).fetchone()
+    if found is None or found[1] is None:
         raise not_found(request)
+    codec.check_size(found[1], "the picture")
     if column[1] == "bytea":
         return bytes(found[0])
     # a location: ai.load_file as the role (the model server checks it against the allow-list)

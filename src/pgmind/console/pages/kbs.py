@@ -248,8 +248,9 @@ async def retry(request: Request, name: str):
 async def plain_source(conn, vid: int, hint: str) -> tuple[str, str, str]:
     """The source table (name, key columns for alias s, key-from-JSON for alias k), locked, once it is
     known that no code of another role's can run in this session when it is read or changed: a plain
-    table, no row security, no rules, no foreign keys (their actions fire other tables' triggers), key
-    columns of built-in types, and every trigger SECURITY DEFINER (where SET ROLE is refused) and
+    table, no row security, no rules, no children (a delete reaches theirs), no index or statistics
+    object with a function of the owner's (the planner runs those: ai_internal._planner_safe), no
+    foreign keys (their actions fire other tables' triggers), key columns of built-in types, and every trigger SECURITY DEFINER (where SET ROLE is refused) and
     either pgmind's own or the signed-in role's: pgmind's functions take the session's role for the
     caller, so another owner's definer trigger in an administrator's session would act as the
     administrator."""
@@ -258,7 +259,8 @@ async def plain_source(conn, vid: int, hint: str) -> tuple[str, str, str]:
         "key_columns::text[] from ai_internal._vectorizer_info(%s)", (vid, vid, vid))).fetchone()
     await conn.execute(sql.SQL("lock table {} in row exclusive mode").format(sql.SQL(source)))
     plain = (await (await conn.execute("""
-        select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules
+        select c.relkind = 'r' and not c.relrowsecurity and not c.relhasrules and not c.relhassubclass
+           and ai_internal._planner_safe(c.oid)
            and not exists (select 1 from pg_trigger g left join pg_proc p on p.oid = g.tgfoid
                            where g.tgrelid = c.oid
                              and (g.tgisinternal or not coalesce(p.prosecdef, false)
@@ -290,7 +292,8 @@ async def delete_document(request: Request, name: str):
         source, key_cols, kfj = await plain_source(conn, vid, "delete the row from SQL as your own role: "
                                                              "delete from {source} where ...")
         match = _key_match(key_cols, kfj, "=")
-        cur = await conn.execute(sql.SQL("delete from {} s where ").format(sql.SQL(source)) + match, (Jsonb(key),))
+        cur = await conn.execute(sql.SQL("delete from only {} s where ").format(sql.SQL(source)) + match,
+                                 (Jsonb(key),))
         # (a key the source no longer has is not deleted from the chunks here: that would run as the
         # role on the chunk table, whose triggers are its owner's code; pgmind's trigger removed its
         # chunks when the row went)

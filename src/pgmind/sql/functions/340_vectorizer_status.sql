@@ -1,15 +1,49 @@
 -- What a vectorizer's owner may see of it (status, errors, workers); and, last of the vectorizer
 -- files because it runs their functions, the upgrade of existing vectorizers' owner functions.
 
+-- Does planning a query on this relation run code of its owner's?  PostgreSQL's planner reads every
+-- index's expressions and predicate and every extended statistics object's expressions of the
+-- relation (and of its partitions and inheritance children, which a query on it reads too) and folds
+-- their constant parts, so an immutable function of the owner's in an index or a statistics object
+-- runs in whatever session plans a query there, as its current user — another role's, the gateway's
+-- or the service role's (a review found it: issue 35's class).  An index's operator class of the
+-- owner's runs in index scans the same way.  So: no index or statistics object that depends on a
+-- function, operator, operator class or type of a role's own (pgvector's are an extension's).
+-- (Checked before the read, in the same transaction; a CREATE INDEX or CREATE STATISTICS committed
+-- between the check and the plan is a window of microseconds that a lock the reader may take
+-- cannot close: ACCESS SHARE does not conflict with them.)
+create or replace function ai_internal._planner_safe(rel regclass) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    with recursive tree(oid) as (
+        select rel::oid
+        union
+        select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid),
+    uses(classid, objid) as (
+        select 'pg_class'::regclass::oid, x.indexrelid from pg_index x join tree t on x.indrelid = t.oid
+        union all
+        select 'pg_statistic_ext'::regclass::oid, s.oid from pg_statistic_ext s join tree t on s.stxrelid = t.oid)
+    select not exists (
+        select 1 from uses u join pg_depend d on d.classid = u.classid and d.objid = u.objid
+        -- (an index depends on its table's columns and on the constraint it implements: not code)
+        where d.refobjid >= 16384 and d.refclassid not in ('pg_class'::regclass, 'pg_constraint'::regclass)
+          and not exists (select 1 from pg_depend x join pg_extension e on e.oid = x.refobjid
+                          where x.classid = d.refclassid and x.objid = d.refobjid and x.deptype = 'e'
+                            and e.extname = 'vector'))
+$$;
+grant execute on function ai_internal._planner_safe(regclass) to public;
+
 -- Is a chunk table still the plain table pgmind made, safe to read in another role's session?  Its
 -- owner could have put code there that a read would run: a view, rules, row security, or a column
--- changed to a type of its own (whose casts and operators are the owner's functions), or a trigger.
--- So: an ordinary table, no rules, row security or triggers, every column of a built-in type or pgvector's.
+-- changed to a type of its own (whose casts and operators are the owner's functions), a trigger, an
+-- index or statistics object with a function of its own (_planner_safe), or a child table.
+-- So: an ordinary table, no rules, row security, triggers or children, every column of a built-in
+-- type or pgvector's, and safe to plan.
 create or replace function ai_internal._store_is_plain(rel regclass) returns boolean
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
-                   and not c.relhasrules
+                   and not c.relhasrules and not c.relhassubclass
                    and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and not g.tgisinternal))
+       and ai_internal._planner_safe(rel)
        and not exists (select 1 from pg_attribute a
                        where a.attrelid = rel and a.attnum > 0 and not a.attisdropped and a.atttypid >= 16384
                          and a.atttypid not in (select t.oid from pg_type t join pg_depend d
