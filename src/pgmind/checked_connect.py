@@ -33,13 +33,34 @@ METADATA = frozenset(ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:
 Prefixes = Callable[[], Iterable[str]]       # the allowed prefixes, as they are now
 
 
+# IPv6 ranges that carry an IPv4 address, reached through a gateway (NAT64, 6to4) or by old stacks
+# (IPv4-compatible): Python calls most of them global whatever the IPv4 address inside is
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_6TO4 = ipaddress.ip_network("2002::/16")
+_COMPAT = ipaddress.ip_network("::/96")
+_IETF = ipaddress.ip_network("192.0.0.0/24")          # IETF protocol assignments (a cloud's old metadata)
+
+
 def _plain(addr: Address) -> Address:
     """An IPv4-mapped IPv6 address (::ffff:127.0.0.1) as the IPv4 address it is."""
     return addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
 
 
+def _embedded_ipv4(addr: Address) -> ipaddress.IPv4Address | None:
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return None
+    if any(addr in n for n in _NAT64) or addr in _COMPAT:
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    if addr in _6TO4:
+        return addr.sixtofour
+    return None
+
+
 def _is_public(addr: Address) -> bool:
-    return addr.is_global and not addr.is_multicast
+    inner = _embedded_ipv4(addr)
+    if inner is not None and not _is_public(inner):
+        return False
+    return addr.is_global and not addr.is_multicast and addr not in _IETF
 
 
 def names_address(prefixes: Iterable[str], addr: Address, port: int) -> bool:

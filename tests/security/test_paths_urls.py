@@ -296,3 +296,16 @@ def test_allow_load_from_takes_the_anonymous_option_for_s3_only(conn):
     for prefix, options in (("s3://sec-public-bucket/", '{"anonymous": "yes"}'), ("file:///tmp/x/", '{"anonymous": true}')):
         err = sql_error(conn, "select ai.allow_load_from(%s, %s::jsonb)", (prefix, options))
         assert err.sqlstate == "22023" and err.diag.message_hint
+
+
+def test_ipv6_addresses_that_carry_a_private_ipv4_address_are_not_public():
+    """NAT64, 6to4 and IPv4-compatible addresses reach the IPv4 address inside them; Python calls
+    them global whatever it is (a review's finding), and 192.0.0.192 is a cloud's old metadata address."""
+    import ipaddress
+
+    from pgmind.checked_connect import _is_public
+    for private in ("64:ff9b::a00:5", "64:ff9b:1::a9fe:a9fe", "2002:a9fe:a9fe::1", "::a9fe:a9fe", "::7f00:1",
+                    "192.0.0.192", "::ffff:10.0.0.1"):
+        assert not _is_public(ipaddress.ip_address(private)), private
+    for public in ("8.8.8.8", "64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"):
+        assert _is_public(ipaddress.ip_address(public)), public
