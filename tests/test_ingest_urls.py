@@ -195,7 +195,7 @@ def test_ingest_pages(installed, conn, site, tmp_path):
                 r = ingest(c, [tmp_path, *urls], "webkb", fetcher=f)
             finally:
                 f.close()
-        assert (r.files, r.urls, r.changed, r.unchanged, r.removed) == (1, 11, 6, 0, 0)
+        assert (r.files, r.urls, r.changed, r.unchanged, r.removed, r.not_allowed) == (1, 11, 6, 0, 0, 2)
         skipped = dict(r.skipped)
         assert set(skipped) == {f"{b}/logo.png", f"{site.base}/private/secret.txt", f"{b}/out"}
         assert skipped[f"{b}/logo.png"].startswith("unsupported content type image/png")
@@ -257,7 +257,8 @@ def test_the_cli_names_each_page_left_out(settings, installed, site):
                                f"{site.base}/private/secret.txt", f"{b}/nothing", "--into", "cliweb", "--no-embed"],
                               env=settings_env(settings), capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-        assert "0 files, 4 URLs: 1 documents new or changed, 0 unchanged, 0 removed, 2 skipped" in proc.stdout
+        assert "0 files, 4 URLs: 1 documents new or changed, 0 unchanged, 0 removed, 2 skipped (1 not documents, " \
+               "0 without text, 1 not allowed), 1 unreadable" in proc.stdout
         err = " ".join(proc.stderr.split())
         assert f"skipped {b}/logo.png: unsupported content type image/png" in err
         assert f"skipped {site.base}/private/secret.txt: {site.base}/private/secret.txt is not under a location " \

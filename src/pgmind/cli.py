@@ -420,7 +420,8 @@ def _print_ingest(result, rows: bool) -> None:
     found = f"{result.files} files" + (f", {result.urls} {'URL' if result.urls == 1 else 'URLs'}" if result.urls else "")
     console.print(f"{found}: {result.changed} {'rows' if rows else 'documents'} new or changed, "
                   f"{result.unchanged} unchanged, {result.removed} removed, {len(result.skipped)} skipped "
-                  f"({len(result.skipped) - textless} not documents, {textless} without text), "
+                  f"({len(result.skipped) - textless - result.not_allowed} not documents, {textless} without text"
+                  + (f", {result.not_allowed} not allowed" if result.not_allowed else "") + "), "
                   f"{len(result.failed)} unreadable")
     legacy = Counter(e for e in result.encodings.values() if e != "utf-8")
     if legacy:

@@ -79,6 +79,7 @@ class IngestResult:
     removed: int = 0
     # (path or URL, why): unsupported type, no text, a URL not allowed
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    not_allowed: int = 0                                    # of the skipped: URLs the allow-list refused
     # (path or URL, why) of unreadable files and pages that could not be fetched
     failed: list[tuple[str, str]] = field(default_factory=list)
     encodings: dict[str, str] = field(default_factory=dict)  # text file's path -> the encoding it was read in
@@ -363,6 +364,7 @@ def ingest(conn: psycopg.Connection, sources: str | Path | Sequence[str | Path],
                     page = fetcher.fetch(url)
                 except PermissionDeniedError as e:         # the allow-list's word: skipped, like a .png
                     result.skipped.append((url, str(e)))
+                    result.not_allowed += 1
                     continue
                 except PageGoneError as e:                 # no page any more: its rows go
                     result.failed.append((url, str(e)))
