@@ -237,7 +237,7 @@ def test_a_pdf_over_its_page_or_ocr_budget_is_refused_not_read_in_part(monkeypat
     scan = BytesIO()
     pages[0].save(scan, "PDF", save_all=True, append_images=pages[1:])
     ocr = []
-    monkeypatch.setattr(documents, "_ocr_page", lambda page: ocr.append(1) or "")
+    monkeypatch.setattr(documents, "_ocr_page", lambda page, done: ocr.append(1) or "")
     monkeypatch.setattr(documents, "MAX_PDF_PAGES", 100)
     monkeypatch.setattr(documents, "MAX_OCR_PAGES", 2)
     with pytest.raises(ValueError, match="more than 2 scanned pages"):
@@ -267,3 +267,17 @@ def test_an_office_file_that_unzips_past_the_budget_is_refused(monkeypatch):
         docx_to_text(many.getvalue())
     monkeypatch.setattr(documents, "MAX_ZIP_MEMBERS", 20_000)
     assert docx_to_text(make_docx()).text         # a real one is still read
+
+
+def test_ocr_reads_so_many_images_in_all(monkeypatch):
+    from PIL import Image
+
+    import pgmind.documents as documents
+    pages = [Image.new("RGB", (64, 64), "white") for _ in range(3)]
+    scan = BytesIO()
+    pages[0].save(scan, "PDF", save_all=True, append_images=pages[1:])
+    import pgmind.images.ocr as ocr
+    monkeypatch.setattr(ocr, "read_text", lambda data: {"text": ""})      # (the budget, not the engine)
+    monkeypatch.setattr(documents, "MAX_OCR_IMAGES", 2)
+    with pytest.raises(ValueError, match="more than 2 images to read by OCR"):
+        documents.pdf_to_text(scan.getvalue())

@@ -238,6 +238,7 @@ MAX_UNZIPPED_BYTES = 256 * 1024 * 1024
 MAX_ZIP_MEMBERS = 20_000
 MAX_PDF_PAGES = 5_000
 MAX_OCR_PAGES = 100
+MAX_OCR_IMAGES = 200           # in all: one page can hold thousands of images, each an OCR pass
 MAX_TEXT_CHARS = 50_000_000
 
 
@@ -264,7 +265,7 @@ def _has_images(page) -> bool:
         return False
 
 
-def _ocr_page(page) -> str:
+def _ocr_page(page, done: list[int]) -> str:
     """A page without a text layer (a scan): the text of its images, by OCR (Chinese and English).
     Without the OCR engine installed, the page stays empty, as before."""
     try:
@@ -272,6 +273,10 @@ def _ocr_page(page) -> str:
         images = list(page.images)
     except Exception:  # noqa: BLE001 - an image pypdf cannot decode leaves the page without text
         return ""
+    done[0] += len(images)      # (``done``: the document's images read by OCR so far)
+    if done[0] > MAX_OCR_IMAGES:
+        raise ValueError(f"the PDF's scanned pages hold more than {MAX_OCR_IMAGES} images to read by OCR "
+                         "(split it into smaller files)")
     texts = []
     for img in images:
         try:
@@ -299,7 +304,7 @@ def pdf_to_text(raw: bytes) -> Document:
         if len(reader.pages) > MAX_PDF_PAGES:
             raise ValueError(f"the PDF has {len(reader.pages)} pages; at most {MAX_PDF_PAGES} are read "
                              "(split it into smaller files)")
-        pages, ocr, chars = [], 0, 0
+        pages, ocr, chars, images = [], 0, 0, [0]
         for page in reader.pages:
             text = (page.extract_text() or "").strip()
             if not text and _has_images(page):
@@ -307,7 +312,7 @@ def pdf_to_text(raw: bytes) -> Document:
                 if ocr > MAX_OCR_PAGES:
                     raise ValueError(f"the PDF has more than {MAX_OCR_PAGES} scanned pages to read by OCR "
                                      "(split it into smaller files)")
-                text = _ocr_page(page)
+                text = _ocr_page(page, images)
             chars += len(text)
             if chars > MAX_TEXT_CHARS:
                 raise ValueError(f"the PDF's text is over {MAX_TEXT_CHARS:,} characters (split it into smaller files)")
