@@ -132,6 +132,10 @@ def test_status_and_workers_views(conn, docs, settings, installed, server, token
     text = httpx.get(server + "/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert 'pgmind_vectorizer_pending{vectorizer="docs",version="1"} 1.0' in text
     assert 'pgmind_vectorizer_rows_per_second{vectorizer="docs",version="1"}' in text
+    # a worker that closes leaves the list (pgmind ingest's and backfill's stayed listed as running)
+    w.close()
+    assert conn.execute("select count(*) from ai.vectorizer_workers where worker_id = %s",
+                        (w.worker_id,)).fetchone()[0] == 0
 
 
 def test_composite_key(conn, settings, installed, server):

@@ -128,9 +128,17 @@ class Worker:
 
     # -- the loop ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Lets go of the models and connections (a worker with its own hub: its event loop too)."""
+        """Lets go of the models and connections (a worker with its own hub: its event loop too), and
+        leaves the workers' list: one that ran drain or embed_pending (pgmind ingest, backfill,
+        worker --once) stayed listed as running until a worker started ten minutes later."""
         self.embedder.close()
         if self._conn is not None and not self._conn.closed:
+            try:
+                self._conn.rollback()
+                with self._conn.transaction():
+                    self._conn.execute("delete from ai.vectorizer_workers where worker_id = %s", (self.worker_id,))
+            except psycopg.Error:      # (best effort: a silent worker leaves the list after ten minutes)
+                pass
             self._conn.close()
 
     def run(self, stop: threading.Event | None = None) -> None:
