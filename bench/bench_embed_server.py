@@ -51,16 +51,38 @@ def paragraphs(n: int) -> list[str]:
     return [" ".join(s[i:i + 4]) for i in range(0, 4 * n, 4)][:n]
 
 
+class Running:
+    """A pgmind already running, in Sandbox's shape (dsn, settings, server.pid)."""
+
+    def __init__(self, home: str, server_pid: int):
+        from types import SimpleNamespace
+
+        from pgmind.config import load_settings
+        self.settings = load_settings(home=home)
+        self.dsn = self.settings.dsn or f"host={self.settings.home}/run port={self.settings.pg_port} dbname=pgmind user=pgmind"
+        self.server = SimpleNamespace(pid=server_pid)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--texts", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--loop", action="store_true", help="also a hand-written sentence-transformers loop")
+    ap.add_argument("--home", help="a running pgmind's home (its server, token and database; its server started "
+                                   "with PGMIND_EMBED_CACHE=0 and this home's PGMIND_SERVER_PORT given) instead of "
+                                   "a fresh sandbox, for a machine too busy to start one in time")
+    ap.add_argument("--server-pid", type=int, help="with --home: the server's process, for its CPU time")
     args = ap.parse_args()
     texts = paragraphs(args.texts)
     batches = [texts[i:i + args.batch] for i in range(0, len(texts), args.batch)]
-    with Sandbox() as sb:
+    with (Running(args.home, args.server_pid) if args.home else Sandbox()) as sb:
         with connect(sb.dsn, autocommit=True) as conn:
             row = conn.execute("select model_id, provider, model_type, model_name, options, dimensions "
                                "from ai.model_registry where model_id = %s", (args.model,)).fetchone()
