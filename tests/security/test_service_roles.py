@@ -291,6 +291,38 @@ def test_api_keys_die_with_their_role_and_refuse_superusers(conn, server):
     conn.execute("drop role sec_keyed")
 
 
+def test_keys_refuse_members_of_superusers(conn, server):
+    """SET ROLE follows memberships: a role that belongs to a superuser is refused a key, and a key's
+    role that joins one later stops working at once — for the HTTP API, search and the gateway's
+    memberships alike."""
+    for r in ("sec_member", "sec_su"):
+        conn.execute(f"drop role if exists {r}")
+    conn.execute("create role sec_su superuser nologin")
+    conn.execute("create role sec_member")
+    try:
+        conn.execute("grant sec_su to sec_member")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="member of one"):
+            conn.execute("select ai.create_api_key('sec_member')")
+        conn.execute("revoke sec_su from sec_member")
+        key = conn.execute("select ai.create_api_key('sec_member')").fetchone()[0]
+        h = {"Authorization": f"Bearer {key}"}
+        assert HTTP.get(server + "/v1/models", headers=h).status_code == 200
+        assert conn.execute("select pg_has_role('pgmind_gateway', 'sec_member', 'MEMBER')").fetchone()[0]
+        conn.execute("grant sec_su to sec_member")            # joins a superuser after the key was made
+        conn.execute("select ai_internal._sync_gateway()")
+        assert not conn.execute("select pg_has_role('pgmind_gateway', 'sec_member', 'MEMBER')").fetchone()[0]
+        conn.execute("select pg_notify('pgmind_registry', '')")
+        wait_for(lambda: HTTP.get(server + "/v1/models", headers=h).status_code == 401, timeout=10,
+                 what="the server to refuse the key of a role that joined a superuser")
+        r = HTTP.post(server + "/v1/search", json={"name": "x", "query": "q"}, headers=h)
+        assert r.status_code == 401, r.text
+        conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
+    finally:
+        conn.execute("drop owned by sec_member")
+        for r in ("sec_member", "sec_su"):
+            conn.execute(f"drop role if exists {r}")
+
+
 def test_keys_see_only_their_models_and_not_the_metrics(conn, server, sec_roles):
     conn.execute("select ai.drop_model('sec-private', if_exists => true)")
     conn.execute("select ai.create_model('sec-private', null, 'pgmind', 'embedding', 'minilm')")

@@ -25,12 +25,11 @@ async def as_role(request: Request, role: str, *, write: bool = False):
                 if not write:
                     await conn.execute("set transaction read only")
                 await conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(timeout_ms)))
-                row = await (await conn.execute(
-                    "select rolsuper, pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = %s",
-                    (role,))).fetchone()
-                if row is None or row[0] or not row[1]:
+                may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (role,))).fetchone()
+                if not may:
                     raise PermissionDeniedError(f"the console cannot act as role {role}",
-                                                hint="sign in with an API key of a role that is not a superuser")
+                                                hint="sign in with an API key of a role that is neither a superuser "
+                                                     "nor a member of one")
                 await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
                 yield conn
     except psycopg.Error as e:

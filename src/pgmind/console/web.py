@@ -112,7 +112,8 @@ async def live_role(request: Request, digest: str) -> tuple[str, bool] | None:
         row = await (await conn.execute(
             """select r.rolname, ai_internal._is_admin(r.rolname) from ai.api_keys k
                join pg_roles r on r.oid = k.role_oid
-               where k.key_sha256 = %s and k.revoked_at is null and not r.rolsuper""", (digest,))).fetchone()
+               where k.key_sha256 = %s and k.revoked_at is null
+                         and not ai_internal._reaches_superuser(r.oid)""", (digest,))).fetchone()
     return (row[0], bool(row[1])) if row else None
 
 

@@ -84,7 +84,8 @@ class Registry:
             else:
                 row = await (await conn.execute(
                     """select r.rolname, false from ai.api_keys k join pg_roles r on r.oid = k.role_oid
-                       where k.key_sha256 = %s and k.revoked_at is null and not r.rolsuper""", (digest,))).fetchone()
+                       where k.key_sha256 = %s and k.revoked_at is null
+                         and not ai_internal._reaches_superuser(r.oid)""", (digest,))).fetchone()
         self._keys[digest] = (now, (row[0], row[1]) if row else None)
         return self._keys[digest][1]
 

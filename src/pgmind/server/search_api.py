@@ -91,27 +91,27 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
                                          "in X-Pgmind-Caller with the server's token")
     timeout_ms = int(request.app.state.settings.search_timeout * 1000)
     try:
-        async with request.app.state.search_pool.connection() as conn:
+        # (pipelined: the statements between two checks go in one round trip; a fetch waits for its
+        # own results, so every check is still read before the next step runs)
+        async with request.app.state.search_pool.connection() as conn, conn.pipeline():
             async with conn.transaction(force_rollback=True):
                 await conn.execute("set transaction read only")
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
-                # (checked at use: a role made a superuser after its key was issued is refused)
-                row = await (await conn.execute(
-                    "select rolsuper, pg_has_role(current_user, oid, 'MEMBER') from pg_roles where rolname = %s",
-                    (who.role,))).fetchone()
-                if row is None or row[0] or not row[1]:
+                # (checked at use: a role made a superuser, or a member of one, after its key was issued
+                # is refused)
+                may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (who.role,))).fetchone()
+                if not may:
                     raise PermissionDeniedError(f"the model server cannot search as role {who.role}",
-                                                hint="search with an API key of a role that is not a superuser "
-                                                     "(ai.create_api_key)")
+                                                hint="search with an API key of a role that is neither a superuser "
+                                                     "nor a member of one (ai.create_api_key)")
                 await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
                 # the tables are locked before they are checked, so the owner cannot turn them into
                 # something that runs its code (row security, rules) between the check and the search
                 store, source, readable = await (await conn.execute(
                     "select t.store, t.source::text, has_table_privilege(t.source, 'select') "
                     "from ai_internal._search_target(%s, current_user) t", (name,))).fetchone()
-                await conn.execute(sql.SQL("lock table {} in access share mode").format(sql.SQL(store)))
-                if readable:
-                    await conn.execute(sql.SQL("lock table {} in access share mode").format(sql.SQL(source)))
+                await conn.execute(sql.SQL("lock table {} in access share mode").format(
+                    sql.SQL(", ").join([sql.SQL(store), sql.SQL(source)] if readable else [sql.SQL(store)])))
                 # row security on the source reaches the chunks (ai._search_run reads the source as
                 # the caller), but its policies are the owner's code, which must not run in this
                 # session (its session user is the gateway, not the caller); a filter's column of a

@@ -10,6 +10,25 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 grant execute on function ai_internal._is_admin(name) to public;
 
+-- Could a session acting as this role become a superuser?  It is one, or it belongs to one (SET ROLE
+-- follows memberships, granted before or after a key was made).  The one rule for API keys, the
+-- gateway's memberships and every service that acts as a user's role: such roles are refused.
+create or replace function ai_internal._reaches_superuser(role_oid oid) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select exists (select 1 from pg_roles s where s.rolsuper and pg_has_role(role_oid, s.oid, 'MEMBER'))
+$$;
+grant execute on function ai_internal._reaches_superuser(oid) to public;
+
+-- May this session (the gateway's) act as that role: it holds the membership, and the role cannot
+-- reach a superuser.  Checked at use, inside the transaction that then runs SET ROLE.
+create or replace function ai_internal._may_act_as(role_name name) returns boolean
+language sql stable set search_path = pg_catalog, pg_temp as $$
+    select coalesce((select pg_has_role(current_user, r.oid, 'MEMBER')
+                            and not ai_internal._reaches_superuser(r.oid)
+                     from pg_roles r where r.rolname = role_name), false)
+$$;
+grant execute on function ai_internal._may_act_as(name) to public;
+
 -- May this role call this model?  The owner, administrators, and grantees (directly, through
 -- a role they belong to, or through 'public').  For the services and the definer functions; not
 -- callable by PUBLIC (ai_internal._can_use is the public face).

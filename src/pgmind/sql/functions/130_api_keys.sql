@@ -18,9 +18,10 @@ begin
         raise exception 'role "%" does not exist', role_name
             using errcode = '42704', hint = format('create the role first: create role %I nologin', role_name);
     end if;
-    if (select rolsuper from pg_roles where rolname = role_name) then
-        raise exception 'an API key cannot carry a superuser''s rights'
-            using errcode = '42501', hint = 'make a role with just the grants the key needs';
+    if ai_internal._reaches_superuser((select oid from pg_roles where rolname = role_name)) then
+        raise exception 'an API key cannot carry a superuser''s rights (role "%" is a superuser or a member of one)',
+                role_name
+            using errcode = '42501', hint = 'make a role with just the grants the key needs, a member of no superuser';
     end if;
     key := 'pgmk-' || replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', '');
     insert into ai.api_keys (key_sha256, key_prefix, role_name, role_oid, label, created_by)
@@ -47,11 +48,12 @@ begin
     for r in select g.rolname from pg_auth_members m join pg_roles g on g.oid = m.roleid
              where m.member = 'pgmind_gateway'::regrole
                and not exists (select 1 from ai.api_keys k join pg_roles kr on kr.oid = k.role_oid
-                               where k.role_oid = g.oid and k.revoked_at is null and not kr.rolsuper) loop
+                               where k.role_oid = g.oid and k.revoked_at is null
+                                 and not ai_internal._reaches_superuser(kr.oid)) loop
         execute format('revoke %I from pgmind_gateway', r.rolname);
     end loop;
     for r in select distinct kr.rolname from ai.api_keys k join pg_roles kr on kr.oid = k.role_oid
-             where k.revoked_at is null and not kr.rolsuper and kr.rolname not in ('pgmind_gateway', 'pgmind_service')
+             where k.revoked_at is null and not ai_internal._reaches_superuser(kr.oid) and kr.rolname not in ('pgmind_gateway', 'pgmind_service')
                and not pg_has_role('pgmind_gateway', kr.oid, 'MEMBER') loop
         execute format('grant %I to pgmind_gateway', r.rolname);
     end loop;

@@ -12,24 +12,38 @@
 -- (Checked before the read, in the same transaction; a CREATE INDEX or CREATE STATISTICS committed
 -- between the check and the plan is a window of microseconds that a lock the reader may take
 -- cannot close: ACCESS SHARE does not conflict with them.)
+-- (PL/pgSQL, each catalog read by its index, one object at a time: it runs on every search, and as
+-- one SQL statement it was planned on every call and scanned pg_depend whole — 20 ms a search in a
+-- fresh cluster whose catalogs have no statistics yet.)
 create or replace function ai_internal._planner_safe(rel regclass) returns boolean
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    with recursive tree(oid) as (
-        select rel::oid
-        union
-        select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid),
-    uses(classid, objid) as (
-        select 'pg_class'::regclass::oid, x.indexrelid from pg_index x join tree t on x.indrelid = t.oid
-        union all
-        select 'pg_statistic_ext'::regclass::oid, s.oid from pg_statistic_ext s join tree t on s.stxrelid = t.oid)
-    select not exists (
-        select 1 from uses u join pg_depend d on d.classid = u.classid and d.objid = u.objid
-        -- (an index depends on its table's columns and on the constraint it implements: not code)
-        where d.refobjid >= 16384 and d.refclassid not in ('pg_class'::regclass, 'pg_constraint'::regclass)
-          and not exists (select 1 from pg_depend x join pg_extension e on e.oid = x.refobjid
-                          where x.classid = d.refclassid and x.objid = d.refobjid and x.deptype = 'e'
-                            and e.extname = 'vector'))
-$$;
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+declare
+    rels oid[] := array[rel::oid];
+    obj record;
+begin
+    if (select c.relhassubclass from pg_class c where c.oid = rel) then
+        with recursive tree(oid) as (
+            select rel::oid
+            union
+            select i.inhrelid from pg_inherits i join tree t on i.inhparent = t.oid)
+        select array_agg(t.oid) into rels from tree t;
+    end if;
+    for obj in select 'pg_class'::regclass::oid as classid, x.indexrelid as objid
+               from pg_index x where x.indrelid = any(rels)
+               union all
+               select 'pg_statistic_ext'::regclass::oid, s.oid from pg_statistic_ext s where s.stxrelid = any(rels) loop
+        if exists (select 1 from pg_depend d
+                   where d.classid = obj.classid and d.objid = obj.objid
+                     -- (an index depends on its table's columns and on the constraint it implements: not code)
+                     and d.refobjid >= 16384 and d.refclassid not in ('pg_class'::regclass, 'pg_constraint'::regclass)
+                     and not exists (select 1 from pg_depend x join pg_extension e on e.oid = x.refobjid
+                                     where x.classid = d.refclassid and x.objid = d.refobjid and x.deptype = 'e'
+                                       and e.extname = 'vector')) then
+            return false;
+        end if;
+    end loop;
+    return true;
+end $$;
 grant execute on function ai_internal._planner_safe(regclass) to public;
 
 -- Is a chunk table still the plain table pgmind made, safe to read in another role's session?  Its
@@ -38,9 +52,11 @@ grant execute on function ai_internal._planner_safe(regclass) to public;
 -- index or statistics object with a function of its own (_planner_safe), or a child table.
 -- So: an ordinary table, no rules, row security, triggers or children, every column of a built-in
 -- type or pgvector's, and safe to plan.
+-- (PL/pgSQL, so its plans are kept for the session: every search runs it)
 create or replace function ai_internal._store_is_plain(rel regclass) returns boolean
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    return exists (select 1 from pg_class c where c.oid = rel and c.relkind = 'r' and not c.relrowsecurity
                    and not c.relhasrules and not c.relhassubclass
                    and not exists (select 1 from pg_trigger g where g.tgrelid = c.oid and not g.tgisinternal))
        and ai_internal._planner_safe(rel)
@@ -49,8 +65,8 @@ language sql stable set search_path = pg_catalog, pg_temp as $$
                          and a.atttypid not in (select t.oid from pg_type t join pg_depend d
                                                   on d.classid = 'pg_type'::regclass and d.objid = t.oid
                                                  join pg_extension e on e.oid = d.refobjid
-                                                where e.extname = 'vector'))
-$$;
+                                                where e.extname = 'vector'));
+end $$;
 grant execute on function ai_internal._store_is_plain(regclass) to public;
 
 -- Rows embedded so far in a version (each embedded row has a chunk 0), with the caller's rights:
