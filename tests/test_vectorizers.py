@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import psycopg
@@ -228,6 +229,33 @@ def test_two_workers_share_without_overlap(conn, docs, settings, installed, serv
     assert all(per_worker.get(w.worker_id, 0) > 0 for w in workers)
     assert conn.execute("select count(distinct id) from docs_chunks").fetchone()[0] == n
     assert_exactly_chunked(conn, ChunkingConfig("recursive", 64, 8), workers[0].embedder.token_counter("minilm"))
+
+
+def test_a_batch_slower_than_its_lease_keeps_it(conn, docs, settings, installed, server):
+    """A batch that takes longer than the lease (a slow remote model, huge rows) has its leases renewed
+    while it is read and embedded: another worker claims none of it meanwhile, and it is written once."""
+    conn.execute("insert into docs select g, 'row ' || g, %s || g from generate_series(1, 4) g", (PARAGRAPH,))
+    create(conn, model="minilm")
+    slow = make_worker(settings, installed, batch_rows=8, lease_seconds=1.5)
+    other = make_worker(settings, installed, batch_rows=8)
+    taken: list = []
+    embed = slow.embed
+
+    def slow_embed(ver, contents, config):
+        time.sleep(2.5)                          # past the 1.5 s lease
+        taken.extend(other.claim(ver))
+        return embed(ver, contents, config)
+    slow.embed = slow_embed
+    try:
+        slow.drain(timeout=120)
+        assert taken == []
+        rows = conn.execute("select worker_id, sum(rows) from ai.vectorizer_progress p join ai.vectorizers v "
+                            "on v.id = p.vectorizer_id where v.name = 'docs' group by worker_id").fetchall()
+        assert rows == [(slow.worker_id, 4)]
+        assert conn.execute("select count(distinct id) from docs_chunks").fetchone()[0] == 4
+    finally:
+        slow.close()
+        other.close()
 
 
 def _worker_process(settings, *args) -> subprocess.Popen:

@@ -223,7 +223,8 @@ def worker(ctx: typer.Context,
            vectorizer: Optional[list[str]] = typer.Option(None, "--vectorizer", help="Only these vectorizers "
                                                                                     "(repeatable; default all)."),
            batch: int = typer.Option(32, help="Source rows per batch."),
-           lease: float = typer.Option(120.0, help="Seconds a claimed batch stays leased to this worker."),
+           lease: float = typer.Option(120.0, help="Seconds a claimed batch stays leased to this worker unless "
+                                                    "renewed (a live worker renews it every third of that)."),
            once: bool = typer.Option(False, "--once", help="Drain the queues, then exit.")):
     """Run a vectorizer worker (run several, on several machines, to scale out)."""
     _passive_openmp()

@@ -4,7 +4,9 @@ No lock and no transaction is held while a model runs.  The claim commits a leas
 timeout); the write happens in one transaction that first re-locks the queue rows and keeps only
 those still leased to this worker, then replaces their chunks and removes them from the queue.
 A worker killed at any moment loses nothing (its lease expires and another worker takes the rows)
-and duplicates nothing (a late writer finds its lease gone and writes nothing).
+and duplicates nothing (a late writer finds its lease gone and writes nothing).  A live worker
+renews its batch's leases while it reads and embeds (LeaseKeeper), so a batch slower than the lease
+is not taken and embedded a second time by another worker.
 """
 from __future__ import annotations
 
@@ -71,6 +73,43 @@ class BatchResult:
     transient_error: str | None = None
 
 
+class LeaseKeeper:
+    """Renews a claimed batch's leases every third of the lease while the batch is read and embedded,
+    on a connection of its own (the worker's is busy or between transactions), and only for the rows
+    still leased to this worker.  A batch done within a third of the lease opens nothing.  If the
+    renewal fails, the lease simply runs out: the write keeps only rows still leased, as before."""
+
+    def __init__(self, worker: "Worker", ver: Version, keys: list[dict]):
+        self.worker, self.ver, self.keys = worker, ver, [Jsonb(k) for k in keys]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pgmind lease keeper", daemon=True)
+        self.renewals = 0
+
+    def __enter__(self) -> "LeaseKeeper":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        lease = self.worker.lease_seconds
+        while not self._stop.wait(lease / 3):
+            try:
+                conn = self.worker.lease_conn()
+                with conn.transaction():
+                    conn.execute("""update ai.vectorizer_queue set lease_until = now() + make_interval(secs => %s)
+                                    where vectorizer_id = %s and version = %s and key = any(%s::jsonb[])
+                                      and lease_owner = %s""",
+                                 (lease, self.ver.vid, self.ver.version, self.keys, self.worker.worker_id))
+                self.renewals += 1
+            except psycopg.Error as e:
+                log.warning("vectorizer %s: could not renew a batch's leases (%s); another worker may take "
+                            "it when they run out", self.ver.name, e)
+                self.worker.close_lease_conn()
+
+
 class Worker:
     def __init__(self, settings: Settings, dsn: str, *, names: list[str] | None = None, batch_rows: int = 32,
                  lease_seconds: float = 120.0, poll_interval: float = 1.0, worker_id: str | None = None,
@@ -87,6 +126,7 @@ class Worker:
         from .images import ImageEmbedding
         self.images = ImageEmbedding(self.embedder)
         self._conn: psycopg.Connection | None = None
+        self._lease_conn: psycopg.Connection | None = None     # LeaseKeeper's, opened on its first renewal
         self._last_heartbeat = 0.0
         self.totals = BatchResult()
         self.content_timeout = 60.0      # seconds for the owner's content function on one batch
@@ -98,6 +138,19 @@ class Worker:
             self._conn = connect(self.dsn, application_name=f"pgmind worker {self.worker_id}")
             self._register()
         return self._conn
+
+    def lease_conn(self) -> psycopg.Connection:
+        if self._lease_conn is None or self._lease_conn.closed:
+            self._lease_conn = connect(self.dsn, application_name=f"pgmind worker {self.worker_id} (leases)")
+        return self._lease_conn
+
+    def close_lease_conn(self) -> None:
+        if self._lease_conn is not None:
+            try:
+                self._lease_conn.close()
+            except psycopg.Error:
+                pass
+            self._lease_conn = None
 
     def _register(self) -> None:
         with self._conn.transaction():
@@ -132,6 +185,7 @@ class Worker:
         leaves the workers' list: one that ran drain or embed_pending (pgmind ingest, backfill,
         worker --once) stayed listed as running until a worker started ten minutes later."""
         self.embedder.close()
+        self.close_lease_conn()
         if self._conn is not None and not self._conn.closed:
             try:
                 self._conn.rollback()
@@ -339,14 +393,15 @@ class Worker:
             self.heartbeat(result)
             return result
         try:
-            contents, poison = self.read_content_isolated(ver, keys)
-            try:
-                config = ChunkingConfig.from_json(ver.chunking)
-            except PgmindError as e:   # a spec from before the checks: every row of it says why
-                contents, poison = {}, {canon(k): e for k in keys}
-            unread = set(poison)      # rows whose key or content SQL could not read: their chunks stay
-            chunks, refused = self.embed(ver, contents, config) if contents else ({}, {})
-            poison.update(refused)
+            with LeaseKeeper(self, ver, keys):
+                contents, poison = self.read_content_isolated(ver, keys)
+                try:
+                    config = ChunkingConfig.from_json(ver.chunking)
+                except PgmindError as e:   # a spec from before the checks: every row of it says why
+                    contents, poison = {}, {canon(k): e for k in keys}
+                unread = set(poison)      # rows whose key or content SQL could not read: their chunks stay
+                chunks, refused = self.embed(ver, contents, config) if contents else ({}, {})
+                poison.update(refused)
         except (PgmindError, psycopg.DatabaseError) as e:
             if isinstance(e, psycopg.OperationalError):
                 raise          # the connection is gone: run() reconnects; the leases expire
