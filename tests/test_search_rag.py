@@ -134,6 +134,25 @@ def test_chunks_per_source(conn, kb):
     assert err.sqlstate == "22023" and err.diag.message_hint
 
 
+def test_ef_search_grows_with_the_table(conn, kb):
+    """hnsw.ef_search: 40 on a small table, more as the chunks grow (40 x (chunks / 10k)^0.6, at most
+    1000), never fewer than the candidates asked for.  (The table's size is the planner's estimate,
+    set here in a transaction that is rolled back.)"""
+    store = conn.execute("select format('%I.%I', v.dest_schema, ver.store_table) from ai.vectorizers v "
+                         "join ai.vectorizer_versions ver on ver.vectorizer_id = v.id "
+                         "where v.name = 'kb' and ver.status = 'active'").fetchone()[0]
+
+    def ef(rows, candidates=None):
+        with conn.transaction(force_rollback=True):
+            conn.execute("update pg_class set reltuples = %s where oid = %s::regclass", (rows, store))
+            conn.execute("select * from ai.search('kb', 'vacuum', 5, mode => 'vector', candidates => %s)",
+                         (candidates,)).fetchall()
+            return int(conn.execute("select current_setting('hnsw.ef_search')").fetchone()[0])
+    assert ef(-1) == ef(500) == ef(10_000) == 40
+    assert ef(100_000) == 160 and 600 < ef(1_000_000) < 700 and ef(1e9) == 1000
+    assert ef(500, candidates=300) == 300
+
+
 def test_query_expansion(db, conn, flush_call_log):
     """expand => true: the chat model writes a short answer naming the terms the documents use, and
     its vector and keyword lists are fused with the question's.  A question sharing no word with

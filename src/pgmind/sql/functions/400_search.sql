@@ -116,7 +116,12 @@ begin
     end if;
     -- pgvector 0.8: keep scanning the HNSW index until k rows pass the filter
     perform set_config('hnsw.iterative_scan', 'relaxed_order', true);
-    perform set_config('hnsw.ef_search', greatest(40, least(n, 1000))::text, true);
+    -- ef_search grows with the table: 40 up to 10k chunks, ~160 at 100k, ~630 at 1M (the index alone
+    -- found 0.93 of the exact ten at 10k with 40, 0.77 at 100k, where 160 found 0.95, and 0.30 at 1M:
+    -- docs/experiments/scale-curves.md); never under the candidates asked for; at most 1000
+    perform set_config('hnsw.ef_search', least(1000, greatest(40, n, ceil(40 * power(greatest(0,
+        (select c.reltuples from pg_class c where c.oid = to_regclass(_search_run.store))) / 10000.0, 0.6))))::int::text,
+        true);
     -- similarity: to the question (qvs[1]); with an expansion (qvs[2]), the mean of the two.  The
     -- mean separates questions the documents answer from those they do not better than the
     -- question alone (AUC 0.95 against 0.90 on eval/dev2.jsonl; docs/benchmarks.md): an
