@@ -378,9 +378,9 @@ def test_picture_upload_refuses_no_pictures_too_many_and_too_big(page, stack, in
         for form, files, said in (
                 ({}, [("a.png", png), ("x.png", b"<html><script>alert(1)</script></html>")],
                  "x.png is not a picture"),
-                ({}, [(f"p{i}.png", png) for i in range(51)], "51 pictures; the limit is 50"),
+                ({}, [(f"p{i}.png", png) for i in range(51)], "51 files; the limit is 50"),
                 ({}, [("big.png", b"\x89PNG\r\n\x1a\n" + b"\0" * (10 * 1024 * 1024))], "big.png is over 10 MB"),
-                ({}, [], "No pictures were sent"),
+                ({}, [], "No files were sent"),
                 ({"model": "console-emb"}, [("a.png", png)], "not an image model")):
             r = client.post(stack["url"] + "/new/images", data={**fields, **form},
                             files=[("files", (n, d, "image/png")) for n, d in files] or [("x", ("", b"", "text/plain"))])

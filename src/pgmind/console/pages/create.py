@@ -101,11 +101,11 @@ def _into_new_table(settings, role: str, schema: str, name: str, create, fill, c
     refused when the table or knowledge base exists."""
     with psycopg.connect(service_dsn(settings, role=GATEWAY_ROLE), autocommit=True,
                          application_name="pgmind console (ingest)") as conn:
-        row = conn.execute("select rolsuper, pg_has_role(current_user, oid, 'MEMBER') from pg_roles "
-                           "where rolname = %s", (role,)).fetchone()
-        if row is None or row[0] or not row[1]:
+        may, = conn.execute("select ai_internal._may_act_as(%s)", (role,)).fetchone()
+        if not may:
             raise errors.PermissionDeniedError(f"the console cannot act as role {role}",
-                                               hint="sign in with an API key of a role that is not a superuser")
+                                               hint="sign in with an API key of a role that is neither a "
+                                                    "superuser nor a member of one")
         conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
         # (names resolve in pg_catalog only: no function or operator of the role's can stand in for a
         # built-in one ingest's SQL uses; the new table is named with its schema)
@@ -150,37 +150,47 @@ async def _form(request: Request, session, t, kind: str):
     return form, name, model, schema
 
 
+async def _upload_then(form, t, limit: int, hint: str, accept, ingest_into):
+    """The form's files written to a fresh folder under safe, distinct names, each at most ``limit``
+    bytes and renamed or refused by ``accept(name, data)``; then ``ingest_into(folder)`` in a thread
+    (it blocks on the database and the model).  The folder is deleted whatever happens."""
+    files = [f for f in form.getlist("files") if hasattr(f, "filename") and f.filename]
+    if not files:
+        raise errors.InvalidRequestError(t("no_files"), hint=hint)
+    if len(files) > MAX_FILES:
+        raise errors.InvalidRequestError(t("too_many_files", n=len(files), limit=MAX_FILES), hint=hint)
+    folder = Path(tempfile.mkdtemp(prefix="pgmind-upload-"))
+    try:
+        used: set[str] = set()
+        for n, f in enumerate(files, 1):
+            base = _safe_name(f.filename, n)
+            data = await f.read(limit + 1)
+            if len(data) > limit:
+                raise errors.InvalidRequestError(t("upload_file_too_big", file=base, mb=limit >> 20), hint=hint)
+            base = accept(base, data)
+            while base.lower() in used:
+                base = f"{n}-{base}"
+            used.add(base.lower())
+            (folder / base).write_bytes(data)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, ingest_into, folder)
+        except psycopg.Error as e:
+            raise from_sql_error(e) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @router.post(PREFIX + "/new")
 @page
 async def create(request: Request):
     session = await signed_in(request)
     t = i18n.translator(i18n.language(request))
     form, name, model, schema = await _form(request, session, t, "embedding")
-    files = [f for f in form.getlist("files") if hasattr(f, "filename") and f.filename]
-    if not files:
-        raise errors.InvalidRequestError("no files were sent", hint="choose or drop files")
-    if len(files) > MAX_FILES:
-        raise errors.InvalidRequestError(f"{len(files)} files; the limit is {MAX_FILES}", hint="send fewer at a time")
-    folder = Path(tempfile.mkdtemp(prefix="pgmind-upload-"))
-    try:
-        used: set[str] = set()
-        for n, f in enumerate(files, 1):
-            data = await f.read(MAX_FILE_BYTES + 1)
-            if len(data) > MAX_FILE_BYTES:
-                raise errors.InvalidRequestError(f"{_safe_name(f.filename, n)} is over {MAX_FILE_BYTES >> 20} MB",
-                                                 hint="send smaller files, or ingest a folder with pgmind ingest")
-            base = _safe_name(f.filename, n)
-            while base.lower() in used:
-                base = f"{n}-{base}"
-            used.add(base.lower())
-            (folder / base).write_bytes(data)
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, _ingest_as, request.app.state.settings, session.role, schema, folder, name, model)
-        except psycopg.Error as e:
-            raise from_sql_error(e) from None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    settings = request.app.state.settings
+    result = await _upload_then(
+        form, t, MAX_FILE_BYTES, t("upload_files_hint", n=MAX_FILES, mb=MAX_FILE_BYTES >> 20),
+        lambda base, data: base,                  # (ingest checks the type, and reports what it skips)
+        lambda folder: _ingest_as(settings, session.role, schema, folder, name, model))
     return render(request, "created.html", session=session, name=name, result=result)
 
 
@@ -194,36 +204,16 @@ async def create_images(request: Request):
     if length is not None and length.isdigit() and int(length) > MAX_FILES * (MAX_PICTURE + 64 * 1024):
         raise errors.InvalidRequestError(t("upload_too_big", mb=(MAX_FILES * MAX_PICTURE) >> 20), hint=hint)
     form, name, model, schema = await _form(request, session, t, "image_embedding")
-    files = [f for f in form.getlist("files") if hasattr(f, "filename") and f.filename]
-    if not files:
-        raise errors.InvalidRequestError(t("no_pictures"), hint=hint)
-    if len(files) > MAX_FILES:
-        raise errors.InvalidRequestError(t("too_many_pictures", n=len(files), limit=MAX_FILES), hint=hint)
-    folder = Path(tempfile.mkdtemp(prefix="pgmind-upload-"))
-    try:
-        used: set[str] = set()
-        for n, f in enumerate(files, 1):
-            base = _safe_name(f.filename, n)
-            data = await f.read(MAX_PICTURE + 1)
-            if len(data) > MAX_PICTURE:
-                raise errors.InvalidRequestError(t("upload_picture_too_big", file=base, mb=MAX_PICTURE >> 20),
-                                                 hint=hint)
-            # (by its first bytes, as the images page checks a picture: a name or a Content-Type says nothing;
-            # one that starts as a picture and is broken is ingest-images' to report)
-            kind = picture_type(data)
-            if kind is None:
-                raise errors.InvalidRequestError(t("upload_not_a_picture", file=base), hint=hint)
-            if Path(base).suffix.lower() not in collection.SUFFIXES:
-                base = base[:115] + _PICTURE_SUFFIX[kind]
-            while base.lower() in used:
-                base = f"{n}-{base}"
-            used.add(base.lower())
-            (folder / base).write_bytes(data)
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                None, _ingest_images_as, request.app.state.settings, session.role, schema, folder, name, model)
-        except psycopg.Error as e:
-            raise from_sql_error(e) from None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+
+    def accept(base: str, data: bytes) -> str:
+        # (by its first bytes, as the images page checks a picture: a name or a Content-Type says nothing;
+        # one that starts as a picture and is broken is ingest-images' to report)
+        kind = picture_type(data)
+        if kind is None:
+            raise errors.InvalidRequestError(t("upload_not_a_picture", file=base), hint=hint)
+        return base if Path(base).suffix.lower() in collection.SUFFIXES else base[:115] + _PICTURE_SUFFIX[kind]
+
+    settings = request.app.state.settings
+    result = await _upload_then(form, t, MAX_PICTURE, hint, accept,
+                                lambda folder: _ingest_images_as(settings, session.role, schema, folder, name, model))
     return render(request, "created.html", session=session, name=name, result=result, images=True)
