@@ -12,7 +12,7 @@ import psycopg
 from fastapi import Request
 from psycopg import sql
 
-from ..db.connection import from_sql_error
+from ..db.connection import GATEWAY_PLANNER, from_sql_error
 from ..errors import PermissionDeniedError
 
 
@@ -25,6 +25,8 @@ async def as_role(request: Request, role: str, *, write: bool = False):
                 if not write:
                     await conn.execute("set transaction read only")
                 await conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(timeout_ms)))
+                for statement in GATEWAY_PLANNER:
+                    await conn.execute(statement)
                 may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (role,))).fetchone()
                 if not may:
                     raise PermissionDeniedError(f"the console cannot act as role {role}",

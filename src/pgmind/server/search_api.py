@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from psycopg import sql
 
-from ..db.connection import from_sql_error
+from ..db.connection import GATEWAY_PLANNER, from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.validation import check_text
 from .deps import authenticate, caller, json_response, service
@@ -97,13 +97,17 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
             async with conn.transaction(force_rollback=True):
                 await conn.execute("set transaction read only")
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
+                for statement in GATEWAY_PLANNER:
+                    await conn.execute(statement)
                 # (checked at use: a role made a superuser, or a member of one, after its key was issued
                 # is refused)
                 may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (who.role,))).fetchone()
                 if not may:
                     raise PermissionDeniedError(f"the model server cannot search as role {who.role}",
                                                 hint="search with an API key of a role that is neither a superuser "
-                                                     "nor a member of one (ai.create_api_key)")
+                                                     "nor a member of one (ai.create_api_key); if yours is such a "
+                                                     "key, another key's role has joined a superuser: an "
+                                                     "administrator runs pgmind install to drop it")
                 await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
                 # the tables are locked before they are checked, so the owner cannot turn them into
                 # something that runs its code (row security, rules) between the check and the search

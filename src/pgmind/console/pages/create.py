@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from psycopg import sql
 
 from ... import errors
-from ...db.connection import GATEWAY_ROLE, from_sql_error, service_dsn
+from ...db.connection import GATEWAY_PLANNER, GATEWAY_ROLE, from_sql_error, service_dsn
 from ...images import collection
 from ...ingest import CHUNKING, SUFFIXES, IngestResult, create_table, ingest
 from .. import i18n
@@ -70,8 +70,10 @@ def _safe_name(raw: str | None, n: int) -> str:
     """A file's base name as the browser sent it, made safe to write: no folders, not hidden, no NUL
     or control characters, at most 120 characters (ingest checks the type)."""
     name = Path((raw or "").replace("\\", "/")).name
-    name = "".join(c for c in name if c.isprintable() and c not in "/\x00").lstrip(".").strip()
-    return name[-120:] or f"file-{n}"
+    name = "".join(c for c in name if c.isprintable() and c not in "/\x00")[-120:]
+    while len(name.encode()) > 240:      # (a file name is at most 255 bytes: 120 Chinese characters are 360)
+        name = name[1:]
+    return name.lstrip(". \t").rstrip() or f"file-{n}"
 
 
 def _ingest_as(settings, role: str, schema: str, folder: Path, name: str, model: str) -> IngestResult:
@@ -101,18 +103,21 @@ def _into_new_table(settings, role: str, schema: str, name: str, create, fill, c
     refused when the table or knowledge base exists."""
     with psycopg.connect(service_dsn(settings, role=GATEWAY_ROLE), autocommit=True,
                          application_name="pgmind console (ingest)") as conn:
-        may, = conn.execute("select ai_internal._may_act_as(%s)", (role,)).fetchone()
-        if not may:
-            raise errors.PermissionDeniedError(f"the console cannot act as role {role}",
-                                               hint="sign in with an API key of a role that is neither a "
-                                                    "superuser nor a member of one")
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
-        # (names resolve in pg_catalog only: no function or operator of the role's can stand in for a
-        # built-in one ingest's SQL uses; the new table is named with its schema)
-        conn.execute("set search_path = pg_catalog, pg_temp")
         # one transaction, and the table made by it: the role cannot put a trigger, rule or default of
-        # its own (its code, run in this gateway session) on a table nobody else can see yet
+        # its own (its code, run in this gateway session) on a table nobody else can see yet; the check
+        # of the role is in it too, right before SET LOCAL ROLE
         with conn.transaction():
+            for statement in GATEWAY_PLANNER:
+                conn.execute(statement)
+            may, = conn.execute("select ai_internal._may_act_as(%s)", (role,)).fetchone()
+            if not may:
+                raise errors.PermissionDeniedError(f"the console cannot act as role {role}",
+                                                   hint="sign in with an API key of a role that is neither a "
+                                                        "superuser nor a member of one")
+            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+            # (names resolve in pg_catalog only: no function or operator of the role's can stand in for a
+            # built-in one ingest's SQL uses; the new table is named with its schema)
+            conn.execute("set local search_path = pg_catalog, pg_temp")
             taken = conn.execute("select to_regclass(%s) is not null or exists (select 1 from ai.vectorizer_status "
                                  "where name = %s)", (sql.Identifier(schema, name).as_string(conn), name)).fetchone()[0]
             if not taken:

@@ -10,22 +10,33 @@ language sql stable security definer set search_path = pg_catalog, pg_temp as $$
 $$;
 grant execute on function ai_internal._is_admin(name) to public;
 
--- Could a session acting as this role become a superuser?  It is one, or it belongs to one (SET ROLE
--- follows memberships, granted before or after a key was made).  The one rule for API keys, the
--- gateway's memberships and every service that acts as a user's role: such roles are refused.
+-- Could a session acting as this role become a superuser, or do what only one should?  It is one,
+-- or belongs to one (SET ROLE follows memberships, granted before or after a key was made); it has
+-- CREATEROLE (on PostgreSQL 15 such a role can grant itself the roles below); it belongs to a role
+-- that runs programs or reads or writes files as the server's operating system user; or it belongs
+-- to one of pgmind's service roles.  The one rule for API keys, the gateway's memberships and every
+-- service that acts as a user's role: such roles are refused.
 create or replace function ai_internal._reaches_superuser(role_oid oid) returns boolean
 language sql stable set search_path = pg_catalog, pg_temp as $$
-    select exists (select 1 from pg_roles s where s.rolsuper and pg_has_role(role_oid, s.oid, 'MEMBER'))
+    select exists (select 1 from pg_roles s
+                   where (s.rolsuper or s.rolcreaterole
+                          or s.rolname in ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
+                          or (s.rolname in ('pgmind_service', 'pgmind_gateway') and s.oid <> role_oid))
+                     and pg_has_role(role_oid, s.oid, 'MEMBER'))
 $$;
 grant execute on function ai_internal._reaches_superuser(oid) to public;
 
--- May this session (the gateway's) act as that role: it holds the membership, and the role cannot
--- reach a superuser.  Checked at use, inside the transaction that then runs SET ROLE.
+-- May this session (the gateway's) act as that role: it holds the membership, the role cannot reach
+-- a superuser, and neither can the gateway itself through any other role it belongs to — a keyed
+-- role granted a superuser's membership after its key was made would otherwise be one SET ROLE away
+-- for whatever code runs in the gateway's session, until the next ai_internal._sync_gateway.
+-- Checked at use, inside the transaction that then runs SET ROLE.
 create or replace function ai_internal._may_act_as(role_name name) returns boolean
 language sql stable set search_path = pg_catalog, pg_temp as $$
     select coalesce((select pg_has_role(current_user, r.oid, 'MEMBER')
                             and not ai_internal._reaches_superuser(r.oid)
                      from pg_roles r where r.rolname = role_name), false)
+       and not ai_internal._reaches_superuser((select u.oid from pg_roles u where u.rolname = current_user))
 $$;
 grant execute on function ai_internal._may_act_as(name) to public;
 

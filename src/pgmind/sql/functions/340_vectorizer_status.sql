@@ -7,8 +7,11 @@
 -- their constant parts, so an immutable function of the owner's in an index or a statistics object
 -- runs in whatever session plans a query there, as its current user — another role's, the gateway's
 -- or the service role's (a review found it: issue 35's class).  An index's operator class of the
--- owner's runs in index scans the same way.  So: no index or statistics object that depends on a
--- function, operator, operator class or type of a role's own (pgvector's are an extension's).
+-- owner's runs in index scans the same way; so do the CHECK constraints of the children and
+-- partitions it plans (constraint exclusion folds them), and a partition key's expressions and
+-- operator classes (partition pruning).  So: no index, statistics object or constraint that depends
+-- on a function, operator, operator class or type of a role's own (pgvector's are an extension's),
+-- and no table of the tree that depends on a function, operator or operator class of one.
 -- (Checked before the read, in the same transaction; a CREATE INDEX or CREATE STATISTICS committed
 -- between the check and the plan is a window of microseconds that a lock the reader may take
 -- cannot close: ACCESS SHARE does not conflict with them.)
@@ -31,7 +34,9 @@ begin
     for obj in select 'pg_class'::regclass::oid as classid, x.indexrelid as objid
                from pg_index x where x.indrelid = any(rels)
                union all
-               select 'pg_statistic_ext'::regclass::oid, s.oid from pg_statistic_ext s where s.stxrelid = any(rels) loop
+               select 'pg_statistic_ext'::regclass::oid, s.oid from pg_statistic_ext s where s.stxrelid = any(rels)
+               union all
+               select 'pg_constraint'::regclass::oid, k.oid from pg_constraint k where k.conrelid = any(rels) loop
         if exists (select 1 from pg_depend d
                    where d.classid = obj.classid and d.objid = obj.objid
                      -- (an index depends on its table's columns and on the constraint it implements: not code)
@@ -42,7 +47,15 @@ begin
             return false;
         end if;
     end loop;
-    return true;
+    -- (a table depends on its schema and its columns' types too: only code counts here)
+    return not exists (
+        select 1 from pg_depend d
+        where d.classid = 'pg_class'::regclass and d.objid = any(rels) and d.refobjid >= 16384
+          and d.refclassid in ('pg_proc'::regclass, 'pg_operator'::regclass, 'pg_opclass'::regclass,
+                               'pg_opfamily'::regclass)
+          and not exists (select 1 from pg_depend x join pg_extension e on e.oid = x.refobjid
+                          where x.classid = d.refclassid and x.objid = d.refobjid and x.deptype = 'e'
+                            and e.extname = 'vector'));
 end $$;
 grant execute on function ai_internal._planner_safe(regclass) to public;
 
