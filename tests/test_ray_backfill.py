@@ -481,3 +481,28 @@ def test_clear_errors(conn, settings, installed):
     r = subprocess.run([sys.executable, "-m", "pgmind.cli", "vectorizer", "backfill", "x", "--ray", "nope"],
                        env=settings_env(settings), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "not a Ray cluster address" in r.stderr and "hint:" in r.stderr
+
+
+def test_a_slow_local_ray_start_is_tried_again_then_explained():
+    """Ray waits a fixed 30 s for a local raylet: on a loaded machine `--ray auto` is tried once more,
+    then refused with the way round (a head started first)."""
+    from pgmind.vectorizer.ray_backfill import RayClusterError, _start_local
+
+    class SlowRay:
+        def __init__(self, failures):
+            self.failures, self.inits, self.shutdowns = failures, 0, 0
+
+        def init(self, **kw):
+            self.inits += 1
+            if self.inits <= self.failures:
+                raise Exception("The current node timed out during startup. This could happen because ...")
+
+        def shutdown(self):
+            self.shutdowns += 1
+    once = SlowRay(1)
+    _start_local(once, 2)
+    assert (once.inits, once.shutdowns) == (2, 1)
+    always = SlowRay(5)
+    with pytest.raises(RayClusterError) as e:
+        _start_local(always, 2)
+    assert always.inits == 2 and "ray start --head" in e.value.hint

@@ -84,6 +84,26 @@ def parse_address(address: str | None) -> str | None:
     return a
 
 
+def _start_local(ray, actors: int | None, tries: int = 2) -> None:
+    """A local Ray cluster for ``--ray auto``.  Ray waits a fixed 30 s for its local raylet to register
+    and gives up with "timed out during startup"; on a loaded machine a second start usually makes it
+    (the first warmed the caches), and when it does not, the way round is a head started beforehand."""
+    for attempt in range(tries):
+        try:
+            ray.init(address="local", include_dashboard=False, num_cpus=actors, log_to_driver=False,
+                     configure_logging=False)
+            return
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(e):
+                raise
+            log.warning("the local Ray cluster did not start in Ray's 30 s (try %d of %d)", attempt + 1, tries)
+            ray.shutdown()
+    raise RayClusterError("the local Ray cluster did not start: its raylet did not register in Ray's fixed 30 s, "
+                          f"{tries} times (a busy machine)",
+                          hint="start the head first, e.g. `nice ray start --head --num-cpus 2`, and pass the "
+                               "address it prints: --ray 127.0.0.1:6379")
+
+
 def _reachable(address: str, timeout: float = 5.0) -> None:
     rest = address[len("ray://"):] if address.startswith("ray://") else address
     host, _, port = rest.rpartition(":")
@@ -257,8 +277,7 @@ def backfill(settings: Settings, dsn: str, name: str, *, address: str | None = "
         started_here = False
         if not ray.is_initialized():
             if target is None:
-                ray.init(address="local", include_dashboard=False, num_cpus=actors, log_to_driver=False,
-                         configure_logging=False)
+                _start_local(ray, actors)
             else:
                 _reachable(target)
                 try:
