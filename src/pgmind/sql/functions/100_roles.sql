@@ -3,10 +3,12 @@
 
 -- Is this role an administrator of pgmind (superuser, or member of pgmind_admin)?
 create or replace function ai_internal._is_admin(role_name name) returns boolean
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select coalesce((select rolsuper from pg_roles where rolname = role_name), false)
-        or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
-            and pg_has_role(role_name, 'pgmind_admin', 'MEMBER'))
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select coalesce((select rolsuper from pg_roles where rolname = role_name), false)
+            or (exists (select 1 from pg_roles where rolname = 'pgmind_admin')
+                and pg_has_role(role_name, 'pgmind_admin', 'MEMBER')));
+end
 $$;
 grant execute on function ai_internal._is_admin(name) to public;
 
@@ -17,12 +19,14 @@ grant execute on function ai_internal._is_admin(name) to public;
 -- to one of pgmind's service roles.  The one rule for API keys, the gateway's memberships and every
 -- service that acts as a user's role: such roles are refused.
 create or replace function ai_internal._reaches_superuser(role_oid oid) returns boolean
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select exists (select 1 from pg_roles s
-                   where (s.rolsuper or s.rolcreaterole
-                          or s.rolname in ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
-                          or (s.rolname in ('pgmind_service', 'pgmind_gateway') and s.oid <> role_oid))
-                     and pg_has_role(role_oid, s.oid, 'MEMBER'))
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select exists (select 1 from pg_roles s
+                       where (s.rolsuper or s.rolcreaterole
+                              or s.rolname in ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files')
+                              or (s.rolname in ('pgmind_service', 'pgmind_gateway') and s.oid <> role_oid))
+                         and pg_has_role(role_oid, s.oid, 'MEMBER')));
+end
 $$;
 grant execute on function ai_internal._reaches_superuser(oid) to public;
 
@@ -32,11 +36,13 @@ grant execute on function ai_internal._reaches_superuser(oid) to public;
 -- for whatever code runs in the gateway's session, until the next ai_internal._sync_gateway.
 -- Checked at use, inside the transaction that then runs SET ROLE.
 create or replace function ai_internal._may_act_as(role_name name) returns boolean
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select coalesce((select pg_has_role(current_user, r.oid, 'MEMBER')
-                            and not ai_internal._reaches_superuser(r.oid)
-                     from pg_roles r where r.rolname = role_name), false)
-       and not ai_internal._reaches_superuser((select u.oid from pg_roles u where u.rolname = current_user))
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select coalesce((select pg_has_role(current_user, r.oid, 'MEMBER')
+                                and not ai_internal._reaches_superuser(r.oid)
+                         from pg_roles r where r.rolname = role_name), false)
+           and not ai_internal._reaches_superuser((select u.oid from pg_roles u where u.rolname = current_user)));
+end
 $$;
 grant execute on function ai_internal._may_act_as(name) to public;
 
@@ -44,15 +50,17 @@ grant execute on function ai_internal._may_act_as(name) to public;
 -- a role they belong to, or through 'public').  For the services and the definer functions; not
 -- callable by PUBLIC (ai_internal._can_use is the public face).
 create or replace function ai_internal._may_use(role_name name, p_model_id text) returns boolean
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select ai_internal._is_admin(role_name)
-        or exists (select 1 from ai.model_registry r
-                   where r.model_id = p_model_id and pg_has_role(role_name, r.owner, 'MEMBER'))
-        or exists (select 1 from ai.model_grants g
-                   where g.model_id = p_model_id
-                     and (g.grantee = 'public'
-                          or (exists (select 1 from pg_roles where rolname = g.grantee)
-                              and pg_has_role(role_name, g.grantee, 'USAGE'))))
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select ai_internal._is_admin(role_name)
+            or exists (select 1 from ai.model_registry r
+                       where r.model_id = p_model_id and pg_has_role(role_name, r.owner, 'MEMBER'))
+            or exists (select 1 from ai.model_grants g
+                       where g.model_id = p_model_id
+                         and (g.grantee = 'public'
+                              or (exists (select 1 from pg_roles where rolname = g.grantee)
+                                  and pg_has_role(role_name, g.grantee, 'USAGE')))));
+end
 $$;
 
 -- The same, answered only for the session's own role (or by an administrator): who may use what
@@ -107,9 +115,11 @@ grant execute on function ai_internal._check_caller(name) to public;
 -- Each role's credential for the model server (see migrations/007): read with the caller's rights,
 -- so row-level security hands each role its own and nobody else's.
 create or replace function ai_internal._role_token() returns text
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select t.token from ai_internal.role_tokens t
-    where t.role_oid = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user)
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select t.token from ai_internal.role_tokens t
+        where t.role_oid = (select r.oid from pg_catalog.pg_roles r where r.rolname = current_user));
+end
 $$;
 grant execute on function ai_internal._role_token() to public;
 

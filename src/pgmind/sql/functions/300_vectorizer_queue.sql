@@ -24,8 +24,10 @@ grant execute on function ai.fts_text(text) to public;
 
 -- The schema of the vector extension (types and operators are named with it).
 create or replace function ai_internal._vector_schema() returns name
-language sql stable set search_path = pg_catalog, pg_temp as $$
-    select extnamespace::regnamespace::name from pg_extension where extname = 'vector'
+language plpgsql stable set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select extnamespace::regnamespace::name from pg_extension where extname = 'vector');
+end
 $$;
 grant execute on function ai_internal._vector_schema() to public;
 
@@ -35,23 +37,29 @@ grant execute on function ai_internal._vector_schema() to public;
 --   ai_internal._key_from_json(id, 'k')     (k->>'id')::integer, ...
 --   ai_internal._key_cols(id, 's')          s.id, ...
 create or replace function ai_internal._key_json(vid int, alias text) returns text
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ' order by i) || ')'
-    from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select 'jsonb_build_object(' || string_agg(format('%L, %I.%I', c, alias, c), ', ' order by i) || ')'
+        from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid);
+end
 $$;
 grant execute on function ai_internal._key_json(integer, text) to public;
 
 create or replace function ai_internal._key_from_json(vid int, alias text) returns text
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select string_agg(format('(%I->>%L)::%s', alias, c, t), ', ' order by i)
-    from ai.vectorizers v, unnest(v.key_columns, v.key_types) with ordinality as k(c, t, i) where v.id = vid
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select string_agg(format('(%I->>%L)::%s', alias, c, t), ', ' order by i)
+        from ai.vectorizers v, unnest(v.key_columns, v.key_types) with ordinality as k(c, t, i) where v.id = vid);
+end
 $$;
 grant execute on function ai_internal._key_from_json(integer, text) to public;
 
 create or replace function ai_internal._key_cols(vid int, alias text) returns text
-language sql stable security definer set search_path = pg_catalog, pg_temp as $$
-    select string_agg(format('%I.%I', alias, c), ', ' order by i)
-    from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    return (select string_agg(format('%I.%I', alias, c), ', ' order by i)
+        from ai.vectorizers v, unnest(v.key_columns) with ordinality as k(c, i) where v.id = vid);
+end
 $$;
 grant execute on function ai_internal._key_cols(integer, text) to public;
 
