@@ -113,9 +113,10 @@ async def _reset_gateway(conn) -> None:
     RESET ALL leaves the role as it is: a role set for the session (set_config('role', …, false) in
     code that ran there) is reset by name, and a connection still not the gateway's own is dropped
     (the pool discards one whose reset fails)."""
-    await conn.execute("reset role")
-    await conn.execute("reset all")
-    (own,) = await (await conn.execute("select current_user = session_user")).fetchone()
+    async with conn.pipeline():        # (one round trip: it runs after every request)
+        await conn.execute("reset role")
+        await conn.execute("reset all")
+        (own,) = await (await conn.execute("select current_user = session_user")).fetchone()
     if not own:
         raise RuntimeError("a gateway connection still acts as another role: dropped")
 
