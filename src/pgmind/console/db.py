@@ -12,8 +12,7 @@ import psycopg
 from fastapi import Request
 from psycopg import sql
 
-from ..db.connection import GATEWAY_PLANNER, from_sql_error
-from ..errors import PermissionDeniedError
+from ..db.connection import from_sql_error
 
 
 @asynccontextmanager
@@ -22,17 +21,13 @@ async def as_role(request: Request, role: str, *, write: bool = False):
     try:
         async with request.app.state.search_pool.connection() as conn:
             async with conn.transaction(force_rollback=not write):
-                if not write:
-                    await conn.execute("set transaction read only")
-                await conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(timeout_ms)))
-                for statement in GATEWAY_PLANNER:
-                    await conn.execute(statement)
-                may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (role,))).fetchone()
-                if not may:
-                    raise PermissionDeniedError(f"the console cannot act as role {role}",
-                                                hint="sign in with an API key of a role that is neither a superuser "
-                                                     "nor a member of one")
-                await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+                # (one round trip: ai_internal._act_as turns the planner's folding of owners' code off,
+                # checks the role and SETs LOCAL ROLE; it raises, with a hint, when it may not)
+                async with conn.pipeline():
+                    if not write:
+                        await conn.execute("set transaction read only")
+                    await conn.execute(sql.SQL("set local statement_timeout = {}").format(sql.Literal(timeout_ms)))
+                    await conn.execute("select ai_internal._act_as(%s)", (role,))
                 yield conn
     except psycopg.Error as e:
         raise from_sql_error(e) from None

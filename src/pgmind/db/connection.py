@@ -19,11 +19,6 @@ def resolve_dsn(settings: Settings) -> str:
 
 SERVICE_ROLE = "pgmind_service"   # the model server, workers, the training runner
 GATEWAY_ROLE = "pgmind_gateway"   # HTTP search, acting as API keys' roles (SET ROLE)
-# Run first in every transaction of the gateway's: besides the checks (ai_internal._planner_safe), the
-# planner must not fold table owners' CHECK constraints or partition keys in that session at all —
-# code that ran there could SET ROLE to any role that holds a key.  (Two statements: pipelines take one
-# at a time.)
-GATEWAY_PLANNER = ("set local constraint_exclusion = off", "set local enable_partition_pruning = off")
 
 
 def service_dsn(settings: Settings, base: str | None = None, role: str = SERVICE_ROLE) -> str:

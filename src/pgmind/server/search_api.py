@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from psycopg import sql
 
-from ..db.connection import GATEWAY_PLANNER, from_sql_error
+from ..db.connection import from_sql_error
 from ..errors import InvalidRequestError, PermissionDeniedError, PgmindError
 from ..models.validation import check_text
 from .deps import authenticate, caller, json_response, service
@@ -91,56 +91,15 @@ async def _query(request: Request, query: str, params, name: str, filter_columns
                                          "in X-Pgmind-Caller with the server's token")
     timeout_ms = int(request.app.state.settings.search_timeout * 1000)
     try:
-        # (pipelined: the statements between two checks go in one round trip; a fetch waits for its
-        # own results, so every check is still read before the next step runs)
+        # One round trip (pipelined): a statement that fails aborts the transaction, so the query runs
+        # only after ai_internal._gateway_search has acted as the role, locked the knowledge base's
+        # tables and checked them (the checks, their messages and hints are there).
         async with request.app.state.search_pool.connection() as conn, conn.pipeline():
             async with conn.transaction(force_rollback=True):
                 await conn.execute("set transaction read only")
                 await conn.execute(f"set local statement_timeout = {timeout_ms}")
-                for statement in GATEWAY_PLANNER:
-                    await conn.execute(statement)
-                # (checked at use: a role made a superuser, or a member of one, after its key was issued
-                # is refused)
-                may, = await (await conn.execute("select ai_internal._may_act_as(%s)", (who.role,))).fetchone()
-                if not may:
-                    raise PermissionDeniedError(f"the model server cannot search as role {who.role}",
-                                                hint="search with an API key of a role that is neither a superuser "
-                                                     "nor a member of one (ai.create_api_key); if yours is such a "
-                                                     "key, another key's role has joined a superuser: an "
-                                                     "administrator runs pgmind install to drop it")
-                await conn.execute(sql.SQL("set local role {}").format(sql.Identifier(who.role)))
-                # the tables are locked before they are checked, so the owner cannot turn them into
-                # something that runs its code (row security, rules) between the check and the search
-                store, source, readable = await (await conn.execute(
-                    "select t.store, t.source::text, has_table_privilege(t.source, 'select') "
-                    "from ai_internal._search_target(%s, current_user) t", (name,))).fetchone()
-                await conn.execute(sql.SQL("lock table {} in access share mode").format(
-                    sql.SQL(", ").join([sql.SQL(store), sql.SQL(source)] if readable else [sql.SQL(store)])))
-                # row security on the source reaches the chunks (ai._search_run reads the source as
-                # the caller), but its policies are the owner's code, which must not run in this
-                # session (its session user is the gateway, not the caller); a filter's column of a
-                # type of the owner's own would run its casts (the owner's functions)
-                rls, owned_types, not_table = await (await conn.execute(
-                    """select c.relrowsecurity,
-                              exists (select 1 from pg_attribute a where a.attrelid = c.oid and a.atttypid >= 16384
-                                      and a.attname = any(%s) and not a.attisdropped),
-                              c.relkind not in ('r', 'p') or c.relhasrules or not ai_internal._planner_safe(c.oid)
-                       from pg_class c where c.oid = %s::regclass""",
-                    (list(filter_columns), source))).fetchone()     # (the query itself checks the target again)
-                # (a view's functions, a rule's, or an index's or statistics object's — which the planner
-                # runs: ai_internal._planner_safe — would run here as the caller)
-                if not_table:
-                    raise PermissionDeniedError(f'the source of knowledge base "{name}" is no longer a plain table',
-                                                hint="search it from SQL as your own role, or re-create the "
-                                                     "vectorizer over a table")
-                if rls:
-                    raise PermissionDeniedError(f'knowledge base "{name}" keeps its source table\'s row security, '
-                                                "which HTTP search does not run",
-                                                hint="call ai.search / ai.rag from SQL as your own role")
-                if owned_types:
-                    raise InvalidRequestError("filters over HTTP work on columns of built-in types only",
-                                              hint="filter on text, number, boolean or date columns, or call "
-                                                   "ai.search from SQL")
+                await conn.execute("select ai_internal._gateway_search(%s, %s, %s)",
+                                   (who.role, name, list(filter_columns)))
                 return await (await conn.execute(query, params)).fetchall()
     except psycopg.Error as e:
         raise from_sql_error(e) from None

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request
 from psycopg import sql
 
 from ... import errors
-from ...db.connection import GATEWAY_PLANNER, GATEWAY_ROLE, from_sql_error, service_dsn
+from ...db.connection import GATEWAY_ROLE, from_sql_error, service_dsn
 from ...images import collection
 from ...ingest import CHUNKING, SUFFIXES, IngestResult, create_table, ingest
 from .. import i18n
@@ -107,14 +107,7 @@ def _into_new_table(settings, role: str, schema: str, name: str, create, fill, c
         # its own (its code, run in this gateway session) on a table nobody else can see yet; the check
         # of the role is in it too, right before SET LOCAL ROLE
         with conn.transaction():
-            for statement in GATEWAY_PLANNER:
-                conn.execute(statement)
-            may, = conn.execute("select ai_internal._may_act_as(%s)", (role,)).fetchone()
-            if not may:
-                raise errors.PermissionDeniedError(f"the console cannot act as role {role}",
-                                                   hint="sign in with an API key of a role that is neither a "
-                                                        "superuser nor a member of one")
-            conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
+            conn.execute("select ai_internal._act_as(%s)", (role,))
             # (names resolve in pg_catalog only: no function or operator of the role's can stand in for a
             # built-in one ingest's SQL uses; the new table is named with its schema)
             conn.execute("set local search_path = pg_catalog, pg_temp")

@@ -46,6 +46,29 @@ end
 $$;
 grant execute on function ai_internal._may_act_as(name) to public;
 
+-- The gateway's way into a keyed role, for every transaction of its (HTTP search, the console): the
+-- planner switches that would fold a table owner's CHECK constraints or partition keys in this
+-- session off, the check above, then SET LOCAL ROLE — one call, so one round trip, and one place
+-- that writes the sequence.  SECURITY INVOKER and without a SET clause on purpose: the settings must
+-- outlive the call (to the end of the transaction), and SET ROLE is refused in a definer function;
+-- every name is schema-qualified instead.  It lets a session do nothing it could not do itself.
+create or replace function ai_internal._act_as(role_name name) returns void
+language plpgsql volatile as $$
+begin
+    perform pg_catalog.set_config('constraint_exclusion', 'off', true);
+    perform pg_catalog.set_config('enable_partition_pruning', 'off', true);
+    if not ai_internal._may_act_as(role_name) then
+        raise exception 'pgmind cannot act as role %', role_name
+            using errcode = '42501',
+                  hint = 'use an API key of a role that is neither a superuser nor a member of one '
+                         '(ai.create_api_key); if yours is such a key, another key''s role has joined a '
+                         'superuser: an administrator runs pgmind install to drop it';
+    end if;
+    perform pg_catalog.set_config('role', role_name, true);
+end
+$$;
+grant execute on function ai_internal._act_as(name) to public;
+
 -- May this role call this model?  The owner, administrators, and grantees (directly, through
 -- a role they belong to, or through 'public').  For the services and the definer functions; not
 -- callable by PUBLIC (ai_internal._can_use is the public face).

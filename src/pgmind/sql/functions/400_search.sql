@@ -46,6 +46,58 @@ begin
 end $$;
 grant execute on function ai_internal._search_target(text, name) to public;
 
+-- HTTP search's way in (pgmind.server.search_api), in the gateway's session, as one call: act as the
+-- key's role (ai_internal._act_as), then lock the knowledge base's tables before they are checked,
+-- so their owner cannot turn them into something that runs its code between the check and the
+-- search.  Refused: a source that is no longer a plain table, or whose views, rules, indexes,
+-- statistics or constraints hold code the planner would run (ai_internal._planner_safe); row
+-- security on the source (its policies are the owner's code, and this session's user is the
+-- gateway, not the caller); a filter column of a type of the owner's own (its casts are the owner's
+-- functions).  SECURITY INVOKER without a SET clause, like _act_as: the role must outlive the call.
+create or replace function ai_internal._gateway_search(role_name name, p_name text, filter_columns text[])
+returns void language plpgsql volatile as $$
+declare
+    t record;      -- the target: ai_internal._search_target
+    readable boolean;
+    c record;      -- what the source has become
+begin
+    perform ai_internal._act_as(role_name);
+    select * into t from ai_internal._search_target(p_name, pg_catalog.current_user()::name);
+    readable := pg_catalog.has_table_privilege(t.source, 'select');
+    if readable then
+        -- (named with its schema: a regclass's text depends on the search path)
+        execute pg_catalog.format('lock table %s, %s in access share mode', t.store,
+                                  (select pg_catalog.format('%I.%I', n.nspname, k.relname)
+                                   from pg_catalog.pg_class k join pg_catalog.pg_namespace n
+                                        on n.oid operator(pg_catalog.=) k.relnamespace
+                                   where k.oid operator(pg_catalog.=) t.source));
+    else
+        execute pg_catalog.format('lock table %s in access share mode', t.store);
+    end if;
+    select k.relrowsecurity as rls,
+           k.relkind operator(pg_catalog.<>) all ('{r,p}'::"char"[]) or k.relhasrules
+               or not ai_internal._planner_safe(k.oid) as not_table,
+           exists (select 1 from pg_catalog.pg_attribute a
+                   where a.attrelid operator(pg_catalog.=) k.oid and a.atttypid operator(pg_catalog.>=) 16384
+                     and a.attname operator(pg_catalog.=) any (coalesce(filter_columns, '{}'::text[]))
+                     and not a.attisdropped) as owned_types
+      into c from pg_catalog.pg_class k where k.oid operator(pg_catalog.=) t.source;
+    if c.not_table then
+        raise exception 'the source of knowledge base "%" is no longer a plain table', p_name
+            using errcode = '42501', hint = 'search it from SQL as your own role, or re-create the vectorizer over a table';
+    end if;
+    if c.rls then
+        raise exception 'knowledge base "%" keeps its source table''s row security, which HTTP search does not run', p_name
+            using errcode = '42501', hint = 'call ai.search / ai.rag from SQL as your own role';
+    end if;
+    if c.owned_types then
+        raise exception 'filters over HTTP work on columns of built-in types only'
+            using errcode = '22023', hint = 'filter on text, number, boolean or date columns, or call ai.search from SQL';
+    end if;
+end
+$$;
+grant execute on function ai_internal._gateway_search(name, text, text[]) to public;
+
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text);
 drop function if exists ai.search(text, text, int, text, text, int, float8, float8, int, text, text);
