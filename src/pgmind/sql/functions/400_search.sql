@@ -46,31 +46,47 @@ begin
 end $$;
 grant execute on function ai_internal._search_target(text, name) to public;
 
+-- The active version's chunk table and the source table of a knowledge base, with their schemas,
+-- for a caller that may read the chunks (else nothing: ai.search then says why).  No checks: the
+-- gateway locks these before ai.search checks them (ai_internal._gateway_search).
+create or replace function ai_internal._search_tables(p_name text, out store text, out source text)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+begin
+    select format('%I.%I', v.dest_schema, ver.store_table), format('%I.%I', n.nspname, c.relname)
+      into store, source
+    from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
+         join pg_class c on c.oid = v.source join pg_namespace n on n.oid = c.relnamespace
+    where v.name = p_name;
+    if store is null or to_regclass(store) is null
+       or not has_table_privilege(ai_internal._session_role(), store, 'select') then
+        store := null;
+        source := null;
+    end if;
+end $$;
+grant execute on function ai_internal._search_tables(text) to public;
+
 -- HTTP search's way in (pgmind.server.search_api), in the gateway's session, as one call: act as the
--- key's role (ai_internal._act_as), then lock the knowledge base's tables before they are checked,
--- so their owner cannot turn them into something that runs its code between the check and the
--- search.  Refused: a source that is no longer a plain table, or whose views, rules, indexes,
--- statistics or constraints hold code the planner would run (ai_internal._planner_safe); row
--- security on the source (its policies are the owner's code, and this session's user is the
--- gateway, not the caller); a filter column of a type of the owner's own (its casts are the owner's
--- functions).  SECURITY INVOKER without a SET clause, like _act_as: the role must outlive the call.
+-- key's role (ai_internal._act_as), then lock the knowledge base's tables before they are checked —
+-- the chunk table by ai.search's own ai_internal._search_target, the source here — so their owner
+-- cannot turn them into something that runs its code between the check and the search.  Refused: a
+-- source that is no longer a plain table, or whose views, rules, indexes, statistics or constraints
+-- hold code the planner would run (ai_internal._planner_safe); row security on the source (its
+-- policies are the owner's code, and this session's user is the gateway, not the caller); a filter
+-- column of a type of the owner's own (its casts are the owner's functions).  SECURITY INVOKER
+-- without a SET clause, like _act_as: the role must outlive the call.
 create or replace function ai_internal._gateway_search(role_name name, p_name text, filter_columns text[])
 returns void language plpgsql volatile as $$
 declare
-    t record;      -- the target: ai_internal._search_target
-    readable boolean;
+    t record;      -- the tables: ai_internal._search_tables
     c record;      -- what the source has become
 begin
     perform ai_internal._act_as(role_name);
-    select * into t from ai_internal._search_target(p_name, pg_catalog.current_user()::name);
-    readable := pg_catalog.has_table_privilege(t.source, 'select');
-    if readable then
-        -- (named with its schema: a regclass's text depends on the search path)
-        execute pg_catalog.format('lock table %s, %s in access share mode', t.store,
-                                  (select pg_catalog.format('%I.%I', n.nspname, k.relname)
-                                   from pg_catalog.pg_class k join pg_catalog.pg_namespace n
-                                        on n.oid operator(pg_catalog.=) k.relnamespace
-                                   where k.oid operator(pg_catalog.=) t.source));
+    select * into t from ai_internal._search_tables(p_name);
+    if t.store is null then
+        return;        -- (nothing this role may read: ai.search raises the error, with its hint)
+    end if;
+    if pg_catalog.has_table_privilege(t.source, 'select') then
+        execute pg_catalog.format('lock table %s, %s in access share mode', t.store, t.source);
     else
         execute pg_catalog.format('lock table %s in access share mode', t.store);
     end if;
@@ -81,7 +97,7 @@ begin
                    where a.attrelid operator(pg_catalog.=) k.oid and a.atttypid operator(pg_catalog.>=) 16384
                      and a.attname operator(pg_catalog.=) any (coalesce(filter_columns, '{}'::text[]))
                      and not a.attisdropped) as owned_types
-      into c from pg_catalog.pg_class k where k.oid operator(pg_catalog.=) t.source;
+      into c from pg_catalog.pg_class k where k.oid operator(pg_catalog.=) t.source::regclass;
     if c.not_table then
         raise exception 'the source of knowledge base "%" is no longer a plain table', p_name
             using errcode = '42501', hint = 'search it from SQL as your own role, or re-create the vectorizer over a table';
