@@ -45,3 +45,36 @@ def test_unknown_precision():
     with pytest.raises(ModelLoadError) as e:
         SentenceTransformerModel(packaged_minilm_path(), precision="fp8")
     assert "fp32" in e.value.hint
+
+
+def test_ids_kept_from_the_check_give_encodes_vectors(models):
+    """The forward pass over the ids the length check made (one tokenization) gives the vectors of
+    sentence-transformers' own encode, for texts checked first, texts not checked, and a repeat."""
+    m = models["fp32"]
+    assert m._backend is not None
+    texts = TEXTS + [TEXTS[0]]
+    ref = m._model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True)
+    checked, _ = m.check(texts)
+    assert len(m._ids) >= len(set(texts))
+    v = m.embed(checked, "document", validated=True).vectors
+    assert (np.sum(v * ref, axis=1) >= 0.99999).all()
+    assert not any(t in m._ids for t in texts)           # used once, then let go
+    assert (np.sum(m.embed_batch(["never checked"], "query") * m._model.encode(
+        ["never checked"], normalize_embeddings=True), axis=1) >= 0.99999).all()
+
+
+def test_batches_packed_by_true_lengths(models):
+    """After the length check, batches are packed by the texts' token counts (not an estimate),
+    longest first, each within the CPU's padded-token budget."""
+    m = models["fp32"]
+    texts = ["vacuum " * n for n in (5, 200, 10, 180, 7, 190, 3, 60)]
+    m.check(texts)
+    lengths = m.token_lengths(texts)
+    assert lengths == [m.count_tokens(t) for t in texts]
+    batches = m.pack(texts)
+    assert sorted(i for b in batches for i in b) == list(range(len(texts)))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= m.max_batch_tokens
+    assert m.max_batch_tokens == SentenceTransformerModel.cpu_batch_tokens
+    assert [lengths[i] for b in batches for i in b] == sorted(lengths, reverse=True)
+    assert len(batches) > 1

@@ -79,15 +79,21 @@ class LocalEmbeddingModel(ABC):
             result[idx] = self.embed_batch([texts[i] for i in idx], input_type)
         return Embeddings(result, tokens)
 
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Each text's length in tokens, for packing batches: an estimate here; a model that kept
+        the counts of its length check returns those."""
+        return [estimate_tokens(t) for t in texts]
+
     def pack(self, texts: list[str]) -> list[list[int]]:
         """Batches of indices: longest first (similar lengths together waste little padding),
         bounded by ``batch_size`` texts and ``max_batch_tokens`` padded tokens."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        lengths = self.token_lengths(texts)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
         batches: list[list[int]] = []
         current: list[int] = []
         longest = 0
         for i in order:
-            n = estimate_tokens(texts[i])
+            n = lengths[i]
             longest_if_added = max(longest, n)
             if current and (len(current) >= self.batch_size
                             or longest_if_added * (len(current) + 1) > self.max_batch_tokens):
