@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pgmind.errors import ModelLoadError
+from pgmind.models.local.base import CPU_BATCH_TOKENS
 from pgmind.models.local.st import SentenceTransformerModel, packaged_minilm_path
 
 TEXTS = ["create an index concurrently without locking the table",
@@ -75,6 +76,6 @@ def test_batches_packed_by_true_lengths(models):
     assert sorted(i for b in batches for i in b) == list(range(len(texts)))
     for b in batches:
         assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= m.max_batch_tokens
-    assert m.max_batch_tokens == SentenceTransformerModel.cpu_batch_tokens
+    assert m.max_batch_tokens == CPU_BATCH_TOKENS
     assert [lengths[i] for b in batches for i in b] == sorted(lengths, reverse=True)
     assert len(batches) > 1

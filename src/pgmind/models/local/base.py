@@ -23,6 +23,13 @@ def estimate_tokens(text: str) -> int:
     return cjk + (len(text) - cjk + 3) // 4
 
 
+# Padded tokens per forward pass for a transformer that pads a batch to its longest text, on a CPU:
+# passes of texts of similar lengths within this budget made the same vectors 1.45x faster for
+# all-MiniLM-L6-v2 and 1.2x for e5-small than passes of 32 and 16 (manual paragraphs are 37% padding
+# in a batch of 32; docs/benchmarks.md).  A GPU wants big passes: the default above.
+CPU_BATCH_TOKENS = 1024
+
+
 class LocalEmbeddingModel(ABC):
     """A model that runs in this process. Implement ``embed_batch``; the base validates the input,
     sorts by length to cut padding, splits into batches and restores the input order."""

@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from .base import LocalEmbeddingModel
+from .base import CPU_BATCH_TOKENS, LocalEmbeddingModel
 from .cpu import has_native_bf16
 
 _SPACES = re.compile(" {2,}")
@@ -55,6 +55,8 @@ class E5Small(LocalEmbeddingModel):
         self.precision = resolve_precision(precision) if engine != "c" else "q4"
         self._impl = _CEngine() if engine == "c" else _TorchEngine(weights, self.precision)
         self.engine = engine
+        if engine != "c":       # (the torch engine pads each pass to its longest text)
+            self.max_batch_tokens = CPU_BATCH_TOKENS
 
     def count_tokens(self, text: str) -> int:
         return self._impl.count_tokens(text)

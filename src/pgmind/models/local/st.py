@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from ...errors import ModelLoadError
-from .base import LocalEmbeddingModel, estimate_tokens
+from .base import CPU_BATCH_TOKENS, LocalEmbeddingModel, estimate_tokens
 from .cpu import has_native_bf16
 
 
@@ -28,12 +28,9 @@ PRECISIONS = ("auto", "fp32", "autocast", "bf16")
 
 class SentenceTransformerModel(LocalEmbeddingModel):
     """Texts are tokenized once (the length check's ids feed the forward pass) and packed by their
-    true lengths into forward passes of at most ``max_batch_tokens`` padded tokens.  On a CPU that
-    budget is small: 32 manual paragraphs padded to the longest are 37% padding, and passes of
-    ~1,024 tokens of similar lengths made the same vectors 1.45x faster than one pass of 32
-    (all-MiniLM-L6-v2, fp32, 2 vCPU AVX2: docs/benchmarks.md); a GPU wants big passes."""
+    true lengths into forward passes of at most ``max_batch_tokens`` padded tokens (on a CPU,
+    base.CPU_BATCH_TOKENS)."""
     batch_size = 32
-    cpu_batch_tokens = 1024
 
     def __init__(self, name_or_path: str, *, query_prefix: str = "", document_prefix: str = "",
                  precision: str | None = "auto", device: str = "cpu", download: bool = False):
@@ -65,7 +62,7 @@ class SentenceTransformerModel(LocalEmbeddingModel):
             self._to_bf16(torch)
         self._backend = self._direct_backend()
         if device == "cpu":
-            self.max_batch_tokens = self.cpu_batch_tokens
+            self.max_batch_tokens = CPU_BATCH_TOKENS
         self._ids: dict[str, list[int]] = {}     # text -> token ids, from the length check to the forward pass
 
     def _to_bf16(self, torch) -> None:
