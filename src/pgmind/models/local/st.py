@@ -117,7 +117,7 @@ class SentenceTransformerModel(LocalEmbeddingModel):
         """The true lengths where the length check kept the ids (packing by them, with a small
         ``max_batch_tokens``, is what cuts the padding: see the class)."""
         kept = self._ids
-        return [len(kept[t]) if t in kept else estimate_tokens(t) for t in texts]
+        return [len(ids) if (ids := kept.get(t)) is not None else estimate_tokens(t) for t in texts]
 
     def truncate(self, text: str, max_tokens: int) -> str:
         tok = self._model.tokenizer

@@ -46,70 +46,102 @@ begin
 end $$;
 grant execute on function ai_internal._search_target(text, name) to public;
 
--- The active version's chunk table and the source table of a knowledge base, with their schemas,
--- for a caller that may read the chunks (else nothing: ai.search then says why).  No checks: the
--- gateway locks these before ai.search checks them (ai_internal._gateway_search).
-create or replace function ai_internal._search_tables(p_name text, out store text, out source text)
-language plpgsql stable security definer set search_path = pg_catalog, pg_temp as $$
+-- Locks a knowledge base's chunk table and source table for the rest of the transaction, for a
+-- session role that may read the chunks, and returns them (HTTP search: ai_internal._gateway_search).
+-- A definer, so the source is locked even where the role may not read it (a filter still plans a
+-- query there).  Both are locked by name, so each name is looked up again once the lock is held: a
+-- rename while the lock waited (another table given the source's name) is refused, since ai.search
+-- reads the source by its OID.  A source that is gone is refused too: nothing is left unlocked.
+-- (A role that may read the chunks can hold these two locks as long as its transaction lasts, as
+-- reading the chunks would; ACCESS SHARE blocks only ALTER, DROP and the like.)
+drop function if exists ai_internal._search_tables(text);
+create or replace function ai_internal._lock_search_tables(p_name text, out store text, out source regclass)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp as $$
+declare
+    me name := ai_internal._session_role();
+    vid int := ai_internal._vectorizer_id(p_name);
+    source_name text;
 begin
-    select format('%I.%I', v.dest_schema, ver.store_table), format('%I.%I', n.nspname, c.relname)
-      into store, source
+    select format('%I.%I', v.dest_schema, ver.store_table), v.source,
+           (select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where c.oid = v.source)
+      into store, source, source_name
     from ai.vectorizers v join ai.vectorizer_versions ver on ver.vectorizer_id = v.id and ver.status = 'active'
-         join pg_class c on c.oid = v.source join pg_namespace n on n.oid = c.relnamespace
-    where v.name = p_name;
-    if store is null or to_regclass(store) is null
-       or not has_table_privilege(ai_internal._session_role(), store, 'select') then
-        store := null;
-        source := null;
+    where v.id = vid;
+    if store is null or to_regclass(store) is null or not has_table_privilege(me, store, 'select') then
+        raise exception 'permission denied for knowledge base "%"', p_name
+            using errcode = '42501',
+                  hint = format('its owner can run: grant select on %s to %I (and on the source table, for filters)',
+                                coalesce(store, 'its chunk table'), me);
+    end if;
+    if source_name is null then
+        raise exception 'the source table of knowledge base "%" is gone', p_name
+            using errcode = '42P01', hint = 're-create the vectorizer over a table (ai.drop_vectorizer, ai.create_vectorizer)';
+    end if;
+    execute format('lock table %s, %s in access share mode', store, source_name);
+    if to_regclass(source_name) is distinct from source then
+        raise exception 'the source table of knowledge base "%" was renamed during the search', p_name
+            using errcode = '42501', hint = 'search again; if this repeats, ask the owner why its tables keep changing';
     end if;
 end $$;
-grant execute on function ai_internal._search_tables(text) to public;
+grant execute on function ai_internal._lock_search_tables(text) to public;
 
 -- HTTP search's way in (pgmind.server.search_api), in the gateway's session, as one call: act as the
--- key's role (ai_internal._act_as), then lock the knowledge base's tables before they are checked —
--- the chunk table by ai.search's own ai_internal._search_target, the source here — so their owner
--- cannot turn them into something that runs its code between the check and the search.  Refused: a
--- source that is no longer a plain table, or whose views, rules, indexes, statistics or constraints
--- hold code the planner would run (ai_internal._planner_safe); row security on the source (its
--- policies are the owner's code, and this session's user is the gateway, not the caller); a filter
--- column of a type of the owner's own (its casts are the owner's functions).  SECURITY INVOKER
--- without a SET clause, like _act_as: the role must outlive the call.
+-- key's role (ai_internal._act_as), lock the knowledge base's tables (ai_internal._lock_search_tables),
+-- then check them — the chunk table by ai.search's own ai_internal._search_target, the source here —
+-- so their owner cannot turn them into something that runs its code between the check and the
+-- search.  Refused: a source that is no longer a plain table, or whose views, rules, indexes,
+-- statistics or constraints hold code the planner would run (ai_internal._planner_safe); row
+-- security on the source (its policies are the owner's code, and this session's user is the
+-- gateway, not the caller); a filter column of a type of the owner's own (its casts are the owner's
+-- functions).  Then both tables are planned once and checked again: planning locks every index of
+-- a table, so an owner who holds one index's lock (REINDEX in an open transaction) to keep the
+-- search waiting while it adds an index with its code is found here, not in the search's own plan.
+-- SECURITY INVOKER without a SET clause, like _act_as: the role must outlive the call.
 create or replace function ai_internal._gateway_search(role_name name, p_name text, filter_columns text[])
 returns void language plpgsql volatile as $$
 declare
-    t record;      -- the tables: ai_internal._search_tables
+    t record;      -- the tables: ai_internal._lock_search_tables
     c record;      -- what the source has become
+    readable boolean;
 begin
     perform ai_internal._act_as(role_name);
-    select * into t from ai_internal._search_tables(p_name);
-    if t.store is null then
-        return;        -- (nothing this role may read: ai.search raises the error, with its hint)
+    select * into t from ai_internal._lock_search_tables(p_name);
+    readable := pg_catalog.has_table_privilege(t.source, 'select');
+    -- (a filter plans a query on the source, and planning comes before the permission check: the
+    -- source is planned here only by a role that may read it)
+    if not readable and pg_catalog.cardinality(filter_columns) operator(pg_catalog.>) 0 then
+        raise exception 'permission denied for the source table of knowledge base "%"', p_name
+            using errcode = '42501', hint = 'search without a filter, or ask the owner to grant select on the source table';
     end if;
-    if pg_catalog.has_table_privilege(t.source, 'select') then
-        execute pg_catalog.format('lock table %s, %s in access share mode', t.store, t.source);
-    else
-        execute pg_catalog.format('lock table %s in access share mode', t.store);
-    end if;
-    select k.relrowsecurity as rls,
-           k.relkind operator(pg_catalog.<>) all ('{r,p}'::"char"[]) or k.relhasrules
-               or not ai_internal._planner_safe(k.oid) as not_table,
-           exists (select 1 from pg_catalog.pg_attribute a
-                   where a.attrelid operator(pg_catalog.=) k.oid and a.atttypid operator(pg_catalog.>=) 16384
-                     and a.attname operator(pg_catalog.=) any (coalesce(filter_columns, '{}'::text[]))
-                     and not a.attisdropped) as owned_types
-      into c from pg_catalog.pg_class k where k.oid operator(pg_catalog.=) t.source::regclass;
-    if c.not_table then
-        raise exception 'the source of knowledge base "%" is no longer a plain table', p_name
-            using errcode = '42501', hint = 'search it from SQL as your own role, or re-create the vectorizer over a table';
-    end if;
-    if c.rls then
-        raise exception 'knowledge base "%" keeps its source table''s row security, which HTTP search does not run', p_name
-            using errcode = '42501', hint = 'call ai.search / ai.rag from SQL as your own role';
-    end if;
-    if c.owned_types then
-        raise exception 'filters over HTTP work on columns of built-in types only'
-            using errcode = '22023', hint = 'filter on text, number, boolean or date columns, or call ai.search from SQL';
-    end if;
+    for i in 1..2 loop
+        select k.relrowsecurity as rls,
+               k.relkind operator(pg_catalog.<>) all ('{r,p}'::"char"[]) or k.relhasrules
+                   or not ai_internal._planner_safe(k.oid) as not_table,
+               exists (select 1 from pg_catalog.pg_attribute a
+                       where a.attrelid operator(pg_catalog.=) k.oid and a.atttypid operator(pg_catalog.>=) 16384
+                         and a.attname operator(pg_catalog.=) any (coalesce(filter_columns, '{}'::text[]))
+                         and not a.attisdropped) as owned_types
+          into c from pg_catalog.pg_class k where k.oid operator(pg_catalog.=) t.source;
+        if c.not_table or not ai_internal._store_is_plain(pg_catalog.to_regclass(t.store)) then
+            raise exception 'the source or the chunk table of knowledge base "%" is no longer a plain table', p_name
+                using errcode = '42501', hint = 'search it from SQL as your own role, or re-create the vectorizer over a table';
+        end if;
+        if c.rls then
+            raise exception 'knowledge base "%" keeps its source table''s row security, which HTTP search does not run', p_name
+                using errcode = '42501', hint = 'call ai.search / ai.rag from SQL as your own role';
+        end if;
+        if c.owned_types then
+            raise exception 'filters over HTTP work on columns of built-in types only'
+                using errcode = '22023', hint = 'filter on text, number, boolean or date columns, or call ai.search from SQL';
+        end if;
+        exit when i operator(pg_catalog.=) 2;
+        -- (planned, not run: EXPLAIN takes the indexes' locks and reads nothing)
+        execute pg_catalog.format('explain select 1 from only %s', t.store);
+        if readable then
+            execute pg_catalog.format('explain select 1 from only %s', t.source);
+        end if;
+    end loop;
 end
 $$;
 grant execute on function ai_internal._gateway_search(name, text, text[]) to public;
