@@ -1,6 +1,8 @@
 """Connections: one place that turns settings into a DSN and opens a psycopg connection."""
 from __future__ import annotations
 
+import re
+
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -108,10 +110,17 @@ _ERROR_CLASSES = {"42704": UnknownModelError, "42501": PermissionDeniedError, "5
 _ERROR_FAMILIES = {"22": InvalidRequestError, "42": InvalidRequestError, "23": InvalidRequestError}
 
 
+# PL/Python's prefix on the errors raised through it ("spiexceptions.QueryCanceled: ..."): the SQL
+# functions take it off (ai_internal._reraise), but a statement timeout is not caught by their
+# handlers (WHEN OTHERS leaves query_canceled alone), so it can still arrive here
+_PLPY_PREFIX = re.compile(r"^((spiexceptions|plpy)\.\w+: )+")
+
+
 def from_sql_error(e: psycopg.Error) -> PgmindError:
-    """A server error as the library's error: its message, hint and SQLSTATE kept."""
+    """A server error as the library's error: its message (without PL/Python's prefix), hint and
+    SQLSTATE kept."""
     state = e.sqlstate or ""
     cls = _ERROR_CLASSES.get(state) or _ERROR_FAMILIES.get(state[:2], PgmindError)
-    err = cls(e.diag.message_primary or str(e), hint=e.diag.message_hint)
+    err = cls(_PLPY_PREFIX.sub("", e.diag.message_primary or str(e)), hint=e.diag.message_hint)
     err.sqlstate = e.sqlstate or err.sqlstate
     return err
