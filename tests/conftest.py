@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -125,6 +126,39 @@ role granted nothing.  Each has its own connection."""
 
 def as_role(dsn: str, role: str) -> psycopg.Connection:
     return connect(psycopg.conninfo.make_conninfo(dsn, user=role), autocommit=True)
+
+
+def gateway_leak(tag: str) -> str:
+    """SQL making the owner's immutable function sec_app.<tag>_leak(): harmless anywhere but in a
+    session of the gateway, where it SETs ROLE to sec_nobody (which holds a key, so the gateway is its
+    member) and raises with sec_nobody's secret — what owner code reaching that session could do."""
+    return f"""create or replace function sec_app.{tag}_leak() returns int language plpgsql immutable as $$
+          declare v text;
+          begin
+              if session_user = 'pgmind_gateway' then
+                  perform set_config('role', 'sec_nobody', true);
+                  select string_agg(s, ',') into v from public.{tag}_secret;
+                  raise exception 'LEAK as % in a session of %: %', current_user, session_user, v;
+              end if;
+              return 0;
+          end $$"""
+
+
+@contextmanager
+def secret_table(conn, tag: str, secret: str):
+    """sec_nobody's private table public.<tag>_secret holding ``secret``, and a live API key of
+    sec_nobody's (so the gateway is its member), for the time of the block."""
+    conn.execute(f"drop table if exists public.{tag}_secret")
+    conn.execute(f"create table public.{tag}_secret (s text)")
+    conn.execute(f"insert into public.{tag}_secret values (%s)", (secret,))
+    conn.execute(f"alter table public.{tag}_secret owner to sec_nobody")
+    conn.execute(f"revoke all on public.{tag}_secret from public")
+    key = conn.execute("select ai.create_api_key('sec_nobody')").fetchone()[0]
+    try:
+        yield
+    finally:
+        conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
+        conn.execute(f"drop table if exists public.{tag}_secret")
 
 
 @pytest.fixture(scope="module")

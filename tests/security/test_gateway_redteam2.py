@@ -27,35 +27,18 @@ import time
 import httpx
 import pytest
 
-from conftest import as_role
+from conftest import as_role, gateway_leak, secret_table
 
 HTTP = httpx.Client(timeout=120)
 SECRET = "rt6 launch code 9093"
 
-LEAK = """create or replace function sec_app.rt6_leak() returns int language plpgsql immutable as $$
-          declare v text;
-          begin
-              if session_user = 'pgmind_gateway' then
-                  perform set_config('role', 'sec_nobody', true);
-                  select string_agg(s, ',') into v from public.rt6_secret;
-                  raise exception 'LEAK as % in a session of %: %', current_user, session_user, v;
-              end if;
-              return 0;
-          end $$"""
+LEAK = gateway_leak("rt6")
 
 
 @pytest.fixture
 def victim_secret(conn, sec_roles):
-    """sec_nobody's private table; sec_nobody holds a live API key (so the gateway is its member)."""
-    conn.execute("drop table if exists public.rt6_secret")
-    conn.execute("create table public.rt6_secret (s text)")
-    conn.execute("insert into public.rt6_secret values (%s)", (SECRET,))
-    conn.execute("alter table public.rt6_secret owner to sec_nobody")
-    conn.execute("revoke all on public.rt6_secret from public")
-    key = conn.execute("select ai.create_api_key('sec_nobody')").fetchone()[0]
-    yield
-    conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
-    conn.execute("drop table if exists public.rt6_secret")
+    with secret_table(conn, "rt6", SECRET):
+        yield
 
 
 @pytest.fixture

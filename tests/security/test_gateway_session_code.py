@@ -18,33 +18,18 @@ import httpx
 import psycopg
 import pytest
 
+from conftest import gateway_leak, secret_table
+
 HTTP = httpx.Client(timeout=120)
 SECRET = "rt5 launch code 4711"
 
-LEAK = """create or replace function sec_app.rt5_leak() returns int language plpgsql immutable as $$
-          declare v text;
-          begin
-              if session_user = 'pgmind_gateway' then
-                  perform set_config('role', 'sec_nobody', true);
-                  select string_agg(s, ',') into v from public.rt5_secret;
-                  raise exception 'LEAK as % in a session of %: %', current_user, session_user, v;
-              end if;
-              return 0;
-          end $$"""
+LEAK = gateway_leak("rt5")
 
 
 @pytest.fixture
 def victim_secret(conn, sec_roles):
-    """sec_nobody's private table; sec_nobody holds a live API key (so the gateway is its member)."""
-    conn.execute("drop table if exists public.rt5_secret")
-    conn.execute("create table public.rt5_secret (s text)")
-    conn.execute("insert into public.rt5_secret values (%s)", (SECRET,))
-    conn.execute("alter table public.rt5_secret owner to sec_nobody")
-    conn.execute("revoke all on public.rt5_secret from public")
-    key = conn.execute("select ai.create_api_key('sec_nobody')").fetchone()[0]
-    yield
-    conn.execute("select ai.revoke_api_key(%s)", (key[:12],))
-    conn.execute("drop table if exists public.rt5_secret")
+    with secret_table(conn, "rt5", SECRET):
+        yield
 
 
 def _inherited(owner):
