@@ -25,6 +25,7 @@ import threading
 import time
 
 import httpx
+import psycopg
 import pytest
 
 from conftest import as_role, gateway_leak, secret_table
@@ -174,3 +175,13 @@ def test_an_index_created_while_the_planner_waits_at_another_index(kb, owner, co
     assert waited, "the gateway's planner never waited at the index"
     assert "r" in out, "the search did not answer"
     _assert_refused(out["r"])
+
+
+def test_a_role_granted_nothing_locks_nothing(kb, installed):
+    """ai_internal._lock_search_tables is a definer that any role may call: for a role that may not
+    read the chunks it refuses (42501) before it takes a lock, so nobody locks another owner's
+    tables through it."""
+    with as_role(installed, "sec_nobody") as nobody:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            nobody.execute("select * from ai_internal._lock_search_tables('rt6_kb')")
+    assert "permission denied for knowledge base" in str(e.value)
